@@ -1,0 +1,10 @@
+//! Wire types of the Noxus HTTP API and the API-key format, shared by the
+//! server, the SDK and the CLI. Serde only: no HTTP or database code here.
+
+pub mod key_format;
+pub mod permissions;
+pub mod types;
+
+pub use key_format::{check_key_format, KeyFormatError};
+pub use permissions::{Permission, Role};
+pub use types::*;

@@ -1,0 +1,293 @@
+//! Request and response bodies of the Noxus HTTP API. Field names follow the
+//! official Python client (`noxus-sdk`), which must parse our responses.
+//! Timestamps are RFC 3339 strings in UTC; ids are strings.
+
+use crate::permissions::{Permission, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// A sentence for people; what the official client shows.
+    pub detail: String,
+    /// A stable machine-readable code, e.g. `invalid_api_key`.
+    pub code: String,
+    /// The request id, also sent as the `x-request-id` header.
+    pub request_id: String,
+    /// For `insufficient_permissions`: the permission the route needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_permission: Option<String>,
+    /// For `validation_error`: the offending field or parameter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// What `/v1/admin/me` returns: the calling key, who owns it, and what it may
+/// do. Shaped as the official client's `ApiKey` (with `value` masked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Me {
+    /// The key's id.
+    pub id: String,
+    /// The key's name.
+    pub name: String,
+    /// Whether the key may use the organization-wide admin API.
+    pub tenant_admin: bool,
+    /// The key, masked: first 10 characters, `…`, last 4.
+    pub value: String,
+    /// Effective permissions, computed now from the owner's role.
+    pub permissions: Vec<Permission>,
+    /// The workspace the key belongs to.
+    pub workspace_id: String,
+    /// That workspace's name.
+    pub workspace_name: String,
+    /// The key owner's current role in the workspace.
+    pub role: Role,
+    /// The user who owns the key.
+    pub user_id: String,
+    /// That user's email.
+    pub user_email: String,
+    /// The organization.
+    pub organization_id: String,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<String>,
+    /// When the key was created.
+    pub created_at: String,
+}
+
+/// A workspace (the API calls it a *group*).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Workspace {
+    /// Workspace id.
+    pub id: String,
+    /// Name, unique within the organization.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// When it was created.
+    pub created_at: String,
+}
+
+/// Body of `POST /v1/admin/groups`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// 1 to 100 characters.
+    pub name: String,
+    /// Up to 1000 characters.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// Body of `POST /v1/admin/groups/{id}/api-keys`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A descriptive name, 1 to 100 characters.
+    pub name: String,
+    /// Organization-wide admin key; only an organization admin may create one.
+    #[serde(default)]
+    pub tenant_admin: bool,
+    /// Restrict the key to these permissions (a subset of the owner's role).
+    /// Absent or null: the key has everything the role grants.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    /// RFC 3339 time after which the key stops working.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// A key as listed: never the secret, only its display fragments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiKeyInfo {
+    /// Key id.
+    pub id: String,
+    /// Key name.
+    pub name: String,
+    /// Organization-wide admin key.
+    pub tenant_admin: bool,
+    /// The key, masked: first 10 characters, `…`, last 4.
+    pub value: String,
+    /// The restriction, if the key has one; `null` means "whatever the role grants".
+    pub permissions: Option<Vec<Permission>>,
+    /// Workspace the key belongs to.
+    pub workspace_id: String,
+    /// The user who owns the key.
+    pub user_id: String,
+    /// `active`, `expiring` (rotated, in its grace period), `expired` or `revoked`.
+    pub status: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it stops (or stopped) working.
+    pub expires_at: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+    /// The key that replaced this one by rotation.
+    pub replaced_by: Option<String>,
+}
+
+/// A key in the one response that carries its secret: creation or rotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreatedApiKey {
+    /// Key id.
+    pub id: String,
+    /// Key name.
+    pub name: String,
+    /// Organization-wide admin key.
+    pub tenant_admin: bool,
+    /// The full secret. Shown once: it is not stored and cannot be shown again.
+    pub value: String,
+    /// The restriction, if any.
+    pub permissions: Option<Vec<Permission>>,
+    /// Workspace the key belongs to.
+    pub workspace_id: String,
+    /// The user who owns the key.
+    pub user_id: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+    /// For a rotation: the key this one replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<String>,
+    /// For a rotation: until when the replaced key keeps working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced_key_valid_until: Option<String>,
+}
+
+/// Body of `POST /v1/admin/groups/{id}/api-keys/{key_id}/rotate`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// How long the old key keeps working, 0 to 604800 seconds (7 days).
+    #[serde(default)]
+    pub grace_period_seconds: u64,
+}
+
+/// A page of items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// How many items there are in all.
+    pub total: u64,
+    /// This page's number, from 1.
+    pub page: u64,
+    /// The page size.
+    pub size: u64,
+    /// How many pages there are.
+    pub pages: u64,
+}
+
+/// A workflow as stored: name, type and definition are returned verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Workflow {
+    /// Workflow id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `flow` or `agent_flow`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The workspace.
+    pub group_id: String,
+    /// The definition exactly as saved: `{flow_version?, nodes, edges}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub definition: Value,
+    /// The error-handler node, if any.
+    pub error_handler: Option<String>,
+    /// `definition.flow_version`, or `v1`.
+    pub flow_version: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it last changed.
+    pub last_updated_at: String,
+}
+
+/// Body of `POST /v1/workflows` and `PATCH /v1/workflows/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowWrite {
+    /// 1 to 200 characters.
+    pub name: String,
+    /// `flow` (default) or `agent_flow`.
+    #[serde(rename = "type", default = "default_workflow_type")]
+    pub kind: String,
+    /// `{flow_version?, nodes: [...], edges: [...]}`; defaults to an empty flow.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub definition: Option<Value>,
+    /// A node id (UUID) or null.
+    #[serde(default)]
+    pub error_handler: Option<String>,
+}
+
+fn default_workflow_type() -> String {
+    "flow".to_owned()
+}
+
+/// A saved version of a workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkflowVersion {
+    /// Version id (UUID).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// When it was saved.
+    pub created_at: String,
+    /// The user (UUID) whose key saved it.
+    pub created_by: Option<String>,
+    /// The definition as saved.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub definition: Value,
+}
+
+/// Body of `POST /v1/workflows/{id}/versions` and its PATCH.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowVersionWrite {
+    /// 1 to 200 characters.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `{flow_version?, nodes, edges}`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub definition: Value,
+}
+
+/// The body of a successful DELETE.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Deleted {
+    /// Always true.
+    pub deleted: bool,
+    /// The id of what was deleted.
+    pub id: String,
+}
+
+/// Health and readiness probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Health {
+    /// `ok`, or what is wrong.
+    pub status: String,
+}

@@ -1,0 +1,93 @@
+//! `noxus serve`: configuration from flags and `NOXUS_*` variables, logs
+//! on stderr, the first-start welcome on stdout, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use noxus_server::{shutdown_signal, Application, Config};
+use secrecy::SecretString;
+
+/// Options of `noxus serve`. Each flag can also be set by the variable named
+/// in its help; flags win.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free one).
+    #[arg(long, env = "NOXUS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Directory of the SQLite database; created if missing.
+    #[arg(long, env = "NOXUS_DATA_DIR", default_value = "./noxus-data")]
+    data_dir: PathBuf,
+
+    /// JSON file with `nodes`, `models` and/or `presets` replacing the built-in catalog.
+    #[arg(long, env = "NOXUS_CATALOG")]
+    catalog: Option<PathBuf>,
+
+    /// Do not create or print a first API key and password on the first start
+    /// (for production). The owner's password must then be in NOXUS_ADMIN_PASSWORD.
+    #[arg(long, env = "NOXUS_NO_WELCOME")]
+    no_welcome: bool,
+
+    /// Email of the first owner, created on the first start.
+    #[arg(long, env = "NOXUS_ADMIN_EMAIL", default_value = "admin@noxus.local")]
+    admin_email: String,
+
+    /// The URL clients use to reach this server, if not http://<listen address>.
+    #[arg(long, env = "NOXUS_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    /// How long, in milliseconds, a verified key is trusted without a
+    /// database lookup (changes made through this process apply at once).
+    #[arg(long, env = "NOXUS_KEY_CACHE_TTL_MS", default_value_t = 1000)]
+    key_cache_ttl_ms: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    max_body_bytes: usize,
+}
+
+fn secret_env(name: &str) -> Option<SecretString> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from)
+}
+
+/// Runs the platform until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NOXUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let mut config = Config::new(args.data_dir);
+    config.listen = args.listen;
+    config.catalog_file = args.catalog;
+    config.welcome = !args.no_welcome;
+    config.admin_email = args.admin_email;
+    config.admin_password = secret_env("NOXUS_ADMIN_PASSWORD");
+    config.pepper = secret_env("NOXUS_KEY_PEPPER");
+    config.public_url = args.public_url.map(|u| u.trim_end_matches('/').to_owned());
+    config.key_cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
+    config.max_body_bytes = args.max_body_bytes;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let mut app = Application::build(config).await?;
+        if let Some(welcome) = app.take_welcome() {
+            // stdout, not the log: the key must never reach log files.
+            println!("{welcome}");
+        }
+        tracing::info!(url = %app.base_url(), "listening");
+        app.run_until_stopped(shutdown_signal()).await
+    })
+}

@@ -1,0 +1,55 @@
+//! Server configuration. The CLI fills it from flags and `NOXUS_*` variables;
+//! tests build it directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// How the platform runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives.
+    pub data_dir: PathBuf,
+    /// Server-side secret mixed into key digests (HMAC-SHA-256). Changing it
+    /// invalidates every existing key.
+    pub pepper: Option<SecretString>,
+    /// A JSON file with `nodes`, `models` and `presets` replacing the defaults.
+    pub catalog_file: Option<PathBuf>,
+    /// Print the welcome (login and first key) on the first start.
+    pub welcome: bool,
+    /// Email of the first owner.
+    pub admin_email: String,
+    /// Password of the first owner; random (and printed once) when absent.
+    pub admin_password: Option<SecretString>,
+    /// The URL people and clients use to reach this server, for the welcome text.
+    pub public_url: Option<String>,
+    /// How long a verified key is trusted without a database lookup.
+    pub key_cache_ttl: Duration,
+    /// Most keys kept in the cache.
+    pub key_cache_capacity: usize,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Defaults for a data directory: listen on 127.0.0.1:8080.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            pepper: None,
+            catalog_file: None,
+            welcome: true,
+            admin_email: "admin@noxus.local".to_owned(),
+            admin_password: None,
+            public_url: None,
+            key_cache_ttl: Duration::from_secs(1),
+            key_cache_capacity: 100_000,
+            max_body_bytes: 2 * 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! `/v1/admin/...`: who am I, workspaces (groups) and their API keys.
+//!
+//! Scope rules: a key acts in its own workspace with its effective
+//! permissions. A tenant-admin key (owner still an organization admin) may
+//! act on every workspace of the organization. Naming another workspace of
+//! the organization without being tenant admin is `403 wrong_workspace`;
+//! a workspace that does not exist in the organization is `404`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use noxus_api::{
+    ApiKeyInfo, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, Me, Page, Permission,
+    RotateApiKey, Workspace,
+};
+use secrecy::ExposeSecret;
+use time::{Duration, OffsetDateTime};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{masked_value, AuthContext};
+use crate::domain::validation;
+use crate::error::{ApiError, Result};
+use crate::http::extract::{ApiJson, QueryPairs};
+use crate::state::AppState;
+use crate::store::{KeyRecord, NewKey, WorkspaceRecord};
+use crate::time_fmt::{parse_rfc3339, rfc3339};
+
+/// Longest grace period of a rotation: 7 days.
+pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
+
+/// The admin routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_me))
+        .routes(routes!(list_workspaces, create_workspace))
+        .routes(routes!(delete_workspace))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(get_key, revoke_key))
+        .routes(routes!(rotate_key))
+}
+
+fn workspace_body(w: &WorkspaceRecord) -> Workspace {
+    Workspace {
+        id: w.id.clone(),
+        name: w.name.clone(),
+        description: w.description.clone(),
+        created_at: rfc3339(w.created_at),
+    }
+}
+
+fn key_status(k: &KeyRecord, now: OffsetDateTime) -> &'static str {
+    if k.revoked_at.is_some() {
+        "revoked"
+    } else if k.expires_at.is_some_and(|at| at <= now) {
+        "expired"
+    } else if k.replaced_by.is_some() {
+        "expiring"
+    } else {
+        "active"
+    }
+}
+
+fn key_info(k: &KeyRecord) -> ApiKeyInfo {
+    ApiKeyInfo {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        tenant_admin: k.tenant_admin,
+        value: masked_value(k),
+        permissions: k.restriction.clone(),
+        workspace_id: k.workspace_id.clone(),
+        user_id: k.user_id.clone(),
+        status: key_status(k, OffsetDateTime::now_utc()).to_owned(),
+        created_at: rfc3339(k.created_at),
+        expires_at: k.expires_at.map(rfc3339),
+        revoked_at: k.revoked_at.map(rfc3339),
+        replaced_by: k.replaced_by.clone(),
+    }
+}
+
+/// Checks a workspace id from the path against the key's scope.
+async fn target_workspace(
+    state: &AppState,
+    auth: &AuthContext,
+    id: &str,
+) -> Result<WorkspaceRecord> {
+    let found = state.store().workspace(auth.organization_id(), id).await?;
+    match found {
+        None => Err(ApiError::not_found("workspace")),
+        Some(w) if w.id == auth.workspace_id() || auth.tenant_admin => Ok(w),
+        Some(_) => Err(ApiError::WrongWorkspace(
+            "This API key belongs to another workspace; use a key of the workspace you name (or a tenant-admin key)".to_owned(),
+        )),
+    }
+}
+
+/// The permissions the key's owner has in `workspace`: the key's own
+/// effective set in its workspace, the owner's role elsewhere.
+async fn owner_permissions_in(
+    state: &AppState,
+    auth: &AuthContext,
+    workspace: &WorkspaceRecord,
+) -> Result<Vec<Permission>> {
+    if workspace.id == auth.workspace_id() {
+        return Ok(auth.permissions.clone());
+    }
+    let role = state
+        .store()
+        .membership(&workspace.id, auth.user_id())
+        .await?;
+    Ok(role.map(|r| r.permissions().to_vec()).unwrap_or_default())
+}
+
+/// Whether the key may see or change `key`: its own keys with `own`,
+/// everybody's with `keys:manage` (or as tenant admin elsewhere).
+fn may_touch(
+    auth: &AuthContext,
+    workspace: &WorkspaceRecord,
+    key: &KeyRecord,
+    own: Permission,
+) -> Result<()> {
+    if workspace.id != auth.workspace_id() {
+        return Ok(()); // tenant admin, checked by target_workspace
+    }
+    if key.user_id == auth.user_id() {
+        auth.require(own)
+    } else {
+        auth.require(Permission::KeysManage)
+    }
+}
+
+/// The calling key: id, name, workspace, owner, role and effective permissions.
+/// Works for every valid key.
+#[utoipa::path(get, path = "/v1/admin/me", tag = "admin", responses((status = 200, body = Me)))]
+async fn get_me(auth: AuthContext) -> Json<Me> {
+    let r = &auth.record;
+    Json(Me {
+        id: r.key.id.clone(),
+        name: r.key.name.clone(),
+        tenant_admin: auth.tenant_admin,
+        value: masked_value(&r.key),
+        permissions: auth.permissions.clone(),
+        workspace_id: r.key.workspace_id.clone(),
+        workspace_name: r.workspace_name.clone(),
+        role: auth.role,
+        user_id: r.key.user_id.clone(),
+        user_email: r.user_email.clone(),
+        organization_id: r.organization_id.clone(),
+        expires_at: r.key.expires_at.map(rfc3339),
+        created_at: rfc3339(r.key.created_at),
+    })
+}
+
+/// Workspaces: all of the organization for a tenant-admin key, else the
+/// key's own. A bare array, or a page envelope when `page` or `size` is given.
+#[utoipa::path(get, path = "/v1/admin/groups", tag = "admin",
+    params(("page" = Option<u64>, Query, description = "Page number, from 1"),
+           ("size" = Option<u64>, Query, description = "Page size, 1 to 100")),
+    responses((status = 200, body = Vec<Workspace>)))]
+async fn list_workspaces(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    query: QueryPairs,
+) -> Result<Response> {
+    let page = query.positive("page", u64::MAX)?;
+    let size = query.positive("size", 100)?;
+    let all: Vec<Workspace> = if auth.tenant_admin {
+        state
+            .store()
+            .list_workspaces(auth.organization_id())
+            .await?
+            .iter()
+            .map(workspace_body)
+            .collect()
+    } else {
+        auth.require(Permission::WorkspaceRead)?;
+        state
+            .store()
+            .workspace(auth.organization_id(), auth.workspace_id())
+            .await?
+            .iter()
+            .map(workspace_body)
+            .collect()
+    };
+    if page.is_none() && size.is_none() {
+        return Ok(Json(all).into_response());
+    }
+    Ok(Json(paginate(all, page.unwrap_or(1), size.unwrap_or(50))).into_response())
+}
+
+fn paginate<T>(all: Vec<T>, page: u64, size: u64) -> Page<T> {
+    let total = all.len() as u64;
+    let skip = usize::try_from((page - 1).saturating_mul(size)).unwrap_or(usize::MAX);
+    let items = all.into_iter().skip(skip).take(size as usize).collect();
+    Page {
+        items,
+        total,
+        page,
+        size,
+        pages: total.div_ceil(size),
+    }
+}
+
+/// Creates a workspace; the key's owner becomes its owner. Tenant-admin keys only.
+#[utoipa::path(post, path = "/v1/admin/groups", tag = "admin", request_body = CreateWorkspace,
+    responses((status = 201, body = Workspace), (status = 409, body = noxus_api::ErrorBody)))]
+async fn create_workspace(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    ApiJson(body): ApiJson<CreateWorkspace>,
+) -> Result<(StatusCode, Json<Workspace>)> {
+    auth.require_tenant_admin()?;
+    let name = validation::name("name", &body.name, 100)?;
+    let description = validation::description("description", body.description.as_deref(), 1000)?;
+    let workspace = state
+        .store()
+        .create_workspace(
+            &auth.actor(),
+            auth.organization_id(),
+            &name,
+            description.as_deref(),
+            auth.user_id(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(workspace_body(&workspace))))
+}
+
+/// Deletes a workspace with its keys and workflows. Tenant-admin keys only;
+/// a key cannot delete its own workspace.
+#[utoipa::path(delete, path = "/v1/admin/groups/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id")),
+    responses((status = 200, body = Deleted)))]
+async fn delete_workspace(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path(id): Path<String>,
+) -> Result<Json<Deleted>> {
+    let workspace = target_workspace(&state, &auth, &id).await?;
+    auth.require_tenant_admin()?;
+    if workspace.id == auth.workspace_id() {
+        return Err(ApiError::Conflict(
+            "A key cannot delete its own workspace; use a tenant-admin key of another workspace"
+                .to_owned(),
+        ));
+    }
+    state
+        .store()
+        .delete_workspace(&auth.actor(), auth.organization_id(), &workspace.id)
+        .await?;
+    state.cache().invalidate_workspace(&workspace.id);
+    Ok(Json(Deleted {
+        deleted: true,
+        id: workspace.id,
+    }))
+}
+
+/// Keys of a workspace (never their secrets): all of them with
+/// `keys:manage`, else the caller's own (`keys:read`).
+#[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id")),
+    responses((status = 200, body = Vec<ApiKeyInfo>)))]
+async fn list_keys(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<ApiKeyInfo>>> {
+    let workspace = target_workspace(&state, &auth, &id).await?;
+    let only_own = if workspace.id != auth.workspace_id() || auth.has(Permission::KeysManage) {
+        None
+    } else {
+        auth.require(Permission::KeysRead)?;
+        Some(auth.user_id())
+    };
+    let keys = state.store().list_keys(&workspace.id, only_own).await?;
+    Ok(Json(keys.iter().map(key_info).collect()))
+}
+
+/// Creates a key owned by the caller's user in the workspace. The secret is
+/// in this response only. Needs `keys:write` there; `tenant_admin: true`
+/// needs a tenant-admin key; `permissions` must be a subset of the caller's.
+#[utoipa::path(post, path = "/v1/admin/groups/{id}/api-keys", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id")),
+    request_body = CreateApiKey,
+    responses((status = 201, body = CreatedApiKey)))]
+async fn create_key(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CreateApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    let workspace = target_workspace(&state, &auth, &id).await?;
+    let granted = owner_permissions_in(&state, &auth, &workspace).await?;
+    if !granted.contains(&Permission::KeysWrite) {
+        if workspace.id == auth.workspace_id() {
+            auth.require(Permission::KeysWrite)?;
+        }
+        return Err(ApiError::InsufficientPermissions {
+            permission: Permission::KeysWrite.as_str().to_owned(),
+            detail: "API key lacks required permissions: the key owner's role in that workspace does not grant `keys:write`".to_owned(),
+        });
+    }
+    let name = validation::name("name", &body.name, 100)?;
+    if body.tenant_admin {
+        auth.require_tenant_admin()?;
+    }
+    let restriction = match body.permissions {
+        None => None,
+        Some(names) => {
+            let mut perms = Vec::with_capacity(names.len());
+            for (i, raw) in names.iter().enumerate() {
+                let p: Permission = raw.parse().map_err(|e| {
+                    ApiError::validation(
+                        format!("permissions[{i}]"),
+                        format!("permissions[{i}]: {e}"),
+                    )
+                })?;
+                if !granted.contains(&p) {
+                    return Err(ApiError::InsufficientPermissions {
+                        permission: p.as_str().to_owned(),
+                        detail: format!("A key can only be restricted to permissions its owner has; `{p}` is not among them"),
+                    });
+                }
+                if !perms.contains(&p) {
+                    perms.push(p);
+                }
+            }
+            perms.sort();
+            Some(perms)
+        }
+    };
+    let expires_at = match body.expires_at.as_deref() {
+        None => None,
+        Some(raw) => {
+            let at = parse_rfc3339(raw).map_err(|_| {
+                ApiError::validation(
+                    "expires_at",
+                    "expires_at must be an RFC 3339 time such as 2030-01-31T12:00:00Z",
+                )
+            })?;
+            if at <= OffsetDateTime::now_utc() {
+                return Err(ApiError::validation(
+                    "expires_at",
+                    "expires_at must be in the future",
+                ));
+            }
+            Some(at)
+        }
+    };
+    let issued = state.hasher().issue();
+    let record = state
+        .store()
+        .create_key(
+            &auth.actor(),
+            NewKey {
+                workspace_id: workspace.id.clone(),
+                user_id: auth.user_id().to_owned(),
+                name,
+                digest: issued.digest.clone(),
+                prefix: issued.prefix.clone(),
+                suffix: issued.suffix.clone(),
+                tenant_admin: body.tenant_admin,
+                restriction,
+                expires_at,
+            },
+        )
+        .await?;
+    tracing::info!(key_id = %record.id, prefix = %record.prefix, workspace_id = %workspace.id, "api key created");
+    Ok((
+        StatusCode::CREATED,
+        Json(created_body(&record, issued.secret.expose_secret())),
+    ))
+}
+
+fn created_body(record: &KeyRecord, secret: &str) -> CreatedApiKey {
+    CreatedApiKey {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        tenant_admin: record.tenant_admin,
+        value: secret.to_owned(),
+        permissions: record.restriction.clone(),
+        workspace_id: record.workspace_id.clone(),
+        user_id: record.user_id.clone(),
+        created_at: rfc3339(record.created_at),
+        expires_at: record.expires_at.map(rfc3339),
+        replaces: None,
+        replaced_key_valid_until: None,
+    }
+}
+
+async fn visible_key(
+    state: &AppState,
+    auth: &AuthContext,
+    workspace: &WorkspaceRecord,
+    key_id: &str,
+) -> Result<KeyRecord> {
+    let key = state
+        .store()
+        .key(&workspace.id, key_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("API key"))?;
+    // Others' keys are invisible (404, not 403) without keys:manage.
+    if workspace.id == auth.workspace_id()
+        && key.user_id != auth.user_id()
+        && !auth.has(Permission::KeysManage)
+    {
+        return Err(ApiError::not_found("API key"));
+    }
+    Ok(key)
+}
+
+/// One key (never its secret).
+#[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys/{key_id}", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
+    responses((status = 200, body = ApiKeyInfo)))]
+async fn get_key(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Json<ApiKeyInfo>> {
+    let workspace = target_workspace(&state, &auth, &id).await?;
+    let key = visible_key(&state, &auth, &workspace, &key_id).await?;
+    may_touch(&auth, &workspace, &key, Permission::KeysRead)?;
+    Ok(Json(key_info(&key)))
+}
+
+/// Revokes a key, at once and for good. A key may always revoke itself;
+/// otherwise own keys need `keys:write`, others' `keys:manage`.
+#[utoipa::path(delete, path = "/v1/admin/groups/{id}/api-keys/{key_id}", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
+    responses((status = 200, body = ApiKeyInfo)))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Json<ApiKeyInfo>> {
+    let workspace = target_workspace(&state, &auth, &id).await?;
+    let key = visible_key(&state, &auth, &workspace, &key_id).await?;
+    if key.id != auth.record.key.id {
+        may_touch(&auth, &workspace, &key, Permission::KeysWrite)?;
+    }
+    let revoked = state
+        .store()
+        .revoke_key(&auth.actor(), &workspace.id, &key.id)
+        .await?;
+    state.cache().invalidate_key(&revoked.id);
+    tracing::info!(key_id = %revoked.id, prefix = %revoked.prefix, "api key revoked");
+    Ok(Json(key_info(&revoked)))
+}
+
+/// Replaces a key by a new one with the same name, owner, restriction and
+/// lifetime. The old key keeps working for `grace_period_seconds` (0 to
+/// 7 days; 0 revokes it at once). The new secret is in this response only.
+#[utoipa::path(post, path = "/v1/admin/groups/{id}/api-keys/{key_id}/rotate", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
+    request_body = RotateApiKey,
+    responses((status = 201, body = CreatedApiKey)))]
+async fn rotate_key(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path((id, key_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<RotateApiKey>,
+) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+    let workspace = target_workspace(&state, &auth, &id).await?;
+    let old = visible_key(&state, &auth, &workspace, &key_id).await?;
+    may_touch(&auth, &workspace, &old, Permission::KeysWrite)?;
+    if body.grace_period_seconds > MAX_GRACE_SECONDS {
+        return Err(ApiError::validation(
+            "grace_period_seconds",
+            format!("grace_period_seconds must be from 0 to {MAX_GRACE_SECONDS} (7 days)"),
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    match key_status(&old, now) {
+        "revoked" => {
+            return Err(ApiError::Conflict(
+                "A revoked key cannot be rotated; create a new key".to_owned(),
+            ))
+        }
+        "expired" => {
+            return Err(ApiError::Conflict(
+                "An expired key cannot be rotated; create a new key".to_owned(),
+            ))
+        }
+        "expiring" => {
+            return Err(ApiError::Conflict(
+                "This key was already rotated; rotate its replacement instead".to_owned(),
+            ))
+        }
+        _ => {}
+    }
+    let lifetime = old.expires_at.map(|at| at - old.created_at);
+    let issued = state.hasher().issue();
+    let grace = Duration::seconds(i64::try_from(body.grace_period_seconds).unwrap_or(0));
+    let valid_until = (body.grace_period_seconds > 0).then_some(now + grace);
+    let (old, new) = state
+        .store()
+        .rotate_key(
+            &auth.actor(),
+            &workspace.id,
+            &old.id,
+            NewKey {
+                workspace_id: workspace.id.clone(),
+                user_id: old.user_id.clone(),
+                name: old.name.clone(),
+                digest: issued.digest.clone(),
+                prefix: issued.prefix.clone(),
+                suffix: issued.suffix.clone(),
+                tenant_admin: old.tenant_admin,
+                restriction: old.restriction.clone(),
+                expires_at: lifetime.map(|l| now + l),
+            },
+            valid_until,
+        )
+        .await?;
+    state.cache().invalidate_key(&old.id);
+    tracing::info!(old_key_id = %old.id, new_key_id = %new.id, prefix = %new.prefix, "api key rotated");
+    let mut body = created_body(&new, issued.secret.expose_secret());
+    body.replaces = Some(old.id.clone());
+    body.replaced_key_valid_until = Some(rfc3339(old.revoked_at.or(old.expires_at).unwrap_or(now)));
+    Ok((StatusCode::CREATED, Json(body)))
+}

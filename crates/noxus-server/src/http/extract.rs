@@ -1,0 +1,140 @@
+//! Extractors that turn bad input into our 422/413 errors (naming the
+//! field) instead of the framework's plain-text rejections.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body, parsed whatever the `Content-Type` (curl users forget it),
+/// limited to the configured size.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+/// Read at most this much of an oversized body before answering 413, so that
+/// clients which send the whole body before reading get a clean answer.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.config().max_body_bytes;
+        let bytes = read_limited(request.into_body(), limit).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::Validation {
+                field: None,
+                detail: "The request body is empty; send a JSON object".to_owned(),
+            });
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            let field = (path != ".").then_some(path);
+            let detail = match (&field, inner.classify()) {
+                (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
+                    format!("The request body is not valid JSON: {inner}")
+                }
+                (Some(field), _) => format!("Invalid value for `{field}`: {inner}"),
+                (None, _) => format!("Invalid request body: {inner}"),
+            };
+            ApiError::Validation { field, detail }
+        })?;
+        deserializer.end().map_err(|e| ApiError::Validation {
+            field: None,
+            detail: format!("The request body is not valid JSON: {e}"),
+        })?;
+        Ok(Self(value))
+    }
+}
+
+async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut buffer = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::Validation {
+            field: None,
+            detail: format!("The request body could not be read: {e}"),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > limit {
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+            continue;
+        }
+        buffer.extend_from_slice(&data);
+    }
+    if seen > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "The request body is {} bytes or more; the limit is {limit} bytes",
+            seen
+        )));
+    }
+    Ok(buffer)
+}
+
+/// The query string as ordered pairs, for routes that parse it by hand.
+#[derive(Debug, Default)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    /// The last value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A positive integer parameter no larger than `max`.
+    pub fn positive(&self, name: &str, max: u64) -> Result<Option<u64>, ApiError> {
+        self.get(name)
+            .map(|raw| match raw.trim().parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::validation(
+                    name,
+                    format!("{name} must be an integer from 1 to {max}"),
+                )),
+            })
+            .transpose()
+    }
+
+    /// A boolean parameter, accepting `true`/`false` in any case (the
+    /// official client sends Python's `True`/`False`) and `1`/`0`.
+    pub fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        self.get(name)
+            .map(|raw| match raw.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(ApiError::validation(
+                    name,
+                    format!("{name} must be true or false"),
+                )),
+            })
+            .transpose()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+            .map(QueryPairs)
+            .map_err(|e| ApiError::Validation {
+                field: None,
+                detail: format!("The query string could not be parsed: {e}"),
+            })
+    }
+}

@@ -1,0 +1,48 @@
+//! Liveness and readiness probes (no key needed).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use noxus_api::Health;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+/// The probes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// The process can serve: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    match state.store().ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".to_owned(),
+            }),
+        ),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "database unavailable".to_owned(),
+                }),
+            )
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Per-request plumbing: a request id on every response, error bodies in
+//! one JSON shape (ours and the framework's), and logging of 5xx causes.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use noxus_api::ErrorBody;
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use tracing::Instrument;
+
+use crate::error::{ApiError, ErrorPayload};
+
+/// The id of the current request, in request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn new_request_id() -> String {
+    let suffix: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect();
+    format!("req_{suffix}")
+}
+
+/// Assigns the request id, renders error bodies and logs the outcome.
+/// Client-sent `x-request-id` headers are ignored: ids are ours, so they can
+/// be trusted when a user quotes one.
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let request_id = new_request_id();
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let span =
+        tracing::debug_span!("request", %request_id, %method, %path, key = tracing::field::Empty);
+
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    let payload = response.extensions_mut().remove::<ErrorPayload>();
+    let status = response.status();
+    let payload = match payload {
+        Some(payload) => Some(payload),
+        // The framework's own rejections (e.g. a panic caught below us) arrive
+        // as plain responses: give them our shape too.
+        None if status.is_client_error() || status.is_server_error() => {
+            Some(framework_error(status))
+        }
+        None => None,
+    };
+    if let Some(payload) = payload {
+        let _entered = span.enter();
+        if status.is_server_error() {
+            tracing::error!(
+                %status,
+                cause = payload.internal.as_deref().unwrap_or("unknown"),
+                "request failed"
+            );
+        } else {
+            tracing::debug!(%status, code = payload.code, "request refused");
+        }
+        let body = ErrorBody {
+            detail: payload.detail,
+            code: payload.code.to_owned(),
+            request_id: request_id.clone(),
+            required_permission: payload.required_permission,
+            field: payload.field,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.remove(header::CONTENT_LENGTH);
+        *response.body_mut() = Body::from(bytes);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    tracing::debug!(parent: &span, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+    response
+}
+
+fn framework_error(status: StatusCode) -> ErrorPayload {
+    let (code, detail): (&'static str, String) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "No such route".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "This route does not support that method".to_owned(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "The request body is too large".to_owned(),
+        ),
+        s if s.is_server_error() => (
+            "internal_error",
+            "Internal server error; the request id identifies it in the server log".to_owned(),
+        ),
+        s => ("bad_request", format!("The request was refused ({s})")),
+    };
+    ErrorPayload {
+        code,
+        detail,
+        required_permission: None,
+        field: None,
+        internal: status
+            .is_server_error()
+            .then(|| format!("framework response {status}")),
+    }
+}
+
+/// Turns a caught panic into a logged 500 (the payload text goes to the log only).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+/// 404 for unknown routes.
+pub async fn fallback(request: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "There is no route {} {}",
+        request.method(),
+        crate::domain::validation::truncate(request.uri().path())
+    ))
+}
+
+/// 405 for a known route with the wrong method.
+pub async fn method_not_allowed(request: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not supported on {}",
+        request.method(),
+        crate::domain::validation::truncate(request.uri().path())
+    ))
+}

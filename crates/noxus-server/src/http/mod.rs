@@ -1,0 +1,82 @@
+//! The HTTP API: each resource module owns its routes; this module merges
+//! them, adds the OpenAPI document and the per-request layers.
+
+pub mod admin;
+pub mod catalog;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod workflows;
+
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Noxus API",
+        description = "Workspace-scoped API keys, workspaces and workflows. Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>`. Every error is `{detail, code, request_id}`."
+    ),
+    modifiers(&SecuritySchemes),
+    security(("api_key" = []), ("bearer" = [])),
+    tags(
+        (name = "admin", description = "The calling key, workspaces and their API keys"),
+        (name = "workflows", description = "Workflows and their versions"),
+        (name = "catalog", description = "Nodes and models"),
+        (name = "health", description = "Probes")
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Builds the router and its OpenAPI description from the same route list.
+pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(admin::router())
+        .merge(workflows::router())
+        .merge(catalog::router())
+        .merge(health::router())
+        .split_for_parts()
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let (router, mut openapi) = router_with_openapi();
+    openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let openapi = std::sync::Arc::new(openapi);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = std::sync::Arc::clone(&openapi);
+                async move { Json(openapi.as_ref().clone()).into_response() }
+            }),
+        )
+        .fallback(middleware::fallback)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state)
+}

@@ -1,0 +1,22 @@
+//! The Noxus platform: organizations, workspaces, members and roles, and the
+//! workspace-scoped API keys that authenticate every `/v1` request.
+//!
+//! Start it with [`Application::build`] and [`Application::run_until_stopped`]
+//! (what `noxus serve` does), or mount [`http::app`] in your own server.
+
+pub mod auth;
+pub mod bootstrap;
+pub mod catalog;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod members;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod time_fmt;
+
+pub use config::Config;
+pub use startup::{shutdown_signal, Application};
+pub use state::AppState;

@@ -1,0 +1,129 @@
+//! Building and running the platform: bind, migrate, first start, serve
+//! until a shutdown signal, then close the database cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::bootstrap::{first_start, Welcome};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::state::AppState;
+use crate::store::SqliteStore;
+
+/// A built, bound, not yet serving platform.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    welcome: Option<Welcome>,
+    base_url: String,
+}
+
+impl Application {
+    /// Opens the store, binds the port (0 picks a free one) and performs the
+    /// first start if the data directory is new.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let catalog = Catalog::load(config.catalog_file.as_deref())?;
+        let store = SqliteStore::open(&config.data_dir).await.with_context(|| {
+            format!("cannot open the database in {}", config.data_dir.display())
+        })?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let local = listener.local_addr()?;
+        let base_url = config.public_url.clone().unwrap_or_else(|| {
+            let host = if local.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                local.ip().to_string()
+            };
+            format!("http://{host}:{}", local.port())
+        });
+        let state = AppState::new(Arc::new(store), catalog, config);
+        let welcome = first_start(state.store(), state.hasher(), state.config(), &base_url).await?;
+        Ok(Self {
+            listener,
+            state,
+            welcome,
+            base_url,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The URL clients use.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The shared state (tests use it to set up users and roles).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The first-start welcome, if this start created the platform.
+    pub fn take_welcome(&mut self) -> Option<Welcome> {
+        self.welcome.take()
+    }
+
+    /// Serves until `shutdown` completes, finishes in-flight requests, then
+    /// closes the database.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = crate::http::app(self.state.clone());
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server error")?;
+        self.state.store().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,66 @@
+//! What every handler shares: the store, the key hasher, the verified-key
+//! cache, the catalog and the configuration.
+
+use std::sync::Arc;
+
+use crate::auth::KeyCache;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::domain::keys::KeyHasher;
+use crate::store::Store;
+
+/// Cheap to clone: one `Arc`.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    hasher: KeyHasher,
+    cache: KeyCache,
+    catalog: Catalog,
+    config: Config,
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> Self {
+        Self(Arc::new(Inner {
+            hasher: KeyHasher::new(config.pepper.as_ref()),
+            cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
+            store,
+            catalog,
+            config,
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        self.0.store.as_ref()
+    }
+
+    /// The store, shared.
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.0.store)
+    }
+
+    /// The key hasher.
+    pub fn hasher(&self) -> &KeyHasher {
+        &self.0.hasher
+    }
+
+    /// The verified-key cache.
+    pub fn cache(&self) -> &KeyCache {
+        &self.0.cache
+    }
+
+    /// Nodes, models and presets.
+    pub fn catalog(&self) -> &Catalog {
+        &self.0.catalog
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+}

@@ -1,0 +1,458 @@
+//! Persistence behind one trait, so that SQLite (the embedded default) and
+//! PostgreSQL (scale-out) are interchangeable without touching callers.
+//! Every mutating call writes its audit-log row in the same transaction.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use noxus_api::{Permission, Role};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::domain::keys::KeyDigest;
+
+/// What can go wrong in the store. Callers map these to HTTP errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The object does not exist (or is not visible in this scope).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness constraint was hit; the name is the constraint's.
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// Anything else from the database: becomes a 500 that is logged, never sent.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Stored data that cannot be decoded (a bug or manual tampering).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Who made a change, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    /// The user acting (through a key or the dashboard), if any.
+    pub user_id: Option<String>,
+    /// The key used, if the change came through the API.
+    pub key_id: Option<String>,
+    /// The client's address.
+    pub client_addr: Option<String>,
+}
+
+impl Actor {
+    /// The platform itself (first start, maintenance).
+    pub fn system() -> Self {
+        Self::default()
+    }
+}
+
+/// What the first start creates.
+#[derive(Debug, Clone)]
+pub struct BootstrapRequest {
+    /// Organization name.
+    pub organization_name: String,
+    /// Owner's email.
+    pub admin_email: String,
+    /// Owner's display name.
+    pub admin_name: String,
+    /// Owner's argon2id hash.
+    pub password_hash: String,
+    /// First workspace's name.
+    pub workspace_name: String,
+    /// The first key (its digest and display fragments), if one is issued.
+    pub first_key: Option<(String, KeyDigest, String, String)>,
+}
+
+/// What the first start created.
+#[derive(Debug, Clone)]
+pub struct BootstrapOutcome {
+    /// The organization.
+    pub organization: Organization,
+    /// The owner.
+    pub user: UserRecord,
+    /// The workspace.
+    pub workspace: WorkspaceRecord,
+    /// The first key.
+    pub key: Option<KeyRecord>,
+}
+
+/// An organization (tenant).
+#[derive(Debug, Clone)]
+pub struct Organization {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A user account.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    /// Id.
+    pub id: String,
+    /// Organization.
+    pub organization_id: String,
+    /// Login email.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Organization admin: may create tenant-admin keys.
+    pub is_org_admin: bool,
+}
+
+/// A workspace.
+#[derive(Debug, Clone)]
+pub struct WorkspaceRecord {
+    /// Id.
+    pub id: String,
+    /// Organization.
+    pub organization_id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+}
+
+/// A stored API key: never the secret, only its digest and display fragments.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// Id.
+    pub id: String,
+    /// Workspace.
+    pub workspace_id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Name.
+    pub name: String,
+    /// SHA-256 (or HMAC-SHA-256 with the pepper) of the key, hex.
+    pub digest: KeyDigest,
+    /// First 10 characters.
+    pub prefix: String,
+    /// Last 4 characters.
+    pub suffix: String,
+    /// Organization-wide admin key.
+    pub tenant_admin: bool,
+    /// Restriction to a subset of the owner's permissions.
+    pub restriction: Option<Vec<Permission>>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Expiry (also set by rotation to the end of the grace period).
+    pub expires_at: Option<OffsetDateTime>,
+    /// Revocation time.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Successor by rotation.
+    pub replaced_by: Option<String>,
+}
+
+/// A key with everything needed to authorize a request made with it.
+#[derive(Debug, Clone)]
+pub struct KeyAuthRecord {
+    /// The key.
+    pub key: KeyRecord,
+    /// The workspace's organization.
+    pub organization_id: String,
+    /// The workspace's name.
+    pub workspace_name: String,
+    /// The owner's current role in the key's workspace; `None` if no longer a member.
+    pub role: Option<Role>,
+    /// The owner's email.
+    pub user_email: String,
+    /// Whether the owner is (still) an organization admin.
+    pub user_is_org_admin: bool,
+}
+
+/// A key to insert.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// Workspace.
+    pub workspace_id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Name.
+    pub name: String,
+    /// Digest of the secret.
+    pub digest: KeyDigest,
+    /// First 10 characters.
+    pub prefix: String,
+    /// Last 4 characters.
+    pub suffix: String,
+    /// Tenant admin.
+    pub tenant_admin: bool,
+    /// Restriction.
+    pub restriction: Option<Vec<Permission>>,
+    /// Expiry.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A workflow row.
+#[derive(Debug, Clone)]
+pub struct WorkflowRecord {
+    /// Id.
+    pub id: String,
+    /// Workspace.
+    pub workspace_id: String,
+    /// Name.
+    pub name: String,
+    /// `flow` or `agent_flow`.
+    pub kind: String,
+    /// Definition, verbatim.
+    pub definition: Value,
+    /// Error handler node id.
+    pub error_handler: Option<String>,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Updated.
+    pub updated_at: OffsetDateTime,
+}
+
+/// The writable fields of a workflow.
+#[derive(Debug, Clone)]
+pub struct WorkflowFields {
+    /// Name.
+    pub name: String,
+    /// `flow` or `agent_flow`.
+    pub kind: String,
+    /// Definition.
+    pub definition: Value,
+    /// Error handler.
+    pub error_handler: Option<String>,
+}
+
+/// A workflow version row.
+#[derive(Debug, Clone)]
+pub struct WorkflowVersionRecord {
+    /// Id.
+    pub id: String,
+    /// Workflow.
+    pub workflow_id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Definition.
+    pub definition: Value,
+    /// User who saved it.
+    pub created_by: Option<String>,
+    /// When.
+    pub created_at: OffsetDateTime,
+}
+
+/// One row of the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// Sequence number.
+    pub id: i64,
+    /// Organization.
+    pub organization_id: String,
+    /// Workspace concerned, if any.
+    pub workspace_id: Option<String>,
+    /// Acting user.
+    pub actor_user_id: Option<String>,
+    /// Acting key.
+    pub actor_key_id: Option<String>,
+    /// E.g. `api_key.revoke`.
+    pub action: String,
+    /// E.g. `api_key`.
+    pub target_type: String,
+    /// Id of the target.
+    pub target_id: String,
+    /// Extra facts (never secrets).
+    pub details: Value,
+    /// Client address.
+    pub client_addr: Option<String>,
+    /// When.
+    pub created_at: OffsetDateTime,
+}
+
+/// Storage of the platform. Implementations must be safe to share between
+/// request handlers and must make every method atomic.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Flushes and closes connections (graceful shutdown).
+    async fn close(&self);
+
+    /// First start, in one transaction: creates the organization, its first
+    /// owner (an organization admin), a workspace and, if given, a
+    /// tenant-admin key. Returns `None`, changing nothing, when an
+    /// organization already exists.
+    async fn bootstrap(&self, request: BootstrapRequest) -> StoreResult<Option<BootstrapOutcome>>;
+
+    // --- identity ---
+
+    /// The organization, if the platform has been set up.
+    async fn organization(&self) -> StoreResult<Option<Organization>>;
+    /// Creates the organization (first start).
+    async fn create_organization(&self, actor: &Actor, name: &str) -> StoreResult<Organization>;
+    /// Creates a user.
+    async fn create_user(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        is_org_admin: bool,
+    ) -> StoreResult<UserRecord>;
+    /// Finds a user by login email.
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
+    /// Finds a user by id.
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    /// Grants or changes a role.
+    async fn set_membership(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+    ) -> StoreResult<()>;
+    /// Removes a user from a workspace (their keys there stop working).
+    async fn remove_membership(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        user_id: &str,
+    ) -> StoreResult<()>;
+    /// The user's role in a workspace.
+    async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>>;
+
+    // --- workspaces ---
+
+    /// Creates a workspace with `owner_user_id` as its owner.
+    async fn create_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        name: &str,
+        description: Option<&str>,
+        owner_user_id: &str,
+    ) -> StoreResult<WorkspaceRecord>;
+    /// Workspaces of the organization, by creation time.
+    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>>;
+    /// One workspace of the organization.
+    async fn workspace(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<WorkspaceRecord>>;
+    /// Deletes a workspace with its keys, memberships and workflows.
+    async fn delete_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<()>;
+
+    // --- keys ---
+
+    /// Looks a key up by digest, with its owner's current role (the hot path
+    /// behind the cache).
+    async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>>;
+    /// Inserts a key.
+    async fn create_key(&self, actor: &Actor, key: NewKey) -> StoreResult<KeyRecord>;
+    /// Keys of a workspace, newest first; only `user_id`'s when given.
+    async fn list_keys(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    /// One key of a workspace.
+    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Revokes a key (idempotent: revoking twice keeps the first time).
+    async fn revoke_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> StoreResult<KeyRecord>;
+    /// Inserts `new` as the successor of key `id`, whose expiry becomes
+    /// `old_valid_until` (or which is revoked at once when that is `None`).
+    async fn rotate_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        new: NewKey,
+        old_valid_until: Option<OffsetDateTime>,
+    ) -> StoreResult<(KeyRecord, KeyRecord)>;
+
+    // --- audit ---
+
+    /// The newest audit rows of an organization, optionally from one workspace.
+    async fn audit_log(
+        &self,
+        organization_id: &str,
+        workspace_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
+    // --- workflows ---
+
+    /// Inserts a workflow.
+    async fn create_workflow(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        fields: WorkflowFields,
+    ) -> StoreResult<WorkflowRecord>;
+    /// One page of a workspace's workflows of a type, oldest first, with the total.
+    async fn list_workflows(
+        &self,
+        workspace_id: &str,
+        kind: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<WorkflowRecord>, u64)>;
+    /// One workflow of a workspace.
+    async fn workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<WorkflowRecord>>;
+    /// Replaces a workflow's fields.
+    async fn update_workflow(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        fields: WorkflowFields,
+    ) -> StoreResult<WorkflowRecord>;
+    /// Deletes a workflow and its versions.
+    async fn delete_workflow(&self, actor: &Actor, workspace_id: &str, id: &str)
+        -> StoreResult<()>;
+    /// Saves a version of a workflow of the workspace.
+    async fn create_workflow_version(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        workflow_id: &str,
+        name: &str,
+        description: Option<&str>,
+        definition: Value,
+    ) -> StoreResult<WorkflowVersionRecord>;
+    /// Versions of a workflow, oldest first.
+    async fn list_workflow_versions(
+        &self,
+        workspace_id: &str,
+        workflow_id: &str,
+    ) -> StoreResult<Vec<WorkflowVersionRecord>>;
+    /// Replaces a version's name, description and definition.
+    #[allow(clippy::too_many_arguments)]
+    async fn update_workflow_version(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        workflow_id: &str,
+        version_id: &str,
+        name: &str,
+        description: Option<&str>,
+        definition: Value,
+    ) -> StoreResult<WorkflowVersionRecord>;
+}

@@ -1,0 +1,1163 @@
+//! The embedded store: SQLite in WAL mode with foreign keys on, migrations
+//! embedded in the binary and applied at start.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use noxus_api::{Permission, Role};
+use serde_json::{json, Value};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::*;
+
+/// SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl SqliteStore {
+    /// Opens (creating if needed) `noxus.db` in `data_dir` and migrates it.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display())
+        })?;
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("noxus.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn to_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ms(ms: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    ms.map(from_ms).transpose()
+}
+
+fn new_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// Maps a unique violation to [`StoreError::Conflict`] with the constraint's
+/// name (each statement this is used on has exactly one such constraint
+/// besides its random primary key).
+fn on_unique(constraint: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| match &err {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            StoreError::Conflict(constraint)
+        }
+        _ => StoreError::Database(err),
+    }
+}
+
+async fn audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    actor: &Actor,
+    organization_id: &str,
+    workspace_id: Option<&str>,
+    action: &str,
+    target: (&str, &str),
+    details: Value,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (organization_id, workspace_id, actor_user_id, actor_key_id,
+             action, target_type, target_id, details, client_addr, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(organization_id)
+    .bind(workspace_id)
+    .bind(actor.user_id.as_deref())
+    .bind(actor.key_id.as_deref())
+    .bind(action)
+    .bind(target.0)
+    .bind(target.1)
+    .bind(details.to_string())
+    .bind(actor.client_addr.as_deref())
+    .bind(to_ms(now()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn org_of_workspace(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &str,
+) -> StoreResult<String> {
+    sqlx::query_scalar("SELECT organization_id FROM workspaces WHERE id = ?")
+        .bind(workspace_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+fn parse_role(s: &str) -> StoreResult<Role> {
+    Role::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn restriction_to_text(r: &Option<Vec<Permission>>) -> Option<String> {
+    r.as_ref()
+        .map(|perms| serde_json::to_string(perms).unwrap_or_else(|_| "[]".to_owned()))
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        id: row.try_get("id")?,
+        organization_id: row.try_get("organization_id")?,
+        email: row.try_get("email")?,
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+        is_org_admin: row.try_get("is_org_admin")?,
+    })
+}
+
+fn workspace_from_row(row: &SqliteRow) -> StoreResult<WorkspaceRecord> {
+    Ok(WorkspaceRecord {
+        id: row.try_get("id")?,
+        organization_id: row.try_get("organization_id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+    })
+}
+
+const KEY_COLUMNS: &str = "k.id, k.workspace_id, k.user_id, k.name, k.digest, k.prefix, k.suffix,
+    k.tenant_admin, k.restriction, k.created_at, k.expires_at, k.revoked_at, k.replaced_by";
+
+fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
+    let restriction: Option<String> = row.try_get("restriction")?;
+    let restriction = restriction
+        .map(|text| {
+            serde_json::from_str::<Vec<Permission>>(&text)
+                .map_err(|e| StoreError::Corrupt(format!("key restriction: {e}")))
+        })
+        .transpose()?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        digest: KeyDigest::from_hex(row.try_get("digest")?),
+        prefix: row.try_get("prefix")?,
+        suffix: row.try_get("suffix")?,
+        tenant_admin: row.try_get("tenant_admin")?,
+        restriction,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        expires_at: opt_from_ms(row.try_get("expires_at")?)?,
+        revoked_at: opt_from_ms(row.try_get("revoked_at")?)?,
+        replaced_by: row.try_get("replaced_by")?,
+    })
+}
+
+fn json_column(row: &SqliteRow, column: &str) -> StoreResult<Value> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn workflow_from_row(row: &SqliteRow) -> StoreResult<WorkflowRecord> {
+    Ok(WorkflowRecord {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        name: row.try_get("name")?,
+        kind: row.try_get("kind")?,
+        definition: json_column(row, "definition")?,
+        error_handler: row.try_get("error_handler")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+        updated_at: from_ms(row.try_get("updated_at")?)?,
+    })
+}
+
+fn version_from_row(row: &SqliteRow) -> StoreResult<WorkflowVersionRecord> {
+    Ok(WorkflowVersionRecord {
+        id: row.try_get("id")?,
+        workflow_id: row.try_get("workflow_id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        definition: json_column(row, "definition")?,
+        created_by: row.try_get("created_by")?,
+        created_at: from_ms(row.try_get("created_at")?)?,
+    })
+}
+
+async fn insert_key(
+    tx: &mut Transaction<'_, Sqlite>,
+    key: &NewKey,
+    created_at: OffsetDateTime,
+) -> StoreResult<KeyRecord> {
+    let id = new_id();
+    sqlx::query(
+        "INSERT INTO api_keys (id, workspace_id, user_id, name, digest, prefix, suffix,
+             tenant_admin, restriction, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(&key.workspace_id)
+    .bind(&key.user_id)
+    .bind(&key.name)
+    .bind(key.digest.as_hex())
+    .bind(&key.prefix)
+    .bind(&key.suffix)
+    .bind(key.tenant_admin)
+    .bind(restriction_to_text(&key.restriction))
+    .bind(to_ms(created_at))
+    .bind(key.expires_at.map(to_ms))
+    .execute(&mut **tx)
+    .await
+    .map_err(on_unique("api_keys_digest_key"))?;
+    Ok(KeyRecord {
+        id,
+        workspace_id: key.workspace_id.clone(),
+        user_id: key.user_id.clone(),
+        name: key.name.clone(),
+        digest: key.digest.clone(),
+        prefix: key.prefix.clone(),
+        suffix: key.suffix.clone(),
+        tenant_admin: key.tenant_admin,
+        restriction: key.restriction.clone(),
+        created_at,
+        expires_at: key.expires_at,
+        revoked_at: None,
+        replaced_by: None,
+    })
+}
+
+async fn key_in_tx(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &str,
+    id: &str,
+) -> StoreResult<KeyRecord> {
+    let row = sqlx::query(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
+    ))
+    .bind(workspace_id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    key_from_row(&row)
+}
+
+fn key_audit_details(key: &KeyRecord) -> Value {
+    json!({
+        "name": key.name,
+        "prefix": key.prefix,
+        "owner_user_id": key.user_id,
+        "tenant_admin": key.tenant_admin,
+        "restriction": key.restriction,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn bootstrap(&self, request: BootstrapRequest) -> StoreResult<Option<BootstrapOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+            .fetch_one(&mut *tx)
+            .await?;
+        if existing > 0 {
+            return Ok(None);
+        }
+        let at = now();
+        let organization = Organization {
+            id: new_id(),
+            name: request.organization_name.clone(),
+        };
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(&organization.id)
+            .bind(&organization.name)
+            .bind(to_ms(at))
+            .execute(&mut *tx)
+            .await?;
+        let user = UserRecord {
+            id: new_id(),
+            organization_id: organization.id.clone(),
+            email: request.admin_email.clone(),
+            name: request.admin_name.clone(),
+            password_hash: request.password_hash.clone(),
+            is_org_admin: true,
+        };
+        sqlx::query(
+            "INSERT INTO users (id, organization_id, email, name, password_hash, is_org_admin, created_at)
+             VALUES (?, ?, ?, ?, ?, 1, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.organization_id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(to_ms(at))
+        .execute(&mut *tx)
+        .await?;
+        let workspace = WorkspaceRecord {
+            id: new_id(),
+            organization_id: organization.id.clone(),
+            name: request.workspace_name.clone(),
+            description: None,
+            created_at: at,
+        };
+        sqlx::query("INSERT INTO workspaces (id, organization_id, name, description, created_at) VALUES (?, ?, ?, NULL, ?)")
+            .bind(&workspace.id)
+            .bind(&organization.id)
+            .bind(&workspace.name)
+            .bind(to_ms(at))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)")
+            .bind(&workspace.id)
+            .bind(&user.id)
+            .bind(to_ms(at))
+            .execute(&mut *tx)
+            .await?;
+        let system = Actor::system();
+        audit(&mut tx, &system, &organization.id, Some(&workspace.id), "platform.bootstrap", ("organization", &organization.id),
+            json!({"owner_user_id": user.id, "owner_email": user.email, "workspace_id": workspace.id})).await?;
+        let key = match &request.first_key {
+            None => None,
+            Some((name, digest, prefix, suffix)) => {
+                let new = NewKey {
+                    workspace_id: workspace.id.clone(),
+                    user_id: user.id.clone(),
+                    name: name.clone(),
+                    digest: digest.clone(),
+                    prefix: prefix.clone(),
+                    suffix: suffix.clone(),
+                    tenant_admin: true,
+                    restriction: None,
+                    expires_at: None,
+                };
+                let record = insert_key(&mut tx, &new, at).await?;
+                audit(
+                    &mut tx,
+                    &system,
+                    &organization.id,
+                    Some(&workspace.id),
+                    "api_key.create",
+                    ("api_key", &record.id),
+                    key_audit_details(&record),
+                )
+                .await?;
+                Some(record)
+            }
+        };
+        tx.commit().await?;
+        Ok(Some(BootstrapOutcome {
+            organization,
+            user,
+            workspace,
+            key,
+        }))
+    }
+
+    async fn organization(&self) -> StoreResult<Option<Organization>> {
+        let row = sqlx::query("SELECT id, name FROM organizations ORDER BY created_at LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Organization {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn create_organization(&self, actor: &Actor, name: &str) -> StoreResult<Organization> {
+        let id = new_id();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES (?, ?, ?)")
+            .bind(&id)
+            .bind(name)
+            .bind(to_ms(now()))
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            actor,
+            &id,
+            None,
+            "organization.create",
+            ("organization", &id),
+            json!({"name": name}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Organization {
+            id,
+            name: name.to_owned(),
+        })
+    }
+
+    async fn create_user(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        is_org_admin: bool,
+    ) -> StoreResult<UserRecord> {
+        let id = new_id();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO users (id, organization_id, email, name, password_hash, is_org_admin, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(organization_id)
+        .bind(email)
+        .bind(name)
+        .bind(password_hash)
+        .bind(is_org_admin)
+        .bind(to_ms(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique("users_email_key"))?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            None,
+            "user.create",
+            ("user", &id),
+            json!({"email": email, "is_org_admin": is_org_admin}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(UserRecord {
+            id,
+            organization_id: organization_id.to_owned(),
+            email: email.to_owned(),
+            name: name.to_owned(),
+            password_hash: password_hash.to_owned(),
+            is_org_admin,
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn set_membership(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        user_id: &str,
+        role: Role,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let previous: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM memberships WHERE workspace_id = ? AND user_id = ?",
+        )
+        .bind(workspace_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
+        )
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(role.as_str())
+        .bind(to_ms(now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db)
+                if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+            {
+                StoreError::NotFound
+            }
+            _ => StoreError::Database(e),
+        })?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "membership.set",
+            ("user", user_id),
+            json!({"role": role, "previous_role": previous}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn remove_membership(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        user_id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let removed = sqlx::query("DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?")
+            .bind(workspace_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "membership.remove",
+            ("user", user_id),
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>> {
+        let role: Option<String> = sqlx::query_scalar(
+            "SELECT role FROM memberships WHERE workspace_id = ? AND user_id = ?",
+        )
+        .bind(workspace_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        role.as_deref().map(parse_role).transpose()
+    }
+
+    async fn create_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        name: &str,
+        description: Option<&str>,
+        owner_user_id: &str,
+    ) -> StoreResult<WorkspaceRecord> {
+        let id = new_id();
+        let created_at = now();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO workspaces (id, organization_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(organization_id)
+        .bind(name)
+        .bind(description)
+        .bind(to_ms(created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique("workspaces_org_name_key"))?;
+        sqlx::query("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)")
+            .bind(&id)
+            .bind(owner_user_id)
+            .bind(to_ms(created_at))
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(&id),
+            "workspace.create",
+            ("workspace", &id),
+            json!({"name": name, "owner_user_id": owner_user_id}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(WorkspaceRecord {
+            id,
+            organization_id: organization_id.to_owned(),
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+            created_at,
+        })
+    }
+
+    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
+        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? ORDER BY created_at, id")
+            .bind(organization_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(workspace_from_row)
+            .collect()
+    }
+
+    async fn workspace(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<WorkspaceRecord>> {
+        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? AND id = ?")
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(workspace_from_row)
+            .transpose()
+    }
+
+    async fn delete_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM workspaces WHERE organization_id = ? AND id = ?")
+                .bind(organization_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(name) = name else {
+            return Err(StoreError::NotFound);
+        };
+        sqlx::query("DELETE FROM workspaces WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(id),
+            "workspace.delete",
+            ("workspace", id),
+            json!({"name": name}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, w.organization_id, w.name AS workspace_name, m.role,
+                    u.email AS user_email, u.is_org_admin
+             FROM api_keys k
+             JOIN workspaces w ON w.id = k.workspace_id
+             JOIN users u ON u.id = k.user_id
+             LEFT JOIN memberships m ON m.workspace_id = k.workspace_id AND m.user_id = k.user_id
+             WHERE k.digest = ?"
+        ))
+        .bind(digest.as_hex())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let role: Option<String> = row.try_get("role")?;
+        Ok(Some(KeyAuthRecord {
+            key: key_from_row(&row)?,
+            organization_id: row.try_get("organization_id")?,
+            workspace_name: row.try_get("workspace_name")?,
+            role: role.as_deref().map(parse_role).transpose()?,
+            user_email: row.try_get("user_email")?,
+            user_is_org_admin: row.try_get("is_org_admin")?,
+        }))
+    }
+
+    async fn create_key(&self, actor: &Actor, key: NewKey) -> StoreResult<KeyRecord> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, &key.workspace_id).await?;
+        let record = insert_key(&mut tx, &key, now()).await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(&key.workspace_id),
+            "api_key.create",
+            ("api_key", &record.id),
+            key_audit_details(&record),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_keys(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k
+             WHERE k.workspace_id = ? AND (? IS NULL OR k.user_id = ?)
+             ORDER BY k.created_at DESC, k.id"
+        ))
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(key_from_row)
+        .collect()
+    }
+
+    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
+        ))
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(key_from_row)
+        .transpose()
+    }
+
+    async fn revoke_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> StoreResult<KeyRecord> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let mut key = key_in_tx(&mut tx, workspace_id, id).await?;
+        if key.revoked_at.is_none() {
+            let at = now();
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ?")
+                .bind(to_ms(at))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            key.revoked_at = Some(at);
+            audit(
+                &mut tx,
+                actor,
+                &org,
+                Some(workspace_id),
+                "api_key.revoke",
+                ("api_key", id),
+                key_audit_details(&key),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    async fn rotate_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        new: NewKey,
+        old_valid_until: Option<OffsetDateTime>,
+    ) -> StoreResult<(KeyRecord, KeyRecord)> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let mut old = key_in_tx(&mut tx, workspace_id, id).await?;
+        let at = now();
+        let successor = insert_key(&mut tx, &new, at).await?;
+        match old_valid_until {
+            None => {
+                old.revoked_at = Some(old.revoked_at.unwrap_or(at));
+            }
+            Some(until) => {
+                // Never extend a key's life by rotating it.
+                old.expires_at = Some(old.expires_at.map_or(until, |e| e.min(until)));
+            }
+        }
+        old.replaced_by = Some(successor.id.clone());
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = ?, expires_at = ?, replaced_by = ? WHERE id = ?",
+        )
+        .bind(old.revoked_at.map(to_ms))
+        .bind(old.expires_at.map(to_ms))
+        .bind(&successor.id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let mut details = key_audit_details(&old);
+        details["new_key_id"] = json!(successor.id);
+        details["old_key_valid_until"] = json!(old_valid_until.map(to_ms));
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "api_key.rotate",
+            ("api_key", id),
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((old, successor))
+    }
+
+    async fn audit_log(
+        &self,
+        organization_id: &str,
+        workspace_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log WHERE organization_id = ? AND (? IS NULL OR workspace_id = ?)
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(organization_id)
+        .bind(workspace_id)
+        .bind(workspace_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditRecord {
+                    id: row.try_get("id")?,
+                    organization_id: row.try_get("organization_id")?,
+                    workspace_id: row.try_get("workspace_id")?,
+                    actor_user_id: row.try_get("actor_user_id")?,
+                    actor_key_id: row.try_get("actor_key_id")?,
+                    action: row.try_get("action")?,
+                    target_type: row.try_get("target_type")?,
+                    target_id: row.try_get("target_id")?,
+                    details: json_column(row, "details")?,
+                    client_addr: row.try_get("client_addr")?,
+                    created_at: from_ms(row.try_get("created_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_workflow(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        fields: WorkflowFields,
+    ) -> StoreResult<WorkflowRecord> {
+        let id = new_id();
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        sqlx::query(
+            "INSERT INTO workflows (id, workspace_id, name, kind, definition, error_handler, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(workspace_id)
+        .bind(&fields.name)
+        .bind(&fields.kind)
+        .bind(fields.definition.to_string())
+        .bind(&fields.error_handler)
+        .bind(to_ms(at))
+        .bind(to_ms(at))
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "workflow.create",
+            ("workflow", &id),
+            json!({"name": fields.name, "type": fields.kind}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(WorkflowRecord {
+            id,
+            workspace_id: workspace_id.to_owned(),
+            name: fields.name,
+            kind: fields.kind,
+            definition: fields.definition,
+            error_handler: fields.error_handler,
+            created_at: at,
+            updated_at: at,
+        })
+    }
+
+    async fn list_workflows(
+        &self,
+        workspace_id: &str,
+        kind: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<WorkflowRecord>, u64)> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflows WHERE workspace_id = ? AND (? IS NULL OR kind = ?)",
+        )
+        .bind(workspace_id)
+        .bind(kind)
+        .bind(kind)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM workflows WHERE workspace_id = ? AND (? IS NULL OR kind = ?)
+             ORDER BY created_at, id LIMIT ? OFFSET ?",
+        )
+        .bind(workspace_id)
+        .bind(kind)
+        .bind(kind)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(workflow_from_row)
+            .collect::<StoreResult<_>>()?;
+        Ok((items, u64::try_from(total).unwrap_or(0)))
+    }
+
+    async fn workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<WorkflowRecord>> {
+        sqlx::query("SELECT * FROM workflows WHERE workspace_id = ? AND id = ?")
+            .bind(workspace_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(workflow_from_row)
+            .transpose()
+    }
+
+    async fn update_workflow(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        fields: WorkflowFields,
+    ) -> StoreResult<WorkflowRecord> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let updated = sqlx::query(
+            "UPDATE workflows SET name = ?, kind = ?, definition = ?, error_handler = ?, updated_at = ?
+             WHERE workspace_id = ? AND id = ? RETURNING *",
+        )
+        .bind(&fields.name)
+        .bind(&fields.kind)
+        .bind(fields.definition.to_string())
+        .bind(&fields.error_handler)
+        .bind(to_ms(now()))
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let record = workflow_from_row(&updated)?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "workflow.update",
+            ("workflow", id),
+            json!({"name": fields.name, "type": fields.kind}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn delete_workflow(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let deleted = sqlx::query("DELETE FROM workflows WHERE workspace_id = ? AND id = ?")
+            .bind(workspace_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "workflow.delete",
+            ("workflow", id),
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_workflow_version(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        workflow_id: &str,
+        name: &str,
+        description: Option<&str>,
+        definition: Value,
+    ) -> StoreResult<WorkflowVersionRecord> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM workflows WHERE workspace_id = ? AND id = ?")
+                .bind(workspace_id)
+                .bind(workflow_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let record = WorkflowVersionRecord {
+            id: new_id(),
+            workflow_id: workflow_id.to_owned(),
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+            definition,
+            created_by: actor.user_id.clone(),
+            created_at: now(),
+        };
+        sqlx::query(
+            "INSERT INTO workflow_versions (id, workflow_id, name, description, definition, created_by, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&record.id)
+        .bind(workflow_id)
+        .bind(name)
+        .bind(description)
+        .bind(record.definition.to_string())
+        .bind(&record.created_by)
+        .bind(to_ms(record.created_at))
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "workflow_version.create",
+            ("workflow_version", &record.id),
+            json!({"workflow_id": workflow_id, "name": name}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn list_workflow_versions(
+        &self,
+        workspace_id: &str,
+        workflow_id: &str,
+    ) -> StoreResult<Vec<WorkflowVersionRecord>> {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM workflows WHERE workspace_id = ? AND id = ?")
+                .bind(workspace_id)
+                .bind(workflow_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("SELECT * FROM workflow_versions WHERE workflow_id = ? ORDER BY created_at, id")
+            .bind(workflow_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(version_from_row)
+            .collect()
+    }
+
+    async fn update_workflow_version(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        workflow_id: &str,
+        version_id: &str,
+        name: &str,
+        description: Option<&str>,
+        definition: Value,
+    ) -> StoreResult<WorkflowVersionRecord> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let row = sqlx::query(
+            "UPDATE workflow_versions SET name = ?, description = ?, definition = ?
+             WHERE id = ? AND workflow_id = ?
+               AND workflow_id IN (SELECT id FROM workflows WHERE workspace_id = ?)
+             RETURNING *",
+        )
+        .bind(name)
+        .bind(description)
+        .bind(definition.to_string())
+        .bind(version_id)
+        .bind(workflow_id)
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let record = version_from_row(&row)?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "workflow_version.update",
+            ("workflow_version", version_id),
+            json!({"workflow_id": workflow_id, "name": name}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+}

@@ -1,0 +1,413 @@
+//! Boots the real Noxus platform in-process for tests: a free port on
+//! 127.0.0.1, a fresh SQLite database in a temporary directory, and keys
+//! for users of every role. No mocks: requests go over real HTTP.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use noxus_testkit::TestApp;
+//! let app = TestApp::spawn().await;
+//! let me = app.get("/v1/admin/me", &app.owner_key).send().await.unwrap();
+//! assert_eq!(me.status(), 200);
+//! app.stop().await;
+//! # }
+//! ```
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use noxus_api::Role;
+use noxus_server::domain::passwords::hash_password;
+use noxus_server::store::{Actor, NewKey};
+use noxus_server::{AppState, Application, Config};
+use secrecy::ExposeSecret;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use noxus_api;
+pub use noxus_server;
+
+/// A user of the test organization with a key in one workspace.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// User id.
+    pub id: String,
+    /// Email.
+    pub email: String,
+    /// The user's key (full secret).
+    pub key: String,
+    /// The key's id.
+    pub key_id: String,
+    /// The workspace of the key.
+    pub workspace_id: String,
+}
+
+/// Options for keys made by [`TestApp::issue_key`].
+#[derive(Debug, Clone, Default)]
+pub struct KeyOptions {
+    /// Name (default `test key`).
+    pub name: Option<String>,
+    /// Tenant-admin flag.
+    pub tenant_admin: bool,
+    /// Restriction.
+    pub restriction: Option<Vec<noxus_api::Permission>>,
+    /// Expiry.
+    pub expires_at: Option<time_shim::OffsetDateTime>,
+}
+
+/// Re-export of the time type used by [`KeyOptions`].
+pub mod time_shim {
+    pub use time::OffsetDateTime;
+}
+
+/// A running platform.
+#[derive(Debug)]
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// The port.
+    pub port: u16,
+    /// A client for raw requests.
+    pub http: reqwest::Client,
+    /// The server's state (store, cache) for arranging tests.
+    pub state: AppState,
+    /// The first owner's tenant-admin key in the first workspace.
+    pub owner_key: String,
+    /// The first owner.
+    pub owner: TestUser,
+    /// The organization.
+    pub organization_id: String,
+    /// The first workspace.
+    pub workspace_id: String,
+    data_dir: Option<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts the platform on a free port with a fresh database.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts the platform after `configure` adjusts the configuration.
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary data directory");
+        let mut app = Self::start_in(dir.path(), configure).await;
+        app.data_dir = Some(dir);
+        app
+    }
+
+    /// Starts the platform on an existing data directory (first start if it is empty).
+    pub async fn start_in(data_dir: &Path, configure: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
+        let mut config = Config::new(data_dir);
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        configure(&mut config);
+        let mut application = Application::build(config)
+            .await
+            .expect("the platform starts");
+        let welcome = application.take_welcome();
+        let state = application.state().clone();
+        let port = application.port();
+        let base_url = application.base_url().to_owned();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(application.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let org = state
+            .store()
+            .organization()
+            .await
+            .expect("store")
+            .expect("organization");
+        let (owner, owner_key, workspace_id) = match welcome {
+            Some(w) => {
+                let key = w
+                    .api_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned())
+                    .unwrap_or_default();
+                let key_id = w
+                    .outcome
+                    .key
+                    .as_ref()
+                    .map(|k| k.id.clone())
+                    .unwrap_or_default();
+                let owner = TestUser {
+                    id: w.outcome.user.id.clone(),
+                    email: w.outcome.user.email.clone(),
+                    key: key.clone(),
+                    key_id,
+                    workspace_id: w.outcome.workspace.id.clone(),
+                };
+                (owner, key, w.outcome.workspace.id.clone())
+            }
+            None => {
+                // A restart: the first key's secret is gone, so issue another for the owner.
+                let workspaces = state
+                    .store()
+                    .list_workspaces(&org.id)
+                    .await
+                    .expect("workspaces");
+                let workspace_id = workspaces.first().expect("a workspace").id.clone();
+                let user = state
+                    .store()
+                    .user_by_email(&state.config().admin_email)
+                    .await
+                    .expect("store")
+                    .expect("owner");
+                let (key, key_id) = issue(
+                    &state,
+                    &workspace_id,
+                    &user.id,
+                    KeyOptions {
+                        tenant_admin: true,
+                        ..Default::default()
+                    },
+                )
+                .await;
+                let owner = TestUser {
+                    id: user.id,
+                    email: user.email,
+                    key: key.clone(),
+                    key_id,
+                    workspace_id: workspace_id.clone(),
+                };
+                (owner, key, workspace_id)
+            }
+        };
+        Self {
+            base_url,
+            port,
+            http: reqwest::Client::new(),
+            state,
+            owner_key,
+            owner,
+            organization_id: org.id,
+            workspace_id,
+            data_dir: None,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    /// The data directory (SQLite files).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir
+            .as_ref()
+            .map(TempDir::path)
+            .unwrap_or_else(|| Path::new("."))
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// A GET with `X-API-Key`.
+    pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path)).header("X-API-Key", key)
+    }
+
+    /// A POST with `X-API-Key`.
+    pub fn post(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path)).header("X-API-Key", key)
+    }
+
+    /// A PATCH with `X-API-Key`.
+    pub fn patch(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.patch(self.url(path)).header("X-API-Key", key)
+    }
+
+    /// A DELETE with `X-API-Key`.
+    pub fn delete(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
+        self.http.delete(self.url(path)).header("X-API-Key", key)
+    }
+
+    /// Creates a user with `role` in the first workspace and a key for them.
+    pub async fn user_with_role(&self, role: Role) -> TestUser {
+        self.user_in(&self.workspace_id, role).await
+    }
+
+    /// Creates a user with `role` in `workspace_id` and a key for them there.
+    pub async fn user_in(&self, workspace_id: &str, role: Role) -> TestUser {
+        let n = next_number();
+        let email = format!("{role}-{n}@test.noxus.local");
+        let hash = hash_password("test password").expect("hash");
+        let user = self
+            .state
+            .store()
+            .create_user(
+                &Actor::system(),
+                &self.organization_id,
+                &email,
+                &format!("{role} {n}"),
+                &hash,
+                false,
+            )
+            .await
+            .expect("user");
+        noxus_server::members::set_role(
+            &self.state,
+            &Actor::system(),
+            workspace_id,
+            &user.id,
+            role,
+        )
+        .await
+        .expect("membership");
+        let (key, key_id) = issue(&self.state, workspace_id, &user.id, KeyOptions::default()).await;
+        TestUser {
+            id: user.id,
+            email,
+            key,
+            key_id,
+            workspace_id: workspace_id.to_owned(),
+        }
+    }
+
+    /// Creates a workspace owned by the first owner and returns the owner's
+    /// (non-admin) key in it.
+    pub async fn second_workspace(&self, name: &str) -> TestUser {
+        let workspace = self
+            .state
+            .store()
+            .create_workspace(
+                &Actor::system(),
+                &self.organization_id,
+                name,
+                None,
+                &self.owner.id,
+            )
+            .await
+            .expect("workspace");
+        let (key, key_id) = issue(
+            &self.state,
+            &workspace.id,
+            &self.owner.id,
+            KeyOptions::default(),
+        )
+        .await;
+        TestUser {
+            id: self.owner.id.clone(),
+            email: self.owner.email.clone(),
+            key,
+            key_id,
+            workspace_id: workspace.id,
+        }
+    }
+
+    /// Issues a key directly in the store (for arranging tests).
+    pub async fn issue_key(
+        &self,
+        workspace_id: &str,
+        user_id: &str,
+        options: KeyOptions,
+    ) -> (String, String) {
+        issue(&self.state, workspace_id, user_id, options).await
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown_and_wait().await;
+    }
+
+    async fn shutdown_and_wait(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+    }
+
+    /// Stops the server and hands over the data directory (to restart on it).
+    pub async fn stop_keep_data(mut self) -> TempDir {
+        self.shutdown_and_wait().await;
+        self.data_dir
+            .take()
+            .expect("a data directory made by spawn")
+    }
+}
+
+async fn issue(
+    state: &AppState,
+    workspace_id: &str,
+    user_id: &str,
+    options: KeyOptions,
+) -> (String, String) {
+    let issued = state.hasher().issue();
+    let record = state
+        .store()
+        .create_key(
+            &Actor::system(),
+            NewKey {
+                workspace_id: workspace_id.to_owned(),
+                user_id: user_id.to_owned(),
+                name: options.name.unwrap_or_else(|| "test key".to_owned()),
+                digest: issued.digest.clone(),
+                prefix: issued.prefix.clone(),
+                suffix: issued.suffix.clone(),
+                tenant_admin: options.tenant_admin,
+                restriction: options.restriction,
+                expires_at: options.expires_at,
+            },
+        )
+        .await
+        .expect("key");
+    (issued.secret.expose_secret().to_owned(), record.id)
+}
+
+fn next_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct CaptureWriter;
+
+impl Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("NOXUS_TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        log_buffer()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs (once per process) a tracing subscriber that records everything
+/// the platform logs, at TRACE level for our crates, into a buffer that
+/// [`captured_logs`] returns. `NOXUS_TEST_LOG=1` also echoes it to stderr.
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::new(
+            "noxus_server=trace,noxus_testkit=trace,tower_http=trace,sqlx=debug,info",
+        );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(|| CaptureWriter)
+            .try_init();
+    });
+}
+
+/// Everything logged in this process so far.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
