@@ -63,7 +63,15 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
+    app_with_routes(state, Router::new())
+}
+
+/// The application with extra routes behind the same layers (request id,
+/// error bodies, panic handling). Benchmarks use it to add a comparison
+/// route; they are not part of the API or its OpenAPI document.
+pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let (router, mut openapi) = router_with_openapi();
+    let router = router.merge(extra);
     openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let openapi = std::sync::Arc::new(openapi);
     router
