@@ -1,6 +1,7 @@
 //! Integration tests: the real platform on port 0 with a fresh SQLite
-#![allow(clippy::unwrap_used)]
 //! database (noxus-testkit), driven over HTTP.
+
+#![allow(clippy::unwrap_used)]
 
 mod helpers;
 
