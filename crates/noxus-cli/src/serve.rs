@@ -44,6 +44,14 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_KEY_CACHE_TTL_MS", default_value_t = 1000)]
     key_cache_ttl_ms: u64,
 
+    /// Requests per second allowed per API key (0 turns limiting off).
+    #[arg(long, env = "NOXUS_RATE_LIMIT_PER_KEY", default_value_t = 100)]
+    rate_limit_per_key: u32,
+
+    /// Requests per key allowed at once, above the sustained rate.
+    #[arg(long, env = "NOXUS_RATE_LIMIT_BURST", default_value_t = 200)]
+    rate_limit_burst: u32,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -76,6 +84,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url.map(|u| u.trim_end_matches('/').to_owned());
     config.key_cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
     config.max_body_bytes = args.max_body_bytes;
+    config.key_rate_limit = (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
+        per_second: args.rate_limit_per_key,
+        burst: args.rate_limit_burst.max(1),
+    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -321,6 +321,16 @@ pub async fn authenticate(
         .copied()
         .filter(|p| key.restriction.as_ref().is_none_or(|r| r.contains(p)))
         .collect();
+    if let Some(limiter) = state.rate_limiter() {
+        limiter.check(&key.id).map_err(|wait| {
+            let limit = limiter.limit();
+            ApiError::RateLimited {
+                retry_after: wait.whole_seconds(),
+                per_second: limit.per_second,
+                burst: limit.burst,
+            }
+        })?;
+    }
     let tenant_admin = key.tenant_admin && record.user_is_org_admin;
     Ok(AuthContext {
         record,

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::rate_limit::RateLimit;
+
 /// How the platform runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,6 +35,8 @@ pub struct Config {
     pub key_cache_capacity: usize,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Requests per key; `None` turns limiting off.
+    pub key_rate_limit: Option<RateLimit>,
 }
 
 impl Config {
@@ -50,6 +54,7 @@ impl Config {
             key_cache_ttl: Duration::from_secs(1),
             key_cache_capacity: 100_000,
             max_body_bytes: 2 * 1024 * 1024,
+            key_rate_limit: Some(RateLimit { per_second: 100, burst: 200 }),
         }
     }
 }

@@ -60,6 +60,16 @@ pub enum ApiError {
         /// The sentence.
         detail: String,
     },
+    /// 429 `rate_limited`, with `Retry-After` in whole seconds.
+    #[error("Too many requests with this API key: the limit is {per_second} per second (bursts of {burst}); retry in {retry_after} s")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+        /// The sustained limit.
+        per_second: u32,
+        /// The burst.
+        burst: u32,
+    },
     /// 500 `internal_error`: the cause is logged with the request id, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -92,6 +102,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,6 +121,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Validation { .. } => "validation_error",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -155,6 +167,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let code = self.code();
+        let retry_after = match &self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let (detail, required_permission, field, internal) = match self {
             Self::InsufficientPermissions { permission, detail } => {
                 (detail, Some(permission), None, None)
@@ -169,6 +185,9 @@ impl IntoResponse for ApiError {
             other => (other.to_string(), None, None, None),
         };
         let mut response = status.into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

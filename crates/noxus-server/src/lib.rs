@@ -12,6 +12,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod members;
+pub mod rate_limit;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -7,6 +7,7 @@ use crate::auth::KeyCache;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
+use crate::rate_limit::KeyRateLimiter;
 use crate::store::Store;
 
 /// Cheap to clone: one `Arc`.
@@ -19,6 +20,7 @@ struct Inner {
     hasher: KeyHasher,
     cache: KeyCache,
     catalog: Catalog,
+    rate_limiter: Option<KeyRateLimiter>,
     config: Config,
 }
 
@@ -28,6 +30,7 @@ impl AppState {
         Self(Arc::new(Inner {
             hasher: KeyHasher::new(config.pepper.as_ref()),
             cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
+            rate_limiter: config.key_rate_limit.map(KeyRateLimiter::new),
             store,
             catalog,
             config,
@@ -52,6 +55,11 @@ impl AppState {
     /// The verified-key cache.
     pub fn cache(&self) -> &KeyCache {
         &self.0.cache
+    }
+
+    /// The per-key limiter, if limiting is on.
+    pub fn rate_limiter(&self) -> Option<&KeyRateLimiter> {
+        self.0.rate_limiter.as_ref()
     }
 
     /// Nodes, models and presets.
