@@ -31,6 +31,14 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
                 detail: "The request body is empty; send a JSON object".to_owned(),
             });
         }
+        // Every body of this API is an object; serde would also accept a
+        // struct written as an array, which only confuses.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::Validation {
+                field: None,
+                detail: "Invalid request body: it must be a JSON object".to_owned(),
+            });
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
             let path = err.path().to_string();
