@@ -1,6 +1,7 @@
 //! `noxus serve`: configuration from flags and `NOXUS_*` variables, logs
 //! on stderr, the first-start welcome on stdout, graceful shutdown.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +73,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let mut config = Config::new(args.data_dir);

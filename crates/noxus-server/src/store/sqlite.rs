@@ -387,7 +387,7 @@ impl Store for SqliteStore {
     }
 
     async fn organization(&self) -> StoreResult<Option<Organization>> {
-        let row = sqlx::query("SELECT id, name FROM organizations ORDER BY created_at LIMIT 1")
+        let row = sqlx::query("SELECT id, name FROM organizations ORDER BY rowid LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
@@ -630,7 +630,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
-        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? ORDER BY created_at, id")
+        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? ORDER BY rowid")
             .bind(organization_id)
             .fetch_all(&self.pool)
             .await?
@@ -739,7 +739,7 @@ impl Store for SqliteStore {
         sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k
              WHERE k.workspace_id = ? AND (? IS NULL OR k.user_id = ?)
-             ORDER BY k.created_at DESC, k.id"
+             ORDER BY k.rowid DESC"
         ))
         .bind(workspace_id)
         .bind(user_id)
@@ -944,7 +944,7 @@ impl Store for SqliteStore {
         .await?;
         let rows = sqlx::query(
             "SELECT * FROM workflows WHERE workspace_id = ? AND (? IS NULL OR kind = ?)
-             ORDER BY created_at, id LIMIT ? OFFSET ?",
+             ORDER BY rowid LIMIT ? OFFSET ?",
         )
         .bind(workspace_id)
         .bind(kind)
@@ -1110,7 +1110,7 @@ impl Store for SqliteStore {
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("SELECT * FROM workflow_versions WHERE workflow_id = ? ORDER BY created_at, id")
+        sqlx::query("SELECT * FROM workflow_versions WHERE workflow_id = ? ORDER BY rowid")
             .bind(workflow_id)
             .fetch_all(&self.pool)
             .await?
