@@ -1,0 +1,172 @@
+//! `noxus serve` as a newcomer runs it: the first start prints how to log
+//! in and a working first key, later starts print nothing of the sort, and
+//! SIGTERM stops it cleanly.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn noxus() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_noxus"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(text) = http_get(base, "/readyz", None) {
+            if text.contains("ok") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the server did not become ready");
+}
+
+/// A tiny HTTP/1.1 GET over a raw socket (keeps this test free of an HTTP client).
+fn http_get(base: &str, path: &str, key: Option<&str>) -> std::io::Result<String> {
+    use std::io::Write;
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let key_header = key.map(|k| format!("X-API-Key: {k}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{key_header}Connection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
+}
+
+fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (exit, stderr)
+}
+
+#[test]
+fn the_first_start_prints_a_working_key_once_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = noxus()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("NOXUS_NO_WELCOME")
+        .spawn()
+        .unwrap();
+    let mut welcome = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        welcome.push_str(&line);
+        welcome.push('\n');
+        if line.contains("printed on the first start only") {
+            break;
+        }
+    }
+    let key = welcome
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export NOXUS_API_KEY="))
+        .expect("an export line for the key")
+        .to_owned();
+    let base = welcome
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export NOXUS_BACKEND_URL="))
+        .expect("an export line for the URL")
+        .to_owned();
+    assert_eq!(base, format!("http://127.0.0.1:{port}"));
+    assert!(welcome.contains("email:    admin@noxus.local"));
+    assert!(welcome.contains("password: "));
+    assert!(welcome.contains("curl -s -H \"X-API-Key: $NOXUS_API_KEY\" \"$NOXUS_BACKEND_URL/v1/admin/me\""));
+
+    // The printed curl works: run it through a shell with the exported variables.
+    wait_ready(&base);
+    let curl_line = welcome.lines().find(|l| l.trim().starts_with("curl ")).unwrap().trim().to_owned();
+    if Command::new("curl").arg("--version").output().is_ok() {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&curl_line)
+            .env("NOXUS_API_KEY", &key)
+            .env("NOXUS_BACKEND_URL", &base)
+            .output()
+            .unwrap();
+        let body = String::from_utf8(out.stdout).unwrap();
+        assert!(body.contains("\"tenant_admin\":true"), "{body}");
+    }
+    let me = http_get(&base, "/v1/admin/me", Some(&key)).unwrap();
+    assert!(me.starts_with("HTTP/1.1 200"), "{me}");
+
+    let (exit, stderr) = terminate(child);
+    assert!(exit.success(), "SIGTERM exits 0: {exit:?}\n{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert!(!stderr.contains(&key[6..]), "the key is not in the log");
+
+    // Second start on the same directory: no welcome, and the old key still works.
+    let mut child = noxus()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base);
+    let me = http_get(&base, "/v1/admin/me", Some(&key)).unwrap();
+    assert!(me.starts_with("HTTP/1.1 200"), "{me}");
+    let mut stdout = child.stdout.take().unwrap();
+    let (exit, _) = terminate(child);
+    assert!(exit.success());
+    let mut printed = String::new();
+    stdout.read_to_string(&mut printed).unwrap();
+    assert!(!printed.contains("NOXUS_API_KEY"), "no welcome on later starts: {printed}");
+}
+
+#[test]
+fn with_the_welcome_off_the_first_start_needs_a_password_and_prints_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = noxus()
+        .args(["serve", "--no-welcome", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("NOXUS_ADMIN_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error: ") && stderr.contains("NOXUS_ADMIN_PASSWORD"), "{stderr}");
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = noxus()
+        .args(["serve", "--no-welcome", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("NOXUS_ADMIN_PASSWORD", "a long operator password")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base);
+    let mut stdout = child.stdout.take().unwrap();
+    let (exit, stderr) = terminate(child);
+    assert!(exit.success(), "{stderr}");
+    let mut printed = String::new();
+    stdout.read_to_string(&mut printed).unwrap();
+    assert!(!printed.contains("noxus_"), "no key printed: {printed}");
+    assert!(!stderr.contains("a long operator password"));
+}
+
+#[test]
+fn serve_help_documents_every_option_and_its_variable() {
+    let out = noxus().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in ["--listen", "NOXUS_LISTEN", "--data-dir", "NOXUS_DATA_DIR", "--no-welcome", "--catalog", "--rate-limit-per-key"] {
+        assert!(help.contains(needle), "{needle} in\n{help}");
+    }
+}
