@@ -175,7 +175,9 @@ def _assert_error(exc: NoxusApiError, status: int) -> None:
 
 def _shape(wf: WorkflowDefinition) -> tuple[Any, ...]:
     """What the server must round-trip: node ids/types/config, edges."""
-    nodes = sorted((n.id, n.type, tuple(sorted(n.node_config.items()))) for n in wf.nodes)
+    nodes = sorted(
+        (n.id, n.type, tuple(sorted(n.node_config.items()))) for n in wf.nodes
+    )
     edges = sorted(
         (
             e.id,
@@ -267,7 +269,9 @@ def test_workflow_versions_can_be_saved_listed_and_renamed(owner: Client) -> Non
         assert isinstance(version, WorkflowVersion)
         assert version.name == "first"
         assert version.description == "the first version"
-        assert {n["id"] for n in version.definition["nodes"]} == {n.id for n in wf.nodes}
+        assert {n["id"] for n in version.definition["nodes"]} == {
+            n.id for n in wf.nodes
+        }
 
         assert [v.id for v in wf.list_versions()] == [version.id]
 
@@ -279,7 +283,9 @@ def test_workflow_versions_can_be_saved_listed_and_renamed(owner: Client) -> Non
         owner.workflows.delete(wf.id)
 
 
-def test_get_me_describes_the_calling_key(owner: Client, server: dict[str, Any]) -> None:
+def test_get_me_describes_the_calling_key(
+    owner: Client, server: dict[str, Any]
+) -> None:
     me = owner.admin.get_me()
     assert isinstance(me, ApiKey)
     assert me.id and me.name
@@ -298,7 +304,9 @@ def test_a_tenant_admin_can_create_a_workspace_and_a_key_that_works_in_a_new_cli
     owner: Client, base_url: str
 ) -> None:
     name = f"compat workspace {uuid.uuid4().hex[:8]}"
-    workspace = owner.admin.create_workspace(name, description="made by the official client")
+    workspace = owner.admin.create_workspace(
+        name, description="made by the official client"
+    )
     assert isinstance(workspace, Workspace)
     assert workspace.id and workspace.name == name
     assert workspace.description == "made by the official client"
@@ -318,7 +326,9 @@ def test_a_tenant_admin_can_create_a_workspace_and_a_key_that_works_in_a_new_cli
 
     # The new key works in its own (empty) workspace.
     assert newcomer.workflows.list() == []
-    wf = newcomer.workflows.save(_input_to_output_workflow(newcomer, "in the new workspace"))
+    wf = newcomer.workflows.save(
+        _input_to_output_workflow(newcomer, "in the new workspace")
+    )
     assert wf.group_id == workspace.id
     assert [w.id for w in newcomer.workflows.list()] == [wf.id]
     newcomer.workflows.delete(wf.id)
@@ -334,7 +344,9 @@ def test_constructing_a_client_with_a_bad_key_raises_unauthorized(
 
 
 @BAD_KEYS
-def test_a_bad_key_is_rejected_with_401_on_an_api_call(base_url: str, bad_key: str) -> None:
+def test_a_bad_key_is_rejected_with_401_on_an_api_call(
+    base_url: str, bad_key: str
+) -> None:
     client = Client(bad_key, base_url=base_url, load_nodes=False, load_me=False)
     with pytest.raises(UnauthorizedError) as info:
         client.get_models()
