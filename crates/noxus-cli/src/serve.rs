@@ -86,10 +86,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url.map(|u| u.trim_end_matches('/').to_owned());
     config.key_cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
     config.max_body_bytes = args.max_body_bytes;
-    config.key_rate_limit = (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
-        per_second: args.rate_limit_per_key,
-        burst: args.rate_limit_burst.max(1),
-    });
+    config.key_rate_limit =
+        (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
+            per_second: args.rate_limit_per_key,
+            burst: args.rate_limit_burst.max(1),
+        });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -13,7 +13,11 @@ fn noxus() -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_ready(base: &str) {
@@ -35,19 +39,32 @@ fn http_get(base: &str, path: &str, key: Option<&str>) -> std::io::Result<String
     let addr = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let key_header = key.map(|k| format!("X-API-Key: {k}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{key_header}Connection: close\r\n\r\n")?;
+    let key_header = key
+        .map(|k| format!("X-API-Key: {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{key_header}Connection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     Ok(response)
 }
 
 fn terminate(mut child: Child) -> (std::process::ExitStatus, String) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     (exit, stderr)
 }
 
@@ -56,7 +73,12 @@ fn the_first_start_prints_a_working_key_once_and_sigterm_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = noxus()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -86,11 +108,17 @@ fn the_first_start_prints_a_working_key_once_and_sigterm_stops_cleanly() {
     assert_eq!(base, format!("http://127.0.0.1:{port}"));
     assert!(welcome.contains("email:    admin@noxus.local"));
     assert!(welcome.contains("password: "));
-    assert!(welcome.contains("curl -s -H \"X-API-Key: $NOXUS_API_KEY\" \"$NOXUS_BACKEND_URL/v1/admin/me\""));
+    assert!(welcome
+        .contains("curl -s -H \"X-API-Key: $NOXUS_API_KEY\" \"$NOXUS_BACKEND_URL/v1/admin/me\""));
 
     // The printed curl works: run it through a shell with the exported variables.
     wait_ready(&base);
-    let curl_line = welcome.lines().find(|l| l.trim().starts_with("curl ")).unwrap().trim().to_owned();
+    let curl_line = welcome
+        .lines()
+        .find(|l| l.trim().starts_with("curl "))
+        .unwrap()
+        .trim()
+        .to_owned();
     if Command::new("curl").arg("--version").output().is_ok() {
         let out = Command::new("sh")
             .arg("-c")
@@ -112,7 +140,12 @@ fn the_first_start_prints_a_working_key_once_and_sigterm_stops_cleanly() {
 
     // Second start on the same directory: no welcome, and the old key still works.
     let mut child = noxus()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -126,26 +159,44 @@ fn the_first_start_prints_a_working_key_once_and_sigterm_stops_cleanly() {
     assert!(exit.success());
     let mut printed = String::new();
     stdout.read_to_string(&mut printed).unwrap();
-    assert!(!printed.contains("NOXUS_API_KEY"), "no welcome on later starts: {printed}");
+    assert!(
+        !printed.contains("NOXUS_API_KEY"),
+        "no welcome on later starts: {printed}"
+    );
 }
 
 #[test]
 fn with_the_welcome_off_the_first_start_needs_a_password_and_prints_no_key() {
     let dir = tempfile::tempdir().unwrap();
     let out = noxus()
-        .args(["serve", "--no-welcome", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--no-welcome",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env_remove("NOXUS_ADMIN_PASSWORD")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("error: ") && stderr.contains("NOXUS_ADMIN_PASSWORD"), "{stderr}");
+    assert!(
+        stderr.contains("error: ") && stderr.contains("NOXUS_ADMIN_PASSWORD"),
+        "{stderr}"
+    );
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = noxus()
-        .args(["serve", "--no-welcome", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--no-welcome",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("NOXUS_ADMIN_PASSWORD", "a long operator password")
         .stdout(Stdio::piped())
@@ -166,7 +217,15 @@ fn with_the_welcome_off_the_first_start_needs_a_password_and_prints_no_key() {
 fn serve_help_documents_every_option_and_its_variable() {
     let out = noxus().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
-    for needle in ["--listen", "NOXUS_LISTEN", "--data-dir", "NOXUS_DATA_DIR", "--no-welcome", "--catalog", "--rate-limit-per-key"] {
+    for needle in [
+        "--listen",
+        "NOXUS_LISTEN",
+        "--data-dir",
+        "NOXUS_DATA_DIR",
+        "--no-welcome",
+        "--catalog",
+        "--rate-limit-per-key",
+    ] {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }
 }

@@ -217,17 +217,17 @@ impl KeyCache {
 /// Takes the presented key out of the headers. `X-API-Key` wins over
 /// `Authorization: Bearer` when both are sent.
 fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let raw = match headers.get("x-api-key") {
-        Some(value) => Some(value),
-        None => headers.get(header::AUTHORIZATION),
-    };
-    let Some(raw) = raw else {
-        return Err(ApiError::MissingApiKey(
+    let (raw, is_authorization) = match (
+        headers.get("x-api-key"),
+        headers.get(header::AUTHORIZATION),
+    ) {
+        (Some(value), _) => (value, false),
+        (None, Some(value)) => (value, true),
+        (None, None) => return Err(ApiError::MissingApiKey(
             "Missing API key: send it in the X-API-Key header (or as Authorization: Bearer <key>)"
                 .to_owned(),
-        ));
+        )),
     };
-    let is_authorization = headers.get("x-api-key").is_none();
     let text = raw.to_str().map_err(|_| {
         ApiError::InvalidApiKey(format!(
             "{INVALID_KEY_DETAIL} (the header contains characters that are not printable ASCII)"

@@ -47,7 +47,10 @@ impl fmt::Display for Welcome {
             o.organization.name, o.workspace.name
         )?;
         writeln!(f)?;
-        writeln!(f, "Owner account (organization admin; for the dashboard login):")?;
+        writeln!(
+            f,
+            "Owner account (organization admin; for the dashboard login):"
+        )?;
         writeln!(f, "  email:    {}", o.user.email)?;
         match &self.generated_password {
             Some(p) => writeln!(f, "  password: {}", p.expose_secret())?,

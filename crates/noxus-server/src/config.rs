@@ -54,7 +54,10 @@ impl Config {
             key_cache_ttl: Duration::from_secs(1),
             key_cache_capacity: 100_000,
             max_body_bytes: 2 * 1024 * 1024,
-            key_rate_limit: Some(RateLimit { per_second: 100, burst: 200 }),
+            key_rate_limit: Some(RateLimit {
+                per_second: 100,
+                burst: 200,
+            }),
         }
     }
 }

@@ -186,7 +186,9 @@ impl IntoResponse for ApiError {
         };
         let mut response = status.into_response();
         if let Some(seconds) = retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -91,18 +91,28 @@ mod tests {
 
     #[test]
     fn a_burst_is_admitted_then_the_rate_applies() {
-        let limiter = KeyRateLimiter::new(RateLimit { per_second: 10, burst: 3 });
+        let limiter = KeyRateLimiter::new(RateLimit {
+            per_second: 10,
+            burst: 3,
+        });
         let t0 = Duration::from_secs(100);
         for _ in 0..3 {
             assert_eq!(limiter.check_at("k", t0), Ok(()));
         }
-        let refused = limiter.check_at("k", t0).expect_err("the fourth is over the burst");
+        let refused = limiter
+            .check_at("k", t0)
+            .expect_err("the fourth is over the burst");
         assert_eq!(refused.0, Duration::from_millis(100));
         assert_eq!(refused.whole_seconds(), 1);
         // Another key is not affected.
         assert_eq!(limiter.check_at("other", t0), Ok(()));
         // After one emission interval one more request fits.
-        assert_eq!(limiter.check_at("k", t0 + Duration::from_millis(100)), Ok(()));
-        assert!(limiter.check_at("k", t0 + Duration::from_millis(100)).is_err());
+        assert_eq!(
+            limiter.check_at("k", t0 + Duration::from_millis(100)),
+            Ok(())
+        );
+        assert!(limiter
+            .check_at("k", t0 + Duration::from_millis(100))
+            .is_err());
     }
 }

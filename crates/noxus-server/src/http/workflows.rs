@@ -215,10 +215,7 @@ async fn delete_workflow(
         .store()
         .delete_workflow(&auth.actor(), auth.workspace_id(), &id)
         .await
-        .map_err(|e| match e {
-            crate::store::StoreError::NotFound => ApiError::not_found("workflow"),
-            other => other.into(),
-        })?;
+        .map_err(not_found("workflow"))?;
     Ok(Json(Deleted { deleted: true, id }))
 }
 

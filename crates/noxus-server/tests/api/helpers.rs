@@ -18,10 +18,17 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    assert!(content_type.starts_with("application/json"), "content-type {content_type}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "content-type {content_type}"
+    );
     let body: Value = response.json().await.expect("a JSON error body");
     assert_eq!(body["code"], code, "code in {body}");
-    assert_eq!(body["request_id"], header.as_str(), "request_id matches the header");
+    assert_eq!(
+        body["request_id"],
+        header.as_str(),
+        "request_id matches the header"
+    );
     let detail = body["detail"].as_str().expect("detail is a string");
     assert!(detail.len() > 10, "detail is a sentence: {detail}");
     body
@@ -31,7 +38,10 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
 pub async fn json_ok(response: reqwest::Response) -> Value {
     let status = response.status();
     let text = response.text().await.expect("body");
-    assert!(status.is_success(), "expected success, got {status}: {text}");
+    assert!(
+        status.is_success(),
+        "expected success, got {status}: {text}"
+    );
     serde_json::from_str(&text).expect("a JSON body")
 }
 

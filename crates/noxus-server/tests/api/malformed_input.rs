@@ -11,28 +11,84 @@ use crate::helpers::{assert_error, json_ok};
 async fn malformed_keys_are_refused_with_a_clear_401() {
     let app = TestApp::spawn().await;
     let mut wrong_checksum = app.owner_key.clone();
-    wrong_checksum.replace_range(8..9, if &wrong_checksum[8..9] == "a" { "b" } else { "a" });
+    wrong_checksum.replace_range(
+        8..9,
+        if &wrong_checksum[8..9] == "a" {
+            "b"
+        } else {
+            "a"
+        },
+    );
     let cases: Vec<(&str, HeaderValue, &str)> = vec![
         ("empty", HeaderValue::from_static(""), "missing_api_key"),
-        ("whitespace", HeaderValue::from_static("    "), "missing_api_key"),
-        ("inner whitespace", HeaderValue::from_static("noxus_abc def"), "invalid_api_key"),
-        ("10 KB", HeaderValue::from_str(&format!("noxus_{}", "a".repeat(10 * 1024))).unwrap(), "invalid_api_key"),
-        ("non-ASCII", HeaderValue::from_bytes("noxus_ключ".as_bytes()).unwrap(), "invalid_api_key"),
-        ("wrong checksum", HeaderValue::from_str(&wrong_checksum).unwrap(), "invalid_api_key"),
-        ("other vendor", HeaderValue::from_static("sk_live_abcdef"), "invalid_api_key"),
+        (
+            "whitespace",
+            HeaderValue::from_static("    "),
+            "missing_api_key",
+        ),
+        (
+            "inner whitespace",
+            HeaderValue::from_static("noxus_abc def"),
+            "invalid_api_key",
+        ),
+        (
+            "10 KB",
+            HeaderValue::from_str(&format!("noxus_{}", "a".repeat(10 * 1024))).unwrap(),
+            "invalid_api_key",
+        ),
+        (
+            "non-ASCII",
+            HeaderValue::from_bytes("noxus_ключ".as_bytes()).unwrap(),
+            "invalid_api_key",
+        ),
+        (
+            "wrong checksum",
+            HeaderValue::from_str(&wrong_checksum).unwrap(),
+            "invalid_api_key",
+        ),
+        (
+            "other vendor",
+            HeaderValue::from_static("sk_live_abcdef"),
+            "invalid_api_key",
+        ),
     ];
     for (name, value, code) in cases {
-        let response = app.http.get(app.url("/v1/workflows")).header("X-API-Key", value).send().await.unwrap();
+        let response = app
+            .http
+            .get(app.url("/v1/workflows"))
+            .header("X-API-Key", value)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401, "{name}");
         let body = assert_error(response, 401, code).await;
-        assert!(body["detail"].as_str().unwrap().len() < 300, "{name}: detail stays short");
+        assert!(
+            body["detail"].as_str().unwrap().len() < 300,
+            "{name}: detail stays short"
+        );
     }
     // Bearer variants.
-    for (value, code) in [("Bearer ", "missing_api_key"), ("Basic dXNlcjpwYXNz", "missing_api_key"), ("Bearer noxus_x", "invalid_api_key")] {
-        let response = app.http.get(app.url("/v1/workflows")).header("Authorization", value).send().await.unwrap();
+    for (value, code) in [
+        ("Bearer ", "missing_api_key"),
+        ("Basic dXNlcjpwYXNz", "missing_api_key"),
+        ("Bearer noxus_x", "invalid_api_key"),
+    ] {
+        let response = app
+            .http
+            .get(app.url("/v1/workflows"))
+            .header("Authorization", value)
+            .send()
+            .await
+            .unwrap();
         assert_error(response, 401, code).await;
     }
-    let bearer = app.http.get(app.url("/v1/admin/me")).bearer_auth(&app.owner_key).send().await.unwrap();
+    let bearer = app
+        .http
+        .get(app.url("/v1/admin/me"))
+        .bearer_auth(&app.owner_key)
+        .send()
+        .await
+        .unwrap();
     json_ok(bearer).await;
     app.stop().await;
 }
@@ -71,7 +127,13 @@ async fn bad_bodies_are_422_naming_the_problem() {
             assert_eq!(error["field"], field, "{name}");
         }
     }
-    let list = json_ok(app.get("/v1/workflows", &app.owner_key).send().await.unwrap()).await;
+    let list = json_ok(
+        app.get("/v1/workflows", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(list["total"], 0, "nothing was created");
     app.stop().await;
 }
@@ -80,17 +142,35 @@ async fn bad_bodies_are_422_naming_the_problem() {
 async fn a_10_mb_body_is_413_and_the_server_keeps_serving() {
     let app = TestApp::spawn().await;
     let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(10 * 1024 * 1024));
-    let response = app.post("/v1/workflows", &app.owner_key).body(huge).send().await.unwrap();
+    let response = app
+        .post("/v1/workflows", &app.owner_key)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     let body = assert_error(response, 413, "payload_too_large").await;
     assert!(body["detail"].as_str().unwrap().contains("limit"));
-    json_ok(app.get("/v1/workflows", &app.owner_key).send().await.unwrap()).await;
+    json_ok(
+        app.get("/v1/workflows", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn bad_query_parameters_are_422_naming_the_parameter() {
     let app = TestApp::spawn().await;
-    let created = json_ok(app.post("/v1/workflows", &app.owner_key).json(&json!({"name": "w"})).send().await.unwrap()).await;
+    let created = json_ok(
+        app.post("/v1/workflows", &app.owner_key)
+            .json(&json!({"name": "w"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let id = created["id"].as_str().unwrap();
     for (path, field) in [
         ("/v1/workflows?page=abc", "page"),
@@ -100,7 +180,12 @@ async fn bad_query_parameters_are_422_naming_the_parameter() {
         ("/v1/workflows?type=pipeline", "type"),
         ("/v1/admin/groups?size=0", "size"),
     ] {
-        let error = assert_error(app.get(path, &app.owner_key).send().await.unwrap(), 422, "validation_error").await;
+        let error = assert_error(
+            app.get(path, &app.owner_key).send().await.unwrap(),
+            422,
+            "validation_error",
+        )
+        .await;
         assert_eq!(error["field"], field, "{path}");
     }
     let patch = app
@@ -117,8 +202,19 @@ async fn bad_query_parameters_are_422_naming_the_parameter() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let app = TestApp::spawn().await;
-    assert_error(app.get("/v1/nope", &app.owner_key).send().await.unwrap(), 404, "not_found").await;
-    let put = app.http.put(app.url("/v1/workflows")).header("X-API-Key", &app.owner_key).send().await.unwrap();
+    assert_error(
+        app.get("/v1/nope", &app.owner_key).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let put = app
+        .http
+        .put(app.url("/v1/workflows"))
+        .header("X-API-Key", &app.owner_key)
+        .send()
+        .await
+        .unwrap();
     assert_error(put, 405, "method_not_allowed").await;
     let unauthenticated_unknown = app.http.get(app.url("/v2/whatever")).send().await.unwrap();
     assert_error(unauthenticated_unknown, 404, "not_found").await;
@@ -129,13 +225,35 @@ async fn unknown_routes_and_methods_get_json_errors() {
 async fn no_malformed_request_ever_causes_a_server_error() {
     let app = TestApp::spawn().await;
     let paths = [
-        "/v1/workflows", "/v1/workflows/x", "/v1/workflows/00000000-0000-0000-0000-000000000000/versions",
-        "/v1/admin/groups", "/v1/admin/groups/x", "/v1/admin/groups/x/api-keys", "/v1/admin/groups/x/api-keys/y/rotate",
-        "/v1/admin/me", "/v1/nodes", "/v1/models/llms", "/v1/models/llms/presets", "/%ff%fe", "/v1/workflows/%00",
+        "/v1/workflows",
+        "/v1/workflows/x",
+        "/v1/workflows/00000000-0000-0000-0000-000000000000/versions",
+        "/v1/admin/groups",
+        "/v1/admin/groups/x",
+        "/v1/admin/groups/x/api-keys",
+        "/v1/admin/groups/x/api-keys/y/rotate",
+        "/v1/admin/me",
+        "/v1/nodes",
+        "/v1/models/llms",
+        "/v1/models/llms/presets",
+        "/%ff%fe",
+        "/v1/workflows/%00",
     ];
-    let bodies = ["", "null", "{", "[]", "{\"name\": {\"deep\": [1, 2, {\"x\": null}]}}", "\u{feff}{}"];
+    let bodies = [
+        "",
+        "null",
+        "{",
+        "[]",
+        "{\"name\": {\"deep\": [1, 2, {\"x\": null}]}}",
+        "\u{feff}{}",
+    ];
     for path in paths {
-        for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::POST,
+            reqwest::Method::PATCH,
+            reqwest::Method::DELETE,
+        ] {
             for body in bodies {
                 for key in [app.owner_key.as_str(), "", "noxus_bad"] {
                     let response = app
@@ -147,10 +265,16 @@ async fn no_malformed_request_ever_causes_a_server_error() {
                         .await
                         .unwrap();
                     let status = response.status();
-                    assert!(!status.is_server_error(), "{method} {path} {body:?}: {status}");
+                    assert!(
+                        !status.is_server_error(),
+                        "{method} {path} {body:?}: {status}"
+                    );
                     if !status.is_success() {
                         let json: serde_json::Value = response.json().await.unwrap();
-                        assert!(json["detail"].is_string() && json["code"].is_string(), "{method} {path}: {json}");
+                        assert!(
+                            json["detail"].is_string() && json["code"].is_string(),
+                            "{method} {path}: {json}"
+                        );
                     }
                 }
             }

@@ -35,16 +35,26 @@ async fn openapi_json_describes_every_route_and_the_probes_answer() {
         ("/readyz", "get"),
     ];
     for (path, method) in expected {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is documented");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is documented"
+        );
     }
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(documented, expected.len(), "no undocumented extras and nothing missing");
+    assert_eq!(
+        documented,
+        expected.len(),
+        "no undocumented extras and nothing missing"
+    );
     assert!(doc["components"]["securitySchemes"]["api_key"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 
     // Every documented route is really served (not a 404 or 405).
     for (path, method) in expected {
-        let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000").replace("{key_id}", "x").replace("{version_id}", "y");
+        let concrete = path
+            .replace("{id}", "00000000-0000-0000-0000-000000000000")
+            .replace("{key_id}", "x")
+            .replace("{version_id}", "y");
         let response = app
             .http
             .request(method.to_uppercase().parse().unwrap(), app.url(&concrete))
@@ -53,7 +63,10 @@ async fn openapi_json_describes_every_route_and_the_probes_answer() {
             .await
             .unwrap();
         let error: Option<serde_json::Value> = response.json().await.ok();
-        let code = error.as_ref().and_then(|e| e["code"].as_str()).unwrap_or("");
+        let code = error
+            .as_ref()
+            .and_then(|e| e["code"].as_str())
+            .unwrap_or("");
         assert_ne!(code, "method_not_allowed", "{method} {path}");
         if let Some(detail) = error.as_ref().and_then(|e| e["detail"].as_str()) {
             assert!(!detail.starts_with("There is no route"), "{method} {path}");

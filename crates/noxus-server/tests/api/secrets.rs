@@ -30,27 +30,60 @@ async fn key_plaintexts_are_in_neither_the_database_files_nor_the_logs() {
     let app = TestApp::spawn().await;
     let member = app.user_with_role(Role::Member).await;
     let keys_path = format!("/v1/admin/groups/{}/api-keys", app.workspace_id);
-    let created = json_ok(app.post(&keys_path, &app.owner_key).json(&json!({"name": "scan me"})).send().await.unwrap()).await;
-    let created_secret = created["value"].as_str().unwrap().to_owned();
-    let rotated = json_ok(
-        app.post(&format!("{keys_path}/{}/rotate", created["id"].as_str().unwrap()), &app.owner_key)
-            .json(&json!({"grace_period_seconds": 60}))
+    let created = json_ok(
+        app.post(&keys_path, &app.owner_key)
+            .json(&json!({"name": "scan me"}))
             .send()
             .await
             .unwrap(),
     )
     .await;
+    let created_secret = created["value"].as_str().unwrap().to_owned();
+    let rotated = json_ok(
+        app.post(
+            &format!("{keys_path}/{}/rotate", created["id"].as_str().unwrap()),
+            &app.owner_key,
+        )
+        .json(&json!({"grace_period_seconds": 60}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
     let rotated_secret = rotated["value"].as_str().unwrap().to_owned();
     // Use every key, well and badly, so that every log line is produced.
-    for key in [&app.owner_key, &member.key, &created_secret, &rotated_secret] {
+    for key in [
+        &app.owner_key,
+        &member.key,
+        &created_secret,
+        &rotated_secret,
+    ] {
         json_ok(app.get("/v1/admin/me", key).send().await.unwrap()).await;
-        let _ = app.post("/v1/workflows", key).body("{bad json").send().await.unwrap();
+        let _ = app
+            .post("/v1/workflows", key)
+            .body("{bad json")
+            .send()
+            .await
+            .unwrap();
         let mut typo = key.clone();
         typo.pop();
         let _ = app.get("/v1/workflows", &typo).send().await.unwrap();
     }
-    json_ok(app.delete(&format!("{keys_path}/{}", rotated["id"].as_str().unwrap()), &app.owner_key).send().await.unwrap()).await;
-    let _ = app.get("/v1/workflows", &rotated_secret).send().await.unwrap();
+    json_ok(
+        app.delete(
+            &format!("{keys_path}/{}", rotated["id"].as_str().unwrap()),
+            &app.owner_key,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let _ = app
+        .get("/v1/workflows", &rotated_secret)
+        .send()
+        .await
+        .unwrap();
 
     let owner_key = app.owner_key.clone();
     let dir = app.stop_keep_data().await;
@@ -60,10 +93,16 @@ async fn key_plaintexts_are_in_neither_the_database_files_nor_the_logs() {
         "the scan works: the digest is stored"
     );
     let logs = noxus_testkit::captured_logs();
-    assert!(logs.contains("api key created"), "the scan works: logs were captured");
+    assert!(
+        logs.contains("api key created"),
+        "the scan works: logs were captured"
+    );
     for secret in [&owner_key, &member.key, &created_secret, &rotated_secret] {
         let body = &secret[6..];
-        assert!(files_contain(dir.path(), body.as_bytes()).is_empty(), "plaintext found in the database files");
+        assert!(
+            files_contain(dir.path(), body.as_bytes()).is_empty(),
+            "plaintext found in the database files"
+        );
         assert!(!logs.contains(body), "plaintext found in the logs");
     }
 }
@@ -77,8 +116,17 @@ async fn debug_output_of_the_application_and_welcome_hides_the_first_key() {
     let shown = format!("{application:?}");
     let welcome = application.take_welcome().expect("first start");
     let key = welcome.api_key.as_ref().unwrap().expose_secret().to_owned();
-    let password = welcome.generated_password.as_ref().unwrap().expose_secret().to_owned();
-    for text in [shown, format!("{welcome:?}"), format!("{:?}", application.state())] {
+    let password = welcome
+        .generated_password
+        .as_ref()
+        .unwrap()
+        .expose_secret()
+        .to_owned();
+    for text in [
+        shown,
+        format!("{welcome:?}"),
+        format!("{:?}", application.state()),
+    ] {
         assert!(!text.contains(&key[6..]), "{text}");
         assert!(!text.contains(&password));
     }
