@@ -136,7 +136,8 @@ pub struct ApiKeyInfo {
 }
 
 /// A key in the one response that carries its secret: creation or rotation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows only the key's first 10 characters.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct CreatedApiKey {
     /// Key id.
@@ -163,6 +164,27 @@ pub struct CreatedApiKey {
     /// For a rotation: until when the replaced key keeps working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced_key_valid_until: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiKey")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("tenant_admin", &self.tenant_admin)
+            .field(
+                "value",
+                &format_args!("{}…", crate::key_format::display_prefix(&self.value)),
+            )
+            .field("permissions", &self.permissions)
+            .field("workspace_id", &self.workspace_id)
+            .field("user_id", &self.user_id)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("replaces", &self.replaces)
+            .field("replaced_key_valid_until", &self.replaced_key_valid_until)
+            .finish()
+    }
 }
 
 /// Body of `POST /v1/admin/groups/{id}/api-keys/{key_id}/rotate`.

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use noxus_api;
+pub use noxus_sdk;
 pub use noxus_server;
 
 /// A user of the test organization with a key in one workspace.
@@ -224,6 +225,21 @@ impl TestApp {
     /// A DELETE with `X-API-Key`.
     pub fn delete(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
         self.http.delete(self.url(path)).header("X-API-Key", key)
+    }
+
+    /// An SDK client for `key` against this platform.
+    pub fn client(&self, key: &str) -> noxus_sdk::Client {
+        noxus_sdk::Client::builder()
+            .api_key(key)
+            .base_url(&self.base_url)
+            .build()
+            .expect("a client for a test key")
+    }
+
+    /// A new user with `role` in the first workspace, and an SDK client with their key.
+    pub async fn client_for(&self, role: Role) -> noxus_sdk::Client {
+        let user = self.user_with_role(role).await;
+        self.client(&user.key)
     }
 
     /// Creates a user with `role` in the first workspace and a key for them.

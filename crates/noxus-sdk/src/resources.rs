@@ -1,0 +1,331 @@
+//! The API's resources, hanging off the client: `client.workflows().list()`.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::stream::{self, Stream};
+use noxus_api::{
+    ApiKeyInfo, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, Page, RotateApiKey,
+    Workflow, WorkflowVersion, WorkflowVersionWrite, WorkflowWrite, Workspace,
+};
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::error::Result;
+
+/// `GET /v1/models/llms` and `/presets`.
+#[derive(Debug, Clone, Copy)]
+pub struct Models<'c> {
+    client: &'c Client,
+}
+
+impl<'c> Models<'c> {
+    pub(crate) fn new(client: &'c Client) -> Self {
+        Self { client }
+    }
+
+    /// The language models (objects with at least `id` and `name`).
+    pub async fn list(&self) -> Result<Vec<Value>> {
+        self.client.get("/v1/models/llms", &[]).await
+    }
+
+    /// The chat presets.
+    pub async fn presets(&self) -> Result<Vec<Value>> {
+        self.client.get("/v1/models/llms/presets", &[]).await
+    }
+}
+
+/// `GET /v1/nodes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Nodes<'c> {
+    client: &'c Client,
+}
+
+impl<'c> Nodes<'c> {
+    pub(crate) fn new(client: &'c Client) -> Self {
+        Self { client }
+    }
+
+    /// The node definitions of the workflow builder.
+    pub async fn list(&self) -> Result<Vec<Value>> {
+        self.client.get("/v1/nodes", &[]).await
+    }
+}
+
+/// Which workflows to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListWorkflows {
+    /// Page number, from 1.
+    pub page: u64,
+    /// Page size, 1 to 100.
+    pub size: u64,
+    /// `Some("flow")`, `Some("agent_flow")` or all.
+    pub kind: Option<String>,
+}
+
+impl Default for ListWorkflows {
+    fn default() -> Self {
+        Self {
+            page: 1,
+            size: 10,
+            kind: Some("flow".to_owned()),
+        }
+    }
+}
+
+/// `/v1/workflows`.
+#[derive(Debug, Clone, Copy)]
+pub struct Workflows<'c> {
+    client: &'c Client,
+}
+
+impl<'c> Workflows<'c> {
+    pub(crate) fn new(client: &'c Client) -> Self {
+        Self { client }
+    }
+
+    /// The first page of flows (10 per page), as the guide's `workflows.list()`.
+    pub async fn list(&self) -> Result<Vec<Workflow>> {
+        Ok(self.page(&ListWorkflows::default()).await?.items)
+    }
+
+    /// One page, with its totals.
+    pub async fn page(&self, params: &ListWorkflows) -> Result<Page<Workflow>> {
+        let mut query = vec![
+            ("page", params.page.to_string()),
+            ("size", params.size.to_string()),
+        ];
+        if let Some(kind) = &params.kind {
+            query.push(("type", kind.clone()));
+        }
+        self.client.get("/v1/workflows", &query).await
+    }
+
+    /// Every workflow of a type (`None`: all), fetched page by page (100 a
+    /// request) as the stream is consumed.
+    pub fn stream(&self, kind: Option<&str>) -> impl Stream<Item = Result<Workflow>> + 'c {
+        let client = self.client;
+        let first = ListWorkflows {
+            page: 1,
+            size: 100,
+            kind: kind.map(str::to_owned),
+        };
+        stream::try_unfold(
+            (Some(first), VecDeque::new()),
+            move |(mut next, mut buffer)| async move {
+                loop {
+                    if let Some(item) = buffer.pop_front() {
+                        return Ok(Some((item, (next, buffer))));
+                    }
+                    let Some(params) = next.take() else {
+                        return Ok(None);
+                    };
+                    let page = Workflows::new(client).page(&params).await?;
+                    if page.items.is_empty() {
+                        return Ok(None);
+                    }
+                    if page.page < page.pages {
+                        next = Some(ListWorkflows {
+                            page: params.page + 1,
+                            ..params
+                        });
+                    }
+                    buffer.extend(page.items);
+                }
+            },
+        )
+    }
+
+    /// Creates an empty flow named `name` (the guide's `workflows.create(name=...)`).
+    pub async fn create(&self, name: &str) -> Result<Workflow> {
+        self.save(&WorkflowWrite {
+            name: name.to_owned(),
+            kind: "flow".to_owned(),
+            definition: None,
+            error_handler: None,
+        })
+        .await
+    }
+
+    /// Saves a new workflow with its definition.
+    pub async fn save(&self, workflow: &WorkflowWrite) -> Result<Workflow> {
+        self.client.post("/v1/workflows", workflow).await
+    }
+
+    /// One workflow.
+    pub async fn get(&self, id: &str) -> Result<Workflow> {
+        self.client
+            .get(&format!("/v1/workflows/{}", segment(id)), &[])
+            .await
+    }
+
+    /// Replaces name, type and definition; `force` allows changing the type.
+    pub async fn update(
+        &self,
+        id: &str,
+        workflow: &WorkflowWrite,
+        force: bool,
+    ) -> Result<Workflow> {
+        let force = if force { "True" } else { "False" };
+        self.client
+            .patch(
+                &format!("/v1/workflows/{}", segment(id)),
+                &[("force", force.to_owned())],
+                workflow,
+            )
+            .await
+    }
+
+    /// Deletes a workflow and its versions.
+    pub async fn delete(&self, id: &str) -> Result<Deleted> {
+        self.client
+            .delete(&format!("/v1/workflows/{}", segment(id)))
+            .await
+    }
+
+    /// Versions of a workflow, oldest first.
+    pub async fn versions(&self, id: &str) -> Result<Vec<WorkflowVersion>> {
+        self.client
+            .get(&format!("/v1/workflows/{}/versions", segment(id)), &[])
+            .await
+    }
+
+    /// Saves a version.
+    pub async fn save_version(
+        &self,
+        id: &str,
+        version: &WorkflowVersionWrite,
+    ) -> Result<WorkflowVersion> {
+        self.client
+            .post(&format!("/v1/workflows/{}/versions", segment(id)), version)
+            .await
+    }
+
+    /// Replaces a version's name, description and definition.
+    pub async fn update_version(
+        &self,
+        id: &str,
+        version_id: &str,
+        version: &WorkflowVersionWrite,
+    ) -> Result<WorkflowVersion> {
+        self.client
+            .patch(
+                &format!(
+                    "/v1/workflows/{}/versions/{}",
+                    segment(id),
+                    segment(version_id)
+                ),
+                &[],
+                version,
+            )
+            .await
+    }
+}
+
+/// `/v1/admin/...`: workspaces and API keys.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin<'c> {
+    client: &'c Client,
+}
+
+impl<'c> Admin<'c> {
+    pub(crate) fn new(client: &'c Client) -> Self {
+        Self { client }
+    }
+
+    /// Workspaces: all of the organization with a tenant-admin key, else the key's own.
+    pub async fn workspaces(&self) -> Result<Vec<Workspace>> {
+        self.client.get("/v1/admin/groups", &[]).await
+    }
+
+    /// Creates a workspace (tenant-admin keys); the key's owner becomes its owner.
+    pub async fn create_workspace(
+        &self,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<Workspace> {
+        let body = CreateWorkspace {
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+        };
+        self.client.post("/v1/admin/groups", &body).await
+    }
+
+    /// Deletes a workspace with its keys and workflows (tenant-admin keys).
+    pub async fn delete_workspace(&self, id: &str) -> Result<Deleted> {
+        self.client
+            .delete(&format!("/v1/admin/groups/{}", segment(id)))
+            .await
+    }
+
+    /// The API keys of a workspace.
+    pub fn keys(&self, workspace_id: &str) -> Keys<'c> {
+        Keys {
+            client: self.client,
+            workspace_id: workspace_id.to_owned(),
+        }
+    }
+}
+
+/// `/v1/admin/groups/{id}/api-keys`.
+#[derive(Debug, Clone)]
+pub struct Keys<'c> {
+    client: &'c Client,
+    workspace_id: String,
+}
+
+impl Keys<'_> {
+    fn path(&self) -> String {
+        format!("/v1/admin/groups/{}/api-keys", segment(&self.workspace_id))
+    }
+
+    /// Keys of the workspace (yours, or all with `keys:manage`); never their secrets.
+    pub async fn list(&self) -> Result<Vec<ApiKeyInfo>> {
+        self.client.get(&self.path(), &[]).await
+    }
+
+    /// One key.
+    pub async fn get(&self, key_id: &str) -> Result<ApiKeyInfo> {
+        self.client
+            .get(&format!("{}/{}", self.path(), segment(key_id)), &[])
+            .await
+    }
+
+    /// Creates a key; its secret is in the answer only. Not retried.
+    pub async fn create(&self, request: &CreateApiKey) -> Result<CreatedApiKey> {
+        self.client.post(&self.path(), request).await
+    }
+
+    /// Revokes a key at once and for good.
+    pub async fn revoke(&self, key_id: &str) -> Result<ApiKeyInfo> {
+        self.client
+            .delete(&format!("{}/{}", self.path(), segment(key_id)))
+            .await
+    }
+
+    /// Replaces a key; the old one keeps working for `grace` (at most 7 days).
+    pub async fn rotate(&self, key_id: &str, grace: Duration) -> Result<CreatedApiKey> {
+        let body = RotateApiKey {
+            grace_period_seconds: grace.as_secs(),
+        };
+        self.client
+            .post(
+                &format!("{}/{}/rotate", self.path(), segment(key_id)),
+                &body,
+            )
+            .await
+    }
+}
+
+/// Percent-encodes a path segment so that an id can never change the route.
+fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! The SDK against the real platform (noxus-testkit) and against small
+//! local servers that misbehave on purpose (retries, timeouts, drops).
+
+#![allow(clippy::unwrap_used)]
+
+mod blocking;
+mod config;
+mod examples;
+mod leaks;
+mod resources;
+mod retries;
+mod server_errors;
