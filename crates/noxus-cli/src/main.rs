@@ -1,35 +1,116 @@
-//! `noxus`: run the Noxus platform and work with it from a terminal.
+//! `noxus`: run the Noxus platform, check a key, and manage workspaces,
+//! keys and workflows from a terminal or a script.
 
+mod commands;
+mod connection;
+mod exit;
+mod output;
 mod serve;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::connection::ConnectionArgs;
+use crate::output::Output;
 
 /// Noxus: workspace-scoped API keys for the Noxus AI platform.
+///
+/// Commands that talk to the platform take the key from --api-key, else the
+/// environment (NOXUS_API_KEY, or the --environment's NOXUS_API_KEY_PROD /
+/// _STAGING / _DEV), else a .env file; the backend from --backend-url,
+/// NOXUS_BACKEND_URL or https://backend.noxus.ai.
+///
+/// Exit codes: 0 ok, 1 other error, 2 usage or configuration error,
+/// 3 invalid key (401), 4 missing permission (403), 5 network error or
+/// timeout, 6 not found (404).
 #[derive(Debug, Parser)]
-#[command(name = "noxus", version, about, long_about = None)]
+#[command(name = "noxus", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    #[command(flatten)]
+    connection: ConnectionArgs,
+
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the platform (API and dashboard) on its embedded SQLite database.
+    /// Run the platform (HTTP API) on its embedded SQLite database.
     Serve(serve::ServeArgs),
+    /// Check the API key: who it is, its workspace, role and permissions.
+    #[command(subcommand)]
+    Auth(commands::auth::AuthCommand),
+    /// Create, list, show, rotate, revoke and check API keys.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
+    /// List, create and delete workspaces (tenant-admin keys for the last two).
+    #[command(subcommand)]
+    Workspaces(commands::workspaces::WorkspacesCommand),
+    /// List, show, create and delete workflows of the key's workspace.
+    #[command(subcommand)]
+    Workflows(commands::workflows::WorkflowsCommand),
+    /// List the models available to the workspace.
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
+    /// Print a shell completion script: `noxus completions bash > /etc/bash_completion.d/noxus`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let out = Output::new(cli.json);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(args).map_err(exit::Failure::from),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "noxus", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Keys(commands::keys::KeysCommand::Check(args)) => {
+            commands::keys::check(&out, &args)
+        }
+        Command::Auth(command) => run(&cli.connection, &out, |c| {
+            commands::auth::run(c, &out, command)
+        }),
+        Command::Keys(command) => run(&cli.connection, &out, |c| {
+            commands::keys::run(c, &out, command)
+        }),
+        Command::Workspaces(command) => run(&cli.connection, &out, |c| {
+            commands::workspaces::run(c, &out, command)
+        }),
+        Command::Workflows(command) => run(&cli.connection, &out, |c| {
+            commands::workflows::run(c, &out, command)
+        }),
+        Command::Models(command) => run(&cli.connection, &out, |c| {
+            commands::models::run(c, &out, command)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(failure) => failure.report(&out),
     }
+}
+
+/// Resolves the connection, starts a runtime and runs one command.
+fn run<F, Fut>(connection: &ConnectionArgs, out: &Output, command: F) -> Result<(), exit::Failure>
+where
+    F: FnOnce(commands::Context) -> Fut,
+    Fut: std::future::Future<Output = Result<(), exit::Failure>>,
+{
+    let client = connection.client()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            exit::Failure::other(anyhow::anyhow!("cannot start the async runtime: {e}"))
+        })?;
+    let _ = out;
+    runtime.block_on(command(commands::Context { client }))
 }
