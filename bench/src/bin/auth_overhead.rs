@@ -1,6 +1,7 @@
 //! `bench/auth_overhead`: what API-key authentication costs per request.
 //!
-//! One process, two Tokio runtimes on separate OS threads:
+//! One process, two Tokio runtimes on separate OS threads (by default one
+//! worker each, so on a 2-core machine each side has a core):
 //!
 //! * the **server** runtime runs the real application (`Application::build`
 //!   for the database, first start and welcome key, then
@@ -14,17 +15,20 @@
 //!
 //! Both routes get the same request headers (`Host` and `X-API-Key`), so the
 //! only difference the server sees is the path: verifying the key (format and
-//! checksum, digest, cache lookup, permission check) versus not.
+//! checksum, digest, cache lookup, expiry, rate limiter, permission check)
+//! versus not.
 //!
 //! After a warm-up of each route the two routes are measured in alternating
 //! rounds (A B, B A, A B, ...) so that drift (CPU frequency, another build on
-//! the machine) falls on both. It prints requests/s, p50 and p99 per route,
-//! the throughput ratio authenticated/unauthenticated against the 0.95 goal,
-//! and finally a micro-benchmark of `auth::authenticate` alone (cached and
-//! uncached) to say where the time goes.
+//! the machine) falls on both. It prints requests/s, mean, p50 and p99 per
+//! route, the CPU time the server's threads used per request (from
+//! `/proc/self/task/*/stat`, 10 ms ticks), the throughput ratio
+//! authenticated/unauthenticated against the 0.95 goal, and finally a
+//! micro-benchmark of `auth::authenticate` alone (cached and uncached) to say
+//! where the time goes.
 //!
-//! No tracing subscriber is installed: the server's per-request spans and
-//! events are disabled, as with `noxus serve` at its default `info` level.
+//! No tracing subscriber is installed: the server's per-request span and
+//! events are debug-level, disabled at `noxus serve`'s default `info` too.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -42,6 +46,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use noxus_server::catalog::Catalog;
 use noxus_server::http::app_with_routes;
+use noxus_server::rate_limit::RateLimit;
 use noxus_server::{AppState, Application, Config};
 use secrecy::ExposeSecret;
 use tokio::net::{TcpListener, TcpStream};
@@ -52,6 +57,8 @@ use tokio::task::JoinHandle;
 const AUTHENTICATED_PATH: &str = "/v1/models/llms";
 const UNAUTHENTICATED_PATH: &str = "/bench/unauthenticated";
 const GOAL: f64 = 0.95;
+/// Server CPU (in cores) below which a round counts as disturbed.
+const SATURATED: f64 = 0.9;
 
 /// Measures the cost of API-key authentication: throughput and latency of an
 /// authenticated and an unauthenticated route with the same response, on
@@ -89,6 +96,18 @@ struct Args {
     #[arg(long)]
     key_cache_ttl_ms: Option<u64>,
 
+    /// The server's per-key rate limiter: `on` keeps it in the request path
+    /// with a limit far above what the load can reach (its bookkeeping is
+    /// paid, nothing is refused); `off` removes it. The server's default
+    /// limit (100/s per key) would refuse almost every benchmark request.
+    #[arg(long, value_enum, default_value_t = Limiter::On)]
+    rate_limit: Limiter,
+
+    /// Load only this route (for profiling the server, e.g. under `perf`);
+    /// no ratio is printed.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+
     /// Send `X-API-Key` only to the authenticated route (by default both
     /// routes get identical request headers).
     #[arg(long)]
@@ -98,6 +117,20 @@ struct Args {
     /// warm cache (the uncached variant makes 1/50 as many); 0 skips it.
     #[arg(long, default_value_t = 200_000)]
     micro_iterations: u32,
+}
+
+/// Whether the per-key rate limiter is in the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Limiter {
+    On,
+    Off,
+}
+
+/// One of the two routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    Authenticated,
+    Unauthenticated,
 }
 
 /// A route to load and the exact request headers to send.
@@ -116,6 +149,7 @@ struct RoundResult {
     latencies_ns: Vec<u64>,
     failures: u64,
     first_failure: Option<String>,
+    cpu: CpuTime,
 }
 
 impl RoundResult {
@@ -131,6 +165,7 @@ struct RouteTotals {
     elapsed: Duration,
     latencies_ns: Vec<u64>,
     rounds: Vec<f64>,
+    cpu: CpuTime,
 }
 
 impl RouteTotals {
@@ -139,6 +174,8 @@ impl RouteTotals {
         self.requests += round.requests;
         self.elapsed += round.elapsed;
         self.latencies_ns.extend(round.latencies_ns);
+        self.cpu.server += round.cpu.server;
+        self.cpu.client += round.cpu.client;
     }
 
     fn per_second(&self) -> f64 {
@@ -148,6 +185,60 @@ impl RouteTotals {
     fn sort(&mut self) {
         self.latencies_ns.sort_unstable();
     }
+}
+
+/// CPU time used by the server's threads (its runtime's workers and blocking
+/// threads, SQLite workers) and by the load generator's threads.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuTime {
+    server: Duration,
+    client: Duration,
+}
+
+impl CpuTime {
+    /// Reads `utime + stime` of this process's threads from `/proc` (Linux;
+    /// elsewhere zero). The unit is USER_HZ, which Linux fixes at 100/s.
+    fn now() -> Self {
+        const TICK: Duration = Duration::from_millis(10);
+        let mut cpu = Self::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // "tid (comm) state ppid ... utime stime ...": comm may hold spaces.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = &stat[open + 1..close];
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks: u32 = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i)?.parse::<u32>().ok())
+                .sum();
+            let time = TICK * ticks;
+            if comm.starts_with("server") || comm.starts_with("sqlx") {
+                cpu.server += time;
+            } else if comm.starts_with("client") {
+                cpu.client += time;
+            }
+        }
+        cpu
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            server: self.server.saturating_sub(earlier.server),
+            client: self.client.saturating_sub(earlier.client),
+        }
+    }
+}
+
+/// Microseconds of `cpu` per request.
+fn per_request_us(cpu: Duration, requests: u64) -> f64 {
+    cpu.as_secs_f64() * 1e6 / requests.max(1) as f64
 }
 
 /// Nearest-rank percentile of sorted nanoseconds, in microseconds.
@@ -194,6 +285,7 @@ struct Server {
 async fn start_server(
     data_dir: &std::path::Path,
     key_cache_ttl: Option<Duration>,
+    limiter: Limiter,
 ) -> anyhow::Result<Server> {
     let mut config = Config::new(data_dir);
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -201,6 +293,18 @@ async fn start_server(
     if let Some(ttl) = key_cache_ttl {
         config.key_cache_ttl = ttl;
     }
+    config.key_rate_limit = match limiter {
+        // One nanosecond per request and a burst worth 4.3 s: checked on
+        // every request, never reached. (The limiter reads the clock before
+        // taking its lock, so with several server threads a reading can be
+        // stale by a preemption; a small burst such as 10^6 (1 ms) then
+        // refuses the odd request.)
+        Limiter::On => Some(RateLimit {
+            per_second: 1_000_000_000,
+            burst: u32::MAX,
+        }),
+        Limiter::Off => None,
+    };
     let mut app = Application::build(config).await?;
     let api_key = app
         .take_welcome()
@@ -275,6 +379,7 @@ async fn run_round(
     for _ in 0..connections {
         senders.push(connect(addr).await?);
     }
+    let cpu_before = CpuTime::now();
     let started = Instant::now();
     let deadline = started + duration;
     let tasks: Vec<JoinHandle<anyhow::Result<RoundResult>>> = senders
@@ -314,6 +419,7 @@ async fn run_round(
         }
     }
     round.elapsed = started.elapsed();
+    round.cpu = CpuTime::now().since(cpu_before);
     if round.failures > 0 {
         bail!(
             "{}: {} of {} responses were not 200 with the expected body; first: {}",
@@ -349,7 +455,7 @@ async fn check_routes(
     );
     ensure!(body_a == body_u, "the two routes return different bodies");
     ensure!(
-        &body_a == expected,
+        body_a == *expected,
         "the body is not the catalog's models JSON"
     );
     ensure!(
@@ -420,13 +526,40 @@ fn runtime(threads: usize, name: &str) -> anyhow::Result<Runtime> {
 fn print_route(totals: &RouteTotals, name: &str) {
     let rounds: Vec<String> = totals.rounds.iter().map(|r| format!("{r:.0}")).collect();
     println!(
-        "{name:<16} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>10}   [{}]",
+        "{name:<16} {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>9.2} {:>7.0}% {:>9.2}   [{}]",
         totals.per_second(),
         mean_us(&totals.latencies_ns),
         percentile_us(&totals.latencies_ns, 0.50),
         percentile_us(&totals.latencies_ns, 0.99),
         totals.requests,
+        per_request_us(totals.cpu.server, totals.requests),
+        100.0 * totals.cpu.server.as_secs_f64() / totals.elapsed.as_secs_f64(),
+        per_request_us(totals.cpu.client, totals.requests),
         rounds.join(", ")
+    );
+}
+
+/// The ratio against the goal and the differences per request.
+fn print_comparison(auth: &RouteTotals, unauth: &RouteTotals) {
+    let ratio = auth.per_second() / unauth.per_second();
+    let round_ratios: Vec<String> = auth
+        .rounds
+        .iter()
+        .zip(&unauth.rounds)
+        .map(|(a, u)| format!("{:.3}", a / u))
+        .collect();
+    println!(
+        "throughput ratio authenticated/unauthenticated: {ratio:.3} (per round pair: {}) — goal ≥ {GOAL}: {}",
+        round_ratios.join(", "),
+        if ratio >= GOAL { "met" } else { "NOT met" }
+    );
+    println!(
+        "authenticated minus unauthenticated: {:+.2} µs server CPU per request, {:+.2} µs wall time per request at saturation, {:+.1} µs p50, {:+.1} µs p99",
+        per_request_us(auth.cpu.server, auth.requests)
+            - per_request_us(unauth.cpu.server, unauth.requests),
+        1e6 / auth.per_second() - 1e6 / unauth.per_second(),
+        percentile_us(&auth.latencies_ns, 0.50) - percentile_us(&unauth.latencies_ns, 0.50),
+        percentile_us(&auth.latencies_ns, 0.99) - percentile_us(&unauth.latencies_ns, 0.99),
     );
 }
 
@@ -450,6 +583,7 @@ fn main() -> anyhow::Result<()> {
     let server = server_rt.block_on(start_server(
         data_dir.path(),
         args.key_cache_ttl_ms.map(Duration::from_millis),
+        args.rate_limit,
     ))?;
     let addr = server.addr;
     let expected = server.state.catalog().models_json();
@@ -468,11 +602,15 @@ fn main() -> anyhow::Result<()> {
 
     println!("auth_overhead: {AUTHENTICATED_PATH} (X-API-Key, models:read) vs {UNAUTHENTICATED_PATH} (no key check)");
     println!(
-        "server http://{addr}, {} server / {} client worker threads, {} CPUs, key cache TTL {} ms",
+        "server http://{addr}, {} server / {} client worker threads, {} CPUs, key cache TTL {} ms, rate limiter {}",
         args.server_threads,
         args.client_threads,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        server.state.config().key_cache_ttl.as_millis()
+        server.state.config().key_cache_ttl.as_millis(),
+        match args.rate_limit {
+            Limiter::On => "on (limit out of reach)",
+            Limiter::Off => "off",
+        }
     );
     println!(
         "{} connections, closed loop, response body {} bytes, warm-up {:.1} s per route, {} x {:.2} s rounds per route (order A B, B A, ...)",
@@ -487,32 +625,49 @@ fn main() -> anyhow::Result<()> {
         check_routes(addr, &authenticated, &unauthenticated, &expected).await?;
         println!("check: both routes 200 with byte-identical bodies; {AUTHENTICATED_PATH} without a key is 401");
 
+        let measured = |target: &Target| match args.only {
+            None => true,
+            Some(Only::Authenticated) => target.name == authenticated.name,
+            Some(Only::Unauthenticated) => target.name == unauthenticated.name,
+        };
         for target in [&authenticated, &unauthenticated] {
-            if !warmup.is_zero() {
+            if measured(target) && !warmup.is_zero() {
                 run_round(addr, target, args.connections, warmup, expected.len()).await?;
             }
         }
 
         let mut auth = RouteTotals::default();
         let mut unauth = RouteTotals::default();
+        let mut unsaturated = 0;
         for round in 0..args.rounds {
             let order = if round % 2 == 0 {
                 [&authenticated, &unauthenticated]
             } else {
                 [&unauthenticated, &authenticated]
             };
-            for target in order {
+            for target in order.into_iter().filter(|t| measured(t)) {
                 let result =
                     run_round(addr, target, args.connections, round_duration, expected.len()).await?;
                 let mut sorted = result.latencies_ns.clone();
                 sorted.sort_unstable();
+                let busy = result.cpu.server.as_secs_f64() / result.elapsed.as_secs_f64();
+                // The server should be the bottleneck: its (first) thread
+                // busy all the time. Less means something else took the CPU
+                // (or the load generator could not keep up).
+                let saturated = busy >= SATURATED;
+                if !saturated {
+                    unsaturated += 1;
+                }
                 println!(
-                    "round {} {:<16} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs",
+                    "round {} {:<16} {:>9.0} req/s  p50 {:>7.1} µs  p99 {:>7.1} µs  server {:>5.2} µs CPU/req, {:>3.0}% busy{}",
                     round + 1,
                     target.name,
                     result.per_second(),
                     percentile_us(&sorted, 0.50),
                     percentile_us(&sorted, 0.99),
+                    per_request_us(result.cpu.server, result.requests),
+                    100.0 * busy,
+                    if saturated { "" } else { "  (*)" },
                 );
                 if target.name == authenticated.name {
                     auth.add(result);
@@ -520,6 +675,13 @@ fn main() -> anyhow::Result<()> {
                     unauth.add(result);
                 }
             }
+        }
+        if unsaturated > 0 {
+            println!(
+                "(*) {unsaturated} round(s) with the server below {:.0}% of a core: another process took CPU \
+                 or the load generator could not keep up; the ratio is unreliable, rerun on a quiet machine",
+                100.0 * SATURATED
+            );
         }
         anyhow::Ok((auth, unauth))
     })?;
@@ -529,29 +691,25 @@ fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "{:<16} {:>10} {:>9} {:>9} {:>9} {:>10}   per round",
-        "route", "req/s", "mean µs", "p50 µs", "p99 µs", "requests"
+        "{:<16} {:>10} {:>9} {:>9} {:>9} {:>10} {:>9} {:>8} {:>9}   req/s per round",
+        "route",
+        "req/s",
+        "mean µs",
+        "p50 µs",
+        "p99 µs",
+        "requests",
+        "srv µs/r",
+        "srv busy",
+        "cli µs/r"
     );
-    print_route(&auth, "authenticated");
-    print_route(&unauth, "unauthenticated");
-    let ratio = auth.per_second() / unauth.per_second();
-    let round_ratios: Vec<String> = auth
-        .rounds
-        .iter()
-        .zip(&unauth.rounds)
-        .map(|(a, u)| format!("{:.3}", a / u))
-        .collect();
-    println!(
-        "throughput ratio authenticated/unauthenticated: {ratio:.3} (per round pair: {}) — goal ≥ {GOAL}: {}",
-        round_ratios.join(", "),
-        if ratio >= GOAL { "met" } else { "NOT met" }
-    );
-    println!(
-        "per-request difference: {:+.2} µs of server+client time at saturation, {:+.1} µs p50, {:+.1} µs p99",
-        1e6 / auth.per_second() - 1e6 / unauth.per_second(),
-        percentile_us(&auth.latencies_ns, 0.50) - percentile_us(&unauth.latencies_ns, 0.50),
-        percentile_us(&auth.latencies_ns, 0.99) - percentile_us(&unauth.latencies_ns, 0.99),
-    );
+    for (totals, name) in [(&auth, "authenticated"), (&unauth, "unauthenticated")] {
+        if totals.requests > 0 {
+            print_route(totals, name);
+        }
+    }
+    if args.only.is_none() {
+        print_comparison(&auth, &unauth);
+    }
 
     let Server {
         state,
@@ -585,12 +743,11 @@ fn main() -> anyhow::Result<()> {
                 uncached.as_nanos() as f64 / 1_000.0,
                 uncached_iterations
             );
-            if refused + refused_uncached > 0 {
-                println!(
-                    "note: {} of those calls were refused (not counted differently; see the server's key checks)",
-                    refused + refused_uncached
-                );
-            }
+            ensure!(
+                refused + refused_uncached == 0,
+                "{} of those calls were refused, so the timing is not of the success path",
+                refused + refused_uncached
+            );
         }
         state.store().close().await;
         anyhow::Ok(())
