@@ -331,6 +331,7 @@ pub async fn authenticate(
             }
         })?;
     }
+    state.usage().touch(&key.id, client_addr.as_deref());
     let tenant_admin = key.tenant_admin && record.user_is_org_admin;
     Ok(AuthContext {
         record,

@@ -161,6 +161,8 @@ pub struct ErrorPayload {
     pub field: Option<String>,
     /// For 5xx: the cause, for the log only.
     pub internal: Option<String>,
+    /// The response already has its body (an HTML page): only log.
+    pub keep_body: bool,
 }
 
 impl IntoResponse for ApiError {
@@ -200,6 +202,7 @@ impl IntoResponse for ApiError {
             required_permission,
             field,
             internal,
+            keep_body: false,
         });
         response
     }

@@ -11,12 +11,15 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod keys;
 pub mod members;
 pub mod rate_limit;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod time_fmt;
+pub mod usage;
+pub mod web;
 
 pub use config::Config;
 pub use startup::{shutdown_signal, Application};

@@ -1,14 +1,32 @@
-//! Changing who belongs to a workspace and with which role. These go
-//! through here (not the store directly) so that the verified-key cache
-//! forgets the user's keys at once: a demotion or removal applies to the
-//! very next request.
+//! Changing who belongs to a workspace and with which role. Everything
+//! goes through here (not the store directly) so that the rules hold
+//! wherever the change comes from — only owners make or unmake owners, the
+//! last owner stays — and so that the verified-key cache forgets the user's
+//! keys at once: a demotion or removal applies to the very next request.
 
-use noxus_api::Role;
+use noxus_api::{Permission, Role};
 
 use crate::state::AppState;
-use crate::store::{Actor, StoreResult};
+use crate::store::{Actor, StoreError, StoreResult};
 
-/// Grants `role` to `user_id` in `workspace_id` (adding or changing).
+/// Why a membership change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// The acting user's role does not allow it.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// It would leave the workspace without an owner.
+    #[error("a workspace keeps at least one owner: make someone else owner first")]
+    LastOwner,
+    /// No such user in the organization, or not a member.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Grants `role` to `user_id` in `workspace_id` (adding or changing), without rule checks.
 pub async fn set_role(
     state: &AppState,
     actor: &Actor,
@@ -24,7 +42,7 @@ pub async fn set_role(
     Ok(())
 }
 
-/// Removes `user_id` from `workspace_id`; their keys there stop working.
+/// Removes `user_id` from `workspace_id`, without rule checks; their keys there stop working.
 pub async fn remove(
     state: &AppState,
     actor: &Actor,
@@ -36,5 +54,92 @@ pub async fn remove(
         .remove_membership(actor, workspace_id, user_id)
         .await?;
     state.cache().invalidate_user(user_id);
+    Ok(())
+}
+
+fn require_members_write(actor_role: Role) -> Result<(), MemberError> {
+    if actor_role.grants(Permission::MembersWrite) {
+        Ok(())
+    } else {
+        Err(MemberError::NotAllowed(format!(
+            "your role ({actor_role}) cannot change members; an admin or owner can"
+        )))
+    }
+}
+
+async fn owners(state: &AppState, workspace_id: &str) -> StoreResult<usize> {
+    let members = state.store().list_members(workspace_id).await?;
+    Ok(members
+        .iter()
+        .filter(|(_, role)| *role == Role::Owner)
+        .count())
+}
+
+/// Adds (or re-roles) a user, acting with `actor_role` in the workspace.
+pub async fn add_checked(
+    state: &AppState,
+    actor: &Actor,
+    actor_role: Role,
+    workspace_id: &str,
+    user_id: &str,
+    role: Role,
+) -> Result<(), MemberError> {
+    change_checked(state, actor, actor_role, workspace_id, user_id, role).await
+}
+
+/// Changes a member's role, acting with `actor_role`.
+pub async fn change_checked(
+    state: &AppState,
+    actor: &Actor,
+    actor_role: Role,
+    workspace_id: &str,
+    user_id: &str,
+    role: Role,
+) -> Result<(), MemberError> {
+    require_members_write(actor_role)?;
+    let current = state.store().membership(workspace_id, user_id).await?;
+    let touches_owner = role == Role::Owner || current == Some(Role::Owner);
+    if touches_owner && actor_role != Role::Owner {
+        return Err(MemberError::NotAllowed(
+            "only an owner can make someone owner or change an owner's role".to_owned(),
+        ));
+    }
+    if current == Some(Role::Owner)
+        && role != Role::Owner
+        && owners(state, workspace_id).await? <= 1
+    {
+        return Err(MemberError::LastOwner);
+    }
+    set_role(state, actor, workspace_id, user_id, role).await?;
+    Ok(())
+}
+
+/// Removes a member, acting with `actor_role`.
+pub async fn remove_checked(
+    state: &AppState,
+    actor: &Actor,
+    actor_role: Role,
+    workspace_id: &str,
+    user_id: &str,
+) -> Result<(), MemberError> {
+    require_members_write(actor_role)?;
+    let current = state
+        .store()
+        .membership(workspace_id, user_id)
+        .await?
+        .ok_or_else(|| {
+            MemberError::NotFound("that user is not a member of this workspace".to_owned())
+        })?;
+    if current == Role::Owner {
+        if actor_role != Role::Owner {
+            return Err(MemberError::NotAllowed(
+                "only an owner can remove an owner".to_owned(),
+            ));
+        }
+        if owners(state, workspace_id).await? <= 1 {
+            return Err(MemberError::LastOwner);
+        }
+    }
+    remove(state, actor, workspace_id, user_id).await?;
     Ok(())
 }

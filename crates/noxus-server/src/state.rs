@@ -9,6 +9,8 @@ use crate::config::Config;
 use crate::domain::keys::KeyHasher;
 use crate::rate_limit::KeyRateLimiter;
 use crate::store::Store;
+use crate::usage::UsageRecorder;
+use crate::web::LoginThrottle;
 
 /// Cheap to clone: one `Arc`.
 #[derive(Debug, Clone)]
@@ -21,6 +23,8 @@ struct Inner {
     cache: KeyCache,
     catalog: Catalog,
     rate_limiter: Option<KeyRateLimiter>,
+    usage: UsageRecorder,
+    login_throttle: LoginThrottle,
     config: Config,
 }
 
@@ -31,6 +35,8 @@ impl AppState {
             hasher: KeyHasher::new(config.pepper.as_ref()),
             cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             rate_limiter: config.key_rate_limit.map(KeyRateLimiter::new),
+            usage: UsageRecorder::default(),
+            login_throttle: LoginThrottle::default(),
             store,
             catalog,
             config,
@@ -60,6 +66,16 @@ impl AppState {
     /// The per-key limiter, if limiting is on.
     pub fn rate_limiter(&self) -> Option<&KeyRateLimiter> {
         self.0.rate_limiter.as_ref()
+    }
+
+    /// Key-use recorder.
+    pub fn usage(&self) -> &UsageRecorder {
+        &self.0.usage
+    }
+
+    /// Failed-login throttle of the dashboard.
+    pub fn login_throttle(&self) -> &LoginThrottle {
+        &self.0.login_throttle
     }
 
     /// Nodes, models and presets.

@@ -15,7 +15,7 @@ use noxus_api::{
     RotateApiKey, Workspace,
 };
 use secrecy::ExposeSecret;
-use time::{Duration, OffsetDateTime};
+use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -23,12 +23,10 @@ use crate::auth::{masked_value, AuthContext};
 use crate::domain::validation;
 use crate::error::{ApiError, Result};
 use crate::http::extract::{ApiJson, QueryPairs};
+use crate::keys::{self, IssueRequest, KeyStatus, RotateError, MAX_GRACE_SECONDS};
 use crate::state::AppState;
-use crate::store::{KeyRecord, NewKey, WorkspaceRecord};
+use crate::store::{KeyRecord, WorkspaceRecord};
 use crate::time_fmt::{parse_rfc3339, rfc3339};
-
-/// Longest grace period of a rotation: 7 days.
-pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
 
 /// The admin routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -50,18 +48,6 @@ fn workspace_body(w: &WorkspaceRecord) -> Workspace {
     }
 }
 
-fn key_status(k: &KeyRecord, now: OffsetDateTime) -> &'static str {
-    if k.revoked_at.is_some() {
-        "revoked"
-    } else if k.expires_at.is_some_and(|at| at <= now) {
-        "expired"
-    } else if k.replaced_by.is_some() {
-        "expiring"
-    } else {
-        "active"
-    }
-}
-
 fn key_info(k: &KeyRecord) -> ApiKeyInfo {
     ApiKeyInfo {
         id: k.id.clone(),
@@ -71,7 +57,9 @@ fn key_info(k: &KeyRecord) -> ApiKeyInfo {
         permissions: k.restriction.clone(),
         workspace_id: k.workspace_id.clone(),
         user_id: k.user_id.clone(),
-        status: key_status(k, OffsetDateTime::now_utc()).to_owned(),
+        status: KeyStatus::of(k, OffsetDateTime::now_utc())
+            .as_str()
+            .to_owned(),
         created_at: rfc3339(k.created_at),
         expires_at: k.expires_at.map(rfc3339),
         revoked_at: k.revoked_at.map(rfc3339),
@@ -347,28 +335,22 @@ async fn create_key(
             Some(at)
         }
     };
-    let issued = state.hasher().issue();
-    let record = state
-        .store()
-        .create_key(
-            &auth.actor(),
-            NewKey {
-                workspace_id: workspace.id.clone(),
-                user_id: auth.user_id().to_owned(),
-                name,
-                digest: issued.digest.clone(),
-                prefix: issued.prefix.clone(),
-                suffix: issued.suffix.clone(),
-                tenant_admin: body.tenant_admin,
-                restriction,
-                expires_at,
-            },
-        )
-        .await?;
-    tracing::info!(key_id = %record.id, prefix = %record.prefix, workspace_id = %workspace.id, "api key created");
+    let (record, secret) = keys::issue(
+        &state,
+        &auth.actor(),
+        IssueRequest {
+            workspace_id: workspace.id.clone(),
+            user_id: auth.user_id().to_owned(),
+            name,
+            tenant_admin: body.tenant_admin,
+            restriction,
+            expires_at,
+        },
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
-        Json(created_body(&record, issued.secret.expose_secret())),
+        Json(created_body(&record, secret.expose_secret())),
     ))
 }
 
@@ -439,12 +421,7 @@ async fn revoke_key(
     if key.id != auth.record.key.id {
         may_touch(&auth, &workspace, &key, Permission::KeysWrite)?;
     }
-    let revoked = state
-        .store()
-        .revoke_key(&auth.actor(), &workspace.id, &key.id)
-        .await?;
-    state.cache().invalidate_key(&revoked.id);
-    tracing::info!(key_id = %revoked.id, prefix = %revoked.prefix, "api key revoked");
+    let revoked = keys::revoke(&state, &auth.actor(), &workspace.id, &key.id).await?;
     Ok(Json(key_info(&revoked)))
 }
 
@@ -464,59 +441,26 @@ async fn rotate_key(
     let workspace = target_workspace(&state, &auth, &id).await?;
     let old = visible_key(&state, &auth, &workspace, &key_id).await?;
     may_touch(&auth, &workspace, &old, Permission::KeysWrite)?;
-    if body.grace_period_seconds > MAX_GRACE_SECONDS {
-        return Err(ApiError::validation(
-            "grace_period_seconds",
-            format!("grace_period_seconds must be from 0 to {MAX_GRACE_SECONDS} (7 days)"),
-        ));
-    }
-    let now = OffsetDateTime::now_utc();
-    match key_status(&old, now) {
-        "revoked" => {
-            return Err(ApiError::Conflict(
-                "A revoked key cannot be rotated; create a new key".to_owned(),
-            ))
-        }
-        "expired" => {
-            return Err(ApiError::Conflict(
-                "An expired key cannot be rotated; create a new key".to_owned(),
-            ))
-        }
-        "expiring" => {
-            return Err(ApiError::Conflict(
-                "This key was already rotated; rotate its replacement instead".to_owned(),
-            ))
-        }
-        _ => {}
-    }
-    let lifetime = old.expires_at.map(|at| at - old.created_at);
-    let issued = state.hasher().issue();
-    let grace = Duration::seconds(i64::try_from(body.grace_period_seconds).unwrap_or(0));
-    let valid_until = (body.grace_period_seconds > 0).then_some(now + grace);
-    let (old, new) = state
-        .store()
-        .rotate_key(
-            &auth.actor(),
-            &workspace.id,
-            &old.id,
-            NewKey {
-                workspace_id: workspace.id.clone(),
-                user_id: old.user_id.clone(),
-                name: old.name.clone(),
-                digest: issued.digest.clone(),
-                prefix: issued.prefix.clone(),
-                suffix: issued.suffix.clone(),
-                tenant_admin: old.tenant_admin,
-                restriction: old.restriction.clone(),
-                expires_at: lifetime.map(|l| now + l),
-            },
-            valid_until,
-        )
-        .await?;
-    state.cache().invalidate_key(&old.id);
-    tracing::info!(old_key_id = %old.id, new_key_id = %new.id, prefix = %new.prefix, "api key rotated");
-    let mut body = created_body(&new, issued.secret.expose_secret());
-    body.replaces = Some(old.id.clone());
-    body.replaced_key_valid_until = Some(rfc3339(old.revoked_at.or(old.expires_at).unwrap_or(now)));
+    let rotated = keys::rotate(&state, &auth.actor(), &old, body.grace_period_seconds)
+        .await
+        .map_err(|err| match err {
+            RotateError::GraceTooLong => ApiError::validation(
+                "grace_period_seconds",
+                format!("grace_period_seconds must be from 0 to {MAX_GRACE_SECONDS} (7 days)"),
+            ),
+            RotateError::Store(e) => e.into(),
+            other => ApiError::Conflict(sentence(&other.to_string())),
+        })?;
+    let mut body = created_body(&rotated.new, rotated.secret.expose_secret());
+    body.replaces = Some(rotated.old.id.clone());
+    body.replaced_key_valid_until = Some(rfc3339(rotated.old_valid_until));
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Capitalizes the first letter of a message used as a sentence.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }

@@ -61,7 +61,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub(crate) async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut buffer = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {

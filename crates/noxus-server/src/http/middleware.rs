@@ -66,6 +66,12 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         } else {
             tracing::debug!(%status, code = payload.code, "request refused");
         }
+        if payload.keep_body {
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-request-id", value);
+            }
+            return response;
+        }
         let body = ErrorBody {
             detail: payload.detail,
             code: payload.code.to_owned(),
@@ -114,6 +120,7 @@ fn framework_error(status: StatusCode) -> ErrorPayload {
         internal: status
             .is_server_error()
             .then(|| format!("framework response {status}")),
+        keep_body: false,
     }
 }
 

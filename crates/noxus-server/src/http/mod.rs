@@ -71,7 +71,7 @@ pub fn app(state: AppState) -> Router {
 /// route; they are not part of the API or its OpenAPI document.
 pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let (router, mut openapi) = router_with_openapi();
-    let router = router.merge(extra);
+    let router = router.merge(extra).merge(crate::web::router());
     openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let openapi = std::sync::Arc::new(openapi);
     router

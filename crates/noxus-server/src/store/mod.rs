@@ -107,6 +107,30 @@ pub struct UserRecord {
     pub is_org_admin: bool,
 }
 
+/// A dashboard session. The token itself is only in the user's cookie.
+#[derive(Clone)]
+pub struct SessionRecord {
+    /// SHA-256 of the cookie token, hex.
+    pub token_digest: String,
+    /// The user.
+    pub user_id: String,
+    /// The per-session CSRF token put in every form.
+    pub csrf_token: String,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Ends.
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A workspace.
 #[derive(Debug, Clone)]
 pub struct WorkspaceRecord {
@@ -151,6 +175,21 @@ pub struct KeyRecord {
     pub revoked_at: Option<OffsetDateTime>,
     /// Successor by rotation.
     pub replaced_by: Option<String>,
+    /// Last use (flushed in batches, up to a second late).
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Address of the last use.
+    pub last_used_addr: Option<String>,
+}
+
+/// One key's latest use, as flushed by the usage recorder.
+#[derive(Debug, Clone)]
+pub struct KeyUse {
+    /// The key.
+    pub key_id: String,
+    /// When.
+    pub at: OffsetDateTime,
+    /// From where.
+    pub addr: Option<String>,
 }
 
 /// A key with everything needed to authorize a request made with it.
@@ -326,6 +365,31 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<()>;
     /// The user's role in a workspace.
     async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>>;
+    /// Users of the organization, by email.
+    async fn list_users(&self, organization_id: &str) -> StoreResult<Vec<UserRecord>>;
+    /// Members of a workspace with their roles, by email.
+    async fn list_members(&self, workspace_id: &str) -> StoreResult<Vec<(UserRecord, Role)>>;
+    /// Workspaces the user is a member of, with the role.
+    async fn workspaces_of_user(&self, user_id: &str) -> StoreResult<Vec<(WorkspaceRecord, Role)>>;
+
+    // --- dashboard sessions ---
+
+    /// Stores a session (only the digest of its token).
+    async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    /// A live session and its user, by token digest.
+    async fn session(
+        &self,
+        token_digest: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>>;
+    /// Ends a session.
+    async fn delete_session(&self, token_digest: &str) -> StoreResult<()>;
+    /// Ends every session of a user.
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()>;
+    /// Records the latest use of keys (one batch, one transaction).
+    async fn record_key_uses(&self, uses: &[KeyUse]) -> StoreResult<()>;
+    /// Marks a form nonce used; `false` if it already was.
+    async fn use_nonce(&self, nonce: &str) -> StoreResult<bool>;
 
     // --- workspaces ---
 

@@ -151,7 +151,8 @@ fn workspace_from_row(row: &SqliteRow) -> StoreResult<WorkspaceRecord> {
 }
 
 const KEY_COLUMNS: &str = "k.id, k.workspace_id, k.user_id, k.name, k.digest, k.prefix, k.suffix,
-    k.tenant_admin, k.restriction, k.created_at, k.expires_at, k.revoked_at, k.replaced_by";
+    k.tenant_admin, k.restriction, k.created_at, k.expires_at, k.revoked_at, k.replaced_by,
+    k.last_used_at, k.last_used_addr";
 
 fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
     let restriction: Option<String> = row.try_get("restriction")?;
@@ -175,6 +176,8 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
         expires_at: opt_from_ms(row.try_get("expires_at")?)?,
         revoked_at: opt_from_ms(row.try_get("revoked_at")?)?,
         replaced_by: row.try_get("replaced_by")?,
+        last_used_at: opt_from_ms(row.try_get("last_used_at")?)?,
+        last_used_addr: row.try_get("last_used_addr")?,
     })
 }
 
@@ -247,6 +250,8 @@ async fn insert_key(
         expires_at: key.expires_at,
         revoked_at: None,
         replaced_by: None,
+        last_used_at: None,
+        last_used_addr: None,
     })
 }
 
@@ -579,6 +584,136 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?;
         role.as_deref().map(parse_role).transpose()
+    }
+
+    async fn list_users(&self, organization_id: &str) -> StoreResult<Vec<UserRecord>> {
+        sqlx::query("SELECT * FROM users WHERE organization_id = ? ORDER BY email")
+            .bind(organization_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn list_members(&self, workspace_id: &str) -> StoreResult<Vec<(UserRecord, Role)>> {
+        let rows = sqlx::query(
+            "SELECT u.*, m.role FROM memberships m JOIN users u ON u.id = m.user_id
+             WHERE m.workspace_id = ? ORDER BY u.email",
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let role: String = row.try_get("role")?;
+                Ok((user_from_row(row)?, parse_role(&role)?))
+            })
+            .collect()
+    }
+
+    async fn workspaces_of_user(&self, user_id: &str) -> StoreResult<Vec<(WorkspaceRecord, Role)>> {
+        let rows = sqlx::query(
+            "SELECT w.*, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
+             WHERE m.user_id = ? ORDER BY w.rowid",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let role: String = row.try_get("role")?;
+                Ok((workspace_from_row(row)?, parse_role(&role)?))
+            })
+            .collect()
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_digest, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&session.token_digest)
+        .bind(&session.user_id)
+        .bind(&session.csrf_token)
+        .bind(to_ms(session.created_at))
+        .bind(to_ms(session.expires_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        token_digest: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        let row = sqlx::query(
+            "SELECT s.token_digest, s.csrf_token, s.created_at AS session_created_at, s.expires_at AS session_expires_at, u.*
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_digest = ? AND s.expires_at > ?",
+        )
+        .bind(token_digest)
+        .bind(to_ms(now))
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user = user_from_row(&row)?;
+        let session = SessionRecord {
+            token_digest: row.try_get("token_digest")?,
+            user_id: user.id.clone(),
+            csrf_token: row.try_get("csrf_token")?,
+            created_at: from_ms(row.try_get("session_created_at")?)?,
+            expires_at: from_ms(row.try_get("session_expires_at")?)?,
+        };
+        Ok(Some((session, user)))
+    }
+
+    async fn delete_session(&self, token_digest: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_digest = ?")
+            .bind(token_digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_key_uses(&self, uses: &[KeyUse]) -> StoreResult<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for u in uses {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = ?, last_used_addr = ?
+                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+            )
+            .bind(to_ms(u.at))
+            .bind(u.addr.as_deref())
+            .bind(&u.key_id)
+            .bind(to_ms(u.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn use_nonce(&self, nonce: &str) -> StoreResult<bool> {
+        let inserted =
+            sqlx::query("INSERT OR IGNORE INTO form_nonces (nonce, used_at) VALUES (?, ?)")
+                .bind(nonce)
+                .bind(to_ms(now()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(inserted == 1)
     }
 
     async fn create_workspace(

@@ -1,0 +1,246 @@
+//! The dashboard: server-rendered pages (askama templates) for people to
+//! log in and manage workspaces, API keys and members. Minimal JavaScript
+//! (a copy button), no external assets, every state change a POST form
+//! with a CSRF token.
+
+mod keys;
+mod members;
+mod organization;
+pub mod session;
+
+use askama::Template;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ErrorPayload;
+use crate::state::AppState;
+
+pub use session::LoginThrottle;
+
+const APP_CSS: &str = include_str!("../../static/app.css");
+const APP_JS: &str = include_str!("../../static/app.js");
+
+/// Every dashboard route.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { Redirect::to("/settings/organization/workspaces") }),
+        )
+        .route(
+            "/static/app.css",
+            get(|| async { static_file("text/css; charset=utf-8", APP_CSS) }),
+        )
+        .route(
+            "/static/app.js",
+            get(|| async { static_file("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/setup", get(session::setup_page).post(session::setup))
+        .route(
+            "/settings",
+            get(|| async { Redirect::to("/settings/organization") }),
+        )
+        .route(
+            "/settings/organization",
+            get(organization::organization_page),
+        )
+        .route(
+            "/settings/organization/workspaces",
+            get(organization::workspaces_page).post(organization::create_workspace),
+        )
+        .route(
+            "/settings/organization/users",
+            get(organization::users_page).post(organization::create_user),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}",
+            get(organization::workspace_home),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/api-keys",
+            get(keys::keys_page).post(keys::create_key),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/api-keys/new",
+            get(keys::new_key_page),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/api-keys/{key_id}/revoke",
+            get(keys::revoke_page).post(keys::revoke_key),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/api-keys/{key_id}/rotate",
+            get(keys::rotate_page).post(keys::rotate_key),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/members",
+            get(members::members_page).post(members::add_member),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/members/{user_id}/role",
+            post(members::change_role),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/members/{user_id}/remove",
+            get(members::remove_page).post(members::remove_member),
+        )
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Renders a template as an HTML page with the dashboard's security headers.
+/// Pages are never cached: some show a secret once.
+pub fn page(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => {
+            let mut response = (status, html).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"),
+            );
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            headers.insert(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            );
+            headers.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            response
+        }
+        Err(err) => WebError::Internal(anyhow::anyhow!("template: {err}")).into_response(),
+    }
+}
+
+/// The error page.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    message: &'a str,
+    user_email: Option<&'a str>,
+    csrf: &'a str,
+}
+
+/// What can go wrong on a dashboard page. Rendered as an HTML page.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// Not logged in: go to the login page.
+    #[error("login required")]
+    LoginRequired,
+    /// 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 403: the form's CSRF token is missing or wrong.
+    #[error("The form is missing its security token or the token is wrong; reload the page and try again")]
+    Csrf,
+    /// 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// 422 with a sentence.
+    #[error("{0}")]
+    Invalid(String),
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 429 with the wait in seconds.
+    #[error("Too many failed attempts; try again in {0} seconds")]
+    TooManyAttempts(u64),
+    /// 500, logged, never shown.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<crate::store::StoreError> for WebError {
+    fn from(err: crate::store::StoreError) -> Self {
+        match err {
+            crate::store::StoreError::NotFound => Self::NotFound("Not found".to_owned()),
+            crate::store::StoreError::Conflict(c) => Self::Conflict(match c {
+                "workspaces_org_name_key" => "A workspace with this name already exists".to_owned(),
+                "users_email_key" => "A user with this email already exists".to_owned(),
+                other => format!("This conflicts with an existing object ({other})"),
+            }),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::members::MemberError> for WebError {
+    fn from(err: crate::members::MemberError) -> Self {
+        use crate::members::MemberError;
+        match err {
+            MemberError::NotAllowed(m) => Self::Forbidden(format!("Not allowed: {m}")),
+            MemberError::LastOwner => Self::Conflict(err.to_string()),
+            MemberError::NotFound(m) => Self::NotFound(m),
+            MemberError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let (status, title) = match &self {
+            Self::LoginRequired => return Redirect::to("/login").into_response(),
+            Self::Forbidden(_) | Self::Csrf => (StatusCode::FORBIDDEN, "Forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            Self::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
+        };
+        let message = match &self {
+            Self::Internal(_) => "Something went wrong on our side; the request id in the x-request-id header identifies it in the server log.".to_owned(),
+            other => other.to_string(),
+        };
+        let mut response = page(
+            status,
+            &ErrorPage {
+                title,
+                message: &message,
+                user_email: None,
+                csrf: "",
+            },
+        );
+        if let Self::TooManyAttempts(seconds) = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        // Tell the request-context layer to keep this HTML body (and log 5xx causes).
+        response.extensions_mut().insert(ErrorPayload {
+            code: "dashboard_error",
+            detail: message,
+            required_permission: None,
+            field: None,
+            internal: match self {
+                Self::Internal(cause) => Some(format!("{cause:#}")),
+                _ => None,
+            },
+            keep_body: true,
+        });
+        response
+    }
+}
+
+/// Result alias for dashboard handlers.
+pub type WebResult<T = Response> = Result<T, WebError>;
