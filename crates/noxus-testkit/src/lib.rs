@@ -29,6 +29,9 @@ pub use noxus_api;
 pub use noxus_sdk;
 pub use noxus_server;
 
+/// The dashboard password of users made by [`TestApp::user_with_role`].
+pub const TEST_PASSWORD: &str = "test password 123";
+
 /// A user of the test organization with a key in one workspace.
 #[derive(Debug, Clone)]
 pub struct TestUser {
@@ -36,6 +39,8 @@ pub struct TestUser {
     pub id: String,
     /// Email.
     pub email: String,
+    /// Dashboard password.
+    pub password: String,
     /// The user's key (full secret).
     pub key: String,
     /// The key's id.
@@ -139,6 +144,11 @@ impl TestApp {
                 let owner = TestUser {
                     id: w.outcome.user.id.clone(),
                     email: w.outcome.user.email.clone(),
+                    password: w
+                        .generated_password
+                        .as_ref()
+                        .map(|p| p.expose_secret().to_owned())
+                        .unwrap_or_default(),
                     key: key.clone(),
                     key_id,
                     workspace_id: w.outcome.workspace.id.clone(),
@@ -169,9 +179,16 @@ impl TestApp {
                     },
                 )
                 .await;
+                let password = state
+                    .config()
+                    .admin_password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned())
+                    .unwrap_or_default();
                 let owner = TestUser {
                     id: user.id,
                     email: user.email,
+                    password,
                     key: key.clone(),
                     key_id,
                     workspace_id: workspace_id.clone(),
@@ -251,7 +268,7 @@ impl TestApp {
     pub async fn user_in(&self, workspace_id: &str, role: Role) -> TestUser {
         let n = next_number();
         let email = format!("{role}-{n}@test.noxus.local");
-        let hash = hash_password("test password").expect("hash");
+        let hash = hash_password(TEST_PASSWORD).expect("hash");
         let user = self
             .state
             .store()
@@ -278,6 +295,7 @@ impl TestApp {
         TestUser {
             id: user.id,
             email,
+            password: TEST_PASSWORD.to_owned(),
             key,
             key_id,
             workspace_id: workspace_id.to_owned(),
@@ -309,6 +327,7 @@ impl TestApp {
         TestUser {
             id: self.owner.id.clone(),
             email: self.owner.email.clone(),
+            password: self.owner.password.clone(),
             key,
             key_id,
             workspace_id: workspace.id,
