@@ -3,58 +3,134 @@
 //! → revoked / expired / owner still a member → permission for the route.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderName};
 use noxus_api::key_format::{self, check_key_format};
 use noxus_api::{Permission, Role};
-use time::OffsetDateTime;
 
 use crate::domain::keys::KeyDigest;
 use crate::error::{ApiError, INVALID_KEY_DETAIL};
 use crate::state::AppState;
 use crate::store::{Actor, KeyAuthRecord};
 use crate::time_fmt::rfc3339;
+use crate::usage::KeyHot;
+
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// A set of permissions as bits (one per [`Permission`]), so that checking
+/// and copying them on every request costs nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PermissionSet(u16);
+
+impl PermissionSet {
+    /// A role's permissions narrowed by a key's restriction.
+    pub fn of(role: Role, restriction: Option<&[Permission]>) -> Self {
+        let bits = role
+            .permissions()
+            .iter()
+            .filter(|p| restriction.is_none_or(|r| r.contains(p)))
+            .fold(0u16, |acc, p| acc | (1 << (*p as u16)));
+        Self(bits)
+    }
+
+    /// Whether `permission` is in the set.
+    pub fn contains(self, permission: Permission) -> bool {
+        self.0 & (1 << (permission as u16)) != 0
+    }
+
+    /// The permissions, in the order of [`Permission::ALL`].
+    pub fn to_vec(self) -> Vec<Permission> {
+        Permission::ALL
+            .iter()
+            .copied()
+            .filter(|p| self.contains(*p))
+            .collect()
+    }
+}
+
+/// A key as the cache holds it: the stored record and the verdict computed
+/// from it once, plus the key's hot state (rate limit, last use).
+#[derive(Debug)]
+pub struct VerifiedKey {
+    /// The key and its owner, as loaded.
+    pub record: KeyAuthRecord,
+    /// Effective permissions (role narrowed by restriction); empty without a role.
+    pub permissions: PermissionSet,
+    /// A tenant-admin key whose owner is still an organization admin.
+    pub tenant_admin: bool,
+    /// Expiry in Unix milliseconds.
+    expires_at_ms: Option<i64>,
+    /// Rate-limit and last-use state.
+    pub hot: Arc<KeyHot>,
+}
+
+impl VerifiedKey {
+    fn new(record: KeyAuthRecord, hot: Arc<KeyHot>) -> Self {
+        let permissions = record
+            .role
+            .map(|role| PermissionSet::of(role, record.key.restriction.as_deref()))
+            .unwrap_or_default();
+        let tenant_admin = record.key.tenant_admin && record.user_is_org_admin;
+        let expires_at_ms = record
+            .key
+            .expires_at
+            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+        Self {
+            record,
+            permissions,
+            tenant_admin,
+            expires_at_ms,
+            hot,
+        }
+    }
+}
 
 /// The identity and rights of the key that made the request.
 #[derive(Debug, Clone)]
 pub struct AuthContext {
-    /// The key and its owner as loaded (possibly from the cache).
-    pub record: Arc<KeyAuthRecord>,
+    /// The verified key (possibly from the cache).
+    pub key: Arc<VerifiedKey>,
     /// The owner's current role in the key's workspace.
     pub role: Role,
     /// Role permissions narrowed by the key's restriction.
-    pub permissions: Vec<Permission>,
+    pub permissions: PermissionSet,
     /// A tenant-admin key whose owner is still an organization admin.
     pub tenant_admin: bool,
     /// Where the request came from.
-    pub client_addr: Option<String>,
+    pub client_addr: Option<IpAddr>,
 }
 
 impl AuthContext {
+    /// The key and its owner.
+    pub fn record(&self) -> &KeyAuthRecord {
+        &self.key.record
+    }
+
     /// The key's workspace.
     pub fn workspace_id(&self) -> &str {
-        &self.record.key.workspace_id
+        &self.key.record.key.workspace_id
     }
 
     /// The key's organization.
     pub fn organization_id(&self) -> &str {
-        &self.record.organization_id
+        &self.key.record.organization_id
     }
 
     /// The key owner.
     pub fn user_id(&self) -> &str {
-        &self.record.key.user_id
+        &self.key.record.key.user_id
     }
 
     /// Whether the key may do `permission`.
     pub fn has(&self, permission: Permission) -> bool {
-        self.permissions.contains(&permission)
+        self.permissions.contains(permission)
     }
 
     /// 403 unless the key may do `permission`.
@@ -62,7 +138,7 @@ impl AuthContext {
         if self.has(permission) {
             return Ok(());
         }
-        let why = match &self.record.key.restriction {
+        let why = match &self.record().key.restriction {
             Some(_) if self.role.grants(permission) => {
                 "this key is restricted and does not include it".to_owned()
             }
@@ -81,7 +157,7 @@ impl AuthContext {
         if self.tenant_admin {
             return Ok(());
         }
-        let detail = if self.record.key.tenant_admin {
+        let detail = if self.record().key.tenant_admin {
             "API key lacks required permissions: this request needs a tenant-admin key and the key owner is no longer an organization admin"
         } else {
             "API key lacks required permissions: this request needs a tenant-admin key"
@@ -95,12 +171,35 @@ impl AuthContext {
     /// Who is acting, for the audit log.
     pub fn actor(&self) -> Actor {
         Actor {
-            user_id: Some(self.record.key.user_id.clone()),
-            key_id: Some(self.record.key.id.clone()),
-            client_addr: self.client_addr.clone(),
+            user_id: Some(self.user_id().to_owned()),
+            key_id: Some(self.record().key.id.clone()),
+            client_addr: self.client_addr.map(|a| a.to_string()),
         }
     }
 }
+
+/// Hashes a key digest for the cache map by taking 8 of its bytes: the
+/// digest is already uniformly distributed, so hashing it again is waste.
+#[derive(Debug, Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _length_prefix: usize) {}
+}
+
+type DigestMap<V> = HashMap<KeyDigest, V, BuildHasherDefault<DigestHasher>>;
 
 /// Verified keys by digest. Entries are dropped exactly when something that
 /// decides a key's rights changes in this process (revoke, rotate, role
@@ -108,7 +207,7 @@ impl AuthContext {
 /// changes made by other processes.
 #[derive(Debug)]
 pub struct KeyCache {
-    entries: RwLock<HashMap<KeyDigest, CacheEntry>>,
+    entries: RwLock<DigestMap<CacheEntry>>,
     /// Bumped on every invalidation; a lookup that started before an
     /// invalidation must not insert what it read.
     generation: AtomicU64,
@@ -118,7 +217,7 @@ pub struct KeyCache {
 
 #[derive(Debug, Clone)]
 struct CacheEntry {
-    record: Arc<KeyAuthRecord>,
+    key: Arc<VerifiedKey>,
     loaded_at: Instant,
 }
 
@@ -126,14 +225,14 @@ impl KeyCache {
     /// A cache with the given time-to-live and maximum number of keys.
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(DigestMap::default()),
             generation: AtomicU64::new(0),
             ttl,
             capacity,
         }
     }
 
-    fn get(&self, digest: &KeyDigest) -> Option<Arc<KeyAuthRecord>> {
+    fn get(&self, digest: &KeyDigest, now: Instant) -> Option<Arc<VerifiedKey>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -143,15 +242,15 @@ impl KeyCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         entries
             .get(digest)
-            .filter(|e| e.loaded_at.elapsed() < self.ttl)
-            .map(|e| Arc::clone(&e.record))
+            .filter(|e| now.saturating_duration_since(e.loaded_at) < self.ttl)
+            .map(|e| Arc::clone(&e.key))
     }
 
     fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn insert(&self, digest: KeyDigest, record: Arc<KeyAuthRecord>, seen_generation: u64) {
+    fn insert(&self, digest: KeyDigest, key: Arc<VerifiedKey>, seen_generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
@@ -173,7 +272,7 @@ impl KeyCache {
         entries.insert(
             digest,
             CacheEntry {
-                record,
+                key,
                 loaded_at: Instant::now(),
             },
         );
@@ -185,7 +284,7 @@ impl KeyCache {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|_, e| !matches(&e.record));
+        entries.retain(|_, e| !matches(&e.key.record));
     }
 
     /// Forgets one key (revoked or rotated).
@@ -216,17 +315,17 @@ impl KeyCache {
 
 /// Takes the presented key out of the headers. `X-API-Key` wins over
 /// `Authorization: Bearer` when both are sent.
-fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
-    let (raw, is_authorization) = match (
-        headers.get("x-api-key"),
-        headers.get(header::AUTHORIZATION),
-    ) {
-        (Some(value), _) => (value, false),
-        (None, Some(value)) => (value, true),
-        (None, None) => return Err(ApiError::MissingApiKey(
-            "Missing API key: send it in the X-API-Key header (or as Authorization: Bearer <key>)"
-                .to_owned(),
-        )),
+fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let (raw, is_authorization) = match headers.get(&X_API_KEY) {
+        Some(value) => (value, false),
+        None => match headers.get(header::AUTHORIZATION) {
+            Some(value) => (value, true),
+            None => {
+                return Err(ApiError::MissingApiKey(
+                    "Missing API key: send it in the X-API-Key header (or as Authorization: Bearer <key>)".to_owned(),
+                ))
+            }
+        },
     };
     let text = raw.to_str().map_err(|_| {
         ApiError::InvalidApiKey(format!(
@@ -253,22 +352,22 @@ fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
             "Missing API key: the X-API-Key header is empty".to_owned(),
         ));
     }
-    Ok(text.to_owned())
+    Ok(text)
 }
 
 /// Runs the verification order on a request's headers.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-    client_addr: Option<String>,
+    client_addr: Option<IpAddr>,
 ) -> Result<AuthContext, ApiError> {
-    let key = presented_key(headers)?;
-    check_key_format(&key)
+    let presented = presented_key(headers)?;
+    check_key_format(presented)
         .map_err(|why| ApiError::InvalidApiKey(format!("{INVALID_KEY_DETAIL} ({why})")))?;
-    let digest = state.hasher().digest(&key);
-    drop(key);
+    let digest = state.hasher().digest(presented);
+    let now = state.clock().now();
 
-    let record = match state.cache().get(&digest) {
+    let verified = match state.cache().get(&digest, now.instant) {
         Some(hit) => hit,
         None => {
             let generation = state.cache().generation();
@@ -277,16 +376,16 @@ pub async fn authenticate(
                 .key_for_auth(&digest)
                 .await?
                 .ok_or_else(|| ApiError::InvalidApiKey(INVALID_KEY_DETAIL.to_owned()))?;
-            let loaded = Arc::new(loaded);
+            let hot = state.usage().key(&loaded.key.id);
+            let verified = Arc::new(VerifiedKey::new(loaded, hot));
             state
                 .cache()
-                .insert(digest, Arc::clone(&loaded), generation);
-            loaded
+                .insert(digest, Arc::clone(&verified), generation);
+            verified
         }
     };
 
-    let key = &record.key;
-    let now = OffsetDateTime::now_utc();
+    let key = &verified.record.key;
     if let Some(revoked_at) = key.revoked_at {
         return Err(ApiError::RevokedApiKey(format!(
             "This API key ({}…) was revoked at {}; create a new key",
@@ -294,50 +393,43 @@ pub async fn authenticate(
             rfc3339(revoked_at)
         )));
     }
-    if let Some(expires_at) = key.expires_at.filter(|at| *at <= now) {
+    if verified.expires_at_ms.is_some_and(|at| at <= now.unix_ms) {
+        let expires_at = key.expires_at.map(rfc3339).unwrap_or_default();
         let detail = if key.replaced_by.is_some() {
-            format!(
-                "This API key ({}…) was rotated and its grace period ended at {}; use the new key",
-                key.prefix,
-                rfc3339(expires_at)
-            )
+            format!("This API key ({}…) was rotated and its grace period ended at {expires_at}; use the new key", key.prefix)
         } else {
             format!(
-                "This API key ({}…) expired at {}; create a new key",
-                key.prefix,
-                rfc3339(expires_at)
+                "This API key ({}…) expired at {expires_at}; create a new key",
+                key.prefix
             )
         };
         return Err(ApiError::ExpiredApiKey(detail));
     }
-    let Some(role) = record.role else {
+    let Some(role) = verified.record.role else {
         return Err(ApiError::InvalidApiKey(format!(
             "{INVALID_KEY_DETAIL} (the key's owner is no longer a member of its workspace)"
         )));
     };
-    let permissions = role
-        .permissions()
-        .iter()
-        .copied()
-        .filter(|p| key.restriction.as_ref().is_none_or(|r| r.contains(p)))
-        .collect();
-    if let Some(limiter) = state.rate_limiter() {
-        limiter.check(&key.id).map_err(|wait| {
-            let limit = limiter.limit();
-            ApiError::RateLimited {
+    if let Some(gcra) = state.rate_limit() {
+        // A clock read delayed by preemption can look early: re-read once before refusing.
+        let checked = gcra
+            .check(&verified.hot.tat, now.mono_ns)
+            .or_else(|_| gcra.check(&verified.hot.tat, state.clock().now().mono_ns));
+        if let Err(wait) = checked {
+            let limit = gcra.limit();
+            return Err(ApiError::RateLimited {
                 retry_after: wait.whole_seconds(),
                 per_second: limit.per_second,
                 burst: limit.burst,
-            }
-        })?;
+            });
+        }
     }
-    state.usage().touch(&key.id, client_addr.as_deref());
-    let tenant_admin = key.tenant_admin && record.user_is_org_admin;
+    verified.hot.touch(now.unix_ms, client_addr);
     Ok(AuthContext {
-        record,
         role,
-        permissions,
-        tenant_admin,
+        permissions: verified.permissions,
+        tenant_admin: verified.tenant_admin,
+        key: verified,
         client_addr,
     })
 }
@@ -352,10 +444,8 @@ impl FromRequestParts<AppState> for AuthContext {
         let client_addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
-        let context = authenticate(state, &parts.headers, client_addr).await?;
-        tracing::Span::current().record("key", context.record.key.prefix.as_str());
-        Ok(context)
+            .map(|ConnectInfo(addr)| addr.ip());
+        authenticate(state, &parts.headers, client_addr).await
     }
 }
 

@@ -7,9 +7,9 @@ use crate::auth::KeyCache;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
-use crate::rate_limit::KeyRateLimiter;
+use crate::rate_limit::Gcra;
 use crate::store::Store;
-use crate::usage::UsageRecorder;
+use crate::usage::{Clock, UsageRecorder};
 use crate::web::LoginThrottle;
 
 /// Cheap to clone: one `Arc`.
@@ -22,7 +22,8 @@ struct Inner {
     hasher: KeyHasher,
     cache: KeyCache,
     catalog: Catalog,
-    rate_limiter: Option<KeyRateLimiter>,
+    rate_limit: Option<Gcra>,
+    clock: Clock,
     usage: UsageRecorder,
     login_throttle: LoginThrottle,
     config: Config,
@@ -34,7 +35,8 @@ impl AppState {
         Self(Arc::new(Inner {
             hasher: KeyHasher::new(config.pepper.as_ref()),
             cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
-            rate_limiter: config.key_rate_limit.map(KeyRateLimiter::new),
+            rate_limit: config.key_rate_limit.map(Gcra::new),
+            clock: Clock::default(),
             usage: UsageRecorder::default(),
             login_throttle: LoginThrottle::default(),
             store,
@@ -63,9 +65,14 @@ impl AppState {
         &self.0.cache
     }
 
-    /// The per-key limiter, if limiting is on.
-    pub fn rate_limiter(&self) -> Option<&KeyRateLimiter> {
-        self.0.rate_limiter.as_ref()
+    /// The per-key limit, if limiting is on.
+    pub fn rate_limit(&self) -> Option<&Gcra> {
+        self.0.rate_limit.as_ref()
+    }
+
+    /// The hot path's clock.
+    pub fn clock(&self) -> &Clock {
+        &self.0.clock
     }
 
     /// Key-use recorder.

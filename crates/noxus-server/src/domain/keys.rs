@@ -9,19 +9,26 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// The hex SHA-256 (or HMAC-SHA-256 under the pepper) of a key: what the
-/// database stores and the cache is keyed by.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct KeyDigest(String);
+/// The SHA-256 (or HMAC-SHA-256 under the pepper) of a key: what the
+/// database stores (as hex) and the verified-key cache is keyed by (raw).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; 32]);
 
 impl KeyDigest {
-    /// Wraps a stored hex digest.
-    pub fn from_hex(hex: String) -> Self {
-        Self(hex)
+    /// Parses a stored hex digest.
+    pub fn from_hex(hex_digest: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex_digest, &mut bytes).ok()?;
+        Some(Self(bytes))
     }
 
-    /// The hex form.
-    pub fn as_hex(&self) -> &str {
+    /// The hex form, as stored.
+    pub fn as_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }
@@ -29,7 +36,7 @@ impl KeyDigest {
 impl fmt::Debug for KeyDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A digest is not a secret, but it is a lookup handle: show a fragment.
-        write!(f, "KeyDigest({}…)", self.0.get(..8).unwrap_or(""))
+        write!(f, "KeyDigest({}…)", hex::encode(&self.0[..4]))
     }
 }
 
@@ -91,7 +98,7 @@ impl KeyHasher {
             }
             None => Sha256::digest(key.as_bytes()).into(),
         };
-        KeyDigest(hex::encode(bytes))
+        KeyDigest(bytes)
     }
 
     /// Issues a new key from the operating system's CSPRNG.

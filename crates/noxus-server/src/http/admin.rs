@@ -91,7 +91,7 @@ async fn owner_permissions_in(
     workspace: &WorkspaceRecord,
 ) -> Result<Vec<Permission>> {
     if workspace.id == auth.workspace_id() {
-        return Ok(auth.permissions.clone());
+        return Ok(auth.permissions.to_vec());
     }
     let role = state
         .store()
@@ -122,13 +122,13 @@ fn may_touch(
 /// Works for every valid key.
 #[utoipa::path(get, path = "/v1/admin/me", tag = "admin", responses((status = 200, body = Me)))]
 async fn get_me(auth: AuthContext) -> Json<Me> {
-    let r = &auth.record;
+    let r = auth.record();
     Json(Me {
         id: r.key.id.clone(),
         name: r.key.name.clone(),
         tenant_admin: auth.tenant_admin,
         value: masked_value(&r.key),
-        permissions: auth.permissions.clone(),
+        permissions: auth.permissions.to_vec(),
         workspace_id: r.key.workspace_id.clone(),
         workspace_name: r.workspace_name.clone(),
         role: auth.role,
@@ -418,7 +418,7 @@ async fn revoke_key(
 ) -> Result<Json<ApiKeyInfo>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     let key = visible_key(&state, &auth, &workspace, &key_id).await?;
-    if key.id != auth.record.key.id {
+    if key.id != auth.record().key.id {
         may_touch(&auth, &workspace, &key, Permission::KeysWrite)?;
     }
     let revoked = keys::revoke(&state, &auth.actor(), &workspace.id, &key.id).await?;

@@ -167,7 +167,11 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
         workspace_id: row.try_get("workspace_id")?,
         user_id: row.try_get("user_id")?,
         name: row.try_get("name")?,
-        digest: KeyDigest::from_hex(row.try_get("digest")?),
+        digest: {
+            let hex_digest: String = row.try_get("digest")?;
+            KeyDigest::from_hex(&hex_digest)
+                .ok_or_else(|| StoreError::Corrupt("key digest is not 64 hex digits".to_owned()))?
+        },
         prefix: row.try_get("prefix")?,
         suffix: row.try_get("suffix")?,
         tenant_admin: row.try_get("tenant_admin")?,
@@ -241,7 +245,7 @@ async fn insert_key(
         workspace_id: key.workspace_id.clone(),
         user_id: key.user_id.clone(),
         name: key.name.clone(),
-        digest: key.digest.clone(),
+        digest: key.digest,
         prefix: key.prefix.clone(),
         suffix: key.suffix.clone(),
         tenant_admin: key.tenant_admin,
