@@ -50,7 +50,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         Some(payload) => Some(payload),
         // The framework's own rejections (e.g. a panic caught below us) arrive
         // as plain responses: give them our shape too.
-        None if status.is_client_error() || status.is_server_error() => {
+        None if (status.is_client_error() || status.is_server_error()) && !is_html(&response) => {
             Some(framework_error(status))
         }
         None => None,
@@ -93,6 +93,15 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     }
     tracing::debug!(parent: &span, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
     response
+}
+
+/// Dashboard pages carry their own (HTML) error bodies.
+fn is_html(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
 }
 
 fn framework_error(status: StatusCode) -> ErrorPayload {

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod admin;
+mod dashboard;
 mod error_table;
 mod isolation;
 mod key_lifecycle;

@@ -1,0 +1,619 @@
+//! The dashboard's session and CSRF rules, over plain HTTP (no browser):
+//! cookies, tokens, throttling, roles, and the key shown once.
+
+use std::collections::HashMap;
+
+use noxus_api::Role;
+use noxus_testkit::{TestApp, TestUser};
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+
+/// A minimal browser: keeps cookies, does not follow redirects.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn field(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(self.body[start..end].to_owned())
+    }
+
+    fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            http,
+            base: app.base_url.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn keep(&mut self, response: reqwest::Response) -> Page {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        Page {
+            status,
+            headers,
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    async fn login(&mut self, user: &TestUser) -> Page {
+        let page = self.get("/login").await;
+        let csrf = page.field("csrf").unwrap();
+        self.post(
+            "/login",
+            &[
+                ("email", &user.email),
+                ("password", &user.password),
+                ("csrf", &csrf),
+            ],
+        )
+        .await
+    }
+
+    /// The session's CSRF token, from any page's logout form.
+    async fn csrf(&mut self) -> String {
+        self.get("/settings/organization/workspaces")
+            .await
+            .field("csrf")
+            .unwrap()
+    }
+}
+
+fn keys_path(app: &TestApp) -> String {
+    format!(
+        "/settings/organization/workspaces/{}/api-keys",
+        app.workspace_id
+    )
+}
+
+#[tokio::test]
+async fn logging_in_sets_a_safe_session_cookie_and_logging_out_ends_it() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    let protected = browser.get("/settings/organization/workspaces").await;
+    assert_eq!(protected.status, StatusCode::SEE_OTHER);
+    assert_eq!(protected.location(), "/login");
+
+    let page = browser.login(&app.owner).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let cookie = page.headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.starts_with("noxus_session="));
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "not over plain http");
+    let list = browser.get("/settings/organization/workspaces").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.contains("Default"));
+    assert_eq!(list.headers.get("cache-control").unwrap(), "no-store");
+    assert!(list
+        .headers
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("default-src 'self'"));
+
+    let csrf = list.field("csrf").unwrap();
+    let out = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let after = browser.get("/settings/organization/workspaces").await;
+    assert_eq!(after.location(), "/login", "the session ended");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_https_the_session_cookie_is_secure() {
+    let app = TestApp::spawn().await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let page = http.get(app.url("/login")).send().await.unwrap();
+    let pre = page
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body = page.text().await.unwrap();
+    let csrf = body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let response = http
+        .post(app.url("/login"))
+        .header("cookie", pre)
+        .header("x-forwarded-proto", "https")
+        .form(&[
+            ("email", app.owner.email.as_str()),
+            ("password", app.owner.password.as_str()),
+            ("csrf", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(response
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("; Secure"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    // The login form itself needs its token.
+    browser.get("/login").await;
+    let refused = browser
+        .post(
+            "/login",
+            &[
+                ("email", &app.owner.email),
+                ("password", &app.owner.password),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.body.contains("security token"));
+
+    browser.login(&app.owner).await;
+    let csrf = browser.csrf().await;
+    let new_key = browser.get(&format!("{}/new", keys_path(&app))).await;
+    let nonce = new_key.field("nonce").unwrap();
+    for token in [None, Some("wrong-token-wrong-token-wrong-tok")] {
+        let mut form = vec![("name", "sneaky"), ("nonce", nonce.as_str())];
+        if let Some(token) = token {
+            form.push(("csrf", token));
+        }
+        let page = browser.post(&keys_path(&app), &form).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{token:?}");
+        let page = browser
+            .post(
+                "/settings/organization/workspaces",
+                &[("name", "Sneaky"), ("csrf", token.unwrap_or(""))],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+    }
+    let keys = app
+        .state
+        .store()
+        .list_keys(&app.workspace_id, None)
+        .await
+        .unwrap();
+    assert!(
+        keys.iter().all(|k| k.name != "sneaky"),
+        "no key was created"
+    );
+    let workspaces = app
+        .state
+        .store()
+        .list_workspaces(&app.organization_id)
+        .await
+        .unwrap();
+    assert!(workspaces.iter().all(|w| w.name != "Sneaky"));
+    // With the token it works.
+    let created = browser
+        .post(
+            &keys_path(&app),
+            &[("name", "real"), ("nonce", &nonce), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_created_key_is_shown_once_and_a_resubmission_shows_nothing() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    browser.login(&app.owner).await;
+    let csrf = browser.csrf().await;
+    let form = browser.get(&format!("{}/new", keys_path(&app))).await;
+    let nonce = form.field("nonce").unwrap();
+    let created = browser
+        .post(
+            &keys_path(&app),
+            &[
+                ("name", "from the dashboard"),
+                ("nonce", &nonce),
+                ("csrf", &csrf),
+                ("expires_in", "30d"),
+                ("permissions", "workflows:read"),
+                ("permissions", "models:read"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.headers.get("cache-control").unwrap(), "no-store");
+    let start = created.body.find("id=\"new-key-value\">").unwrap() + "id=\"new-key-value\">".len();
+    let secret = created.body[start..start + 44].to_owned();
+    assert_eq!(noxus_api::check_key_format(&secret), Ok(()));
+    assert!(
+        created.body.contains("it won&#39;t be shown again")
+            || created.body.contains("it won't be shown again")
+            || created.body.contains("it won&#x27;t be shown again"),
+        "{}",
+        created.body
+    );
+
+    let me = app.client(&secret).me().await.unwrap();
+    assert_eq!(me.name, "from the dashboard");
+    assert_eq!(
+        me.permissions.len(),
+        2,
+        "restricted to the two ticked permissions"
+    );
+    assert!(me.expires_at.is_some());
+
+    let again = browser
+        .post(
+            &keys_path(&app),
+            &[
+                ("name", "from the dashboard"),
+                ("nonce", &nonce),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(!again.body.contains(&secret[10..]));
+    let keys = app
+        .state
+        .store()
+        .list_keys(&app.workspace_id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.name == "from the dashboard")
+            .count(),
+        1,
+        "no second key"
+    );
+    let list = browser.get(&keys_path(&app)).await;
+    assert!(
+        list.body.contains(&secret[..10]) && !list.body.contains(&secret[10..]),
+        "the list shows the fragment only"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_create_button_and_a_forged_post_is_403() {
+    let app = TestApp::spawn().await;
+    let viewer = app.user_with_role(Role::Viewer).await;
+    let mut browser = Browser::new(&app);
+    browser.login(&viewer).await;
+    let page = browser.get(&keys_path(&app)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("id=\"create-key\""));
+    let csrf = page.field("csrf").unwrap();
+    let forged = browser
+        .post(
+            &keys_path(&app),
+            &[
+                ("name", "x"),
+                ("nonce", "abcdefghijabcdefghijabcdefghij12"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let new_page = browser.get(&format!("{}/new", keys_path(&app))).await;
+    assert_eq!(new_page.status, StatusCode::FORBIDDEN);
+    // Nor may a viewer change members.
+    let members = format!(
+        "/settings/organization/workspaces/{}/members",
+        app.workspace_id
+    );
+    let page = browser.get(&members).await;
+    assert!(page.body.contains("members-read-only"));
+    let forged = browser
+        .post(
+            &members,
+            &[("email", &viewer.email), ("role", "owner"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.state
+            .store()
+            .membership(&app.workspace_id, &viewer.id)
+            .await
+            .unwrap(),
+        Some(Role::Viewer)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_throttled_per_account_with_a_clear_message() {
+    let app = TestApp::spawn().await;
+    let member = app.user_with_role(Role::Member).await;
+    let mut browser = Browser::new(&app);
+    browser.get("/login").await;
+    let csrf = browser.get("/login").await.field("csrf").unwrap();
+    for _ in 0..5 {
+        let page = browser
+            .post(
+                "/login",
+                &[
+                    ("email", &member.email),
+                    ("password", "wrong password"),
+                    ("csrf", &csrf),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+        assert!(page.body.contains("Wrong email or password"));
+    }
+    let blocked = browser
+        .post(
+            "/login",
+            &[
+                ("email", &member.email),
+                ("password", &member.password),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(blocked.body.contains("Too many failed attempts"));
+    assert!(blocked.headers.get("retry-after").is_some());
+    // Another account from the same address still logs in.
+    let page = browser.login(&app.owner).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_session_sends_you_to_the_login_page() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    browser.login(&app.owner).await;
+    let token = browser.cookies.get("noxus_session").unwrap().clone();
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    let found = app
+        .state
+        .store()
+        .session(&digest, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(found.is_some(), "only the digest of the cookie is stored");
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(13);
+    assert!(
+        app.state
+            .store()
+            .session(&digest, later)
+            .await
+            .unwrap()
+            .is_none(),
+        "sessions last 12 hours"
+    );
+    app.state
+        .store()
+        .delete_user_sessions(&app.owner.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        browser
+            .get("/settings/organization/workspaces")
+            .await
+            .location(),
+        "/login"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn membership_rules_hold_whatever_the_page_shows() {
+    let app = TestApp::spawn().await;
+    let admin = app.user_with_role(Role::Admin).await;
+    let member = app.user_with_role(Role::Member).await;
+    let members = format!(
+        "/settings/organization/workspaces/{}/members",
+        app.workspace_id
+    );
+    let mut browser = Browser::new(&app);
+    browser.login(&admin).await;
+    let csrf = browser.csrf().await;
+    // An admin cannot make an owner, nor touch the owner.
+    let page = browser
+        .post(
+            &format!("{members}/{}/role", member.id),
+            &[("role", "owner"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = browser
+        .post(
+            &format!("{members}/{}/remove", app.owner.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // But can demote a member, and the member's key loses its writes at once.
+    let page = browser
+        .post(
+            &format!("{members}/{}/role", member.id),
+            &[("role", "viewer"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let err = app
+        .client(&member.key)
+        .workflows()
+        .create("x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403));
+
+    // The last owner can be neither demoted nor removed, even by themself.
+    let mut owner = Browser::new(&app);
+    owner.login(&app.owner).await;
+    let csrf = owner.csrf().await;
+    let page = owner
+        .post(
+            &format!("{members}/{}/role", app.owner.id),
+            &[("role", "admin"), ("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.body.contains("at least one owner"));
+    let page = owner
+        .post(
+            &format!("{members}/{}/remove", app.owner.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    // Removing a member makes their key 401 at once.
+    let page = owner
+        .post(
+            &format!("{members}/{}/remove", member.id),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.client(&member.key).me().await.unwrap_err().status(),
+        Some(401)
+    );
+    // Adding by email: unknown emails get a clear message.
+    let page = owner
+        .post(
+            &members,
+            &[
+                ("email", "nobody@example.com"),
+                ("role", "viewer"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page
+        .body
+        .contains("No user of the organization has this email"));
+    let page = owner
+        .post(
+            &members,
+            &[
+                ("email", &member.email),
+                ("role", "viewer"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.state
+            .store()
+            .membership(&app.workspace_id, &member.id)
+            .await
+            .unwrap(),
+        Some(Role::Viewer)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_setup_page_exists_only_until_the_platform_is_set_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    assert_eq!(browser.get("/setup").await.location(), "/login");
+    app.stop().await;
+
+    // A platform started without the welcome and without a password has no organization yet.
+    let mut config = noxus_server::Config::new(dir.path());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.welcome = false;
+    let built = noxus_server::Application::build(config).await;
+    assert!(
+        built.is_err(),
+        "the first start without welcome needs NOXUS_ADMIN_PASSWORD"
+    );
+}
