@@ -28,7 +28,8 @@ pub struct ServeArgs {
     catalog: Option<PathBuf>,
 
     /// Do not create or print a first API key and password on the first start
-    /// (for production). The owner's password must then be in NOXUS_ADMIN_PASSWORD.
+    /// (for production). The first owner then gets the password in
+    /// NOXUS_ADMIN_PASSWORD or, without it, is created on the one-time /setup page.
     #[arg(long, env = "NOXUS_NO_WELCOME")]
     no_welcome: bool,
 

@@ -166,27 +166,44 @@ fn the_first_start_prints_a_working_key_once_and_sigterm_stops_cleanly() {
 }
 
 #[test]
-fn with_the_welcome_off_the_first_start_needs_a_password_and_prints_no_key() {
+fn with_the_welcome_off_the_first_start_prints_no_secret() {
+    // Without a preset password: nothing is created, the log points at /setup.
     let dir = tempfile::tempdir().unwrap();
-    let out = noxus()
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = noxus()
         .args([
             "serve",
             "--no-welcome",
             "--listen",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{port}"),
             "--data-dir",
         ])
         .arg(dir.path())
         .env_remove("NOXUS_ADMIN_PASSWORD")
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    wait_ready(&base);
+    let login = http_get(&base, "/login", None).unwrap();
     assert!(
-        stderr.contains("error: ") && stderr.contains("NOXUS_ADMIN_PASSWORD"),
-        "{stderr}"
+        login.starts_with("HTTP/1.1 303") && login.contains("location: /setup"),
+        "{login}"
+    );
+    let mut stdout = child.stdout.take().unwrap();
+    let (exit, stderr) = terminate(child);
+    assert!(exit.success(), "{stderr}");
+    assert!(stderr.contains("/setup"), "{stderr}");
+    let mut printed = String::new();
+    stdout.read_to_string(&mut printed).unwrap();
+    assert!(
+        !printed.contains("noxus_") && !printed.contains("password"),
+        "{printed}"
     );
 
+    // With a preset password: the owner exists, no key is printed.
+    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = noxus()
@@ -204,6 +221,8 @@ fn with_the_welcome_off_the_first_start_needs_a_password_and_prints_no_key() {
         .spawn()
         .unwrap();
     wait_ready(&base);
+    let login = http_get(&base, "/login", None).unwrap();
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
     let mut stdout = child.stdout.take().unwrap();
     let (exit, stderr) = terminate(child);
     assert!(exit.success(), "{stderr}");

@@ -82,7 +82,8 @@ impl fmt::Display for Welcome {
     }
 }
 
-/// Sets the platform up if the store is empty. Returns what to tell the
+/// Sets the platform up if the store is empty (with the welcome off and no
+/// `NOXUS_ADMIN_PASSWORD`, leaves it empty for the setup page). Returns what to tell the
 /// operator, or `None` on later starts.
 pub async fn first_start(
     store: &dyn Store,
@@ -96,9 +97,12 @@ pub async fn first_start(
     let generated_password = match &config.admin_password {
         Some(_) => None,
         None if config.welcome => Some(SecretString::from(random_password())),
-        None => anyhow::bail!(
-            "first start with the welcome turned off needs the owner's password in NOXUS_ADMIN_PASSWORD"
-        ),
+        None => {
+            // Production without a preset password: nothing is created and
+            // nothing secret printed; the one-time setup page creates the owner.
+            tracing::warn!(setup_url = %format!("{base_url}/setup"), "no organization yet: open the setup page to create it and its owner");
+            return Ok(None);
+        }
     };
     let password = config
         .admin_password

@@ -600,20 +600,101 @@ async fn membership_rules_hold_whatever_the_page_shows() {
 }
 
 #[tokio::test]
-async fn the_setup_page_exists_only_until_the_platform_is_set_up() {
-    let dir = tempfile::tempdir().unwrap();
+async fn the_setup_page_creates_the_owner_once_when_the_first_start_did_not() {
     let app = TestApp::spawn().await;
     let mut browser = Browser::new(&app);
-    assert_eq!(browser.get("/setup").await.location(), "/login");
+    assert_eq!(
+        browser.get("/setup").await.location(),
+        "/login",
+        "already set up"
+    );
     app.stop().await;
 
-    // A platform started without the welcome and without a password has no organization yet.
+    // Production mode without a preset password: the first start creates nothing.
+    let dir = tempfile::tempdir().unwrap();
     let mut config = noxus_server::Config::new(dir.path());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.welcome = false;
-    let built = noxus_server::Application::build(config).await;
-    assert!(
-        built.is_err(),
-        "the first start without welcome needs NOXUS_ADMIN_PASSWORD"
+    let mut application = noxus_server::Application::build(config).await.unwrap();
+    assert!(application.take_welcome().is_none());
+    let base = application.base_url().to_owned();
+    let state = application.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let mut browser = Browser {
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+        base,
+        cookies: HashMap::new(),
+    };
+    assert_eq!(browser.get("/login").await.location(), "/setup");
+    let form = browser.get("/setup").await;
+    assert_eq!(form.status, StatusCode::OK);
+    let csrf = form.field("csrf").unwrap();
+    let short = browser
+        .post(
+            "/setup",
+            &[
+                ("organization", "Acme"),
+                ("email", "ops@acme.test"),
+                ("password", "short"),
+                ("password_confirm", "short"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(short.body.contains("at least 12 characters"));
+    let password = "a long enough password";
+    let done = browser
+        .post(
+            "/setup",
+            &[
+                ("organization", "Acme"),
+                ("email", "ops@acme.test"),
+                ("password", password),
+                ("password_confirm", password),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(
+        state.store().organization().await.unwrap().unwrap().name,
+        "Acme"
     );
+    // Once only.
+    assert_eq!(browser.get("/setup").await.location(), "/login");
+    let again = browser
+        .post(
+            "/setup",
+            &[
+                ("organization", "Evil"),
+                ("email", "evil@x.test"),
+                ("password", password),
+                ("password_confirm", password),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    let login_form = browser.get("/login").await;
+    let csrf = login_form.field("csrf").unwrap();
+    let logged_in = browser
+        .post(
+            "/login",
+            &[
+                ("email", "ops@acme.test"),
+                ("password", password),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(logged_in.status, StatusCode::SEE_OTHER);
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
 }
