@@ -504,9 +504,13 @@ async fn time_authenticate(
     let mut refused = 0;
     let started = Instant::now();
     for _ in 0..iterations {
-        if noxus_server::auth::authenticate(state, &headers, Some("127.0.0.1".to_owned()))
-            .await
-            .is_err()
+        if noxus_server::auth::authenticate(
+            state,
+            &headers,
+            Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        )
+        .await
+        .is_err()
         {
             refused += 1;
         }

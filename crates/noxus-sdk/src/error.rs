@@ -61,31 +61,31 @@ fn prefixed(sentence: &str, api: &ApiError) -> String {
 pub enum Error {
     /// 401: missing, malformed, unknown, revoked or expired key.
     #[error("{}", prefixed(UNAUTHORIZED, .0))]
-    Unauthorized(ApiError),
+    Unauthorized(Box<ApiError>),
     /// 403: the key's role (or restriction) lacks the permission, or the
     /// request named another workspace.
     #[error("{}", prefixed(FORBIDDEN, .0))]
-    Forbidden(ApiError),
+    Forbidden(Box<ApiError>),
     /// 404: no such object in the key's workspace.
     #[error("Not found: {0}")]
-    NotFound(ApiError),
+    NotFound(Box<ApiError>),
     /// 422: the request was invalid; `field` says where.
     #[error("Invalid request: {0}")]
-    Validation(ApiError),
+    Validation(Box<ApiError>),
     /// 429 after the retries: wait `retry_after` before trying again.
     #[error("Rate limited: {api}")]
     RateLimited {
         /// The server's answer.
-        api: ApiError,
+        api: Box<ApiError>,
         /// The server's `Retry-After`.
         retry_after: Option<Duration>,
     },
     /// 5xx after the retries.
     #[error("Server error: {0}")]
-    Server(ApiError),
+    Server(Box<ApiError>),
     /// Any other refusal (400, 405, 409, 413, ...).
     #[error("Request failed: {0}")]
-    Api(ApiError),
+    Api(Box<ApiError>),
     /// No answer within the timeout.
     #[error("Network error: no response from {url} within {timeout:?}")]
     Timeout {
@@ -159,6 +159,7 @@ impl Error {
     }
 
     pub(crate) fn from_status(api: ApiError, retry_after: Option<Duration>) -> Self {
+        let api = Box::new(api);
         match api.status {
             401 => Self::Unauthorized(api),
             403 => Self::Forbidden(api),

@@ -120,7 +120,7 @@ pub async fn first_start(
         first_key: issued.as_ref().map(|k| {
             (
                 "first key".to_owned(),
-                k.digest.clone(),
+                k.digest,
                 k.prefix.clone(),
                 k.suffix.clone(),
             )

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use noxus_api::Role;
 use noxus_server::domain::passwords::hash_password;
-use noxus_server::store::{Actor, NewKey};
+use noxus_server::store::Actor;
 use noxus_server::{AppState, Application, Config};
 use secrecy::ExposeSecret;
 use tempfile::TempDir;
@@ -373,26 +373,18 @@ async fn issue(
     user_id: &str,
     options: KeyOptions,
 ) -> (String, String) {
-    let issued = state.hasher().issue();
-    let record = state
-        .store()
-        .create_key(
-            &Actor::system(),
-            NewKey {
-                workspace_id: workspace_id.to_owned(),
-                user_id: user_id.to_owned(),
-                name: options.name.unwrap_or_else(|| "test key".to_owned()),
-                digest: issued.digest.clone(),
-                prefix: issued.prefix.clone(),
-                suffix: issued.suffix.clone(),
-                tenant_admin: options.tenant_admin,
-                restriction: options.restriction,
-                expires_at: options.expires_at,
-            },
-        )
+    let request = noxus_server::keys::IssueRequest {
+        workspace_id: workspace_id.to_owned(),
+        user_id: user_id.to_owned(),
+        name: options.name.unwrap_or_else(|| "test key".to_owned()),
+        tenant_admin: options.tenant_admin,
+        restriction: options.restriction,
+        expires_at: options.expires_at,
+    };
+    let (record, secret) = noxus_server::keys::issue(state, &Actor::system(), request)
         .await
         .expect("key");
-    (issued.secret.expose_secret().to_owned(), record.id)
+    (secret.expose_secret().to_owned(), record.id)
 }
 
 fn next_number() -> u64 {

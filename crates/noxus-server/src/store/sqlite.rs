@@ -365,7 +365,7 @@ impl Store for SqliteStore {
                     workspace_id: workspace.id.clone(),
                     user_id: user.id.clone(),
                     name: name.clone(),
-                    digest: digest.clone(),
+                    digest: *digest,
                     prefix: prefix.clone(),
                     suffix: suffix.clone(),
                     tenant_admin: true,
