@@ -21,6 +21,8 @@ struct MemberRow {
     name: String,
     role: String,
     is_you: bool,
+    /// The page offers role change and removal (the server checks anyway).
+    editable: bool,
 }
 
 struct RoleChoice {
@@ -53,7 +55,6 @@ struct MembersPage<'a> {
     members: Vec<MemberRow>,
     roles: Vec<RoleChoice>,
     can_edit: bool,
-    is_owner: bool,
     error: Option<&'a str>,
 }
 
@@ -71,17 +72,23 @@ async fn render(
     status: StatusCode,
     error: Option<&str>,
 ) -> WebResult {
-    let members = state
-        .store()
-        .list_members(&access.workspace.id)
-        .await?
+    let rows = state.store().list_members(&access.workspace.id).await?;
+    let owners = rows.iter().filter(|(_, role)| *role == Role::Owner).count();
+    let can_edit = access.can(Permission::MembersWrite);
+    let members = rows
         .into_iter()
-        .map(|(u, role)| MemberRow {
-            is_you: u.id == user.user.id,
-            user_id: u.id,
-            email: u.email,
-            name: u.name,
-            role: role.to_string(),
+        .map(|(u, role)| {
+            // Owners are changed by owners only, and the last owner not at all.
+            let editable =
+                can_edit && (role != Role::Owner || (access.role == Role::Owner && owners > 1));
+            MemberRow {
+                is_you: u.id == user.user.id,
+                user_id: u.id,
+                email: u.email,
+                name: u.name,
+                role: role.to_string(),
+                editable,
+            }
         })
         .collect();
     Ok(page(
@@ -92,8 +99,7 @@ async fn render(
             nav: WorkspaceNav::of(access, "members"),
             members,
             roles: role_choices(access),
-            can_edit: access.can(Permission::MembersWrite),
-            is_owner: access.role == Role::Owner,
+            can_edit,
             error,
         },
     ))
