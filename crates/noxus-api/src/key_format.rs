@@ -70,6 +70,11 @@ impl std::error::Error for KeyFormatError {}
 
 /// The base62 CRC32 checksum of a key body, always [`KEY_CHECKSUM_LEN`] long.
 pub fn checksum(body: &str) -> String {
+    checksum_bytes(body).iter().map(|&b| b as char).collect()
+}
+
+/// The checksum as bytes (no allocation: this runs on every request).
+fn checksum_bytes(body: &str) -> [u8; KEY_CHECKSUM_LEN] {
     let mut n = crc32fast::hash(body.as_bytes());
     let mut out = [b'0'; KEY_CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
@@ -77,7 +82,7 @@ pub fn checksum(body: &str) -> String {
         n /= 62;
     }
     // 62^6 > 2^32, so the loop always consumes the whole value.
-    out.iter().map(|&b| b as char).collect()
+    out
 }
 
 /// Builds a full key from a random base62 body.
@@ -110,7 +115,7 @@ pub fn check_key_format(key: &str) -> Result<(), KeyFormatError> {
         });
     }
     let (body, sum) = rest.split_at(KEY_BODY_LEN);
-    if checksum(body) != sum {
+    if checksum_bytes(body) != sum.as_bytes() {
         return Err(KeyFormatError::BadChecksum);
     }
     Ok(())
