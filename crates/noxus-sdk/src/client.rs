@@ -37,8 +37,10 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// Headers (key, user agent, extras) to add per request: only when the
+    /// caller supplied the `reqwest::Client`; ours has them as defaults.
     config: Config,
-    headers: HeaderMap,
+    per_request_headers: Option<HeaderMap>,
     max_retries: u32,
     max_retry_wait: Duration,
 }
@@ -150,7 +152,11 @@ impl Client {
         body: Option<&B>,
     ) -> Result<T> {
         let inner = &*self.inner;
-        let url = format!("{}{path}", inner.config.base_url());
+        let mut url = format!("{}{path}", inner.config.base_url());
+        if !query.is_empty() {
+            url.push('?');
+            url.push_str(&serde_urlencoded::to_string(query).unwrap_or_default());
+        }
         let body = body
             .map(serde_json::to_vec)
             .transpose()
@@ -167,13 +173,13 @@ impl Client {
         let mut attempt = 0u32;
         loop {
             // Rebuilt on every attempt: a request cannot be replayed.
-            let mut request = inner
-                .http
-                .request(method.clone(), &url)
-                .headers(inner.headers.clone())
-                .timeout(inner.config.timeout());
-            if !query.is_empty() {
-                request = request.query(query);
+            let mut request = inner.http.request(method.clone(), &url);
+            // Our own client carries the key, headers and timeout already;
+            // a caller-supplied one gets them on each request.
+            if let Some(headers) = &inner.per_request_headers {
+                request = request
+                    .headers(headers.clone())
+                    .timeout(inner.config.timeout());
             }
             if let Some(bytes) = &body {
                 request = request
@@ -453,18 +459,23 @@ impl ClientBuilder {
             })?;
             headers.insert(header, value);
         }
-        let http = match self.http {
-            Some(http) => http,
-            None => reqwest::Client::builder()
-                .connect_timeout(config.timeout().min(DEFAULT_TIMEOUT))
-                .build()
-                .map_err(|e| ConfigError::HttpClient(e.to_string()))?,
+        let (http, per_request_headers) = match self.http {
+            Some(http) => (http, Some(headers)),
+            None => (
+                reqwest::Client::builder()
+                    .connect_timeout(config.timeout().min(DEFAULT_TIMEOUT))
+                    .timeout(config.timeout())
+                    .default_headers(headers)
+                    .build()
+                    .map_err(|e| ConfigError::HttpClient(e.to_string()))?,
+                None,
+            ),
         };
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 config,
-                headers,
+                per_request_headers,
                 max_retries: self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
                 max_retry_wait: self.max_retry_wait.unwrap_or(DEFAULT_MAX_RETRY_WAIT),
             }),

@@ -203,3 +203,17 @@ async fn workspaces_and_keys_through_the_admin_api() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_caller_supplied_reqwest_client_still_sends_the_key_and_extra_headers() {
+    let app = TestApp::spawn().await;
+    let client = noxus_sdk::Client::builder()
+        .api_key(&app.owner_key)
+        .base_url(&app.base_url)
+        .http_client(reqwest::Client::new())
+        .header("x-team", "platform")
+        .build()
+        .unwrap();
+    assert_eq!(client.me().await.unwrap().id, app.owner.key_id);
+    app.stop().await;
+}
