@@ -313,3 +313,97 @@ pub struct Health {
     /// `ok`, or what is wrong.
     pub status: String,
 }
+
+/// Request counts over one bucket (an hour or a day), or a total.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsagePoint {
+    /// Start of the bucket (RFC 3339); for totals, the start of the range.
+    pub start: String,
+    /// Requests made with the key(s).
+    pub requests: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// 5xx answers.
+    pub server_errors: u64,
+    /// 401 answers (revoked or expired key, owner removed).
+    pub unauthorized: u64,
+    /// 403 answers (missing permission).
+    pub forbidden: u64,
+    /// 429 answers (over the rate limit).
+    pub rate_limited: u64,
+}
+
+/// An address a key was used from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct KeyAddressInfo {
+    /// IP address.
+    pub addr: String,
+    /// First use from it.
+    pub first_seen_at: String,
+    /// Latest use from it.
+    pub last_seen_at: String,
+}
+
+/// Usage of one key over a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct KeyUsage {
+    /// The key.
+    pub key_id: String,
+    /// Its name.
+    pub name: String,
+    /// `hour` or `day`.
+    pub bucket: String,
+    /// Start of the range.
+    pub from: String,
+    /// End of the range (exclusive).
+    pub to: String,
+    /// One point per bucket, oldest first, zeros included.
+    pub points: Vec<UsagePoint>,
+    /// Sum over the range.
+    pub totals: UsagePoint,
+    /// Latest use.
+    pub last_used_at: Option<String>,
+    /// Address of the latest use.
+    pub last_used_addr: Option<String>,
+    /// Every address the key was used from, most recent first.
+    pub addresses: Vec<KeyAddressInfo>,
+}
+
+/// One key's total in a workspace's usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct KeyUsageTotal {
+    /// The key.
+    pub key_id: String,
+    /// Its name.
+    pub name: String,
+    /// Masked value.
+    pub value: String,
+    /// Sum over the range.
+    pub totals: UsagePoint,
+}
+
+/// Usage of a workspace's keys over a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkspaceUsage {
+    /// The workspace.
+    pub workspace_id: String,
+    /// `hour` or `day`.
+    pub bucket: String,
+    /// Start of the range.
+    pub from: String,
+    /// End of the range (exclusive).
+    pub to: String,
+    /// One point per bucket, all keys together.
+    pub points: Vec<UsagePoint>,
+    /// Sum over the range.
+    pub totals: UsagePoint,
+    /// Per key, busiest first.
+    pub keys: Vec<KeyUsageTotal>,
+}

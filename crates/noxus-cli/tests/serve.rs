@@ -107,6 +107,12 @@ fn the_first_start_prints_a_working_key_once_and_sigterm_stops_cleanly() {
         .to_owned();
     assert_eq!(base, format!("http://127.0.0.1:{port}"));
     assert!(welcome.contains("email:    admin@noxus.local"));
+    assert!(
+        welcome.contains(&format!(
+            "Log in to the dashboard at http://127.0.0.1:{port}/login"
+        )),
+        "{welcome}"
+    );
     assert!(welcome.contains("password: "));
     assert!(welcome
         .contains("curl -s -H \"X-API-Key: $NOXUS_API_KEY\" \"$NOXUS_BACKEND_URL/v1/admin/me\""));

@@ -376,7 +376,7 @@ pub async fn authenticate(
                 .key_for_auth(&digest)
                 .await?
                 .ok_or_else(|| ApiError::InvalidApiKey(INVALID_KEY_DETAIL.to_owned()))?;
-            let hot = state.usage().key(&loaded.key.id);
+            let hot = state.usage().key(&loaded.key.id, &loaded.key.workspace_id);
             let verified = Arc::new(VerifiedKey::new(loaded, hot));
             state
                 .cache()
@@ -385,6 +385,8 @@ pub async fn authenticate(
         }
     };
 
+    // From here on the answer is counted against this key.
+    crate::usage::set_request_key(&verified.hot);
     let key = &verified.record.key;
     if let Some(revoked_at) = key.revoked_at {
         return Err(ApiError::RevokedApiKey(format!(

@@ -47,10 +47,7 @@ impl fmt::Display for Welcome {
             o.organization.name, o.workspace.name
         )?;
         writeln!(f)?;
-        writeln!(
-            f,
-            "Owner account (organization admin; for the dashboard login):"
-        )?;
+        writeln!(f, "Log in to the dashboard at {}/login", self.base_url)?;
         writeln!(f, "  email:    {}", o.user.email)?;
         match &self.generated_password {
             Some(p) => writeln!(f, "  password: {}", p.expose_secret())?,

@@ -87,14 +87,29 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = crate::http::app(self.state.clone());
-        axum::serve(
+        let flusher = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::usage::FLUSH_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    state.usage().flush(state.store()).await;
+                }
+            })
+        };
+        let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("server error")?;
+        .context("server error");
+        flusher.abort();
+        // Whatever was counted after the last tick.
+        self.state.usage().flush(self.state.store()).await;
         self.state.store().close().await;
+        served?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -1,10 +1,13 @@
-//! Per-key hot state, kept off the database: the rate limiter's timestamp
-//! and the latest use (time and address). Each request updates atomics of
-//! its key; a background task writes the latest uses to the store every
-//! second, and a graceful shutdown writes the rest. At most one flush
-//! interval of "last used" is lost if the process is killed.
+//! Per-key usage, counted off the request path: each request updates its
+//! key's in-memory state (a few atomics and one uncontended lock); a
+//! background task writes the batch to the store every second, and a
+//! graceful shutdown writes the rest. What is stored: per key and hour, the
+//! requests and their outcomes (2xx / 4xx / 5xx, 401, 403, 429); the last
+//! use and its address; every address the key was used from. If the process
+//! is killed, at most one flush interval (1 s) of counts is lost.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,9 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
-use crate::store::{KeyUse, Store};
+use crate::store::{KeyUsageFlush, Store, UsageCounts};
 
-/// How often pending uses are written.
+/// How often pending usage is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One clock for the hot path: a monotonic reading, and the wall-clock time
@@ -61,35 +64,112 @@ impl Clock {
     }
 }
 
+#[derive(Debug, Default)]
+struct Addresses {
+    last: Option<IpAddr>,
+    seen: HashSet<IpAddr>,
+    pending: Vec<(IpAddr, i64)>,
+}
+
 /// The hot state of one key.
 #[derive(Debug)]
 pub struct KeyHot {
     key_id: String,
+    workspace_id: String,
     /// GCRA theoretical arrival time, in the clock's nanoseconds.
     pub tat: AtomicU64,
     last_used_ms: AtomicI64,
-    last_addr: Mutex<Option<IpAddr>>,
+    addresses: Mutex<Addresses>,
+    /// Counts since the last flush, by hour (usually one entry).
+    counts: Mutex<Vec<(i64, UsageCounts)>>,
     dirty: AtomicBool,
 }
 
 impl KeyHot {
-    /// Notes a use at `unix_ms` from `addr`.
+    /// Notes a use at `unix_ms` from `addr` (called once the key is verified).
     pub fn touch(&self, unix_ms: i64, addr: Option<IpAddr>) {
         self.last_used_ms.store(unix_ms, Ordering::Relaxed);
         if let Some(addr) = addr {
-            let mut last = self.last_addr.lock().unwrap_or_else(|p| p.into_inner());
-            if *last != Some(addr) {
-                *last = Some(addr);
+            let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+            if addresses.last != Some(addr) {
+                addresses.last = Some(addr);
+                if addresses.seen.insert(addr) || addresses.seen.len() > 10_000 {
+                    addresses.pending.push((addr, unix_ms));
+                }
             }
         }
+        self.mark_dirty();
+    }
+
+    /// Counts an answer with `status` at `unix_ms`.
+    pub fn count(&self, status: u16, unix_ms: i64) {
+        let hour = unix_ms.div_euclid(3_600_000);
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        match counts.iter_mut().find(|(h, _)| *h == hour) {
+            Some((_, c)) => c.count(status),
+            None => {
+                let mut c = UsageCounts::default();
+                c.count(status);
+                counts.push((hour, c));
+            }
+        }
+        drop(counts);
+        self.mark_dirty();
+    }
+
+    fn mark_dirty(&self) {
         if !self.dirty.load(Ordering::Relaxed) {
             self.dirty.store(true, Ordering::Release);
         }
     }
+
+    fn take(&self) -> KeyUsageFlush {
+        let hours = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        let (addresses, last_addr) = {
+            let mut a = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut a.pending), a.last)
+        };
+        let at =
+            |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+        let last_ms = self.last_used_ms.load(Ordering::Relaxed);
+        KeyUsageFlush {
+            key_id: self.key_id.clone(),
+            workspace_id: self.workspace_id.clone(),
+            last_used: (last_ms > 0)
+                .then(|| at(last_ms))
+                .flatten()
+                .map(|t| (t, last_addr.map(|a| a.to_string()))),
+            hours,
+            addresses: addresses
+                .into_iter()
+                .filter_map(|(addr, ms)| Some((addr.to_string(), at(ms)?)))
+                .collect(),
+        }
+    }
+
+    fn put_back(&self, flush: KeyUsageFlush) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for (hour, c) in flush.hours {
+            match counts.iter_mut().find(|(h, _)| *h == hour) {
+                Some((_, existing)) => existing.add(&c),
+                None => counts.push((hour, c)),
+            }
+        }
+        drop(counts);
+        let mut a = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        for (addr, at) in flush.addresses {
+            if let Ok(ip) = addr.parse() {
+                a.pending
+                    .push((ip, (at.unix_timestamp_nanos() / 1_000_000) as i64));
+            }
+        }
+        drop(a);
+        self.dirty.store(true, Ordering::Release);
+    }
 }
 
 /// Every key's hot state, by key id. Entries outlive cache evictions, so a
-/// key's rate-limit state survives a revocation check or a role change.
+/// key's rate-limit state and pending counts survive a revocation or a role change.
 #[derive(Debug, Default)]
 pub struct UsageRecorder {
     keys: Mutex<HashMap<String, Arc<KeyHot>>>,
@@ -97,21 +177,22 @@ pub struct UsageRecorder {
 
 impl UsageRecorder {
     /// The hot state of a key (created on first use; called on cache misses only).
-    pub fn key(&self, key_id: &str) -> Arc<KeyHot> {
+    pub fn key(&self, key_id: &str, workspace_id: &str) -> Arc<KeyHot> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(keys.entry(key_id.to_owned()).or_insert_with(|| {
             Arc::new(KeyHot {
                 key_id: key_id.to_owned(),
+                workspace_id: workspace_id.to_owned(),
                 tat: AtomicU64::new(0),
                 last_used_ms: AtomicI64::new(0),
-                last_addr: Mutex::new(None),
+                addresses: Mutex::new(Addresses::default()),
+                counts: Mutex::new(Vec::new()),
                 dirty: AtomicBool::new(false),
             })
         }))
     }
 
-    /// Writes the latest use of every key used since the last flush; on
-    /// failure they are marked for the next try.
+    /// Writes everything counted since the last flush; on failure it is kept for the next try.
     pub async fn flush(&self, store: &dyn Store) {
         let dirty: Vec<Arc<KeyHot>> = {
             let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,29 +204,35 @@ impl UsageRecorder {
         if dirty.is_empty() {
             return;
         }
-        let batch: Vec<KeyUse> = dirty
-            .iter()
-            .filter_map(|k| {
-                let ms = k.last_used_ms.load(Ordering::Relaxed);
-                let at =
-                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-                let addr = k
-                    .last_addr
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .map(|a| a.to_string());
-                Some(KeyUse {
-                    key_id: k.key_id.clone(),
-                    at,
-                    addr,
-                })
-            })
-            .collect();
-        if let Err(err) = store.record_key_uses(&batch).await {
-            tracing::warn!(error = %err, keys = batch.len(), "cannot record key use; will retry");
-            for k in dirty {
-                k.dirty.store(true, Ordering::Release);
+        let batch: Vec<KeyUsageFlush> = dirty.iter().map(|k| k.take()).collect();
+        if let Err(err) = store.record_usage(&batch).await {
+            tracing::warn!(error = %err, keys = batch.len(), "cannot record key usage; will retry");
+            for (key, flush) in dirty.iter().zip(batch) {
+                key.put_back(flush);
             }
         }
     }
+}
+
+tokio::task_local! {
+    /// The key a request was made with, once known, so that the request
+    /// layer can count the answer against it.
+    static REQUEST_KEY: RefCell<Option<Arc<KeyHot>>>;
+}
+
+/// Runs a request with a slot for its key, and returns the key (if the
+/// request presented a known one) with the answer.
+pub async fn with_key_slot<F: std::future::Future>(future: F) -> (F::Output, Option<Arc<KeyHot>>) {
+    REQUEST_KEY
+        .scope(RefCell::new(None), async move {
+            let output = future.await;
+            let key = REQUEST_KEY.with(|slot| slot.borrow_mut().take());
+            (output, key)
+        })
+        .await
+}
+
+/// Names the key of the current request (no-op outside a request).
+pub fn set_request_key(key: &Arc<KeyHot>) {
+    let _ = REQUEST_KEY.try_with(|slot| *slot.borrow_mut() = Some(Arc::clone(key)));
 }

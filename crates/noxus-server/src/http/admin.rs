@@ -68,7 +68,7 @@ fn key_info(k: &KeyRecord) -> ApiKeyInfo {
 }
 
 /// Checks a workspace id from the path against the key's scope.
-async fn target_workspace(
+pub(crate) async fn target_workspace(
     state: &AppState,
     auth: &AuthContext,
     id: &str,
@@ -370,7 +370,7 @@ fn created_body(record: &KeyRecord, secret: &str) -> CreatedApiKey {
     }
 }
 
-async fn visible_key(
+pub(crate) async fn visible_key(
     state: &AppState,
     auth: &AuthContext,
     workspace: &WorkspaceRecord,

@@ -19,6 +19,12 @@ use crate::error::{ApiError, ErrorPayload};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+fn clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn new_request_id() -> String {
     let suffix: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
@@ -42,7 +48,11 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let span =
         tracing::debug_span!("request", %request_id, %method, %path, key = tracing::field::Empty);
 
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let (mut response, key) =
+        crate::usage::with_key_slot(next.run(request).instrument(span.clone())).await;
+    if let Some(key) = key {
+        key.count(response.status().as_u16(), clock_ms());
+    }
 
     let payload = response.extensions_mut().remove::<ErrorPayload>();
     let status = response.status();

@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod usage;
 pub mod workflows;
 
 use axum::response::IntoResponse;
@@ -56,6 +57,7 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
         .merge(workflows::router())
+        .merge(usage::router())
         .merge(catalog::router())
         .merge(health::router())
         .split_for_parts()

@@ -181,15 +181,90 @@ pub struct KeyRecord {
     pub last_used_addr: Option<String>,
 }
 
-/// One key's latest use, as flushed by the usage recorder.
-#[derive(Debug, Clone)]
-pub struct KeyUse {
+/// Request counts of one key in one hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageCounts {
+    /// Every request made with the key.
+    pub requests: u64,
+    /// 2xx answers.
+    pub ok: u64,
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// 5xx answers.
+    pub server_errors: u64,
+    /// 401: the key was revoked, expired, or its owner left the workspace.
+    pub unauthorized: u64,
+    /// 403: the key lacked a permission.
+    pub forbidden: u64,
+    /// 429: over the key's rate limit.
+    pub rate_limited: u64,
+}
+
+impl UsageCounts {
+    /// Counts one answer with `status`.
+    pub fn count(&mut self, status: u16) {
+        self.requests += 1;
+        match status {
+            200..=299 => self.ok += 1,
+            400..=499 => self.client_errors += 1,
+            500..=599 => self.server_errors += 1,
+            _ => {}
+        }
+        match status {
+            401 => self.unauthorized += 1,
+            403 => self.forbidden += 1,
+            429 => self.rate_limited += 1,
+            _ => {}
+        }
+    }
+
+    /// Adds another count.
+    pub fn add(&mut self, other: &UsageCounts) {
+        self.requests += other.requests;
+        self.ok += other.ok;
+        self.client_errors += other.client_errors;
+        self.server_errors += other.server_errors;
+        self.unauthorized += other.unauthorized;
+        self.forbidden += other.forbidden;
+        self.rate_limited += other.rate_limited;
+    }
+}
+
+/// What the usage recorder writes for one key in one flush.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUsageFlush {
     /// The key.
     pub key_id: String,
-    /// When.
-    pub at: OffsetDateTime,
-    /// From where.
-    pub addr: Option<String>,
+    /// Its workspace.
+    pub workspace_id: String,
+    /// Latest use and its address.
+    pub last_used: Option<(OffsetDateTime, Option<String>)>,
+    /// Counts to add, per hour (Unix time / 3600).
+    pub hours: Vec<(i64, UsageCounts)>,
+    /// Addresses seen since the last flush, with when.
+    pub addresses: Vec<(String, OffsetDateTime)>,
+}
+
+/// One stored hour of one key.
+#[derive(Debug, Clone)]
+pub struct UsageHour {
+    /// The key.
+    pub key_id: String,
+    /// Unix time / 3600.
+    pub hour: i64,
+    /// The counts.
+    pub counts: UsageCounts,
+}
+
+/// An address a key was used from.
+#[derive(Debug, Clone)]
+pub struct KeyAddress {
+    /// The address.
+    pub addr: String,
+    /// First use from it.
+    pub first_seen_at: OffsetDateTime,
+    /// Latest use from it (flushed).
+    pub last_seen_at: OffsetDateTime,
 }
 
 /// A key with everything needed to authorize a request made with it.
@@ -386,8 +461,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_session(&self, token_digest: &str) -> StoreResult<()>;
     /// Ends every session of a user.
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()>;
-    /// Records the latest use of keys (one batch, one transaction).
-    async fn record_key_uses(&self, uses: &[KeyUse]) -> StoreResult<()>;
+    /// Adds a batch of usage (counts, last use, addresses) in one transaction.
+    async fn record_usage(&self, batch: &[KeyUsageFlush]) -> StoreResult<()>;
+    /// Hourly usage of a workspace's keys (or one key) in `[from_hour, to_hour]`.
+    async fn usage_hours(
+        &self,
+        workspace_id: &str,
+        key_id: Option<&str>,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> StoreResult<Vec<UsageHour>>;
+    /// The addresses a key was used from, newest first.
+    async fn key_addresses(&self, key_id: &str) -> StoreResult<Vec<KeyAddress>>;
     /// Marks a form nonce used; `false` if it already was.
     async fn use_nonce(&self, nonce: &str) -> StoreResult<bool>;
 

@@ -688,25 +688,130 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn record_key_uses(&self, uses: &[KeyUse]) -> StoreResult<()> {
-        if uses.is_empty() {
+    async fn record_usage(&self, batch: &[KeyUsageFlush]) -> StoreResult<()> {
+        if batch.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for u in uses {
-            sqlx::query(
-                "UPDATE api_keys SET last_used_at = ?, last_used_addr = ?
-                 WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
-            )
-            .bind(to_ms(u.at))
-            .bind(u.addr.as_deref())
-            .bind(&u.key_id)
-            .bind(to_ms(u.at))
-            .execute(&mut *tx)
-            .await?;
+        for flush in batch {
+            // A key deleted meanwhile (with its workspace) has nothing to update.
+            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = ?")
+                .bind(&flush.key_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                continue;
+            }
+            if let Some((at, addr)) = &flush.last_used {
+                sqlx::query(
+                    "UPDATE api_keys SET last_used_at = ?, last_used_addr = ?
+                     WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
+                )
+                .bind(to_ms(*at))
+                .bind(addr.as_deref())
+                .bind(&flush.key_id)
+                .bind(to_ms(*at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (hour, c) in &flush.hours {
+                sqlx::query(
+                    "INSERT INTO key_usage_hourly (key_id, workspace_id, hour, requests, ok, client_errors,
+                         server_errors, unauthorized, forbidden, rate_limited)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (key_id, hour) DO UPDATE SET
+                         requests = requests + excluded.requests, ok = ok + excluded.ok,
+                         client_errors = client_errors + excluded.client_errors,
+                         server_errors = server_errors + excluded.server_errors,
+                         unauthorized = unauthorized + excluded.unauthorized,
+                         forbidden = forbidden + excluded.forbidden,
+                         rate_limited = rate_limited + excluded.rate_limited",
+                )
+                .bind(&flush.key_id)
+                .bind(&flush.workspace_id)
+                .bind(hour)
+                .bind(c.requests as i64)
+                .bind(c.ok as i64)
+                .bind(c.client_errors as i64)
+                .bind(c.server_errors as i64)
+                .bind(c.unauthorized as i64)
+                .bind(c.forbidden as i64)
+                .bind(c.rate_limited as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for (addr, at) in &flush.addresses {
+                sqlx::query(
+                    "INSERT INTO key_addresses (key_id, addr, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (key_id, addr) DO UPDATE SET last_seen_at = MAX(last_seen_at, excluded.last_seen_at)",
+                )
+                .bind(&flush.key_id)
+                .bind(addr)
+                .bind(to_ms(*at))
+                .bind(to_ms(*at))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn usage_hours(
+        &self,
+        workspace_id: &str,
+        key_id: Option<&str>,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> StoreResult<Vec<UsageHour>> {
+        let rows = sqlx::query(
+            "SELECT * FROM key_usage_hourly
+             WHERE workspace_id = ? AND (? IS NULL OR key_id = ?) AND hour BETWEEN ? AND ?
+             ORDER BY hour, key_id",
+        )
+        .bind(workspace_id)
+        .bind(key_id)
+        .bind(key_id)
+        .bind(from_hour)
+        .bind(to_hour)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let n =
+                    |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)?.max(0) as u64) };
+                Ok(UsageHour {
+                    key_id: row.try_get("key_id")?,
+                    hour: row.try_get("hour")?,
+                    counts: UsageCounts {
+                        requests: n("requests")?,
+                        ok: n("ok")?,
+                        client_errors: n("client_errors")?,
+                        server_errors: n("server_errors")?,
+                        unauthorized: n("unauthorized")?,
+                        forbidden: n("forbidden")?,
+                        rate_limited: n("rate_limited")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    async fn key_addresses(&self, key_id: &str) -> StoreResult<Vec<KeyAddress>> {
+        let rows =
+            sqlx::query("SELECT * FROM key_addresses WHERE key_id = ? ORDER BY last_seen_at DESC")
+                .bind(key_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeyAddress {
+                    addr: row.try_get("addr")?,
+                    first_seen_at: from_ms(row.try_get("first_seen_at")?)?,
+                    last_seen_at: from_ms(row.try_get("last_seen_at")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn use_nonce(&self, nonce: &str) -> StoreResult<bool> {

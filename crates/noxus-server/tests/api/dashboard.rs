@@ -350,11 +350,14 @@ async fn a_created_key_is_shown_once_and_a_resubmission_shows_nothing() {
         1,
         "no second key"
     );
+    // Last use is written within a flush interval; flush now instead of waiting.
+    app.state.usage().flush(app.state.store()).await;
     let list = browser.get(&keys_path(&app)).await;
     assert!(
         list.body.contains(&secret[..10]) && !list.body.contains(&secret[10..]),
         "the list shows the fragment only"
     );
+    assert!(list.body.contains("from 127.0.0.1"), "last used is shown");
     app.stop().await;
 }
 

@@ -13,4 +13,5 @@ mod key_lifecycle;
 mod malformed_input;
 mod openapi;
 mod secrets;
+mod usage;
 mod workflows;
