@@ -72,6 +72,9 @@ pub struct Workspace {
     pub description: Option<String>,
     /// When it was created.
     pub created_at: String,
+    /// Default rate limit of its keys, if it overrides the server's.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// Body of `POST /v1/admin/groups`.
@@ -84,6 +87,27 @@ pub struct CreateWorkspace {
     /// Up to 1000 characters.
     #[serde(default)]
     pub description: Option<String>,
+}
+
+/// A rate limit: requests per second on average, with bursts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Sustained requests per second, 1 to 100000.
+    pub per_second: u32,
+    /// Requests allowed at once; default twice `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// Body of `PATCH /v1/admin/groups/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspace {
+    /// Default rate limit of the workspace's keys; `null` returns to the server's default.
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// Body of `POST /v1/admin/groups/{id}/api-keys`.
@@ -103,6 +127,9 @@ pub struct CreateApiKey {
     /// RFC 3339 time after which the key stops working.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// This key's own rate limit, overriding the workspace's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// A key as listed: never the secret, only its display fragments.
@@ -133,6 +160,12 @@ pub struct ApiKeyInfo {
     pub revoked_at: Option<String>,
     /// The key that replaced this one by rotation.
     pub replaced_by: Option<String>,
+    /// The key's own rate limit, if it overrides the workspace's.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Latest use (written within a second).
+    #[serde(default)]
+    pub last_used_at: Option<String>,
 }
 
 /// A key in the one response that carries its secret: creation or rotation.

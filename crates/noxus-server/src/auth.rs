@@ -17,6 +17,7 @@ use noxus_api::{Permission, Role};
 
 use crate::domain::keys::KeyDigest;
 use crate::error::{ApiError, INVALID_KEY_DETAIL};
+use crate::rate_limit::Gcra;
 use crate::state::AppState;
 use crate::store::{Actor, KeyAuthRecord};
 use crate::time_fmt::rfc3339;
@@ -69,10 +70,18 @@ pub struct VerifiedKey {
     expires_at_ms: Option<i64>,
     /// Rate-limit and last-use state.
     pub hot: Arc<KeyHot>,
+    /// The key's limit: its own, else its workspace's, else the server's.
+    pub gcra: Option<Gcra>,
 }
 
 impl VerifiedKey {
-    fn new(record: KeyAuthRecord, hot: Arc<KeyHot>) -> Self {
+    fn new(record: KeyAuthRecord, hot: Arc<KeyHot>, server_default: Option<Gcra>) -> Self {
+        let gcra = record
+            .key
+            .rate_limit
+            .or(record.workspace_rate_limit)
+            .map(Gcra::new)
+            .or(server_default);
         let permissions = record
             .role
             .map(|role| PermissionSet::of(role, record.key.restriction.as_deref()))
@@ -88,6 +97,7 @@ impl VerifiedKey {
             tenant_admin,
             expires_at_ms,
             hot,
+            gcra,
         }
     }
 }
@@ -355,29 +365,60 @@ fn presented_key(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(text)
 }
 
+/// Counts a failed authentication against the client's address; one too
+/// many turns the answer into a 429.
+fn failed_authentication(
+    state: &AppState,
+    client_addr: Option<IpAddr>,
+    now_ns: u64,
+    err: ApiError,
+) -> ApiError {
+    let Some(ip) = client_addr else { return err };
+    match state.auth_failures().record(ip, now_ns) {
+        Ok(()) => err,
+        Err(wait) => {
+            tracing::warn!(%ip, "too many failed authentications");
+            ApiError::AuthThrottled {
+                retry_after: wait.whole_seconds(),
+            }
+        }
+    }
+}
+
 /// Runs the verification order on a request's headers.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     client_addr: Option<IpAddr>,
 ) -> Result<AuthContext, ApiError> {
-    let presented = presented_key(headers)?;
-    check_key_format(presented)
-        .map_err(|why| ApiError::InvalidApiKey(format!("{INVALID_KEY_DETAIL} ({why})")))?;
-    let digest = state.hasher().digest(presented);
     let now = state.clock().now();
+    let failed = |err: ApiError| failed_authentication(state, client_addr, now.mono_ns, err);
+    let presented = presented_key(headers).map_err(failed)?;
+    check_key_format(presented).map_err(|why| {
+        failed(ApiError::InvalidApiKey(format!(
+            "{INVALID_KEY_DETAIL} ({why})"
+        )))
+    })?;
+    let digest = state.hasher().digest(presented);
 
     let verified = match state.cache().get(&digest, now.instant) {
         Some(hit) => hit,
         None => {
+            // An address that keeps failing gets no more database lookups for a while.
+            if let Some(wait) =
+                client_addr.and_then(|ip| state.auth_failures().blocked(ip, now.mono_ns))
+            {
+                return Err(ApiError::AuthThrottled {
+                    retry_after: wait.whole_seconds(),
+                });
+            }
             let generation = state.cache().generation();
-            let loaded = state
-                .store()
-                .key_for_auth(&digest)
-                .await?
-                .ok_or_else(|| ApiError::InvalidApiKey(INVALID_KEY_DETAIL.to_owned()))?;
+            let loaded =
+                state.store().key_for_auth(&digest).await?.ok_or_else(|| {
+                    failed(ApiError::InvalidApiKey(INVALID_KEY_DETAIL.to_owned()))
+                })?;
             let hot = state.usage().key(&loaded.key.id, &loaded.key.workspace_id);
-            let verified = Arc::new(VerifiedKey::new(loaded, hot));
+            let verified = Arc::new(VerifiedKey::new(loaded, hot, state.rate_limit().copied()));
             state
                 .cache()
                 .insert(digest, Arc::clone(&verified), generation);
@@ -412,18 +453,28 @@ pub async fn authenticate(
             "{INVALID_KEY_DETAIL} (the key's owner is no longer a member of its workspace)"
         )));
     };
-    if let Some(gcra) = state.rate_limit() {
+    if let Some(gcra) = &verified.gcra {
         // A clock read delayed by preemption can look early: re-read once before refusing.
-        let checked = gcra
-            .check(&verified.hot.tat, now.mono_ns)
-            .or_else(|_| gcra.check(&verified.hot.tat, state.clock().now().mono_ns));
-        if let Err(wait) = checked {
-            let limit = gcra.limit();
-            return Err(ApiError::RateLimited {
-                retry_after: wait.whole_seconds(),
-                per_second: limit.per_second,
-                burst: limit.burst,
-            });
+        let mut at = now.mono_ns;
+        let checked = gcra.check(&verified.hot.tat, at).or_else(|_| {
+            at = state.clock().now().mono_ns;
+            gcra.check(&verified.hot.tat, at)
+        });
+        match checked {
+            Ok(tat) => crate::usage::set_request_rate(gcra.info(tat, at)),
+            Err(wait) => {
+                let limit = gcra.limit();
+                crate::usage::set_request_rate(crate::rate_limit::RateInfo {
+                    limit: limit.burst,
+                    remaining: 0,
+                    reset_seconds: wait.whole_seconds(),
+                });
+                return Err(ApiError::RateLimited {
+                    retry_after: wait.whole_seconds(),
+                    per_second: limit.per_second,
+                    burst: limit.burst,
+                });
+            }
         }
     }
     verified.hot.touch(now.unix_ms, client_addr);

@@ -70,6 +70,12 @@ pub enum ApiError {
         /// The burst.
         burst: u32,
     },
+    /// 429 `rate_limited`: too many failed authentications from the client's address.
+    #[error("Too many failed authentications from your address; retry in {retry_after} s")]
+    AuthThrottled {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// 500 `internal_error`: the cause is logged with the request id, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -102,7 +108,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,7 +127,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Validation { .. } => "validation_error",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::RateLimited { .. } | Self::AuthThrottled { .. } => "rate_limited",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -170,7 +176,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let code = self.code();
         let retry_after = match &self {
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after, .. } | Self::AuthThrottled { retry_after } => {
+                Some(*retry_after)
+            }
             _ => None,
         };
         let (detail, required_permission, field, internal) = match self {

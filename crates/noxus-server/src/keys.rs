@@ -65,6 +65,8 @@ pub struct IssueRequest {
     pub restriction: Option<Vec<Permission>>,
     /// Expiry.
     pub expires_at: Option<OffsetDateTime>,
+    /// Own rate limit, overriding the workspace's default.
+    pub rate_limit: Option<crate::rate_limit::RateLimit>,
 }
 
 /// Issues a key: stores its digest, returns the record and the secret (to
@@ -89,6 +91,7 @@ pub async fn issue(
                 tenant_admin: request.tenant_admin,
                 restriction: request.restriction,
                 expires_at: request.expires_at,
+                rate_limit: request.rate_limit,
             },
         )
         .await?;
@@ -184,6 +187,7 @@ pub async fn rotate(
                 tenant_admin: old.tenant_admin,
                 restriction: old.restriction.clone(),
                 expires_at: lifetime.map(|l| now + l),
+                rate_limit: old.rate_limit,
             },
             valid_until,
         )

@@ -25,6 +25,7 @@ struct Inner {
     rate_limit: Option<Gcra>,
     clock: Clock,
     usage: UsageRecorder,
+    auth_failures: crate::rate_limit::AuthFailures,
     login_throttle: LoginThrottle,
     config: Config,
 }
@@ -38,6 +39,7 @@ impl AppState {
             rate_limit: config.key_rate_limit.map(Gcra::new),
             clock: Clock::default(),
             usage: UsageRecorder::default(),
+            auth_failures: crate::rate_limit::AuthFailures::default(),
             login_throttle: LoginThrottle::default(),
             store,
             catalog,
@@ -78,6 +80,11 @@ impl AppState {
     /// Key-use recorder.
     pub fn usage(&self) -> &UsageRecorder {
         &self.0.usage
+    }
+
+    /// Failed API authentications per address.
+    pub fn auth_failures(&self) -> &crate::rate_limit::AuthFailures {
+        &self.0.auth_failures
     }
 
     /// Failed-login throttle of the dashboard.

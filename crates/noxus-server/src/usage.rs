@@ -214,15 +214,23 @@ impl UsageRecorder {
     }
 }
 
+/// What the request layer learns about the key of a request.
+#[derive(Debug, Clone)]
+pub struct RequestKey {
+    /// The key's hot state, to count the answer against.
+    pub hot: Arc<KeyHot>,
+    /// The key's rate-limit state after this request, for the headers.
+    pub rate: Option<crate::rate_limit::RateInfo>,
+}
+
 tokio::task_local! {
-    /// The key a request was made with, once known, so that the request
-    /// layer can count the answer against it.
-    static REQUEST_KEY: RefCell<Option<Arc<KeyHot>>>;
+    /// The key a request was made with, once known.
+    static REQUEST_KEY: RefCell<Option<RequestKey>>;
 }
 
 /// Runs a request with a slot for its key, and returns the key (if the
 /// request presented a known one) with the answer.
-pub async fn with_key_slot<F: std::future::Future>(future: F) -> (F::Output, Option<Arc<KeyHot>>) {
+pub async fn with_key_slot<F: std::future::Future>(future: F) -> (F::Output, Option<RequestKey>) {
     REQUEST_KEY
         .scope(RefCell::new(None), async move {
             let output = future.await;
@@ -234,5 +242,19 @@ pub async fn with_key_slot<F: std::future::Future>(future: F) -> (F::Output, Opt
 
 /// Names the key of the current request (no-op outside a request).
 pub fn set_request_key(key: &Arc<KeyHot>) {
-    let _ = REQUEST_KEY.try_with(|slot| *slot.borrow_mut() = Some(Arc::clone(key)));
+    let _ = REQUEST_KEY.try_with(|slot| {
+        *slot.borrow_mut() = Some(RequestKey {
+            hot: Arc::clone(key),
+            rate: None,
+        })
+    });
+}
+
+/// Notes the current request's rate-limit state (no-op outside a request).
+pub fn set_request_rate(rate: crate::rate_limit::RateInfo) {
+    let _ = REQUEST_KEY.try_with(|slot| {
+        if let Some(key) = slot.borrow_mut().as_mut() {
+            key.rate = Some(rate);
+        }
+    });
 }

@@ -380,6 +380,7 @@ async fn issue(
         tenant_admin: options.tenant_admin,
         restriction: options.restriction,
         expires_at: options.expires_at,
+        rate_limit: None,
     };
     let (record, secret) = noxus_server::keys::issue(state, &Actor::system(), request)
         .await

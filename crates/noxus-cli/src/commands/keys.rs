@@ -68,6 +68,12 @@ pub struct CreateArgs {
     /// An organization-wide admin key (needs a tenant-admin key).
     #[arg(long)]
     tenant_admin: bool,
+    /// This key's own rate limit in requests per second (default: the workspace's).
+    #[arg(long, value_name = "PER_SECOND")]
+    rate_limit: Option<u32>,
+    /// Requests allowed at once with --rate-limit (default: twice the rate).
+    #[arg(long, requires = "rate_limit")]
+    burst: Option<u32>,
     /// Print only the secret (for `export NOXUS_API_KEY=$(...)`).
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -139,6 +145,10 @@ async fn create(ctx: Context, out: &Output, args: CreateArgs) -> Result<(), Fail
         tenant_admin: args.tenant_admin,
         permissions: (!args.permissions.is_empty()).then_some(args.permissions),
         expires_at,
+        rate_limit: args.rate_limit.map(|per_second| noxus_api::RateLimitSpec {
+            per_second,
+            burst: args.burst,
+        }),
     };
     let created = waiting(
         "creating the key",

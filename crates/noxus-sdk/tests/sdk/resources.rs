@@ -176,6 +176,7 @@ async fn workspaces_and_keys_through_the_admin_api() {
         tenant_admin: false,
         permissions: Some(vec!["workflows:read".to_owned()]),
         expires_at: None,
+        rate_limit: None,
     };
     let created = keys.create(&request).await.unwrap();
     let team_client = app.client(&created.value);

@@ -173,6 +173,7 @@ async fn a_key_made_through_the_sdk_is_shown_once_and_works() {
         tenant_admin: false,
         permissions: None,
         expires_at: None,
+        rate_limit: None,
     };
     let created = client
         .admin()

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use noxus_api::{
     ApiKeyInfo, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, Me, Page, Permission,
-    RotateApiKey, Workspace,
+    RateLimitSpec, RotateApiKey, UpdateWorkspace, Workspace,
 };
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
@@ -24,6 +24,7 @@ use crate::domain::validation;
 use crate::error::{ApiError, Result};
 use crate::http::extract::{ApiJson, QueryPairs};
 use crate::keys::{self, IssueRequest, KeyStatus, RotateError, MAX_GRACE_SECONDS};
+use crate::rate_limit::RateLimit;
 use crate::state::AppState;
 use crate::store::{KeyRecord, WorkspaceRecord};
 use crate::time_fmt::{parse_rfc3339, rfc3339};
@@ -33,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_me))
         .routes(routes!(list_workspaces, create_workspace))
-        .routes(routes!(delete_workspace))
+        .routes(routes!(update_workspace, delete_workspace))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(get_key, revoke_key))
         .routes(routes!(rotate_key))
@@ -45,7 +46,45 @@ fn workspace_body(w: &WorkspaceRecord) -> Workspace {
         name: w.name.clone(),
         description: w.description.clone(),
         created_at: rfc3339(w.created_at),
+        rate_limit: w.rate_limit.map(spec),
     }
+}
+
+fn spec(limit: RateLimit) -> RateLimitSpec {
+    RateLimitSpec {
+        per_second: limit.per_second,
+        burst: Some(limit.burst),
+    }
+}
+
+/// Checks a requested rate limit: 1 to 100000 per second, bursts of 1 to
+/// 1000000 (default: twice the rate).
+pub(crate) fn rate_limit_of(
+    field: &str,
+    requested: Option<RateLimitSpec>,
+) -> Result<Option<RateLimit>> {
+    let Some(requested) = requested else {
+        return Ok(None);
+    };
+    if !(1..=100_000).contains(&requested.per_second) {
+        return Err(ApiError::validation(
+            format!("{field}.per_second"),
+            format!("{field}.per_second must be from 1 to 100000"),
+        ));
+    }
+    let burst = requested
+        .burst
+        .unwrap_or(requested.per_second.saturating_mul(2));
+    if !(1..=1_000_000).contains(&burst) {
+        return Err(ApiError::validation(
+            format!("{field}.burst"),
+            format!("{field}.burst must be from 1 to 1000000"),
+        ));
+    }
+    Ok(Some(RateLimit {
+        per_second: requested.per_second,
+        burst,
+    }))
 }
 
 fn key_info(k: &KeyRecord) -> ApiKeyInfo {
@@ -64,6 +103,8 @@ fn key_info(k: &KeyRecord) -> ApiKeyInfo {
         expires_at: k.expires_at.map(rfc3339),
         revoked_at: k.revoked_at.map(rfc3339),
         replaced_by: k.replaced_by.clone(),
+        rate_limit: k.rate_limit.map(spec),
+        last_used_at: k.last_used_at.map(rfc3339),
     }
 }
 
@@ -214,6 +255,31 @@ async fn create_workspace(
     Ok((StatusCode::CREATED, Json(workspace_body(&workspace))))
 }
 
+/// Changes a workspace's settings: the default rate limit of its keys.
+/// Needs `workspace:write` there (or a tenant-admin key).
+#[utoipa::path(patch, path = "/v1/admin/groups/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id")),
+    request_body = UpdateWorkspace,
+    responses((status = 200, body = Workspace)))]
+async fn update_workspace(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateWorkspace>,
+) -> Result<Json<Workspace>> {
+    let workspace = target_workspace(&state, &auth, &id).await?;
+    if workspace.id == auth.workspace_id() {
+        auth.require(Permission::WorkspaceWrite)?;
+    }
+    let limit = rate_limit_of("rate_limit", body.rate_limit)?;
+    let updated = state
+        .store()
+        .set_workspace_rate_limit(&auth.actor(), auth.organization_id(), &workspace.id, limit)
+        .await?;
+    state.cache().invalidate_workspace(&workspace.id);
+    Ok(Json(workspace_body(&updated)))
+}
+
 /// Deletes a workspace with its keys and workflows. Tenant-admin keys only;
 /// a key cannot delete its own workspace.
 #[utoipa::path(delete, path = "/v1/admin/groups/{id}", tag = "admin",
@@ -317,6 +383,7 @@ async fn create_key(
             Some(perms)
         }
     };
+    let rate_limit = rate_limit_of("rate_limit", body.rate_limit)?;
     let expires_at = match body.expires_at.as_deref() {
         None => None,
         Some(raw) => {
@@ -345,6 +412,7 @@ async fn create_key(
             tenant_admin: body.tenant_admin,
             restriction,
             expires_at,
+            rate_limit,
         },
     )
     .await?;

@@ -51,7 +51,13 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let (mut response, key) =
         crate::usage::with_key_slot(next.run(request).instrument(span.clone())).await;
     if let Some(key) = key {
-        key.count(response.status().as_u16(), clock_ms());
+        key.hot.count(response.status().as_u16(), clock_ms());
+        if let Some(rate) = key.rate {
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
+            headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
+            headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_seconds));
+        }
     }
 
     let payload = response.extensions_mut().remove::<ErrorPayload>();

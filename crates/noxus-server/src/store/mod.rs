@@ -12,6 +12,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::domain::keys::KeyDigest;
+use crate::rate_limit::RateLimit;
 
 /// What can go wrong in the store. Callers map these to HTTP errors.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +145,8 @@ pub struct WorkspaceRecord {
     pub description: Option<String>,
     /// Created.
     pub created_at: OffsetDateTime,
+    /// Default rate limit of the workspace's keys (else the server's).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A stored API key: never the secret, only its digest and display fragments.
@@ -177,6 +180,8 @@ pub struct KeyRecord {
     pub replaced_by: Option<String>,
     /// Last use (flushed in batches, up to a second late).
     pub last_used_at: Option<OffsetDateTime>,
+    /// This key's own rate limit, overriding the workspace's default.
+    pub rate_limit: Option<RateLimit>,
     /// Address of the last use.
     pub last_used_addr: Option<String>,
 }
@@ -282,6 +287,8 @@ pub struct KeyAuthRecord {
     pub user_email: String,
     /// Whether the owner is (still) an organization admin.
     pub user_is_org_admin: bool,
+    /// The workspace's default rate limit for its keys.
+    pub workspace_rate_limit: Option<RateLimit>,
 }
 
 /// A key to insert.
@@ -305,6 +312,8 @@ pub struct NewKey {
     pub restriction: Option<Vec<Permission>>,
     /// Expiry.
     pub expires_at: Option<OffsetDateTime>,
+    /// Own rate limit (overrides the workspace default).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A workflow row.
@@ -495,6 +504,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         organization_id: &str,
         id: &str,
     ) -> StoreResult<Option<WorkspaceRecord>>;
+    /// Sets (or clears) the default rate limit of a workspace's keys.
+    async fn set_workspace_rate_limit(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        workspace_id: &str,
+        limit: Option<RateLimit>,
+    ) -> StoreResult<WorkspaceRecord>;
     /// Deletes a workspace with its keys, memberships and workflows.
     async fn delete_workspace(
         &self,

@@ -147,12 +147,13 @@ fn workspace_from_row(row: &SqliteRow) -> StoreResult<WorkspaceRecord> {
         name: row.try_get("name")?,
         description: row.try_get("description")?,
         created_at: from_ms(row.try_get("created_at")?)?,
+        rate_limit: rate_limit_from(row, "rate_limit_per_second", "rate_limit_burst")?,
     })
 }
 
 const KEY_COLUMNS: &str = "k.id, k.workspace_id, k.user_id, k.name, k.digest, k.prefix, k.suffix,
     k.tenant_admin, k.restriction, k.created_at, k.expires_at, k.revoked_at, k.replaced_by,
-    k.last_used_at, k.last_used_addr";
+    k.last_used_at, k.last_used_addr, k.rate_limit_per_second, k.rate_limit_burst";
 
 fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
     let restriction: Option<String> = row.try_get("restriction")?;
@@ -182,7 +183,17 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
         replaced_by: row.try_get("replaced_by")?,
         last_used_at: opt_from_ms(row.try_get("last_used_at")?)?,
         last_used_addr: row.try_get("last_used_addr")?,
+        rate_limit: rate_limit_from(row, "rate_limit_per_second", "rate_limit_burst")?,
     })
+}
+
+fn rate_limit_from(row: &SqliteRow, rate: &str, burst: &str) -> StoreResult<Option<RateLimit>> {
+    let rate: Option<i64> = row.try_get(rate)?;
+    let burst: Option<i64> = row.try_get(burst)?;
+    Ok(rate.map(|r| RateLimit {
+        per_second: u32::try_from(r).unwrap_or(u32::MAX),
+        burst: burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(1),
+    }))
 }
 
 fn json_column(row: &SqliteRow, column: &str) -> StoreResult<Value> {
@@ -223,8 +234,8 @@ async fn insert_key(
     let id = new_id();
     sqlx::query(
         "INSERT INTO api_keys (id, workspace_id, user_id, name, digest, prefix, suffix,
-             tenant_admin, restriction, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             tenant_admin, restriction, created_at, expires_at, rate_limit_per_second, rate_limit_burst)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&id)
     .bind(&key.workspace_id)
@@ -237,6 +248,8 @@ async fn insert_key(
     .bind(restriction_to_text(&key.restriction))
     .bind(to_ms(created_at))
     .bind(key.expires_at.map(to_ms))
+    .bind(key.rate_limit.map(|l| i64::from(l.per_second)))
+    .bind(key.rate_limit.map(|l| i64::from(l.burst)))
     .execute(&mut **tx)
     .await
     .map_err(on_unique("api_keys_digest_key"))?;
@@ -256,6 +269,7 @@ async fn insert_key(
         replaced_by: None,
         last_used_at: None,
         last_used_addr: None,
+        rate_limit: key.rate_limit,
     })
 }
 
@@ -341,6 +355,7 @@ impl Store for SqliteStore {
             name: request.workspace_name.clone(),
             description: None,
             created_at: at,
+            rate_limit: None,
         };
         sqlx::query("INSERT INTO workspaces (id, organization_id, name, description, created_at) VALUES (?, ?, ?, NULL, ?)")
             .bind(&workspace.id)
@@ -371,6 +386,7 @@ impl Store for SqliteStore {
                     tenant_admin: true,
                     restriction: None,
                     expires_at: None,
+                    rate_limit: None,
                 };
                 let record = insert_key(&mut tx, &new, at).await?;
                 audit(
@@ -870,6 +886,7 @@ impl Store for SqliteStore {
             name: name.to_owned(),
             description: description.map(str::to_owned),
             created_at,
+            rate_limit: None,
         })
     }
 
@@ -896,6 +913,40 @@ impl Store for SqliteStore {
             .as_ref()
             .map(workspace_from_row)
             .transpose()
+    }
+
+    async fn set_workspace_rate_limit(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        workspace_id: &str,
+        limit: Option<RateLimit>,
+    ) -> StoreResult<WorkspaceRecord> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE workspaces SET rate_limit_per_second = ?, rate_limit_burst = ?
+             WHERE organization_id = ? AND id = ? RETURNING *",
+        )
+        .bind(limit.map(|l| i64::from(l.per_second)))
+        .bind(limit.map(|l| i64::from(l.burst)))
+        .bind(organization_id)
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let workspace = workspace_from_row(&row)?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(workspace_id),
+            "workspace.rate_limit",
+            ("workspace", workspace_id),
+            json!({"per_second": limit.map(|l| l.per_second), "burst": limit.map(|l| l.burst)}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(workspace)
     }
 
     async fn delete_workspace(
@@ -935,7 +986,8 @@ impl Store for SqliteStore {
     async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS}, w.organization_id, w.name AS workspace_name, m.role,
-                    u.email AS user_email, u.is_org_admin
+                    u.email AS user_email, u.is_org_admin,
+                    w.rate_limit_per_second AS ws_rate, w.rate_limit_burst AS ws_burst
              FROM api_keys k
              JOIN workspaces w ON w.id = k.workspace_id
              JOIN users u ON u.id = k.user_id
@@ -954,6 +1006,7 @@ impl Store for SqliteStore {
             role: role.as_deref().map(parse_role).transpose()?,
             user_email: row.try_get("user_email")?,
             user_is_org_admin: row.try_get("is_org_admin")?,
+            workspace_rate_limit: rate_limit_from(&row, "ws_rate", "ws_burst")?,
         }))
     }
 

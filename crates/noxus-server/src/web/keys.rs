@@ -350,6 +350,7 @@ pub async fn create_key(
             tenant_admin: false,
             restriction,
             expires_at,
+            rate_limit: None,
         },
     )
     .await?;

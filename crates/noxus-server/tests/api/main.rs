@@ -12,6 +12,7 @@ mod isolation;
 mod key_lifecycle;
 mod malformed_input;
 mod openapi;
+mod rate_limits;
 mod secrets;
 mod usage;
 mod workflows;

@@ -15,6 +15,7 @@ async fn openapi_json_describes_every_route_and_the_probes_answer() {
         ("/v1/admin/groups", "get"),
         ("/v1/admin/groups", "post"),
         ("/v1/admin/groups/{id}", "delete"),
+        ("/v1/admin/groups/{id}", "patch"),
         ("/v1/admin/groups/{id}/api-keys", "get"),
         ("/v1/admin/groups/{id}/api-keys", "post"),
         ("/v1/admin/groups/{id}/api-keys/{key_id}", "get"),
