@@ -440,3 +440,32 @@ pub struct WorkspaceUsage {
     /// Per key, busiest first.
     pub keys: Vec<KeyUsageTotal>,
 }
+
+/// One row of the audit log: who changed what, when, from where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct AuditEntry {
+    /// Sequence number (use it as `before` to page back).
+    pub id: i64,
+    /// When.
+    pub at: String,
+    /// E.g. `api_key.create`, `api_key.revoke`, `membership.set`, `workspace.delete`.
+    pub action: String,
+    /// `api_key`, `user`, `workspace`, ...
+    pub target_type: String,
+    /// The target's id.
+    pub target_id: String,
+    /// The workspace concerned, if any.
+    pub workspace_id: Option<String>,
+    /// The acting user, if any (none for the platform itself).
+    pub actor_user_id: Option<String>,
+    /// That user's email.
+    pub actor_email: Option<String>,
+    /// The API key used, when the change came through the API.
+    pub actor_key_id: Option<String>,
+    /// The client's address.
+    pub client_addr: Option<String>,
+    /// Facts about the change (never secrets).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub details: Value,
+}

@@ -54,6 +54,8 @@ enum Command {
     /// List, show, create and delete workflows of the key's workspace.
     #[command(subcommand)]
     Workflows(commands::workflows::WorkflowsCommand),
+    /// Read the audit log: every key, member, role and workspace change.
+    Audit(commands::audit::AuditArgs),
     /// List the models available to the workspace.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
@@ -87,6 +89,9 @@ fn main() -> ExitCode {
         }),
         Command::Workflows(command) => run(&cli.connection, &out, |c| {
             commands::workflows::run(c, &out, command)
+        }),
+        Command::Audit(args) => run(&cli.connection, &out, |c| {
+            commands::audit::run(c, &out, args)
         }),
         Command::Models(command) => run(&cli.connection, &out, |c| {
             commands::models::run(c, &out, command)

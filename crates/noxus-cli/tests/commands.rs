@@ -542,3 +542,58 @@ fn help_and_completions_read_well() {
         );
     }
 }
+
+#[test]
+fn keys_usage_and_audit_show_what_happened() {
+    let p = Platform::start();
+    let owner = &p.app.owner_key;
+    let member = p.user(Role::Member);
+    for _ in 0..4 {
+        assert_eq!(run(p.noxus(&member.key).args(["auth", "status"])).code, 0);
+    }
+    let usage = json(&run(p.noxus(owner).args([
+        "keys",
+        "usage",
+        &member.key_id,
+        "--json",
+    ])));
+    assert_eq!(usage["totals"]["requests"], 4, "{usage}");
+    let human = run(p.noxus(owner).args(["keys", "usage", &member.key_id]));
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(
+        human.stdout.contains("127.0.0.1") && human.stdout.contains('█'),
+        "{}",
+        human.stdout
+    );
+    let weekly = json(&run(p.noxus(owner).args([
+        "keys",
+        "usage",
+        &member.key_id,
+        "--days",
+        "7",
+        "--json",
+    ])));
+    assert_eq!(weekly["bucket"], "day");
+
+    let created = json(&run(p
+        .noxus(owner)
+        .args(["keys", "create", "audited", "--json"])));
+    run(p
+        .noxus(owner)
+        .args(["keys", "revoke", created["id"].as_str().unwrap(), "--yes"]));
+    let audit = json(&run(p
+        .noxus(owner)
+        .args(["audit", "--action", "api_key.", "--json"])));
+    assert_eq!(audit[0]["action"], "api_key.revoke");
+    assert_eq!(audit[1]["action"], "api_key.create");
+    let table = run(p.noxus(owner).args(["audit", "--limit", "5"]));
+    assert!(
+        table.stdout.starts_with("ID")
+            && table.stdout.contains("api_key.revoke")
+            && table.stdout.contains("\"audited\""),
+        "{}",
+        table.stdout
+    );
+    let forbidden = run(p.noxus(&member.key).args(["audit"]));
+    assert_eq!(forbidden.code, 4, "{}", forbidden.stderr);
+}

@@ -254,3 +254,99 @@ fn serve_help_documents_every_option_and_its_variable() {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }
 }
+
+#[test]
+fn after_a_sigkill_at_most_one_flush_interval_of_usage_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = noxus()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let key = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("export NOXUS_API_KEY=")
+                .map(str::to_owned)
+        })
+        .expect("the first key");
+    wait_ready(&base);
+    let n = 25;
+    for _ in 0..n {
+        assert!(http_get(&base, "/v1/nodes", Some(&key))
+            .unwrap()
+            .starts_with("HTTP/1.1 200"));
+    }
+    // One flush interval (1 s) and a margin, then no chance to flush at exit.
+    std::thread::sleep(Duration::from_millis(1600));
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+
+    let child = noxus()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base);
+    let me = http_get(&base, "/v1/admin/me", Some(&key)).unwrap();
+    let body = &me[me.find("\r\n\r\n").unwrap() + 4..];
+    let id = body
+        .split("\"id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let workspace = body
+        .split("\"workspace_id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let usage = http_get(
+        &base,
+        &format!("/v1/admin/groups/{workspace}/api-keys/{id}/usage"),
+        Some(&key),
+    )
+    .unwrap();
+    let totals = usage.split("\"totals\":").nth(1).unwrap();
+    let requests: u64 = totals
+        .split("\"requests\":")
+        .nth(1)
+        .unwrap()
+        .split([',', '}'])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Everything counted before the kill survived (it was flushed within a
+    // second), plus the `me` call made after the restart.
+    assert_eq!(requests, n + 1, "{usage}");
+    let (exit, _) = terminate(child);
+    assert!(exit.success());
+}

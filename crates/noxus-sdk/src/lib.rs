@@ -52,4 +52,4 @@ pub use error::{ApiError, Error, Result, FORBIDDEN, UNAUTHORIZED};
 pub use key::ApiKey;
 pub use noxus_api as types;
 pub use noxus_api::key_format::{check_key_format, KEY_REGEX};
-pub use resources::{Admin, Keys, ListWorkflows, Models, Nodes, Workflows};
+pub use resources::{Admin, AuditFilter, Keys, ListWorkflows, Models, Nodes, Workflows};

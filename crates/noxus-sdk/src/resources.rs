@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
 use noxus_api::{
-    ApiKeyInfo, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, Page, RotateApiKey,
-    Workflow, WorkflowVersion, WorkflowVersionWrite, WorkflowWrite, Workspace,
+    ApiKeyInfo, AuditEntry, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, KeyUsage, Page,
+    RateLimitSpec, RotateApiKey, UpdateWorkspace, Workflow, WorkflowVersion, WorkflowVersionWrite,
+    WorkflowWrite, Workspace, WorkspaceUsage,
 };
 use serde_json::Value;
 
@@ -258,6 +259,54 @@ impl<'c> Admin<'c> {
             .await
     }
 
+    /// Usage of all keys of a workspace over the last `hours` hours
+    /// (`daily`: one point per day instead of per hour). Needs `keys:manage`.
+    pub async fn workspace_usage(
+        &self,
+        workspace_id: &str,
+        hours: u32,
+        daily: bool,
+    ) -> Result<WorkspaceUsage> {
+        let query = usage_query(hours, daily);
+        self.client
+            .get(
+                &format!("/v1/admin/groups/{}/usage", segment(workspace_id)),
+                &query,
+            )
+            .await
+    }
+
+    /// Sets (or with `None` clears) the default rate limit of a workspace's keys.
+    pub async fn set_workspace_rate_limit(
+        &self,
+        workspace_id: &str,
+        limit: Option<RateLimitSpec>,
+    ) -> Result<Workspace> {
+        let body = UpdateWorkspace { rate_limit: limit };
+        self.client
+            .patch(
+                &format!("/v1/admin/groups/{}", segment(workspace_id)),
+                &[],
+                &body,
+            )
+            .await
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let mut query = vec![("limit", filter.limit.to_string())];
+        if let Some(ws) = &filter.workspace_id {
+            query.push(("workspace_id", ws.clone()));
+        }
+        if let Some(action) = &filter.action {
+            query.push(("action", action.clone()));
+        }
+        if let Some(before) = filter.before {
+            query.push(("before", before.to_string()));
+        }
+        self.client.get("/v1/admin/audit", &query).await
+    }
+
     /// The API keys of a workspace.
     pub fn keys(&self, workspace_id: &str) -> Keys<'c> {
         Keys {
@@ -303,6 +352,17 @@ impl Keys<'_> {
             .await
     }
 
+    /// Usage of one key over the last `hours` hours, hourly or `daily`.
+    pub async fn usage(&self, key_id: &str, hours: u32, daily: bool) -> Result<KeyUsage> {
+        let query = usage_query(hours, daily);
+        self.client
+            .get(
+                &format!("{}/{}/usage", self.path(), segment(key_id)),
+                &query,
+            )
+            .await
+    }
+
     /// Replaces a key; the old one keeps working for `grace` (at most 7 days).
     pub async fn rotate(&self, key_id: &str, grace: Duration) -> Result<CreatedApiKey> {
         let body = RotateApiKey {
@@ -314,6 +374,37 @@ impl Keys<'_> {
                 &body,
             )
             .await
+    }
+}
+
+fn usage_query(hours: u32, daily: bool) -> Vec<(&'static str, String)> {
+    vec![
+        ("hours", hours.to_string()),
+        ("bucket", if daily { "day" } else { "hour" }.to_owned()),
+    ]
+}
+
+/// Which audit entries to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this workspace (tenant-admin keys may name any).
+    pub workspace_id: Option<String>,
+    /// Only actions starting with this, e.g. `api_key.`.
+    pub action: Option<String>,
+    /// Only entries older than this id.
+    pub before: Option<i64>,
+    /// At most this many (1 to 1000).
+    pub limit: u32,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        Self {
+            workspace_id: None,
+            action: None,
+            before: None,
+            limit: 100,
+        }
     }
 }
 

@@ -29,6 +29,9 @@ pub enum KeysCommand {
     Rotate(RotateArgs),
     /// Revoke a key at once and for good (asks first on a terminal).
     Revoke(RevokeArgs),
+    /// Show how a key was used: requests per hour (or day) with their
+    /// outcomes, the last use and every address it came from.
+    Usage(UsageArgs),
     /// Check offline that a string is a well-formed Noxus key (prefix and
     /// checksum): for secret scanning and typo hunting. Never prints the key.
     /// Exits 0 when well formed, 1 when not.
@@ -106,6 +109,18 @@ pub struct RevokeArgs {
     yes: bool,
 }
 
+/// Options of `keys usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The key's id.
+    key_id: String,
+    #[command(flatten)]
+    workspace: WorkspaceArg,
+    /// Days to show, one bar per day (default: the last 24 hours, one bar per hour).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=90))]
+    days: Option<u32>,
+}
+
 /// Options of `keys check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -121,6 +136,7 @@ pub async fn run(ctx: Context, out: &Output, command: KeysCommand) -> Result<(),
         KeysCommand::Show(args) => show(ctx, out, args).await,
         KeysCommand::Rotate(args) => rotate(ctx, out, args).await,
         KeysCommand::Revoke(args) => revoke(ctx, out, args).await,
+        KeysCommand::Usage(args) => usage(ctx, out, args).await,
         KeysCommand::Check(args) => check(out, &args),
     }
 }
@@ -303,6 +319,96 @@ async fn revoke(ctx: Context, out: &Output, args: RevokeArgs) -> Result<(), Fail
     Ok(())
 }
 
+async fn usage(ctx: Context, out: &Output, args: UsageArgs) -> Result<(), Failure> {
+    let workspace = workspace_of(&ctx, &args.workspace).await?;
+    let (hours, daily) = match args.days {
+        Some(days) => (days * 24, true),
+        None => (24, false),
+    };
+    let usage = waiting(
+        "reading usage",
+        ctx.client
+            .admin()
+            .keys(&workspace)
+            .usage(&args.key_id, hours, daily),
+    )
+    .await?;
+    if out.json {
+        out.print_json(&usage);
+        return Ok(());
+    }
+    let t = &usage.totals;
+    out.field("key", &format!("{} ({})", usage.name, usage.key_id));
+    out.field(
+        "period",
+        &format!(
+            "{} → {} (per {})",
+            short_time(&usage.from),
+            short_time(&usage.to),
+            usage.bucket
+        ),
+    );
+    out.field(
+        "requests",
+        &format!(
+            "{} ({} ok, {} client errors, {} server errors; {} unauthorized, {} forbidden, {} rate limited)",
+            t.requests, t.ok, t.client_errors, t.server_errors, t.unauthorized, t.forbidden, t.rate_limited
+        ),
+    );
+    let last = match (&usage.last_used_at, &usage.last_used_addr) {
+        (Some(at), Some(addr)) => format!("{} from {addr}", short_time(at)),
+        (Some(at), None) => short_time(at),
+        _ => "never".to_owned(),
+    };
+    out.field("last used", &last);
+    let addresses: Vec<&str> = usage.addresses.iter().map(|a| a.addr.as_str()).collect();
+    out.field("addresses", if addresses.is_empty() { "none" } else { "" });
+    if !addresses.is_empty() {
+        out.line(&format!("             {}", addresses.join(", ")));
+    }
+    out.line("");
+    let max = usage.points.iter().map(|p| p.requests).max().unwrap_or(0);
+    for point in &usage.points {
+        let label = if daily {
+            point.start.get(..10).unwrap_or(&point.start).to_owned()
+        } else {
+            short_time(&point.start)
+        };
+        let bar = bar(point.requests, max, 40);
+        let errors = point.client_errors + point.server_errors;
+        let note = if errors > 0 {
+            format!("  ({errors} errors)")
+        } else {
+            String::new()
+        };
+        out.line(&format!("{label}  {bar:<40} {}{note}", point.requests));
+    }
+    Ok(())
+}
+
+/// A horizontal bar of `value` against `max`, `width` cells wide, in eighths.
+fn bar(value: u64, max: u64, width: usize) -> String {
+    if max == 0 || value == 0 {
+        return String::new();
+    }
+    let eighths = ((value as u128 * width as u128 * 8).div_ceil(max as u128)) as usize;
+    let partial = ['▏', '▎', '▍', '▌', '▋', '▊', '▉'];
+    let mut text = "█".repeat(eighths / 8);
+    if eighths % 8 > 0 {
+        text.push(partial[eighths % 8 - 1]);
+    }
+    text
+}
+
+/// `2026-11-26T18:00:00Z` → `2026-11-26 18:00`.
+fn short_time(rfc3339: &str) -> String {
+    rfc3339
+        .chars()
+        .take(16)
+        .collect::<String>()
+        .replace('T', " ")
+}
+
 /// `keys check`, which needs no connection.
 pub fn check(out: &Output, args: &CheckArgs) -> Result<(), Failure> {
     let key = if args.key == "-" {
@@ -346,4 +452,17 @@ fn rfc3339_in(seconds: u64) -> Result<String, Failure> {
         .ok_or_else(too_long)?;
     at.format(&time::format_description::well_known::Rfc3339)
         .map_err(|_| too_long())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bar;
+
+    #[test]
+    fn bars_scale_to_the_largest_value() {
+        assert_eq!(bar(0, 10, 40), "");
+        assert_eq!(bar(10, 10, 4), "████");
+        assert_eq!(bar(5, 10, 4), "██");
+        assert_eq!(bar(1, 64, 8), "▏");
+    }
 }

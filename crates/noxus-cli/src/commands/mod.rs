@@ -1,5 +1,6 @@
 //! The commands that talk to the platform through the SDK.
 
+pub mod audit;
 pub mod auth;
 pub mod keys;
 pub mod models;

@@ -2,6 +2,7 @@
 //! them, adds the OpenAPI document and the per-request layers.
 
 pub mod admin;
+pub mod audit;
 pub mod catalog;
 pub mod extract;
 pub mod health;
@@ -58,6 +59,7 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::router())
         .merge(workflows::router())
         .merge(usage::router())
+        .merge(audit::router())
         .merge(catalog::router())
         .merge(health::router())
         .split_for_parts()

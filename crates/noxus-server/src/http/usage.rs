@@ -227,7 +227,7 @@ async fn workspace_usage(
             })
         })
         .collect();
-    totals_per_key.sort_by(|a, b| b.totals.requests.cmp(&a.totals.requests));
+    totals_per_key.sort_by_key(|k| std::cmp::Reverse(k.totals.requests));
     Ok(Json(WorkspaceUsage {
         workspace_id: workspace.id,
         bucket: range.bucket_name().to_owned(),

@@ -369,6 +369,21 @@ pub struct WorkflowVersionRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// Which audit rows to read.
+#[derive(Debug, Clone)]
+pub struct AuditQuery {
+    /// The organization.
+    pub organization_id: String,
+    /// Only this workspace's rows.
+    pub workspace_id: Option<String>,
+    /// Only actions starting with this, e.g. `api_key.`.
+    pub action_prefix: Option<String>,
+    /// Only rows older than this sequence number (paging).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
 /// One row of the audit log.
 #[derive(Debug, Clone)]
 pub struct AuditRecord {
@@ -561,7 +576,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         organization_id: &str,
         workspace_id: Option<&str>,
         limit: u32,
-    ) -> StoreResult<Vec<AuditRecord>>;
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.search_audit(&AuditQuery {
+            organization_id: organization_id.to_owned(),
+            workspace_id: workspace_id.map(str::to_owned),
+            action_prefix: None,
+            before_id: None,
+            limit,
+        })
+        .await
+    }
+    /// Audit rows matching a query, newest first.
+    async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
 
     // --- workflows ---
 

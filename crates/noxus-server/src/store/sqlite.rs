@@ -1142,20 +1142,30 @@ impl Store for SqliteStore {
         Ok((old, successor))
     }
 
-    async fn audit_log(
-        &self,
-        organization_id: &str,
-        workspace_id: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<AuditRecord>> {
+    async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+        // LIKE with the prefix escaped, so `_` in action names is literal.
+        let prefix = query.action_prefix.as_ref().map(|p| {
+            format!(
+                "{}%",
+                p.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            )
+        });
         let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE organization_id = ? AND (? IS NULL OR workspace_id = ?)
+            "SELECT * FROM audit_log
+             WHERE organization_id = ? AND (? IS NULL OR workspace_id = ?)
+               AND (? IS NULL OR action LIKE ? ESCAPE '\\') AND (? IS NULL OR id < ?)
              ORDER BY id DESC LIMIT ?",
         )
-        .bind(organization_id)
-        .bind(workspace_id)
-        .bind(workspace_id)
-        .bind(i64::from(limit))
+        .bind(&query.organization_id)
+        .bind(query.workspace_id.as_deref())
+        .bind(query.workspace_id.as_deref())
+        .bind(prefix.as_deref())
+        .bind(prefix.as_deref())
+        .bind(query.before_id)
+        .bind(query.before_id)
+        .bind(i64::from(query.limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
