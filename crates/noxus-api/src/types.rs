@@ -405,6 +405,25 @@ pub struct KeyUsage {
     pub last_used_addr: Option<String>,
     /// Every address the key was used from, most recent first.
     pub addresses: Vec<KeyAddressInfo>,
+    /// Unusual activity in the range, oldest first.
+    #[serde(default)]
+    pub flags: Vec<UsageFlag>,
+}
+
+/// Unusual activity of a key, explained in one sentence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsageFlag {
+    /// `new_address`, `spike`, `forbidden_burst` or `used_after_demotion`.
+    pub kind: String,
+    /// The key.
+    pub key_id: String,
+    /// The key's name.
+    pub key_name: String,
+    /// What happened, in one sentence.
+    pub sentence: String,
+    /// Start of the hour it happened in.
+    pub hour: String,
 }
 
 /// One key's total in a workspace's usage.
@@ -439,6 +458,9 @@ pub struct WorkspaceUsage {
     pub totals: UsagePoint,
     /// Per key, busiest first.
     pub keys: Vec<KeyUsageTotal>,
+    /// Unusual activity of the workspace's keys in the range, oldest first.
+    #[serde(default)]
+    pub flags: Vec<UsageFlag>,
 }
 
 /// One row of the audit log: who changed what, when, from where.

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod keys;
 pub mod members;

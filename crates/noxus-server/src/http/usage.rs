@@ -183,6 +183,14 @@ async fn key_usage(
         last_used_at: key.last_used_at.map(rfc3339),
         last_used_addr: key.last_used_addr.clone(),
         addresses,
+        flags: crate::flags::key_flags(
+            state.store(),
+            auth.organization_id(),
+            &key,
+            range.from_hour,
+            range.to_hour,
+        )
+        .await?,
     }))
 }
 
@@ -228,6 +236,23 @@ async fn workspace_usage(
         })
         .collect();
     totals_per_key.sort_by_key(|k| std::cmp::Reverse(k.totals.requests));
+    let mut flags = Vec::new();
+    for key in keys
+        .iter()
+        .filter(|k| per_key.contains_key(k.id.as_str()) || k.last_used_at.is_some())
+    {
+        flags.extend(
+            crate::flags::key_flags(
+                state.store(),
+                auth.organization_id(),
+                key,
+                range.from_hour,
+                range.to_hour,
+            )
+            .await?,
+        );
+    }
+    flags.sort_by(|a, b| a.hour.cmp(&b.hour));
     Ok(Json(WorkspaceUsage {
         workspace_id: workspace.id,
         bucket: range.bucket_name().to_owned(),
@@ -236,5 +261,6 @@ async fn workspace_usage(
         points,
         totals,
         keys: totals_per_key,
+        flags,
     }))
 }

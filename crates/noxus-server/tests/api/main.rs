@@ -9,6 +9,7 @@ mod admin;
 mod audit;
 mod dashboard;
 mod error_table;
+mod flags;
 mod isolation;
 mod key_lifecycle;
 mod malformed_input;

@@ -1,0 +1,211 @@
+//! Unusual activity of a key, computed from its stored usage when it is
+//! read. Four signals, each explained in one sentence:
+//!
+//! - **new address**: a use from an address never seen for that key before
+//!   (the key's very first address is not flagged);
+//! - **spike**: an hour with more than 5× the key's average over the 7 days
+//!   before it, and at least [`SPIKE_MIN_REQUESTS`] requests;
+//! - **forbidden burst**: an hour with at least [`FORBIDDEN_BURST`] answers
+//!   403 (someone probing what the key may do);
+//! - **used after demotion**: the key was used after its owner's role in the
+//!   workspace was lowered.
+
+use noxus_api::{Role, UsageFlag};
+use time::OffsetDateTime;
+
+use crate::store::{AuditQuery, KeyAddress, KeyRecord, Store, StoreResult, UsageHour};
+use crate::time_fmt::rfc3339;
+
+/// A spike needs at least this many requests in the hour.
+pub const SPIKE_MIN_REQUESTS: u64 = 100;
+/// A spike is more than this many times the trailing hourly average.
+pub const SPIKE_FACTOR: u64 = 5;
+/// Hours of history the spike compares against.
+pub const SPIKE_WINDOW_HOURS: i64 = 7 * 24;
+/// 403s in one hour that make a burst.
+pub const FORBIDDEN_BURST: u64 = 10;
+
+fn hour_start(hour: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(hour * 3600)
+        .map(rfc3339)
+        .unwrap_or_default()
+}
+
+fn short(t: OffsetDateTime) -> String {
+    rfc3339(t)
+        .chars()
+        .take(16)
+        .collect::<String>()
+        .replace('T', " ")
+        + " UTC"
+}
+
+fn flag(kind: &str, key: &KeyRecord, hour: i64, sentence: String) -> UsageFlag {
+    UsageFlag {
+        kind: kind.to_owned(),
+        key_id: key.id.clone(),
+        key_name: key.name.clone(),
+        sentence,
+        hour: hour_start(hour),
+    }
+}
+
+/// The flags of `key` in hours `[from_hour, to_hour]`.
+pub async fn key_flags(
+    store: &dyn Store,
+    organization_id: &str,
+    key: &KeyRecord,
+    from_hour: i64,
+    to_hour: i64,
+) -> StoreResult<Vec<UsageFlag>> {
+    let history = store
+        .usage_hours(
+            &key.workspace_id,
+            Some(&key.id),
+            from_hour - SPIKE_WINDOW_HOURS,
+            to_hour,
+        )
+        .await?;
+    let addresses = store.key_addresses(&key.id).await?;
+    let mut flags = Vec::new();
+    new_addresses(key, &addresses, from_hour, to_hour, &mut flags);
+    spikes(key, &history, from_hour, &mut flags);
+    forbidden_bursts(key, &history, from_hour, &mut flags);
+    used_after_demotion(store, organization_id, key, from_hour, &mut flags).await?;
+    flags.sort_by(|a, b| a.hour.cmp(&b.hour));
+    Ok(flags)
+}
+
+fn new_addresses(
+    key: &KeyRecord,
+    addresses: &[KeyAddress],
+    from_hour: i64,
+    to_hour: i64,
+    flags: &mut Vec<UsageFlag>,
+) {
+    let Some(first) = addresses.iter().map(|a| a.first_seen_at).min() else {
+        return;
+    };
+    for a in addresses {
+        let hour = a.first_seen_at.unix_timestamp().div_euclid(3600);
+        if a.first_seen_at > first && (from_hour..=to_hour).contains(&hour) {
+            let before: Vec<&str> = addresses
+                .iter()
+                .filter(|b| b.first_seen_at < a.first_seen_at)
+                .map(|b| b.addr.as_str())
+                .collect();
+            flags.push(flag(
+                "new_address",
+                key,
+                hour,
+                format!(
+                    "First use from {} at {}; until then this key had been used only from {}.",
+                    a.addr,
+                    short(a.first_seen_at),
+                    before.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
+fn spikes(key: &KeyRecord, history: &[UsageHour], from_hour: i64, flags: &mut Vec<UsageFlag>) {
+    for h in history
+        .iter()
+        .filter(|h| h.hour >= from_hour && h.counts.requests >= SPIKE_MIN_REQUESTS)
+    {
+        let window = (h.hour - SPIKE_WINDOW_HOURS)..h.hour;
+        let before: u64 = history
+            .iter()
+            .filter(|p| window.contains(&p.hour))
+            .map(|p| p.counts.requests)
+            .sum();
+        let average = before as f64 / SPIKE_WINDOW_HOURS as f64;
+        if h.counts.requests as f64 > average * SPIKE_FACTOR as f64 {
+            flags.push(flag(
+                "spike",
+                key,
+                h.hour,
+                format!(
+                    "{} requests in the hour from {}, more than {SPIKE_FACTOR}× this key's average of {average:.1} an hour over the week before.",
+                    h.counts.requests,
+                    hour_start(h.hour).chars().take(16).collect::<String>().replace('T', " ")
+                ),
+            ));
+        }
+    }
+}
+
+fn forbidden_bursts(
+    key: &KeyRecord,
+    history: &[UsageHour],
+    from_hour: i64,
+    flags: &mut Vec<UsageFlag>,
+) {
+    for h in history
+        .iter()
+        .filter(|h| h.hour >= from_hour && h.counts.forbidden >= FORBIDDEN_BURST)
+    {
+        flags.push(flag(
+            "forbidden_burst",
+            key,
+            h.hour,
+            format!(
+                "{} requests refused for missing permissions (403) in the hour from {}: someone may be probing what this key can do.",
+                h.counts.forbidden,
+                hour_start(h.hour).chars().take(16).collect::<String>().replace('T', " ")
+            ),
+        ));
+    }
+}
+
+async fn used_after_demotion(
+    store: &dyn Store,
+    organization_id: &str,
+    key: &KeyRecord,
+    from_hour: i64,
+    flags: &mut Vec<UsageFlag>,
+) -> StoreResult<()> {
+    let Some(last_used) = key.last_used_at else {
+        return Ok(());
+    };
+    let changes = store
+        .search_audit(&AuditQuery {
+            organization_id: organization_id.to_owned(),
+            workspace_id: Some(key.workspace_id.clone()),
+            action_prefix: Some("membership.set".to_owned()),
+            before_id: None,
+            limit: 1000,
+        })
+        .await?;
+    let demotion = changes.iter().find(|c| {
+        let role = |field: &str| c.details.get(field).and_then(|v| v.as_str()).and_then(|r| r.parse::<Role>().ok());
+        c.target_id == key.user_id && matches!((role("previous_role"), role("role")), (Some(before), Some(after)) if after < before)
+    });
+    if let Some(change) = demotion {
+        let hour = last_used.unix_timestamp().div_euclid(3600);
+        if change.created_at < last_used && hour >= from_hour {
+            let role = |field: &str| {
+                change
+                    .details
+                    .get(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            flags.push(flag(
+                "used_after_demotion",
+                key,
+                hour,
+                format!(
+                    "Used at {} although its owner was demoted from {} to {} at {}; check that whoever holds it should still have it.",
+                    short(last_used),
+                    role("previous_role"),
+                    role("role"),
+                    short(change.created_at)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
