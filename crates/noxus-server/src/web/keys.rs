@@ -81,6 +81,7 @@ struct KeyRow {
     status: &'static str,
     restricted: String,
     can_change: bool,
+    sparkline: String,
 }
 
 #[derive(Template)]
@@ -125,6 +126,12 @@ pub async fn keys_page(
         .map(|u| (u.id, u.email))
         .collect();
     let now = OffsetDateTime::now_utc();
+    state.usage().flush(state.store()).await;
+    let day = crate::http::usage::Range::last(24, 1);
+    let hours = state
+        .store()
+        .usage_hours(&access.workspace.id, None, day.from_hour, day.to_hour)
+        .await?;
     let keys = records
         .iter()
         .map(|k| {
@@ -154,6 +161,7 @@ pub async fn keys_page(
                     .unwrap_or_default(),
                 can_change: matches!(status, KeyStatus::Active | KeyStatus::Expiring)
                     && may_change(&access, &user, k),
+                sparkline: super::usage::sparkline(&hours, &k.id, day),
             }
         })
         .collect();

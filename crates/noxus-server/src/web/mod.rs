@@ -7,6 +7,7 @@ mod keys;
 mod members;
 mod organization;
 pub mod session;
+mod usage;
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -87,6 +88,14 @@ pub fn router() -> Router<AppState> {
         .route(
             "/settings/organization/workspaces/{id}/members/{user_id}/remove",
             get(members::remove_page).post(members::remove_member),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/usage",
+            get(usage::usage_page),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/audit",
+            get(usage::audit_page),
         )
 }
 

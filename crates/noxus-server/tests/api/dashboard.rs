@@ -701,3 +701,46 @@ async fn the_setup_page_creates_the_owner_once_when_the_first_start_did_not() {
     let _ = tx.send(());
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn the_usage_and_audit_tabs_follow_the_role() {
+    let app = TestApp::spawn().await;
+    let viewer = app.user_with_role(Role::Viewer).await;
+    let member = app.user_with_role(Role::Member).await;
+    for _ in 0..3 {
+        app.client(&member.key).me().await.unwrap();
+    }
+    app.client(&viewer.key).me().await.unwrap();
+    let usage = format!(
+        "/settings/organization/workspaces/{}/usage",
+        app.workspace_id
+    );
+    let audit = format!(
+        "/settings/organization/workspaces/{}/audit",
+        app.workspace_id
+    );
+
+    let mut owner = Browser::new(&app);
+    owner.login(&app.owner).await;
+    let page = owner.get(&usage).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("id=\"usage-total\">4<"),
+        "all keys: 4 requests"
+    );
+    assert!(page.body.contains("<rect class=\"bar\""));
+    let log = owner.get(&format!("{audit}?action=membership.")).await;
+    assert_eq!(log.status, StatusCode::OK);
+    assert!(log.body.contains("membership.set") && !log.body.contains("api_key.create"));
+
+    let mut browser = Browser::new(&app);
+    browser.login(&viewer).await;
+    let page = browser.get(&usage).await;
+    assert!(
+        page.body.contains("Your keys in this workspace")
+            && page.body.contains("id=\"usage-total\">1<"),
+        "only the viewer's own key"
+    );
+    assert_eq!(browser.get(&audit).await.status, StatusCode::FORBIDDEN);
+    app.stop().await;
+}

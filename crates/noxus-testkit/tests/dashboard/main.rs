@@ -22,3 +22,4 @@ mod harness;
 mod keys;
 mod members;
 mod pages;
+mod usage;
