@@ -54,6 +54,10 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_RATE_LIMIT_BURST", default_value_t = 200)]
     rate_limit_burst: u32,
 
+    /// Days of hourly usage to keep; older hours are deleted.
+    #[arg(long, env = "NOXUS_USAGE_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    usage_retention_days: u32,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -87,6 +91,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url.map(|u| u.trim_end_matches('/').to_owned());
     config.key_cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
     config.max_body_bytes = args.max_body_bytes;
+    config.usage_retention_days = args.usage_retention_days;
     config.key_rate_limit =
         (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
             per_second: args.rate_limit_per_key,

@@ -37,6 +37,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Requests per key; `None` turns limiting off.
     pub key_rate_limit: Option<RateLimit>,
+    /// Hourly usage older than this many days is deleted (checked hourly).
+    pub usage_retention_days: u32,
 }
 
 impl Config {
@@ -58,6 +60,7 @@ impl Config {
                 per_second: 100,
                 burst: 200,
             }),
+            usage_retention_days: 90,
         }
     }
 }

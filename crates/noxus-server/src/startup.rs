@@ -92,9 +92,16 @@ impl Application {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(crate::usage::FLUSH_INTERVAL);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut ticks: u64 = 0;
                 loop {
                     tick.tick().await;
                     state.usage().flush(state.store()).await;
+                    // Once at start and then hourly.
+                    if ticks % 3600 == 0 {
+                        crate::usage::prune(state.store(), state.config().usage_retention_days)
+                            .await;
+                    }
+                    ticks += 1;
                 }
             })
         };

@@ -223,6 +223,17 @@ pub struct RequestKey {
     pub rate: Option<crate::rate_limit::RateInfo>,
 }
 
+/// Deletes hourly usage older than `retention_days`.
+pub async fn prune(store: &dyn Store, retention_days: u32) {
+    let now_hour = OffsetDateTime::now_utc().unix_timestamp().div_euclid(3600);
+    let before = now_hour - i64::from(retention_days) * 24;
+    match store.prune_usage(before).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, retention_days, "pruned old usage"),
+        Err(err) => tracing::warn!(error = %err, "cannot prune old usage"),
+    }
+}
+
 tokio::task_local! {
     /// The key a request was made with, once known.
     static REQUEST_KEY: RefCell<Option<RequestKey>>;

@@ -495,6 +495,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         from_hour: i64,
         to_hour: i64,
     ) -> StoreResult<Vec<UsageHour>>;
+    /// Deletes hourly usage before `hour`; returns how many rows went.
+    async fn prune_usage(&self, before_hour: i64) -> StoreResult<u64>;
     /// The addresses a key was used from, newest first.
     async fn key_addresses(&self, key_id: &str) -> StoreResult<Vec<KeyAddress>>;
     /// Marks a form nonce used; `false` if it already was.

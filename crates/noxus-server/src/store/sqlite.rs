@@ -813,6 +813,15 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn prune_usage(&self, before_hour: i64) -> StoreResult<u64> {
+        let deleted = sqlx::query("DELETE FROM key_usage_hourly WHERE hour < ?")
+            .bind(before_hour)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
     async fn key_addresses(&self, key_id: &str) -> StoreResult<Vec<KeyAddress>> {
         let rows =
             sqlx::query("SELECT * FROM key_addresses WHERE key_id = ? ORDER BY last_seen_at DESC")

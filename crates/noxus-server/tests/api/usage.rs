@@ -196,3 +196,42 @@ async fn workspace_usage_adds_up_every_key_busiest_first() {
     assert!(usage["keys"][0]["value"].as_str().unwrap().contains('…'));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn usage_older_than_the_retention_is_pruned() {
+    let app = TestApp::spawn().await;
+    let member = app.user_with_role(Role::Member).await;
+    let now_hour = time::OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .div_euclid(3600);
+    let one = noxus_server::store::UsageCounts {
+        requests: 1,
+        ok: 1,
+        ..Default::default()
+    };
+    let flush = noxus_server::store::KeyUsageFlush {
+        key_id: member.key_id.clone(),
+        workspace_id: app.workspace_id.clone(),
+        hours: vec![
+            (now_hour - 24 * 100, one),
+            (now_hour - 24 * 10, one),
+            (now_hour, one),
+        ],
+        ..Default::default()
+    };
+    app.state.store().record_usage(&[flush]).await.unwrap();
+    noxus_server::usage::prune(app.state.store(), 90).await;
+    let left = app
+        .state
+        .store()
+        .usage_hours(&app.workspace_id, Some(&member.key_id), 0, now_hour)
+        .await
+        .unwrap();
+    let hours: Vec<i64> = left.iter().map(|h| now_hour - h.hour).collect();
+    assert_eq!(
+        hours,
+        vec![240, 0],
+        "the 100-day-old hour went, the rest stayed"
+    );
+    app.stop().await;
+}
