@@ -263,13 +263,24 @@ fn seconds(value: f64, what: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{what} must be a number of seconds ≥ 0"))
 }
 
+/// The `RateLimit-*` headers the authenticated route sent when probed: the
+/// comparison route sends the same, so that both responses have the same
+/// size on the wire and only the server's work differs.
+static RATE_HEADERS: std::sync::OnceLock<Vec<(header::HeaderName, header::HeaderValue)>> =
+    std::sync::OnceLock::new();
+
 /// The comparison route: the same headers and body as `GET /v1/models/llms`
 /// (see `http::catalog`), no key check.
 async fn unauthenticated(State(state): State<AppState>) -> impl IntoResponse {
-    (
+    let mut response = (
         [(header::CONTENT_TYPE, "application/json")],
         state.catalog().models_json(),
     )
+        .into_response();
+    for (name, value) in RATE_HEADERS.get().into_iter().flatten() {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
 }
 
 /// The running server, owned by the server runtime.
@@ -441,6 +452,13 @@ async fn check_routes(
     expected: &Bytes,
 ) -> anyhow::Result<()> {
     let mut sender = connect(addr).await?;
+    let (_, probe, _) = send(&mut sender, authenticated).await?;
+    let rate_headers: Vec<_> = probe
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("ratelimit-"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let _ = RATE_HEADERS.set(rate_headers);
     let (status_a, headers_a, body_a) = send(&mut sender, authenticated).await?;
     let (status_u, headers_u, body_u) = send(&mut sender, unauthenticated).await?;
     ensure!(
@@ -461,6 +479,21 @@ async fn check_routes(
     ensure!(
         headers_a.get(header::CONTENT_TYPE) == headers_u.get(header::CONTENT_TYPE),
         "the two routes return different content types"
+    );
+    let names = |h: &header::HeaderMap| {
+        let mut n: Vec<String> = h
+            .keys()
+            .map(|k| k.as_str().to_owned())
+            .filter(|k| k != "x-request-id" && k != "date")
+            .collect();
+        n.sort();
+        n
+    };
+    ensure!(
+        names(&headers_a) == names(&headers_u),
+        "the two routes send different headers: {:?} vs {:?}",
+        names(&headers_a),
+        names(&headers_u)
     );
 
     let mut no_key = authenticated.clone();

@@ -427,7 +427,7 @@ pub async fn authenticate(
     };
 
     // From here on the answer is counted against this key.
-    crate::usage::set_request_key(&verified.hot);
+    crate::usage::set_request_key(&verified.hot, now.unix_ms);
     let key = &verified.record.key;
     if let Some(revoked_at) = key.revoked_at {
         return Err(ApiError::RevokedApiKey(format!(

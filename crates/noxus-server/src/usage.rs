@@ -80,7 +80,11 @@ pub struct KeyHot {
     pub tat: AtomicU64,
     last_used_ms: AtomicI64,
     addresses: Mutex<Addresses>,
-    /// Counts since the last flush, by hour (usually one entry).
+    /// The hour the atomic counters below count.
+    hour: AtomicI64,
+    /// This hour's counts since the last flush (the common, lock-free case).
+    hot_counts: [AtomicU64; 7],
+    /// Counts of other hours since the last flush (at an hour boundary).
     counts: Mutex<Vec<(i64, UsageCounts)>>,
     dirty: AtomicBool,
 }
@@ -104,7 +108,33 @@ impl KeyHot {
     /// Counts an answer with `status` at `unix_ms`.
     pub fn count(&self, status: u16, unix_ms: i64) {
         let hour = unix_ms.div_euclid(3_600_000);
+        if self.hour.load(Ordering::Acquire) == hour {
+            let add = |i: usize| {
+                self.hot_counts[i].fetch_add(1, Ordering::Relaxed);
+            };
+            add(0);
+            match status {
+                200..=299 => add(1),
+                400..=499 => add(2),
+                500..=599 => add(3),
+                _ => {}
+            }
+            match status {
+                401 => add(4),
+                403 => add(5),
+                429 => add(6),
+                _ => {}
+            }
+            self.mark_dirty();
+            return;
+        }
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        // A new hour: move the atomic counts of the old one aside, count this hour atomically from now on.
+        let previous = self.hour.swap(hour, Ordering::AcqRel);
+        let moved = self.drain_hot();
+        if moved.requests > 0 {
+            merge(&mut counts, previous, &moved);
+        }
         match counts.iter_mut().find(|(h, _)| *h == hour) {
             Some((_, c)) => c.count(status),
             None => {
@@ -123,8 +153,28 @@ impl KeyHot {
         }
     }
 
+    fn drain_hot(&self) -> UsageCounts {
+        let take = |i: usize| self.hot_counts[i].swap(0, Ordering::AcqRel);
+        UsageCounts {
+            requests: take(0),
+            ok: take(1),
+            client_errors: take(2),
+            server_errors: take(3),
+            unauthorized: take(4),
+            forbidden: take(5),
+            rate_limited: take(6),
+        }
+    }
+
     fn take(&self) -> KeyUsageFlush {
-        let hours = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
+        let hours = {
+            let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let hot = self.drain_hot();
+            if hot.requests > 0 {
+                merge(&mut counts, self.hour.load(Ordering::Acquire), &hot);
+            }
+            std::mem::take(&mut *counts)
+        };
         let (addresses, last_addr) = {
             let mut a = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
             (std::mem::take(&mut a.pending), a.last)
@@ -168,6 +218,13 @@ impl KeyHot {
     }
 }
 
+fn merge(counts: &mut Vec<(i64, UsageCounts)>, hour: i64, add: &UsageCounts) {
+    match counts.iter_mut().find(|(h, _)| *h == hour) {
+        Some((_, c)) => c.add(add),
+        None => counts.push((hour, *add)),
+    }
+}
+
 /// Every key's hot state, by key id. Entries outlive cache evictions, so a
 /// key's rate-limit state and pending counts survive a revocation or a role change.
 #[derive(Debug, Default)]
@@ -186,6 +243,8 @@ impl UsageRecorder {
                 tat: AtomicU64::new(0),
                 last_used_ms: AtomicI64::new(0),
                 addresses: Mutex::new(Addresses::default()),
+                hour: AtomicI64::new(i64::MIN),
+                hot_counts: Default::default(),
                 counts: Mutex::new(Vec::new()),
                 dirty: AtomicBool::new(false),
             })
@@ -221,6 +280,8 @@ pub struct RequestKey {
     pub hot: Arc<KeyHot>,
     /// The key's rate-limit state after this request, for the headers.
     pub rate: Option<crate::rate_limit::RateInfo>,
+    /// When the request was verified (Unix milliseconds), to count it in its hour.
+    pub unix_ms: i64,
 }
 
 /// Deletes hourly usage older than `retention_days`.
@@ -252,11 +313,12 @@ pub async fn with_key_slot<F: std::future::Future>(future: F) -> (F::Output, Opt
 }
 
 /// Names the key of the current request (no-op outside a request).
-pub fn set_request_key(key: &Arc<KeyHot>) {
+pub fn set_request_key(key: &Arc<KeyHot>, unix_ms: i64) {
     let _ = REQUEST_KEY.try_with(|slot| {
         *slot.borrow_mut() = Some(RequestKey {
             hot: Arc::clone(key),
             rate: None,
+            unix_ms,
         })
     });
 }

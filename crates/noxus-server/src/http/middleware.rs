@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use noxus_api::ErrorBody;
@@ -19,11 +19,9 @@ use crate::error::{ApiError, ErrorPayload};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-fn clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 fn new_request_id() -> String {
     let suffix: String = rand::thread_rng()
@@ -51,12 +49,18 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let (mut response, key) =
         crate::usage::with_key_slot(next.run(request).instrument(span.clone())).await;
     if let Some(key) = key {
-        key.hot.count(response.status().as_u16(), clock_ms());
+        key.hot.count(response.status().as_u16(), key.unix_ms);
         if let Some(rate) = key.rate {
             let headers = response.headers_mut();
-            headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
-            headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
-            headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_seconds));
+            headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(rate.limit));
+            headers.insert(
+                RATELIMIT_REMAINING.clone(),
+                HeaderValue::from(rate.remaining),
+            );
+            headers.insert(
+                RATELIMIT_RESET.clone(),
+                HeaderValue::from(rate.reset_seconds),
+            );
         }
     }
 
