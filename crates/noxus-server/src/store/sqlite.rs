@@ -26,6 +26,42 @@ pub struct SqliteStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
+    /// Deletes one row of a workspace (`sql` binds the workspace id, then
+    /// `id`) and audits it, in one transaction; `NotFound` if nothing matched.
+    async fn delete_audited(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        sql: &str,
+        id: &str,
+        action: &str,
+        target_type: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let deleted = sqlx::query(sql)
+            .bind(workspace_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            action,
+            (target_type, id),
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Opens (creating if needed) `noxus.db` in `data_dir` and migrates it.
     pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -570,29 +606,15 @@ impl Store for SqliteStore {
         workspace_id: &str,
         user_id: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let org = org_of_workspace(&mut tx, workspace_id).await?;
-        let removed = sqlx::query("DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?")
-            .bind(workspace_id)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if removed == 0 {
-            return Err(StoreError::NotFound);
-        }
-        audit(
-            &mut tx,
+        self.delete_audited(
             actor,
-            &org,
-            Some(workspace_id),
+            workspace_id,
+            "DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?",
+            user_id,
             "membership.remove",
-            ("user", user_id),
-            json!({}),
+            "user",
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>> {
@@ -1331,29 +1353,15 @@ impl Store for SqliteStore {
         workspace_id: &str,
         id: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let org = org_of_workspace(&mut tx, workspace_id).await?;
-        let deleted = sqlx::query("DELETE FROM workflows WHERE workspace_id = ? AND id = ?")
-            .bind(workspace_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NotFound);
-        }
-        audit(
-            &mut tx,
+        self.delete_audited(
             actor,
-            &org,
-            Some(workspace_id),
+            workspace_id,
+            "DELETE FROM workflows WHERE workspace_id = ? AND id = ?",
+            id,
             "workflow.delete",
-            ("workflow", id),
-            json!({}),
+            "workflow",
         )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 
     async fn create_workflow_version(
