@@ -13,7 +13,7 @@
 use noxus_api::{Role, UsageFlag};
 use time::OffsetDateTime;
 
-use crate::store::{AuditQuery, KeyAddress, KeyRecord, Store, StoreResult, UsageHour};
+use crate::store::{AuditQuery, AuditRecord, KeyAddress, KeyRecord, Store, StoreResult, UsageHour};
 use crate::time_fmt::rfc3339;
 
 /// A spike needs at least this many requests in the hour.
@@ -50,28 +50,43 @@ fn flag(kind: &str, key: &KeyRecord, hour: i64, sentence: String) -> UsageFlag {
     }
 }
 
-/// The flags of `key` in hours `[from_hour, to_hour]`.
-pub async fn key_flags(
+/// The flags of `keys` (all of one workspace) in hours `[from_hour,
+/// to_hour]`, oldest first. The workspace's role changes are read once.
+pub async fn flags_of(
     store: &dyn Store,
     organization_id: &str,
-    key: &KeyRecord,
+    keys: &[&KeyRecord],
     from_hour: i64,
     to_hour: i64,
 ) -> StoreResult<Vec<UsageFlag>> {
-    let history = store
-        .usage_hours(
-            &key.workspace_id,
-            Some(&key.id),
-            from_hour - SPIKE_WINDOW_HOURS,
-            to_hour,
-        )
+    let Some(first) = keys.first() else {
+        return Ok(Vec::new());
+    };
+    let role_changes = store
+        .search_audit(&AuditQuery {
+            organization_id: organization_id.to_owned(),
+            workspace_id: Some(first.workspace_id.clone()),
+            action_prefix: Some("membership.set".to_owned()),
+            before_id: None,
+            limit: 1000,
+        })
         .await?;
-    let addresses = store.key_addresses(&key.id).await?;
     let mut flags = Vec::new();
-    new_addresses(key, &addresses, from_hour, to_hour, &mut flags);
-    spikes(key, &history, from_hour, &mut flags);
-    forbidden_bursts(key, &history, from_hour, &mut flags);
-    used_after_demotion(store, organization_id, key, from_hour, &mut flags).await?;
+    for key in keys {
+        let history = store
+            .usage_hours(
+                &key.workspace_id,
+                Some(&key.id),
+                from_hour - SPIKE_WINDOW_HOURS,
+                to_hour,
+            )
+            .await?;
+        let addresses = store.key_addresses(&key.id).await?;
+        new_addresses(key, &addresses, from_hour, to_hour, &mut flags);
+        spikes(key, &history, from_hour, &mut flags);
+        forbidden_bursts(key, &history, from_hour, &mut flags);
+        used_after_demotion(&role_changes, key, from_hour, &mut flags);
+    }
     flags.sort_by(|a, b| a.hour.cmp(&b.hour));
     Ok(flags)
 }
@@ -159,25 +174,15 @@ fn forbidden_bursts(
     }
 }
 
-async fn used_after_demotion(
-    store: &dyn Store,
-    organization_id: &str,
+fn used_after_demotion(
+    changes: &[AuditRecord],
     key: &KeyRecord,
     from_hour: i64,
     flags: &mut Vec<UsageFlag>,
-) -> StoreResult<()> {
+) {
     let Some(last_used) = key.last_used_at else {
-        return Ok(());
+        return;
     };
-    let changes = store
-        .search_audit(&AuditQuery {
-            organization_id: organization_id.to_owned(),
-            workspace_id: Some(key.workspace_id.clone()),
-            action_prefix: Some("membership.set".to_owned()),
-            before_id: None,
-            limit: 1000,
-        })
-        .await?;
     let demotion = changes.iter().find(|c| {
         let role = |field: &str| c.details.get(field).and_then(|v| v.as_str()).and_then(|r| r.parse::<Role>().ok());
         c.target_id == key.user_id && matches!((role("previous_role"), role("role")), (Some(before), Some(after)) if after < before)
@@ -207,5 +212,4 @@ async fn used_after_demotion(
             ));
         }
     }
-    Ok(())
 }

@@ -183,10 +183,10 @@ async fn key_usage(
         last_used_at: key.last_used_at.map(rfc3339),
         last_used_addr: key.last_used_addr.clone(),
         addresses,
-        flags: crate::flags::key_flags(
+        flags: crate::flags::flags_of(
             state.store(),
             auth.organization_id(),
-            &key,
+            &[&key],
             range.from_hour,
             range.to_hour,
         )
@@ -236,23 +236,18 @@ async fn workspace_usage(
         })
         .collect();
     totals_per_key.sort_by_key(|k| std::cmp::Reverse(k.totals.requests));
-    let mut flags = Vec::new();
-    for key in keys
+    let used: Vec<&crate::store::KeyRecord> = keys
         .iter()
         .filter(|k| per_key.contains_key(k.id.as_str()) || k.last_used_at.is_some())
-    {
-        flags.extend(
-            crate::flags::key_flags(
-                state.store(),
-                auth.organization_id(),
-                key,
-                range.from_hour,
-                range.to_hour,
-            )
-            .await?,
-        );
-    }
-    flags.sort_by(|a, b| a.hour.cmp(&b.hour));
+        .collect();
+    let flags = crate::flags::flags_of(
+        state.store(),
+        auth.organization_id(),
+        &used,
+        range.from_hour,
+        range.to_hour,
+    )
+    .await?;
     Ok(Json(WorkspaceUsage {
         workspace_id: workspace.id,
         bucket: range.bucket_name().to_owned(),

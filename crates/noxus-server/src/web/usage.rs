@@ -181,19 +181,15 @@ pub async fn usage_page(
         totals.add(&h.counts);
         per_key.entry(h.key_id.as_str()).or_default().add(&h.counts);
     }
-    let mut flags = Vec::new();
-    for key in &keys {
-        flags.extend(
-            crate::flags::key_flags(
-                state.store(),
-                &user.user.organization_id,
-                key,
-                week_range.from_hour,
-                day_range.to_hour,
-            )
-            .await?,
-        );
-    }
+    let key_refs: Vec<&crate::store::KeyRecord> = keys.iter().collect();
+    let mut flags = crate::flags::flags_of(
+        state.store(),
+        &user.user.organization_id,
+        &key_refs,
+        week_range.from_hour,
+        day_range.to_hour,
+    )
+    .await?;
     flags.sort_by(|a, b| b.hour.cmp(&a.hour));
     let mut rows: Vec<KeyRow> = keys
         .iter()
