@@ -26,6 +26,15 @@ pub struct SqliteStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 impl SqliteStore {
+    /// A write transaction that takes SQLite's write lock at once
+    /// (`BEGIN IMMEDIATE`). A deferred transaction that reads before it
+    /// writes fails with "database is locked" when another writer (such as
+    /// the usage flusher) got in between, instead of waiting its turn; an
+    /// immediate one waits for the busy timeout.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Deletes one row of a workspace (`sql` binds the workspace id, then
     /// `id`) and audits it, in one transaction; `NotFound` if nothing matched.
     async fn delete_audited(
@@ -37,7 +46,7 @@ impl SqliteStore {
         action: &str,
         target_type: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let deleted = sqlx::query(sql)
             .bind(workspace_id)
@@ -347,7 +356,7 @@ impl Store for SqliteStore {
     }
 
     async fn bootstrap(&self, request: BootstrapRequest) -> StoreResult<Option<BootstrapOutcome>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
             .fetch_one(&mut *tx)
             .await?;
@@ -462,7 +471,7 @@ impl Store for SqliteStore {
 
     async fn create_organization(&self, actor: &Actor, name: &str) -> StoreResult<Organization> {
         let id = new_id();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES (?, ?, ?)")
             .bind(&id)
             .bind(name)
@@ -496,7 +505,7 @@ impl Store for SqliteStore {
         is_org_admin: bool,
     ) -> StoreResult<UserRecord> {
         let id = new_id();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO users (id, organization_id, email, name, password_hash, is_org_admin, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -559,7 +568,7 @@ impl Store for SqliteStore {
         user_id: &str,
         role: Role,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let previous: Option<String> = sqlx::query_scalar(
             "SELECT role FROM memberships WHERE workspace_id = ? AND user_id = ?",
@@ -730,7 +739,7 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for flush in batch {
             // A key deleted meanwhile (with its workspace) has nothing to update.
             let exists: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = ?")
@@ -882,7 +891,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<WorkspaceRecord> {
         let id = new_id();
         let created_at = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO workspaces (id, organization_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -953,7 +962,7 @@ impl Store for SqliteStore {
         workspace_id: &str,
         limit: Option<RateLimit>,
     ) -> StoreResult<WorkspaceRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE workspaces SET rate_limit_per_second = ?, rate_limit_burst = ?
              WHERE organization_id = ? AND id = ? RETURNING *",
@@ -986,7 +995,7 @@ impl Store for SqliteStore {
         organization_id: &str,
         id: &str,
     ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let name: Option<String> =
             sqlx::query_scalar("SELECT name FROM workspaces WHERE organization_id = ? AND id = ?")
                 .bind(organization_id)
@@ -1042,7 +1051,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_key(&self, actor: &Actor, key: NewKey) -> StoreResult<KeyRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, &key.workspace_id).await?;
         let record = insert_key(&mut tx, &key, now()).await?;
         audit(
@@ -1098,7 +1107,7 @@ impl Store for SqliteStore {
         workspace_id: &str,
         id: &str,
     ) -> StoreResult<KeyRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let mut key = key_in_tx(&mut tx, workspace_id, id).await?;
         if key.revoked_at.is_none() {
@@ -1132,7 +1141,7 @@ impl Store for SqliteStore {
         new: NewKey,
         old_valid_until: Option<OffsetDateTime>,
     ) -> StoreResult<(KeyRecord, KeyRecord)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let mut old = key_in_tx(&mut tx, workspace_id, id).await?;
         let at = now();
@@ -1226,7 +1235,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<WorkflowRecord> {
         let id = new_id();
         let at = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         sqlx::query(
             "INSERT INTO workflows (id, workspace_id, name, kind, definition, error_handler, created_at, updated_at)
@@ -1316,7 +1325,7 @@ impl Store for SqliteStore {
         id: &str,
         fields: WorkflowFields,
     ) -> StoreResult<WorkflowRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let updated = sqlx::query(
             "UPDATE workflows SET name = ?, kind = ?, definition = ?, error_handler = ?, updated_at = ?
@@ -1373,7 +1382,7 @@ impl Store for SqliteStore {
         description: Option<&str>,
         definition: Value,
     ) -> StoreResult<WorkflowVersionRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let exists: Option<String> =
             sqlx::query_scalar("SELECT id FROM workflows WHERE workspace_id = ? AND id = ?")
@@ -1453,7 +1462,7 @@ impl Store for SqliteStore {
         description: Option<&str>,
         definition: Value,
     ) -> StoreResult<WorkflowVersionRecord> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let row = sqlx::query(
             "UPDATE workflow_versions SET name = ?, description = ?, definition = ?

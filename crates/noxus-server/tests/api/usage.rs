@@ -235,3 +235,29 @@ async fn usage_older_than_the_retention_is_pruned() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_never_collide_with_the_usage_flusher() {
+    let app = TestApp::spawn_with(|c| c.key_rate_limit = None).await;
+    for round in 0..10 {
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let request = app
+                .post("/v1/workflows", &app.owner_key)
+                .json(&json!({"name": format!("w{round}-{i}")}));
+            tasks.push(tokio::spawn(async move {
+                request.send().await.map(|r| r.status().as_u16())
+            }));
+        }
+        // Usage of the requests above is being written meanwhile.
+        app.state.usage().flush(app.state.store()).await;
+        for task in tasks {
+            assert_eq!(
+                task.await.unwrap().unwrap(),
+                201,
+                "a write failed while usage was flushed"
+            );
+        }
+    }
+    app.stop().await;
+}
