@@ -8,7 +8,8 @@ use axum::Json;
 use noxus_api::{
     Deleted, Page, Permission, Workflow, WorkflowVersion, WorkflowVersionWrite, WorkflowWrite,
 };
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -35,28 +36,66 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_version))
 }
 
-fn workflow_body(w: WorkflowRecord) -> Workflow {
-    let flow_version = w
-        .definition
-        .get("flow_version")
-        .and_then(Value::as_str)
-        .unwrap_or("v1")
-        .to_owned();
-    Workflow {
+/// [`noxus_api::Workflow`] as the server writes it: the same fields under
+/// the same names, but the definition is the stored JSON text, spliced into
+/// the response without being parsed and re-encoded (a page of ten flows is
+/// about 15 KB of definitions). The OpenAPI document describes it as
+/// `Workflow`; a test checks the two encode the same.
+#[derive(Debug, Serialize)]
+struct WorkflowBody {
+    id: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    group_id: String,
+    definition: Box<RawValue>,
+    error_handler: Option<String>,
+    flow_version: String,
+    created_at: String,
+    last_updated_at: String,
+}
+
+/// [`noxus_api::WorkflowVersion`] as the server writes it (see [`WorkflowBody`]).
+#[derive(Debug, Serialize)]
+struct WorkflowVersionBody {
+    id: String,
+    name: String,
+    description: Option<String>,
+    created_at: String,
+    created_by: Option<String>,
+    definition: Box<RawValue>,
+}
+
+/// `definition.flow_version` when it is a string, else `v1`. Reads only that
+/// member: the rest of the definition is skipped, not built into a tree.
+fn flow_version(definition: &RawValue) -> String {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        flow_version: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_str::<Head<'_>>(definition.get())
+        .ok()
+        .and_then(|head| head.flow_version)
+        .map_or_else(|| "v1".to_owned(), std::borrow::Cow::into_owned)
+}
+
+fn workflow_body(w: WorkflowRecord) -> WorkflowBody {
+    WorkflowBody {
+        flow_version: flow_version(&w.definition),
         id: w.id,
         name: w.name,
         kind: w.kind,
         group_id: w.workspace_id,
         definition: w.definition,
         error_handler: w.error_handler,
-        flow_version,
         created_at: rfc3339(w.created_at),
         last_updated_at: rfc3339(w.updated_at),
     }
 }
 
-fn version_body(v: WorkflowVersionRecord) -> WorkflowVersion {
-    WorkflowVersion {
+fn version_body(v: WorkflowVersionRecord) -> WorkflowVersionBody {
+    WorkflowVersionBody {
         id: v.id,
         name: v.name,
         description: v.description,
@@ -94,7 +133,7 @@ async fn list_workflows(
     State(state): State<AppState>,
     auth: AuthContext,
     query: QueryPairs,
-) -> Result<Json<Page<Workflow>>> {
+) -> Result<Json<Page<WorkflowBody>>> {
     auth.require(Permission::WorkflowsRead)?;
     let page = query
         .positive("page", u64::MAX / MAX_PAGE_SIZE)?
@@ -135,7 +174,7 @@ async fn create_workflow(
     State(state): State<AppState>,
     auth: AuthContext,
     ApiJson(body): ApiJson<WorkflowWrite>,
-) -> Result<(StatusCode, Json<Workflow>)> {
+) -> Result<(StatusCode, Json<WorkflowBody>)> {
     auth.require(Permission::WorkflowsWrite)?;
     let fields = fields(&state, body)?;
     let record = state
@@ -153,7 +192,7 @@ async fn get_workflow(
     State(state): State<AppState>,
     auth: AuthContext,
     Path(id): Path<String>,
-) -> Result<Json<Workflow>> {
+) -> Result<Json<WorkflowBody>> {
     auth.require(Permission::WorkflowsRead)?;
     let id = workflow_id(&id)?;
     let record = state
@@ -177,7 +216,7 @@ async fn update_workflow(
     Path(id): Path<String>,
     query: QueryPairs,
     ApiJson(body): ApiJson<WorkflowWrite>,
-) -> Result<Json<Workflow>> {
+) -> Result<Json<WorkflowBody>> {
     auth.require(Permission::WorkflowsWrite)?;
     let id = workflow_id(&id)?;
     let force = query.boolean("force")?.unwrap_or(false);
@@ -227,7 +266,7 @@ async fn list_versions(
     State(state): State<AppState>,
     auth: AuthContext,
     Path(id): Path<String>,
-) -> Result<Json<Vec<WorkflowVersion>>> {
+) -> Result<Json<Vec<WorkflowVersionBody>>> {
     auth.require(Permission::WorkflowsRead)?;
     let id = workflow_id(&id)?;
     let versions = state
@@ -255,7 +294,7 @@ async fn create_version(
     auth: AuthContext,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<WorkflowVersionWrite>,
-) -> Result<(StatusCode, Json<WorkflowVersion>)> {
+) -> Result<(StatusCode, Json<WorkflowVersionBody>)> {
     auth.require(Permission::WorkflowsWrite)?;
     let id = workflow_id(&id)?;
     let name = validation::name("name", &body.name, 200)?;
@@ -286,7 +325,7 @@ async fn update_version(
     auth: AuthContext,
     Path((id, version_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<WorkflowVersionWrite>,
-) -> Result<Json<WorkflowVersion>> {
+) -> Result<Json<WorkflowVersionBody>> {
     auth.require(Permission::WorkflowsWrite)?;
     let id = workflow_id(&id)?;
     let version_id = Uuid::parse_str(&version_id)
@@ -309,4 +348,73 @@ async fn update_version(
         .await
         .map_err(not_found("workflow version"))?;
     Ok(Json(version_body(version)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn raw(value: &Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(value).unwrap()
+    }
+
+    #[test]
+    fn flow_version_reads_only_a_string_member() {
+        for (definition, expected) in [
+            (
+                json!({"flow_version": "v2", "nodes": [], "edges": []}),
+                "v2",
+            ),
+            (
+                json!({"nodes": [{"flow_version": "v9"}], "edges": []}),
+                "v1",
+            ),
+            (json!({"flow_version": 2, "nodes": []}), "v1"),
+            (json!({"flow_version": null}), "v1"),
+            (json!([1, 2]), "v1"),
+            (json!("v2"), "v1"),
+        ] {
+            assert_eq!(flow_version(&raw(&definition)), expected, "{definition}");
+        }
+        let escaped = RawValue::from_string(r#"{"flow_version":"v\u0032é"}"#.to_owned()).unwrap();
+        assert_eq!(flow_version(&escaped), "v2é");
+    }
+
+    /// The server's bodies and the wire types of `noxus-api` (which the SDK
+    /// decodes and the OpenAPI document describes) encode the same JSON.
+    #[test]
+    fn bodies_encode_as_the_wire_types() {
+        let definition = json!({"flow_version": "v1", "nodes": [{"id": "a", "name": "Ünïcode \"q\""}], "edges": []});
+        let body = WorkflowBody {
+            id: "0b7f5a0e-8d0c-4a8e-9a70-6c1d2f3e4a5b".to_owned(),
+            name: "Flow".to_owned(),
+            kind: "agent_flow".to_owned(),
+            group_id: "ws".to_owned(),
+            definition: raw(&definition),
+            error_handler: Some("node".to_owned()),
+            flow_version: "v1".to_owned(),
+            created_at: "2026-11-26T21:00:00Z".to_owned(),
+            last_updated_at: "2026-11-26T21:00:01Z".to_owned(),
+        };
+        let encoded = serde_json::to_value(&body).unwrap();
+        let wire: Workflow = serde_json::from_value(encoded.clone()).unwrap();
+        assert_eq!(wire.definition, definition);
+        assert_eq!(wire.kind, "agent_flow");
+        assert_eq!(serde_json::to_value(&wire).unwrap(), encoded);
+
+        let version = WorkflowVersionBody {
+            id: "v".to_owned(),
+            name: "First".to_owned(),
+            description: None,
+            created_at: "2026-11-26T21:00:00Z".to_owned(),
+            created_by: Some("u".to_owned()),
+            definition: raw(&definition),
+        };
+        let encoded = serde_json::to_value(&version).unwrap();
+        let wire: WorkflowVersion = serde_json::from_value(encoded.clone()).unwrap();
+        assert_eq!(wire.definition, definition);
+        assert_eq!(serde_json::to_value(&wire).unwrap(), encoded);
+    }
 }

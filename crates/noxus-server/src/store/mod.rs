@@ -8,6 +8,7 @@ pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use noxus_api::{Permission, Role};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -327,8 +328,9 @@ pub struct WorkflowRecord {
     pub name: String,
     /// `flow` or `agent_flow`.
     pub kind: String,
-    /// Definition, verbatim.
-    pub definition: Value,
+    /// Definition, verbatim: the stored JSON text, checked but not parsed
+    /// into a tree, so that listing serves it without re-encoding.
+    pub definition: Box<RawValue>,
     /// Error handler node id.
     pub error_handler: Option<String>,
     /// Created.
@@ -361,8 +363,8 @@ pub struct WorkflowVersionRecord {
     pub name: String,
     /// Description.
     pub description: Option<String>,
-    /// Definition.
-    pub definition: Value,
+    /// Definition, verbatim (stored JSON text).
+    pub definition: Box<RawValue>,
     /// User who saved it.
     pub created_by: Option<String>,
     /// When.

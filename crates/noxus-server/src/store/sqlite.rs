@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use noxus_api::{Permission, Role};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -246,13 +247,25 @@ fn json_column(row: &SqliteRow, column: &str) -> StoreResult<Value> {
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
+/// A stored JSON text as it is: checked to be JSON, not parsed into a tree.
+fn raw_json_column(row: &SqliteRow, column: &str) -> StoreResult<Box<RawValue>> {
+    let text: String = row.try_get(column)?;
+    RawValue::from_string(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+/// A validated definition as JSON text, for storing and for the record.
+fn raw_json(value: &Value) -> StoreResult<Box<RawValue>> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| StoreError::Corrupt(format!("definition: {e}")))
+}
+
 fn workflow_from_row(row: &SqliteRow) -> StoreResult<WorkflowRecord> {
     Ok(WorkflowRecord {
         id: row.try_get("id")?,
         workspace_id: row.try_get("workspace_id")?,
         name: row.try_get("name")?,
         kind: row.try_get("kind")?,
-        definition: json_column(row, "definition")?,
+        definition: raw_json_column(row, "definition")?,
         error_handler: row.try_get("error_handler")?,
         created_at: from_ms(row.try_get("created_at")?)?,
         updated_at: from_ms(row.try_get("updated_at")?)?,
@@ -265,7 +278,7 @@ fn version_from_row(row: &SqliteRow) -> StoreResult<WorkflowVersionRecord> {
         workflow_id: row.try_get("workflow_id")?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
-        definition: json_column(row, "definition")?,
+        definition: raw_json_column(row, "definition")?,
         created_by: row.try_get("created_by")?,
         created_at: from_ms(row.try_get("created_at")?)?,
     })
@@ -1235,6 +1248,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<WorkflowRecord> {
         let id = new_id();
         let at = now();
+        let definition = raw_json(&fields.definition)?;
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         sqlx::query(
@@ -1245,7 +1259,7 @@ impl Store for SqliteStore {
         .bind(workspace_id)
         .bind(&fields.name)
         .bind(&fields.kind)
-        .bind(fields.definition.to_string())
+        .bind(definition.get())
         .bind(&fields.error_handler)
         .bind(to_ms(at))
         .bind(to_ms(at))
@@ -1267,7 +1281,7 @@ impl Store for SqliteStore {
             workspace_id: workspace_id.to_owned(),
             name: fields.name,
             kind: fields.kind,
-            definition: fields.definition,
+            definition,
             error_handler: fields.error_handler,
             created_at: at,
             updated_at: at,
@@ -1281,16 +1295,12 @@ impl Store for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<WorkflowRecord>, u64)> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM workflows WHERE workspace_id = ? AND (? IS NULL OR kind = ?)",
-        )
-        .bind(workspace_id)
-        .bind(kind)
-        .bind(kind)
-        .fetch_one(&self.pool)
-        .await?;
+        // The page and the total in one statement (a window count), so one
+        // round trip to SQLite's thread; only a page past the end, which has
+        // no rows to carry the total, needs the separate count.
         let rows = sqlx::query(
-            "SELECT * FROM workflows WHERE workspace_id = ? AND (? IS NULL OR kind = ?)
+            "SELECT *, COUNT(*) OVER () AS total FROM workflows
+             WHERE workspace_id = ? AND (? IS NULL OR kind = ?)
              ORDER BY rowid LIMIT ? OFFSET ?",
         )
         .bind(workspace_id)
@@ -1300,6 +1310,17 @@ impl Store for SqliteStore {
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
+        let total: i64 = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            None => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM workflows WHERE workspace_id = ? AND (? IS NULL OR kind = ?)",
+            )
+            .bind(workspace_id)
+            .bind(kind)
+            .bind(kind)
+            .fetch_one(&self.pool)
+            .await?,
+        };
         let items = rows
             .iter()
             .map(workflow_from_row)
@@ -1398,7 +1419,7 @@ impl Store for SqliteStore {
             workflow_id: workflow_id.to_owned(),
             name: name.to_owned(),
             description: description.map(str::to_owned),
-            definition,
+            definition: raw_json(&definition)?,
             created_by: actor.user_id.clone(),
             created_at: now(),
         };
@@ -1410,7 +1431,7 @@ impl Store for SqliteStore {
         .bind(workflow_id)
         .bind(name)
         .bind(description)
-        .bind(record.definition.to_string())
+        .bind(record.definition.get())
         .bind(&record.created_by)
         .bind(to_ms(record.created_at))
         .execute(&mut *tx)
