@@ -1,9 +1,15 @@
 //! Retry behaviour against small local servers that answer 429, 503, slowly,
 //! or drop the connection: attempts, waits within bounds, POST not retried,
 //! timeouts reported as timeouts.
+//!
+//! The waits are checked as the SDK chose them (its debug event "noxus
+//! request will be retried" carries `wait_ms`), and the wall clock only
+//! from below (a call cannot return before its waits are over): an upper
+//! bound on elapsed time would fail on a busy machine.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
@@ -31,6 +37,47 @@ async fn fake_server(
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), count)
+}
+
+/// Runs `call` and returns its output with the waits the SDK chose between
+/// attempts, read from its debug events. Tests run on a current-thread
+/// runtime, so the thread's default subscriber sees the whole call.
+async fn with_chosen_waits<F: Future>(call: F) -> (F::Output, Vec<Duration>) {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    let output = call.await;
+    drop(guard);
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let waits = text
+        .lines()
+        .filter(|line| line.contains("noxus request will be retried"))
+        .map(|line| {
+            let ms = line
+                .split("wait_ms=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no wait_ms in {line:?}"));
+            Duration::from_millis(ms.parse().unwrap())
+        })
+        .collect();
+    (output, waits)
 }
 
 fn client(base: &str, retries: u32) -> Client {
@@ -75,13 +122,15 @@ async fn a_429_with_retry_after_is_retried_after_that_many_seconds() {
     })
     .await;
     let started = Instant::now();
-    client(&base, 2).me().await.unwrap();
-    let waited = started.elapsed();
+    let (result, waits) = with_chosen_waits(client(&base, 2).me()).await;
+    result.unwrap();
     assert_eq!(count.load(Ordering::SeqCst), 2);
-    assert!(
-        waited >= Duration::from_millis(950) && waited < Duration::from_millis(2500),
-        "{waited:?}"
+    assert_eq!(
+        waits,
+        [Duration::from_secs(1)],
+        "Retry-After: 1 is honoured"
     );
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
 }
 
 #[tokio::test]
@@ -95,14 +144,15 @@ async fn a_429_without_retry_after_backs_off_exponentially_with_jitter() {
     })
     .await;
     let started = Instant::now();
-    client(&base, 2).me().await.unwrap();
-    let waited = started.elapsed();
+    let (result, waits) = with_chosen_waits(client(&base, 2).me()).await;
+    result.unwrap();
     assert_eq!(count.load(Ordering::SeqCst), 3);
     // Waits: [250, 500] ms then [500, 1000] ms.
-    assert!(
-        waited >= Duration::from_millis(750) && waited < Duration::from_millis(2000),
-        "{waited:?}"
-    );
+    assert_eq!(waits.len(), 2, "{waits:?}");
+    let ms = |d: Duration| d.as_millis();
+    assert!((250..=500).contains(&ms(waits[0])), "{waits:?}");
+    assert!((500..=1000).contains(&ms(waits[1])), "{waits:?}");
+    assert!(started.elapsed() >= waits[0] + waits[1], "it waited");
 }
 
 #[tokio::test]
@@ -124,8 +174,14 @@ async fn retry_after_is_capped_by_max_retry_wait() {
         .build()
         .unwrap();
     let started = Instant::now();
-    client.me().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let (result, waits) = with_chosen_waits(client.me()).await;
+    result.unwrap();
+    assert_eq!(
+        waits,
+        [Duration::from_millis(200)],
+        "Retry-After: 3600 capped"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200), "it waited");
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
 
@@ -167,13 +223,24 @@ async fn a_post_is_never_retried() {
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_slow_answer_is_reported_as_a_timeout_without_retrying() {
-    let (base, count) = fake_server(|_| {
-        std::thread::sleep(Duration::from_millis(1500));
-        me_json()
-    })
-    .await;
+    // The answer would come after 10 s (an async wait: no runtime thread is
+    // blocked, so the client's timer runs on time). Getting an error at all
+    // proves the timeout fired first; no wall-clock bound is asserted.
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&count);
+    let app = axum::Router::new().fallback(move || {
+        let counter = Arc::clone(&counter);
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            me_json()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
     let client = Client::builder()
         .api_key(noxus_api::key_format::key_from_body(
             "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",
@@ -182,14 +249,13 @@ async fn a_slow_answer_is_reported_as_a_timeout_without_retrying() {
         .timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let started = Instant::now();
     let err = client.me().await.unwrap_err();
     assert!(
         matches!(err, Error::Timeout { timeout, .. } if timeout == Duration::from_millis(300)),
         "{err:?}"
     );
     assert!(err.to_string().starts_with("Network error"));
-    assert!(started.elapsed() < Duration::from_millis(1200));
+    // A retry would have sent a second request before the error came back.
     assert_eq!(count.load(Ordering::SeqCst), 1);
 }
 

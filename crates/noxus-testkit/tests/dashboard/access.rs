@@ -155,11 +155,9 @@ async fn csrf_is_required(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         .await?;
     b.type_into("#workspace-name", "Tampered").await?;
     b.click("#create-workspace-submit").await?;
-    let title = b.text("h1").await?;
-    ensure!(
-        title == "Forbidden",
-        "the form without its token led to {title:?}"
-    );
+    b.wait_for_text("h1", "Forbidden")
+        .await
+        .context("after posting the form without its token")?;
     let message = b.text("p.error").await?;
     ensure!(
         message.contains("security token"),

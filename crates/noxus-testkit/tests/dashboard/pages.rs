@@ -101,9 +101,38 @@ impl Browser {
             .with_context(|| format!("typing into `{css}`"))
     }
 
-    /// The visible text of `css`.
+    /// The visible text of `css`. When a page loading after a click
+    /// replaces the element between finding and reading it (a stale
+    /// element), it is found again.
     pub async fn text(&self, css: &str) -> anyhow::Result<String> {
-        Ok(self.find(css).await?.text().await?)
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.find(css).await?.text().await {
+                Ok(text) => return Ok(text),
+                Err(e) if e.is_stale_element_reference() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading `{css}`")),
+            }
+        }
+    }
+
+    /// Waits until the text of `css` is `expected`: after a click that
+    /// submits a form, the old page's element can still be there for a
+    /// moment. Fails with the last text seen.
+    pub async fn wait_for_text(&self, css: &str, expected: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = self.text(css).await?;
+            if seen == expected {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "expected `{css}` to read {expected:?}, but it reads {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The page's HTML as the browser has it now.
