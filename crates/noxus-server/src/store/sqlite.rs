@@ -93,6 +93,27 @@ impl SqliteStore {
     }
 }
 
+/// A page of a workspace's workflows of one type, with the total, in one
+/// statement (one round trip to SQLite's thread). The page's rowids come
+/// from an index kept in page order (migration 0004), then only those rows
+/// are read; the count is an uncorrelated subquery over the same index,
+/// evaluated once. `kind = ?` is written out, not `? IS NULL OR kind = ?`,
+/// so that SQLite can pick the index. A test checks the plan sorts nothing.
+const PAGE_OF_KIND: &str = "SELECT *,
+        (SELECT COUNT(*) FROM workflows WHERE workspace_id = ?1 AND kind = ?2) AS total
+    FROM workflows WHERE rowid IN (
+        SELECT rowid FROM workflows WHERE workspace_id = ?1 AND kind = ?2
+        ORDER BY rowid LIMIT ?3 OFFSET ?4)
+    ORDER BY rowid";
+
+/// [`PAGE_OF_KIND`] for workflows of every type.
+const PAGE_OF_ALL: &str = "SELECT *,
+        (SELECT COUNT(*) FROM workflows WHERE workspace_id = ?1) AS total
+    FROM workflows WHERE rowid IN (
+        SELECT rowid FROM workflows WHERE workspace_id = ?1
+        ORDER BY rowid LIMIT ?2 OFFSET ?3)
+    ORDER BY rowid";
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
@@ -1295,31 +1316,32 @@ impl Store for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<WorkflowRecord>, u64)> {
-        // The page and the total in one statement (a window count), so one
-        // round trip to SQLite's thread; only a page past the end, which has
-        // no rows to carry the total, needs the separate count.
-        let rows = sqlx::query(
-            "SELECT *, COUNT(*) OVER () AS total FROM workflows
-             WHERE workspace_id = ? AND (? IS NULL OR kind = ?)
-             ORDER BY rowid LIMIT ? OFFSET ?",
-        )
-        .bind(workspace_id)
-        .bind(kind)
-        .bind(kind)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
+        // One statement for the page and the total (see PAGE_OF_KIND); only
+        // a page past the end, which has no rows to carry the total, counts
+        // apart.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let page = match kind {
+            Some(kind) => sqlx::query(PAGE_OF_KIND).bind(workspace_id).bind(kind),
+            None => sqlx::query(PAGE_OF_ALL).bind(workspace_id),
+        };
+        let rows = page.bind(limit).bind(offset).fetch_all(&self.pool).await?;
         let total: i64 = match rows.first() {
             Some(row) => row.try_get("total")?,
-            None => sqlx::query_scalar(
-                "SELECT COUNT(*) FROM workflows WHERE workspace_id = ? AND (? IS NULL OR kind = ?)",
-            )
-            .bind(workspace_id)
-            .bind(kind)
-            .bind(kind)
-            .fetch_one(&self.pool)
-            .await?,
+            None => {
+                let count = match kind {
+                    Some(kind) => sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM workflows WHERE workspace_id = ? AND kind = ?",
+                    )
+                    .bind(workspace_id)
+                    .bind(kind),
+                    None => {
+                        sqlx::query_scalar("SELECT COUNT(*) FROM workflows WHERE workspace_id = ?")
+                            .bind(workspace_id)
+                    }
+                };
+                count.fetch_one(&self.pool).await?
+            }
         };
         let items = rows
             .iter()
@@ -1513,5 +1535,41 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(record)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The workflow page statements read the page from an index in page
+    /// order: no step sorts the matching rows, so page 1 of a workspace with
+    /// thousands of workflows reads ten rows, not thousands.
+    #[tokio::test]
+    async fn workflow_pages_are_read_in_index_order_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        for (sql, args) in [(PAGE_OF_KIND, 4), (PAGE_OF_ALL, 3)] {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut query = sqlx::query(&explain);
+            for _ in 0..args {
+                query = query.bind(1i64);
+            }
+            let plan: Vec<String> = query
+                .fetch_all(&store.pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+            let text = plan.join("\n");
+            assert!(!text.contains("TEMP B-TREE"), "{text}");
+            assert!(
+                text.contains("COVERING INDEX workflows_workspace"),
+                "{text}"
+            );
+            assert!(text.contains("INTEGER PRIMARY KEY (rowid=?)"), "{text}");
+        }
     }
 }
