@@ -3,7 +3,8 @@
 Run by the benchmark (`bench/src/bin/sdk_overhead.rs` embeds this file and
 passes it to `target/python-venv/bin/python -c`), not by hand. Arguments:
 
-    BASE_URL CALLS WARMUP ROUNDS      (the key comes in NOXUS_BENCH_API_KEY)
+    BASE_URL CALLS WARMUP ROUNDS [CONCURRENCY BATCH_CALLS BATCH_ROUNDS]
+    (the key comes in NOXUS_BENCH_API_KEY)
 
 One `Client` (no node catalog, no `/v1/admin/me` at construction); the
 node types are then loaded once from `GET /v1/nodes`, untimed, because the
@@ -16,15 +17,64 @@ the CPU time of this (single) thread over each batch comes from
 `time.thread_time_ns()`. Prints one JSON object on stdout: the per-call
 nanoseconds and the CPU nanoseconds of each operation, and what the calls
 returned, for the benchmark to check.
+
+With CONCURRENCY > 0 it then measures calls made CONCURRENCY at a time, as
+the client allows: its async methods `client.admin.aget_me()` and
+`client.workflows.alist()` on one event loop, CONCURRENCY tasks each making
+its share of BATCH_CALLS calls one after another (BATCH_ROUNDS rounds, the
+operations alternating). Reported per operation: calls, wall nanoseconds and
+CPU nanoseconds of the (single) thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import sys
 import time
+
+
+async def measure_batches(
+    client, concurrency: int, calls: int, rounds: int, warmup: int, me_id: str
+) -> dict:
+    operations = {
+        "me": client.admin.aget_me,
+        "workflows": client.workflows.alist,
+    }
+
+    async def batch(call, n: int) -> int:
+        per_task = max(1, n // concurrency)
+
+        async def task() -> None:
+            for _ in range(per_task):
+                await call()
+
+        await asyncio.gather(*(task() for _ in range(concurrency)))
+        return per_task * concurrency
+
+    for call in operations.values():
+        await batch(call, max(warmup, concurrency))
+    checked = await client.admin.aget_me()
+    if checked.id != me_id:
+        raise SystemExit(f"aget_me() returned key {checked.id}, expected {me_id}")
+
+    per_round = max(concurrency, calls // max(1, rounds))
+    out = {name: {"calls": 0, "ns": 0, "cpu_ns": 0} for name in operations}
+    for round_ in range(max(1, rounds)):
+        names = list(operations)
+        if round_ % 2 == 1:
+            names.reverse()
+        for name in names:
+            cpu_started = time.thread_time_ns()
+            started = time.perf_counter_ns()
+            done = await batch(operations[name], per_round)
+            out[name]["ns"] += time.perf_counter_ns() - started
+            out[name]["cpu_ns"] += time.thread_time_ns() - cpu_started
+            out[name]["calls"] += done
+    await client.aclose()
+    return out
 
 
 def main() -> None:
@@ -33,6 +83,11 @@ def main() -> None:
         int(sys.argv[2]),
         int(sys.argv[3]),
         int(sys.argv[4]),
+    )
+    concurrency, batch_calls, batch_rounds = (
+        (int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]))
+        if len(sys.argv) > 7
+        else (0, 0, 0)
     )
     api_key = os.environ["NOXUS_BENCH_API_KEY"]
 
@@ -75,6 +130,15 @@ def main() -> None:
     me = client.admin.get_me()
     workflows = client.workflows.list()
     client.close()
+    batches = (
+        asyncio.run(
+            measure_batches(
+                client, concurrency, batch_calls, batch_rounds, warmup, me.id
+            )
+        )
+        if concurrency > 0
+        else None
+    )
     json.dump(
         {
             "sdk_version": noxus_sdk.__version__,
@@ -85,6 +149,7 @@ def main() -> None:
             "workflows_ns": timings["workflows"],
             "me_cpu_ns": cpu["me"],
             "workflows_cpu_ns": cpu["workflows"],
+            "batches": batches,
         },
         sys.stdout,
     )
