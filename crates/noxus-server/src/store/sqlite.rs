@@ -86,6 +86,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A pinged SQLite connection is a round trip to its worker
+            // thread before every query, and an embedded file has no peer
+            // that could have dropped it: don't.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
