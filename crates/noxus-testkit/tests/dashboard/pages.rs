@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context as _};
+use anyhow::{bail, Context as _};
 use fantoccini::elements::Element;
 use fantoccini::{Client, Locator};
 use serde_json::json;
@@ -53,18 +53,10 @@ impl Browser {
 
     /// Waits until the current path is `path` (after a click, a redirect).
     pub async fn wait_for_path(&self, path: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let seen = self.path().await?;
-            if seen == path {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "expected to arrive at {path}, but the browser stays at {seen}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(seen) = until_reads(|| self.path(), path).await? {
+            bail!("expected to arrive at {path}, but the browser stays at {seen}");
         }
+        Ok(())
     }
 
     /// Waits for the element matching `css` and returns it.
@@ -121,18 +113,10 @@ impl Browser {
     /// submits a form, the old page's element can still be there for a
     /// moment. Fails with the last text seen.
     pub async fn wait_for_text(&self, css: &str, expected: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let seen = self.text(css).await?;
-            if seen == expected {
-                return Ok(());
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "expected `{css}` to read {expected:?}, but it reads {seen:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Err(seen) = until_reads(|| self.text(css), expected).await? {
+            bail!("expected `{css}` to read {expected:?}, but it reads {seen:?}");
         }
+        Ok(())
     }
 
     /// The page's HTML as the browser has it now.
@@ -260,6 +244,26 @@ pub fn keys_path(workspace_id: &str) -> String {
 /// The Members tab of a workspace.
 pub fn members_path(workspace_id: &str) -> String {
     format!("/settings/organization/workspaces/{workspace_id}/members")
+}
+
+/// Calls `read` every 50 ms until it returns `expected` (`Ok(Ok(()))`) or
+/// [`WAIT`] passes (`Ok(Err(last value read))`); errors end the wait.
+async fn until_reads<F, Fut>(mut read: F, expected: &str) -> anyhow::Result<Result<(), String>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = read().await?;
+        if seen == expected {
+            return Ok(Ok(()));
+        }
+        if Instant::now() >= deadline {
+            return Ok(Err(seen));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `check` every 50 ms until it says yes (`Ok(true)`) or [`WAIT`]
