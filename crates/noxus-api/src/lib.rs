@@ -6,5 +6,5 @@ pub mod permissions;
 pub mod types;
 
 pub use key_format::{check_key_format, KeyFormatError};
-pub use permissions::{Permission, Role};
+pub use permissions::{effective_permissions, Permission, Role};
 pub use types::*;

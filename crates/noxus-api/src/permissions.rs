@@ -1,6 +1,14 @@
-//! Workspace roles and the permissions each one grants. A key's effective
-//! permissions are its owner's current role's set, optionally narrowed by a
-//! restriction stored on the key.
+//! Workspace roles and the permissions each one grants, and the
+//! organization-level permissions of tenant-admin keys.
+//!
+//! A key's effective permissions are computed at request time (see
+//! [`effective_permissions`]): its owner's current role in the key's
+//! workspace, plus the organization permissions when the key is a tenant-admin
+//! key whose owner is still an organization admin, narrowed by the key's
+//! restriction. A key without a restriction gets everything *except* the
+//! management permissions ([`Permission::is_management`]): managing keys,
+//! members, the workspace or the organization takes a tenant-admin key or a
+//! key that names those permissions explicitly.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -60,7 +68,7 @@ impl Role {
                 MembersWrite,
                 WorkspaceWrite,
             ],
-            Role::Owner => Permission::ALL,
+            Role::Owner => Permission::WORKSPACE,
         }
     }
 
@@ -148,10 +156,33 @@ pub enum Permission {
     /// Delete the workspace.
     #[serde(rename = "workspace:delete")]
     WorkspaceDelete,
+    /// List every workspace of the organization.
+    #[serde(rename = "org:workspaces:read")]
+    OrgWorkspacesRead,
+    /// Create and delete workspaces, and change any workspace's settings.
+    #[serde(rename = "org:workspaces:write")]
+    OrgWorkspacesWrite,
+    /// List and show the keys of every workspace, and their usage.
+    #[serde(rename = "org:keys:read")]
+    OrgKeysRead,
+    /// Revoke keys in every workspace; create keys (for oneself) in other
+    /// workspaces one is a member of; create tenant-admin keys.
+    #[serde(rename = "org:keys:write")]
+    OrgKeysWrite,
+    /// Read the organization's whole audit log.
+    #[serde(rename = "org:audit:read")]
+    OrgAuditRead,
+    /// List the organization's users.
+    #[serde(rename = "org:users:read")]
+    OrgUsersRead,
+    /// Create, deactivate and reactivate users, make or unmake organization
+    /// admins, reset passwords.
+    #[serde(rename = "org:users:write")]
+    OrgUsersWrite,
 }
 
 impl Permission {
-    /// Every permission.
+    /// Every permission: the workspace ones, then the organization ones.
     pub const ALL: &'static [Permission] = &[
         Permission::ModelsRead,
         Permission::WorkflowsRead,
@@ -164,7 +195,62 @@ impl Permission {
         Permission::MembersWrite,
         Permission::WorkspaceWrite,
         Permission::WorkspaceDelete,
+        Permission::OrgWorkspacesRead,
+        Permission::OrgWorkspacesWrite,
+        Permission::OrgKeysRead,
+        Permission::OrgKeysWrite,
+        Permission::OrgAuditRead,
+        Permission::OrgUsersRead,
+        Permission::OrgUsersWrite,
     ];
+
+    /// The permissions a workspace role can grant (everything an owner has).
+    pub const WORKSPACE: &'static [Permission] = &[
+        Permission::ModelsRead,
+        Permission::WorkflowsRead,
+        Permission::WorkflowsWrite,
+        Permission::WorkspaceRead,
+        Permission::KeysRead,
+        Permission::KeysWrite,
+        Permission::KeysManage,
+        Permission::MembersRead,
+        Permission::MembersWrite,
+        Permission::WorkspaceWrite,
+        Permission::WorkspaceDelete,
+    ];
+
+    /// The organization permissions: only tenant-admin keys of organization
+    /// admins hold them.
+    pub const ORGANIZATION: &'static [Permission] = &[
+        Permission::OrgWorkspacesRead,
+        Permission::OrgWorkspacesWrite,
+        Permission::OrgKeysRead,
+        Permission::OrgKeysWrite,
+        Permission::OrgAuditRead,
+        Permission::OrgUsersRead,
+        Permission::OrgUsersWrite,
+    ];
+
+    /// An organization-level permission (`org:…`).
+    pub fn is_organization(self) -> bool {
+        Self::ORGANIZATION.contains(&self)
+    }
+
+    /// A management permission: changing keys, members, the workspace or the
+    /// organization. A key holds one only when it is a tenant-admin key or its
+    /// restriction names it explicitly; a key created without `permissions`
+    /// does not, whatever its owner's role (GitHub's tokens cannot create
+    /// tokens, Stripe's keys cannot create keys).
+    pub fn is_management(self) -> bool {
+        matches!(
+            self,
+            Permission::KeysWrite
+                | Permission::KeysManage
+                | Permission::MembersWrite
+                | Permission::WorkspaceWrite
+                | Permission::WorkspaceDelete
+        ) || self.is_organization()
+    }
 
     /// The wire name, e.g. `workflows:write`.
     pub fn as_str(self) -> &'static str {
@@ -180,6 +266,13 @@ impl Permission {
             Permission::MembersWrite => "members:write",
             Permission::WorkspaceWrite => "workspace:write",
             Permission::WorkspaceDelete => "workspace:delete",
+            Permission::OrgWorkspacesRead => "org:workspaces:read",
+            Permission::OrgWorkspacesWrite => "org:workspaces:write",
+            Permission::OrgKeysRead => "org:keys:read",
+            Permission::OrgKeysWrite => "org:keys:write",
+            Permission::OrgAuditRead => "org:audit:read",
+            Permission::OrgUsersRead => "org:users:read",
+            Permission::OrgUsersWrite => "org:users:write",
         }
     }
 }
@@ -208,6 +301,34 @@ impl FromStr for Permission {
     }
 }
 
+/// The permissions a key has right now, in the order of [`Permission::ALL`]:
+///
+/// - `role`: its owner's current role in the key's workspace (`None`: not a
+///   member any more, so nothing);
+/// - `tenant_admin`: the key is a tenant-admin key *and* its owner is still an
+///   organization admin, which adds [`Permission::ORGANIZATION`];
+/// - `restriction`: the permissions named when the key was created. Without
+///   one, the key gets everything above except the management permissions,
+///   unless it is a tenant-admin key.
+pub fn effective_permissions(
+    role: Option<Role>,
+    tenant_admin: bool,
+    restriction: Option<&[Permission]>,
+) -> Vec<Permission> {
+    let Some(role) = role else {
+        return Vec::new();
+    };
+    Permission::ALL
+        .iter()
+        .copied()
+        .filter(|p| role.grants(*p) || (tenant_admin && p.is_organization()))
+        .filter(|p| match restriction {
+            Some(listed) => listed.contains(p),
+            None => tenant_admin || !p.is_management(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +342,49 @@ mod tests {
             }
             assert!(higher.permissions().len() > lower.permissions().len());
         }
+    }
+
+    #[test]
+    fn roles_grant_only_workspace_permissions() {
+        for role in Role::ALL {
+            assert!(role.permissions().iter().all(|p| !p.is_organization()));
+        }
+        assert_eq!(Role::Owner.permissions(), Permission::WORKSPACE);
+        assert_eq!(
+            Permission::WORKSPACE.len() + Permission::ORGANIZATION.len(),
+            Permission::ALL.len()
+        );
+    }
+
+    #[test]
+    fn keys_without_a_restriction_do_not_manage() {
+        use Permission::*;
+        let member = effective_permissions(Some(Role::Member), false, None);
+        assert_eq!(
+            member,
+            vec![
+                ModelsRead,
+                WorkflowsRead,
+                WorkflowsWrite,
+                WorkspaceRead,
+                KeysRead
+            ]
+        );
+        // Named explicitly, management is granted (within the role).
+        let named =
+            effective_permissions(Some(Role::Member), false, Some(&[KeysWrite, KeysManage]));
+        assert_eq!(named, vec![KeysWrite]);
+        // A tenant-admin key without restriction has everything.
+        let admin = effective_permissions(Some(Role::Owner), true, None);
+        assert_eq!(admin, Permission::ALL);
+        // A restriction restricts organization permissions too.
+        let narrow = effective_permissions(Some(Role::Owner), true, Some(&[ModelsRead]));
+        assert_eq!(narrow, vec![ModelsRead]);
+        // Organization permissions need a tenant-admin key.
+        let listed =
+            effective_permissions(Some(Role::Owner), false, Some(&[OrgAuditRead, ModelsRead]));
+        assert_eq!(listed, vec![ModelsRead]);
+        assert!(effective_permissions(None, true, None).is_empty());
     }
 
     #[test]

@@ -120,14 +120,19 @@ pub struct CreateApiKey {
     /// Organization-wide admin key; only an organization admin may create one.
     #[serde(default)]
     pub tenant_admin: bool,
-    /// Restrict the key to these permissions (a subset of the owner's role).
-    /// Absent or null: the key has everything the role grants.
+    /// Restrict the key to these permissions: a subset of the owner's role
+    /// and of the calling key's own permissions. Absent or null: the calling
+    /// key's own restriction (none for a tenant-admin key without one, and
+    /// then the key follows its owner's role, management permissions
+    /// excepted).
     #[serde(default)]
     pub permissions: Option<Vec<String>>,
-    /// RFC 3339 time after which the key stops working.
+    /// RFC 3339 time after which the key stops working; no later than the
+    /// calling key's own expiry, which is also the default.
     #[serde(default)]
     pub expires_at: Option<String>,
-    /// This key's own rate limit, overriding the workspace's default.
+    /// This key's own rate limit, overriding the workspace's default; at most
+    /// the calling key's own limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
 }
@@ -150,8 +155,14 @@ pub struct ApiKeyInfo {
     pub workspace_id: String,
     /// The user who owns the key.
     pub user_id: String,
-    /// `active`, `expiring` (rotated, in its grace period), `expired` or `revoked`.
+    /// `active`, `expiring` (rotated, in its grace period), `expired`,
+    /// `revoked`, or `disabled` (revoked with its owner: removed from the
+    /// workspace or deactivated).
     pub status: String,
+    /// Why it stopped working before its time: `revoked`, `rotated`,
+    /// `owner_removed` or `owner_deactivated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_reason: Option<String>,
     /// When it was created.
     pub created_at: String,
     /// When it stops (or stopped) working.
@@ -490,4 +501,52 @@ pub struct AuditEntry {
     /// Facts about the change (never secrets).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: Value,
+}
+
+/// A user of the organization (`GET /v1/admin/users`), shaped as the
+/// official client's `TenantUser`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TenantUser {
+    /// User id.
+    pub id: String,
+    /// Login email.
+    pub email: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// An organization admin.
+    pub tenant_admin: bool,
+    /// Not deactivated.
+    pub is_active: bool,
+    /// Must choose a new password at the next login.
+    #[serde(default)]
+    pub must_change_password: bool,
+}
+
+/// Body of `PATCH /v1/admin/users/{id}`. Through the API a key can only take
+/// power away: deactivate a user (`is_active: false`) or unmake an
+/// organization admin (`tenant_admin: false`). Reactivating and making
+/// admins are done in the dashboard, which asks for the password again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// `false` deactivates the user: their sessions end and every key of
+    /// theirs is revoked at once.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// `false` unmakes an organization admin: their tenant-admin keys lose
+    /// the organization permissions at once.
+    #[serde(default)]
+    pub tenant_admin: Option<bool>,
+}
+
+/// How many sessions ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SessionsEnded {
+    /// The user.
+    pub user_id: String,
+    /// True.
+    pub ended: bool,
 }

@@ -19,7 +19,7 @@ use crate::domain::keys::KeyDigest;
 use crate::error::{ApiError, INVALID_KEY_DETAIL};
 use crate::rate_limit::Gcra;
 use crate::state::AppState;
-use crate::store::{Actor, KeyAuthRecord};
+use crate::store::{Actor, KeyAuthRecord, RevokedReason};
 use crate::time_fmt::rfc3339;
 use crate::usage::KeyHot;
 
@@ -28,22 +28,58 @@ static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// A set of permissions as bits (one per [`Permission`]), so that checking
 /// and copying them on every request costs nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PermissionSet(u16);
+pub struct PermissionSet(u32);
 
 impl PermissionSet {
-    /// A role's permissions narrowed by a key's restriction.
-    pub fn of(role: Role, restriction: Option<&[Permission]>) -> Self {
-        let bits = role
-            .permissions()
-            .iter()
-            .filter(|p| restriction.is_none_or(|r| r.contains(p)))
-            .fold(0u16, |acc, p| acc | (1 << (*p as u16)));
-        Self(bits)
+    /// The permissions a key has (see [`noxus_api::effective_permissions`]):
+    /// its owner's role, plus the organization permissions for a tenant-admin
+    /// key of an organization admin, narrowed by its restriction; without a
+    /// restriction, no management permission unless it is a tenant-admin key.
+    pub fn of(role: Option<Role>, tenant_admin: bool, restriction: Option<&[Permission]>) -> Self {
+        Self::from_slice(&noxus_api::effective_permissions(
+            role,
+            tenant_admin,
+            restriction,
+        ))
+    }
+
+    /// The set of the given permissions.
+    pub fn from_slice(permissions: &[Permission]) -> Self {
+        Self(
+            permissions
+                .iter()
+                .fold(0u32, |acc, p| acc | (1 << (*p as u32))),
+        )
     }
 
     /// Whether `permission` is in the set.
     pub fn contains(self, permission: Permission) -> bool {
-        self.0 & (1 << (permission as u16)) != 0
+        self.0 & (1 << (permission as u32)) != 0
+    }
+
+    /// Whether every permission of `self` is in `other`.
+    pub fn is_subset_of(self, other: Self) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The permissions of `self` missing from `other`.
+    pub fn missing_from(self, other: Self) -> Vec<Permission> {
+        Self(self.0 & !other.0).to_vec()
+    }
+
+    /// Both sets.
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// Only the permissions in both.
+    pub fn intersection(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+
+    /// Only the organization permissions.
+    pub fn organization_part(self) -> Self {
+        self.intersection(Self::from_slice(Permission::ORGANIZATION))
     }
 
     /// The permissions, in the order of [`Permission::ALL`].
@@ -64,7 +100,7 @@ pub struct VerifiedKey {
     pub record: KeyAuthRecord,
     /// Effective permissions (role narrowed by restriction); empty without a role.
     pub permissions: PermissionSet,
-    /// A tenant-admin key whose owner is still an organization admin.
+    /// A tenant-admin key whose owner is still an active organization admin.
     pub tenant_admin: bool,
     /// Expiry in Unix milliseconds.
     expires_at_ms: Option<i64>,
@@ -82,11 +118,13 @@ impl VerifiedKey {
             .or(record.workspace_rate_limit)
             .map(Gcra::new)
             .or(server_default);
-        let permissions = record
-            .role
-            .map(|role| PermissionSet::of(role, record.key.restriction.as_deref()))
-            .unwrap_or_default();
-        let tenant_admin = record.key.tenant_admin && record.user_is_org_admin;
+        let tenant_admin =
+            record.key.tenant_admin && record.user_is_org_admin && record.user_active;
+        let permissions = if record.user_active {
+            PermissionSet::of(record.role, tenant_admin, record.key.restriction.as_deref())
+        } else {
+            PermissionSet::default()
+        };
         let expires_at_ms = record
             .key
             .expires_at
@@ -143,38 +181,74 @@ impl AuthContext {
         self.permissions.contains(permission)
     }
 
+    /// Why the key lacks `permission`, as the end of a sentence.
+    fn why_not(&self, permission: Permission) -> String {
+        let key = &self.record().key;
+        if permission.is_organization() {
+            return if !key.tenant_admin {
+                "only tenant-admin keys hold organization permissions".to_owned()
+            } else if !self.tenant_admin {
+                "the key owner is no longer an organization admin".to_owned()
+            } else {
+                "this key is restricted and does not include it".to_owned()
+            };
+        }
+        match &key.restriction {
+            Some(_) if self.role.grants(permission) => {
+                "this key is restricted and does not include it".to_owned()
+            }
+            None if self.role.grants(permission) && permission.is_management() => format!(
+                "this key was created without naming it: a key manages keys, members or the workspace only when it is created with that permission (or is a tenant-admin key); create one with `\"permissions\": [\"{permission}\", ...]`, or use the dashboard"
+            ),
+            _ => format!("the key owner's role in this workspace is {}", self.role),
+        }
+    }
+
     /// 403 unless the key may do `permission`.
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
         if self.has(permission) {
             return Ok(());
         }
-        let why = match &self.record().key.restriction {
-            Some(_) if self.role.grants(permission) => {
-                "this key is restricted and does not include it".to_owned()
-            }
-            _ => format!("the key owner's role in this workspace is {}", self.role),
-        };
         Err(ApiError::InsufficientPermissions {
             permission: permission.as_str().to_owned(),
             detail: format!(
-                "API key lacks required permissions: this request needs `{permission}` and {why}"
+                "API key lacks required permissions: this request needs `{permission}` and {}",
+                self.why_not(permission)
             ),
         })
     }
 
-    /// 403 unless this is a tenant-admin key.
-    pub fn require_tenant_admin(&self) -> Result<(), ApiError> {
-        if self.tenant_admin {
+    /// Whether the key may do something in `workspace_id` that needs
+    /// `in_workspace` in its own workspace, or `organization_wide` anywhere.
+    pub fn can_in(
+        &self,
+        workspace_id: &str,
+        in_workspace: Permission,
+        organization_wide: Permission,
+    ) -> bool {
+        (workspace_id == self.workspace_id() && self.has(in_workspace))
+            || self.has(organization_wide)
+    }
+
+    /// 403 unless [`AuthContext::can_in`].
+    pub fn require_in(
+        &self,
+        workspace_id: &str,
+        in_workspace: Permission,
+        organization_wide: Permission,
+    ) -> Result<(), ApiError> {
+        if self.can_in(workspace_id, in_workspace, organization_wide) {
             return Ok(());
         }
-        let detail = if self.record().key.tenant_admin {
-            "API key lacks required permissions: this request needs a tenant-admin key and the key owner is no longer an organization admin"
-        } else {
-            "API key lacks required permissions: this request needs a tenant-admin key"
-        };
+        if workspace_id == self.workspace_id() {
+            return self.require(in_workspace);
+        }
         Err(ApiError::InsufficientPermissions {
-            permission: "tenant_admin".to_owned(),
-            detail: detail.to_owned(),
+            permission: organization_wide.as_str().to_owned(),
+            detail: format!(
+                "API key lacks required permissions: acting in another workspace of the organization needs `{organization_wide}` and {}",
+                self.why_not(organization_wide)
+            ),
         })
     }
 
@@ -430,8 +504,16 @@ pub async fn authenticate(
     crate::usage::set_request_key(&verified.hot, now.unix_ms);
     let key = &verified.record.key;
     if let Some(revoked_at) = key.revoked_at {
+        let why = match key.revoked_reason {
+            Some(RevokedReason::OwnerRemoved) => {
+                " because its owner was removed from the workspace"
+            }
+            Some(RevokedReason::OwnerDeactivated) => " because its owner was deactivated",
+            Some(RevokedReason::Rotated) => " when it was rotated",
+            _ => "",
+        };
         return Err(ApiError::RevokedApiKey(format!(
-            "This API key ({}…) was revoked at {}; create a new key",
+            "This API key ({}…) was revoked at {}{why}; create a new key",
             key.prefix,
             rfc3339(revoked_at)
         )));
@@ -447,6 +529,11 @@ pub async fn authenticate(
             )
         };
         return Err(ApiError::ExpiredApiKey(detail));
+    }
+    if !verified.record.user_active {
+        return Err(ApiError::InvalidApiKey(format!(
+            "{INVALID_KEY_DETAIL} (the key's owner was deactivated)"
+        )));
     }
     let Some(role) = verified.record.role else {
         return Err(ApiError::InvalidApiKey(format!(

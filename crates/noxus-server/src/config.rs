@@ -8,6 +8,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::rate_limit::RateLimit;
+use crate::store::KeyQuotas;
 
 /// How the platform runs.
 #[derive(Debug, Clone)]
@@ -16,9 +17,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the SQLite database lives.
     pub data_dir: PathBuf,
-    /// Server-side secret mixed into key digests (HMAC-SHA-256). Changing it
-    /// invalidates every existing key.
+    /// Server-side secret mixed into key digests (HMAC-SHA-256), at least 32
+    /// bytes. Its fingerprint is stored in the database: starting with another
+    /// (or none) is refused, unless the stored one is `previous_pepper`.
     pub pepper: Option<SecretString>,
+    /// The pepper before a rotation: keys made under it keep working and are
+    /// re-hashed under `pepper` when next used.
+    pub previous_pepper: Option<SecretString>,
     /// A JSON file with `nodes`, `models` and `presets` replacing the defaults.
     pub catalog_file: Option<PathBuf>,
     /// Print the welcome (login and first key) on the first start.
@@ -39,6 +44,12 @@ pub struct Config {
     pub key_rate_limit: Option<RateLimit>,
     /// Hourly usage older than this many days is deleted (checked hourly).
     pub usage_retention_days: u32,
+    /// The highest rate limit anyone may give a key or a workspace.
+    pub max_rate_limit_per_key: RateLimit,
+    /// How many live keys a user may have in a workspace, and a workspace in all.
+    pub key_quotas: KeyQuotas,
+    /// A dashboard session unused this long ends (besides its 12-hour limit).
+    pub session_idle_timeout: Duration,
 }
 
 impl Config {
@@ -48,6 +59,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: data_dir.into(),
             pepper: None,
+            previous_pepper: None,
             catalog_file: None,
             welcome: true,
             admin_email: "admin@noxus.local".to_owned(),
@@ -61,6 +73,12 @@ impl Config {
                 burst: 200,
             }),
             usage_retention_days: 90,
+            max_rate_limit_per_key: RateLimit {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            key_quotas: KeyQuotas::default(),
+            session_idle_timeout: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -133,10 +133,34 @@ impl ApiError {
     }
 }
 
+impl From<crate::keys::KeyRuleError> for ApiError {
+    fn from(err: crate::keys::KeyRuleError) -> Self {
+        match err {
+            crate::keys::KeyRuleError::Forbidden { permission, detail } => {
+                Self::InsufficientPermissions { permission, detail }
+            }
+            crate::keys::KeyRuleError::Invalid { field, detail } => Self::validation(field, detail),
+        }
+    }
+}
+
+/// A message used as a sentence: first letter capitalized, final period.
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    });
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound => Self::not_found("object"),
+            StoreError::Precondition(why) => Self::Conflict(sentence(&why.to_string())),
             StoreError::Conflict(constraint) => Self::Conflict(match constraint {
                 "workspaces_org_name_key" => "a workspace with this name already exists".to_owned(),
                 "users_email_key" => "a user with this email already exists".to_owned(),

@@ -20,6 +20,7 @@ pub mod state;
 pub mod store;
 pub mod time_fmt;
 pub mod usage;
+pub mod users;
 pub mod web;
 
 pub use config::Config;

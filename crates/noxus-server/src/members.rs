@@ -1,13 +1,16 @@
 //! Changing who belongs to a workspace and with which role. Everything
 //! goes through here (not the store directly) so that the rules hold
-//! wherever the change comes from — only owners make or unmake owners, the
-//! last owner stays — and so that the verified-key cache forgets the user's
-//! keys at once: a demotion or removal applies to the very next request.
+//! wherever the change comes from — only owners make or unmake owners; the
+//! last owner stays (checked by the store inside the write, so two owners
+//! demoting each other at once cannot both succeed) — and so that the
+//! verified-key cache forgets the user's keys at once: a demotion or
+//! removal applies to the very next request. A removal also revokes the
+//! member's keys in that workspace for good.
 
 use noxus_api::{Permission, Role};
 
 use crate::state::AppState;
-use crate::store::{Actor, StoreError, StoreResult};
+use crate::store::{Actor, Precondition, StoreError, StoreResult};
 
 /// Why a membership change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -23,10 +26,20 @@ pub enum MemberError {
     NotFound(String),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
 }
 
-/// Grants `role` to `user_id` in `workspace_id` (adding or changing), without rule checks.
+impl From<StoreError> for MemberError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Precondition(Precondition::LastOwner) => Self::LastOwner,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Grants `role` to `user_id` in `workspace_id` (adding or changing),
+/// without the actor's rule checks (the last owner still stays).
 pub async fn set_role(
     state: &AppState,
     actor: &Actor,
@@ -34,27 +47,28 @@ pub async fn set_role(
     user_id: &str,
     role: Role,
 ) -> StoreResult<()> {
-    state
+    let result = state
         .store()
         .set_membership(actor, workspace_id, user_id, role)
-        .await?;
+        .await;
     state.cache().invalidate_user(user_id);
-    Ok(())
+    result.map(|_| ())
 }
 
-/// Removes `user_id` from `workspace_id`, without rule checks; their keys there stop working.
+/// Removes `user_id` from `workspace_id`, without the actor's rule checks;
+/// their keys there are revoked for good.
 pub async fn remove(
     state: &AppState,
     actor: &Actor,
     workspace_id: &str,
     user_id: &str,
 ) -> StoreResult<()> {
-    state
+    let result = state
         .store()
         .remove_membership(actor, workspace_id, user_id)
-        .await?;
+        .await;
     state.cache().invalidate_user(user_id);
-    Ok(())
+    result.map(|_| ())
 }
 
 fn require_members_write(actor_role: Role) -> Result<(), MemberError> {
@@ -65,14 +79,6 @@ fn require_members_write(actor_role: Role) -> Result<(), MemberError> {
             "your role ({actor_role}) cannot change members; an admin or owner can"
         )))
     }
-}
-
-async fn owners(state: &AppState, workspace_id: &str) -> StoreResult<usize> {
-    let members = state.store().list_members(workspace_id).await?;
-    Ok(members
-        .iter()
-        .filter(|(_, role)| *role == Role::Owner)
-        .count())
 }
 
 /// Adds (or re-roles) a user, acting with `actor_role` in the workspace.
@@ -104,12 +110,6 @@ pub async fn change_checked(
             "only an owner can make someone owner or change an owner's role".to_owned(),
         ));
     }
-    if current == Some(Role::Owner)
-        && role != Role::Owner
-        && owners(state, workspace_id).await? <= 1
-    {
-        return Err(MemberError::LastOwner);
-    }
     set_role(state, actor, workspace_id, user_id, role).await?;
     Ok(())
 }
@@ -130,15 +130,10 @@ pub async fn remove_checked(
         .ok_or_else(|| {
             MemberError::NotFound("that user is not a member of this workspace".to_owned())
         })?;
-    if current == Role::Owner {
-        if actor_role != Role::Owner {
-            return Err(MemberError::NotAllowed(
-                "only an owner can remove an owner".to_owned(),
-            ));
-        }
-        if owners(state, workspace_id).await? <= 1 {
-            return Err(MemberError::LastOwner);
-        }
+    if current == Role::Owner && actor_role != Role::Owner {
+        return Err(MemberError::NotAllowed(
+            "only an owner can remove an owner".to_owned(),
+        ));
     }
     remove(state, actor, workspace_id, user_id).await?;
     Ok(())

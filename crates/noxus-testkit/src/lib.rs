@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use noxus_api::Role;
 use noxus_server::domain::passwords::hash_password;
-use noxus_server::store::Actor;
+use noxus_server::store::{Actor, NewUser};
 use noxus_server::{AppState, Application, Config};
 use secrecy::ExposeSecret;
 use tempfile::TempDir;
@@ -274,11 +274,14 @@ impl TestApp {
             .store()
             .create_user(
                 &Actor::system(),
-                &self.organization_id,
-                &email,
-                &format!("{role} {n}"),
-                &hash,
-                false,
+                NewUser {
+                    organization_id: self.organization_id.clone(),
+                    email: email.clone(),
+                    name: format!("{role} {n}"),
+                    password_hash: hash,
+                    is_org_admin: false,
+                    must_change_password: false,
+                },
             )
             .await
             .expect("user");
@@ -332,6 +335,25 @@ impl TestApp {
             key_id,
             workspace_id: workspace.id,
         }
+    }
+
+    /// Issues `user` a second key in their workspace that names every
+    /// permission of `role` (the user's role there), management included: a
+    /// key made without `permissions` does not manage keys, members or the
+    /// workspace. Returns the secret.
+    pub async fn management_key(&self, user: &TestUser, role: Role) -> String {
+        let (key, _) = issue(
+            &self.state,
+            &user.workspace_id,
+            &user.id,
+            KeyOptions {
+                name: Some("management key".to_owned()),
+                restriction: Some(role.permissions().to_vec()),
+                ..Default::default()
+            },
+        )
+        .await;
+        key
     }
 
     /// Issues a key directly in the store (for arranging tests).

@@ -1,10 +1,13 @@
 //! `/v1/admin/...`: who am I, workspaces (groups) and their API keys.
 //!
 //! Scope rules: a key acts in its own workspace with its effective
-//! permissions. A tenant-admin key (owner still an organization admin) may
-//! act on every workspace of the organization. Naming another workspace of
-//! the organization without being tenant admin is `403 wrong_workspace`;
-//! a workspace that does not exist in the organization is `404`.
+//! permissions. A tenant-admin key (owner still an active organization
+//! admin) may name every workspace of the organization, and acts there with
+//! its organization permissions (`org:…`), each narrowed by its restriction.
+//! Naming another workspace without being tenant admin is
+//! `403 wrong_workspace`; a workspace that does not exist in the
+//! organization is `404`. Who may mint, rotate, revoke and see which key is
+//! decided by [`crate::keys`]' rules, shared with the dashboard.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,7 +26,9 @@ use crate::auth::{masked_value, AuthContext};
 use crate::domain::validation;
 use crate::error::{ApiError, Result};
 use crate::http::extract::{ApiJson, QueryPairs};
-use crate::keys::{self, IssueRequest, KeyStatus, RotateError, MAX_GRACE_SECONDS};
+use crate::keys::{
+    self, Caller, KeyStatus, MintRequest, RateBounds, RotateError, MAX_GRACE_SECONDS,
+};
 use crate::rate_limit::RateLimit;
 use crate::state::AppState;
 use crate::store::{KeyRecord, WorkspaceRecord};
@@ -99,6 +104,7 @@ fn key_info(k: &KeyRecord) -> ApiKeyInfo {
         status: KeyStatus::of(k, OffsetDateTime::now_utc())
             .as_str()
             .to_owned(),
+        revoked_reason: k.revoked_reason.map(|r| r.as_str().to_owned()),
         created_at: rfc3339(k.created_at),
         expires_at: k.expires_at.map(rfc3339),
         revoked_at: k.revoked_at.map(rfc3339),
@@ -124,39 +130,22 @@ pub(crate) async fn target_workspace(
     }
 }
 
-/// The permissions the key's owner has in `workspace`: the key's own
-/// effective set in its workspace, the owner's role elsewhere.
-async fn owner_permissions_in(
+/// The calling key as a [`Caller`] in `workspace`: for another workspace
+/// than its own, its owner's role there is looked up.
+pub(crate) async fn caller_in(
     state: &AppState,
     auth: &AuthContext,
     workspace: &WorkspaceRecord,
-) -> Result<Vec<Permission>> {
-    if workspace.id == auth.workspace_id() {
-        return Ok(auth.permissions.to_vec());
-    }
-    let role = state
-        .store()
-        .membership(&workspace.id, auth.user_id())
-        .await?;
-    Ok(role.map(|r| r.permissions().to_vec()).unwrap_or_default())
-}
-
-/// Whether the key may see or change `key`: its own keys with `own`,
-/// everybody's with `keys:manage` (or as tenant admin elsewhere).
-fn may_touch(
-    auth: &AuthContext,
-    workspace: &WorkspaceRecord,
-    key: &KeyRecord,
-    own: Permission,
-) -> Result<()> {
-    if workspace.id != auth.workspace_id() {
-        return Ok(()); // tenant admin, checked by target_workspace
-    }
-    if key.user_id == auth.user_id() {
-        auth.require(own)
+) -> Result<(Caller, Option<noxus_api::Role>)> {
+    let role = if workspace.id == auth.workspace_id() {
+        Some(auth.role)
     } else {
-        auth.require(Permission::KeysManage)
-    }
+        state
+            .store()
+            .membership(&workspace.id, auth.user_id())
+            .await?
+    };
+    Ok((Caller::key(auth, workspace, role), role))
 }
 
 /// The calling key: id, name, workspace, owner, role and effective permissions.
@@ -181,8 +170,8 @@ async fn get_me(auth: AuthContext) -> Json<Me> {
     })
 }
 
-/// Workspaces: all of the organization for a tenant-admin key, else the
-/// key's own. A bare array, or a page envelope when `page` or `size` is given.
+/// Workspaces: all of the organization with `org:workspaces:read` (a
+/// tenant-admin key), else the key's own (`workspace:read`). A bare array, or a page envelope when `page` or `size` is given.
 #[utoipa::path(get, path = "/v1/admin/groups", tag = "admin",
     params(("page" = Option<u64>, Query, description = "Page number, from 1"),
            ("size" = Option<u64>, Query, description = "Page size, 1 to 100")),
@@ -194,7 +183,7 @@ async fn list_workspaces(
 ) -> Result<Response> {
     let page = query.positive("page", u64::MAX)?;
     let size = query.positive("size", 100)?;
-    let all: Vec<Workspace> = if auth.tenant_admin {
+    let all: Vec<Workspace> = if auth.has(Permission::OrgWorkspacesRead) {
         state
             .store()
             .list_workspaces(auth.organization_id())
@@ -231,7 +220,8 @@ fn paginate<T>(all: Vec<T>, page: u64, size: u64) -> Page<T> {
     }
 }
 
-/// Creates a workspace; the key's owner becomes its owner. Tenant-admin keys only.
+/// Creates a workspace; the key's owner becomes its owner. Needs
+/// `org:workspaces:write` (a tenant-admin key).
 #[utoipa::path(post, path = "/v1/admin/groups", tag = "admin", request_body = CreateWorkspace,
     responses((status = 201, body = Workspace), (status = 409, body = noxus_api::ErrorBody)))]
 async fn create_workspace(
@@ -239,7 +229,7 @@ async fn create_workspace(
     auth: AuthContext,
     ApiJson(body): ApiJson<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
-    auth.require_tenant_admin()?;
+    auth.require(Permission::OrgWorkspacesWrite)?;
     let name = validation::name("name", &body.name, 100)?;
     let description = validation::description("description", body.description.as_deref(), 1000)?;
     let workspace = state
@@ -256,7 +246,8 @@ async fn create_workspace(
 }
 
 /// Changes a workspace's settings: the default rate limit of its keys.
-/// Needs `workspace:write` there (or a tenant-admin key).
+/// Needs `workspace:write` there (`org:workspaces:write` for another
+/// workspace); the limit stays under the operator's ceiling.
 #[utoipa::path(patch, path = "/v1/admin/groups/{id}", tag = "admin",
     params(("id" = String, Path, description = "Workspace id")),
     request_body = UpdateWorkspace,
@@ -268,10 +259,16 @@ async fn update_workspace(
     ApiJson(body): ApiJson<UpdateWorkspace>,
 ) -> Result<Json<Workspace>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
-    if workspace.id == auth.workspace_id() {
-        auth.require(Permission::WorkspaceWrite)?;
-    }
+    auth.require_in(
+        &workspace.id,
+        Permission::WorkspaceWrite,
+        Permission::OrgWorkspacesWrite,
+    )?;
     let limit = rate_limit_of("rate_limit", body.rate_limit)?;
+    if let Some(limit) = limit {
+        let (caller, _) = caller_in(&state, &auth, &workspace).await?;
+        RateBounds::of(&state).check_setting(&caller, "rate_limit", limit)?;
+    }
     let updated = state
         .store()
         .set_workspace_rate_limit(&auth.actor(), auth.organization_id(), &workspace.id, limit)
@@ -280,8 +277,9 @@ async fn update_workspace(
     Ok(Json(workspace_body(&updated)))
 }
 
-/// Deletes a workspace with its keys and workflows. Tenant-admin keys only;
-/// a key cannot delete its own workspace.
+/// Deletes a workspace with its keys and workflows. Needs
+/// `org:workspaces:write` (a tenant-admin key); a key cannot delete its own
+/// workspace.
 #[utoipa::path(delete, path = "/v1/admin/groups/{id}", tag = "admin",
     params(("id" = String, Path, description = "Workspace id")),
     responses((status = 200, body = Deleted)))]
@@ -291,7 +289,7 @@ async fn delete_workspace(
     Path(id): Path<String>,
 ) -> Result<Json<Deleted>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
-    auth.require_tenant_admin()?;
+    auth.require(Permission::OrgWorkspacesWrite)?;
     if workspace.id == auth.workspace_id() {
         return Err(ApiError::Conflict(
             "A key cannot delete its own workspace; use a tenant-admin key of another workspace"
@@ -309,30 +307,60 @@ async fn delete_workspace(
     }))
 }
 
-/// Keys of a workspace (never their secrets): all of them with
-/// `keys:manage`, else the caller's own (`keys:read`).
+/// Keys of a workspace (never their secrets), newest first: all of them
+/// with `keys:manage` (`org:keys:read` in another workspace), else the
+/// caller's own (`keys:read`). A bare array, or a page envelope when `page`
+/// or `size` is given (size 1 to 100, default 50).
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys", tag = "admin",
-    params(("id" = String, Path, description = "Workspace id")),
+    params(("id" = String, Path, description = "Workspace id"),
+           ("page" = Option<u64>, Query, description = "Page number, from 1"),
+           ("size" = Option<u64>, Query, description = "Page size, 1 to 100 (default 50)")),
     responses((status = 200, body = Vec<ApiKeyInfo>)))]
 async fn list_keys(
     State(state): State<AppState>,
     auth: AuthContext,
     Path(id): Path<String>,
-) -> Result<Json<Vec<ApiKeyInfo>>> {
+    query: QueryPairs,
+) -> Result<Response> {
+    let page = query.positive("page", u64::MAX / 100)?;
+    let size = query.positive("size", 100)?;
     let workspace = target_workspace(&state, &auth, &id).await?;
-    let only_own = if workspace.id != auth.workspace_id() || auth.has(Permission::KeysManage) {
+    let (caller, _) = caller_in(&state, &auth, &workspace).await?;
+    let only_own = if keys::sees_all(&caller) {
         None
     } else {
-        auth.require(Permission::KeysRead)?;
+        auth.require_in(&workspace.id, Permission::KeysRead, Permission::OrgKeysRead)?;
         Some(auth.user_id())
     };
-    let keys = state.store().list_keys(&workspace.id, only_own).await?;
-    Ok(Json(keys.iter().map(key_info).collect()))
+    if page.is_none() && size.is_none() {
+        let keys = state.store().list_keys(&workspace.id, only_own).await?;
+        let body: Vec<ApiKeyInfo> = keys.iter().map(key_info).collect();
+        return Ok(Json(body).into_response());
+    }
+    let (page, size) = (page.unwrap_or(1), size.unwrap_or(50));
+    let (keys, total) = state
+        .store()
+        .list_keys_page(&workspace.id, only_own, (page - 1) * size, size)
+        .await?;
+    Ok(Json(Page {
+        items: keys.iter().map(key_info).collect::<Vec<_>>(),
+        total,
+        page,
+        size,
+        pages: total.div_ceil(size),
+    })
+    .into_response())
 }
 
-/// Creates a key owned by the caller's user in the workspace. The secret is
-/// in this response only. Needs `keys:write` there; `tenant_admin: true`
-/// needs a tenant-admin key; `permissions` must be a subset of the caller's.
+/// Creates a key owned by the caller's user in the workspace; the secret is
+/// in this response only (sent with `Cache-Control: no-store`). A key never
+/// creates anything greater than itself: the new key's `permissions` are a
+/// subset of the caller's (default: the caller's own restriction), its
+/// `expires_at` no later than the caller's (default: the caller's), its
+/// `rate_limit` no higher (see docs/api-keys.md). Needs `keys:write` there
+/// (`org:keys:write` in another workspace, where the caller must be a
+/// member); `tenant_admin: true` needs a tenant-admin key with
+/// `org:keys:write`.
 #[utoipa::path(post, path = "/v1/admin/groups/{id}/api-keys", tag = "admin",
     params(("id" = String, Path, description = "Workspace id")),
     request_body = CreateApiKey,
@@ -342,23 +370,16 @@ async fn create_key(
     auth: AuthContext,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CreateApiKey>,
-) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+) -> Result<Response> {
     let workspace = target_workspace(&state, &auth, &id).await?;
-    let granted = owner_permissions_in(&state, &auth, &workspace).await?;
-    if !granted.contains(&Permission::KeysWrite) {
-        if workspace.id == auth.workspace_id() {
-            auth.require(Permission::KeysWrite)?;
-        }
-        return Err(ApiError::InsufficientPermissions {
-            permission: Permission::KeysWrite.as_str().to_owned(),
-            detail: "API key lacks required permissions: the key owner's role in that workspace does not grant `keys:write`".to_owned(),
-        });
-    }
+    // Said here first for the clearest sentence; `keys::mint` checks it too.
+    auth.require_in(
+        &workspace.id,
+        Permission::KeysWrite,
+        Permission::OrgKeysWrite,
+    )?;
     let name = validation::name("name", &body.name, 100)?;
-    if body.tenant_admin {
-        auth.require_tenant_admin()?;
-    }
-    let restriction = match body.permissions {
+    let permissions = match body.permissions {
         None => None,
         Some(names) => {
             let mut perms = Vec::with_capacity(names.len());
@@ -369,17 +390,8 @@ async fn create_key(
                         format!("permissions[{i}]: {e}"),
                     )
                 })?;
-                if !granted.contains(&p) {
-                    return Err(ApiError::InsufficientPermissions {
-                        permission: p.as_str().to_owned(),
-                        detail: format!("A key can only be restricted to permissions its owner has; `{p}` is not among them"),
-                    });
-                }
-                if !perms.contains(&p) {
-                    perms.push(p);
-                }
+                perms.push(p);
             }
-            perms.sort();
             Some(perms)
         }
     };
@@ -402,24 +414,38 @@ async fn create_key(
             Some(at)
         }
     };
-    let (record, secret) = keys::issue(
-        &state,
-        &auth.actor(),
-        IssueRequest {
-            workspace_id: workspace.id.clone(),
-            user_id: auth.user_id().to_owned(),
+    let (caller, role) = caller_in(&state, &auth, &workspace).await?;
+    let request = keys::mint(
+        &caller,
+        &workspace,
+        role,
+        MintRequest {
             name,
             tenant_admin: body.tenant_admin,
-            restriction,
+            permissions,
             expires_at,
             rate_limit,
         },
-    )
-    .await?;
-    Ok((
+        &RateBounds::of(&state),
+    )?;
+    let (record, secret) = keys::issue(&state, &auth.actor(), request).await?;
+    Ok(secret_response(created_body(
+        &record,
+        secret.expose_secret(),
+    )))
+}
+
+/// A 201 that carries a secret: never stored by a cache.
+fn secret_response(body: CreatedApiKey) -> Response {
+    (
         StatusCode::CREATED,
-        Json(created_body(&record, secret.expose_secret())),
-    ))
+        [
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+            (axum::http::header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
 }
 
 fn created_body(record: &KeyRecord, secret: &str) -> CreatedApiKey {
@@ -438,9 +464,11 @@ fn created_body(record: &KeyRecord, secret: &str) -> CreatedApiKey {
     }
 }
 
+/// A key of `workspace` that `caller` may see; others' keys it may not see
+/// are 404 (their existence is not revealed).
 pub(crate) async fn visible_key(
     state: &AppState,
-    auth: &AuthContext,
+    caller: &Caller,
     workspace: &WorkspaceRecord,
     key_id: &str,
 ) -> Result<KeyRecord> {
@@ -449,14 +477,11 @@ pub(crate) async fn visible_key(
         .key(&workspace.id, key_id)
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))?;
-    // Others' keys are invisible (404, not 403) without keys:manage.
-    if workspace.id == auth.workspace_id()
-        && key.user_id != auth.user_id()
-        && !auth.has(Permission::KeysManage)
-    {
-        return Err(ApiError::not_found("API key"));
+    match keys::may_see(caller, &key) {
+        Ok(()) => Ok(key),
+        Err(None) => Err(ApiError::not_found("API key")),
+        Err(Some(refused)) => Err(refused.into()),
     }
-    Ok(key)
 }
 
 /// One key (never its secret).
@@ -469,13 +494,14 @@ async fn get_key(
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<Json<ApiKeyInfo>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
-    let key = visible_key(&state, &auth, &workspace, &key_id).await?;
-    may_touch(&auth, &workspace, &key, Permission::KeysRead)?;
+    let (caller, _) = caller_in(&state, &auth, &workspace).await?;
+    let key = visible_key(&state, &caller, &workspace, &key_id).await?;
     Ok(Json(key_info(&key)))
 }
 
 /// Revokes a key, at once and for good. A key may always revoke itself;
-/// otherwise own keys need `keys:write`, others' `keys:manage`.
+/// otherwise own keys need `keys:write`, others' `keys:manage`
+/// (`org:keys:write` in another workspace).
 #[utoipa::path(delete, path = "/v1/admin/groups/{id}/api-keys/{key_id}", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
     responses((status = 200, body = ApiKeyInfo)))]
@@ -485,17 +511,26 @@ async fn revoke_key(
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<Json<ApiKeyInfo>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
-    let key = visible_key(&state, &auth, &workspace, &key_id).await?;
-    if key.id != auth.record().key.id {
-        may_touch(&auth, &workspace, &key, Permission::KeysWrite)?;
-    }
+    let (caller, _) = caller_in(&state, &auth, &workspace).await?;
+    let key = match visible_key(&state, &caller, &workspace, &key_id).await {
+        // A key may always revoke itself, even when it may not list keys.
+        Err(_) if key_id == auth.record().key.id && workspace.id == auth.workspace_id() => {
+            auth.record().key.clone()
+        }
+        other => other?,
+    };
+    keys::may_revoke(&caller, &key)?;
     let revoked = keys::revoke(&state, &auth.actor(), &workspace.id, &key.id).await?;
     Ok(Json(key_info(&revoked)))
 }
 
-/// Replaces a key by a new one with the same name, owner, restriction and
-/// lifetime. The old key keeps working for `grace_period_seconds` (0 to
-/// 7 days; 0 revokes it at once). The new secret is in this response only.
+/// Replaces a key by a new one with the same name, owner, restriction,
+/// rate limit and expiry (the same instant: rotation never extends a key's
+/// life). The old key keeps working for `grace_period_seconds` (0 to 7 days;
+/// 0 revokes it at once). Only the key's owner may rotate it, with
+/// `keys:write` (`org:keys:write` in another workspace), and a key rotates
+/// only keys no greater than itself. The new secret is in this response
+/// only (`Cache-Control: no-store`).
 #[utoipa::path(post, path = "/v1/admin/groups/{id}/api-keys/{key_id}/rotate", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
     request_body = RotateApiKey,
@@ -505,10 +540,22 @@ async fn rotate_key(
     auth: AuthContext,
     Path((id, key_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<RotateApiKey>,
-) -> Result<(StatusCode, Json<CreatedApiKey>)> {
+) -> Result<Response> {
     let workspace = target_workspace(&state, &auth, &id).await?;
-    let old = visible_key(&state, &auth, &workspace, &key_id).await?;
-    may_touch(&auth, &workspace, &old, Permission::KeysWrite)?;
+    let (caller, role) = caller_in(&state, &auth, &workspace).await?;
+    let old = match visible_key(&state, &caller, &workspace, &key_id).await {
+        Err(_) if key_id == auth.record().key.id && workspace.id == auth.workspace_id() => {
+            auth.record().key.clone()
+        }
+        other => other?,
+    };
+    // Said here first for the clearest sentence; `keys::may_rotate` checks it too.
+    auth.require_in(
+        &workspace.id,
+        Permission::KeysWrite,
+        Permission::OrgKeysWrite,
+    )?;
+    keys::may_rotate(&caller, &workspace, &old, role, &RateBounds::of(&state))?;
     let rotated = keys::rotate(&state, &auth.actor(), &old, body.grace_period_seconds)
         .await
         .map_err(|err| match err {
@@ -517,18 +564,9 @@ async fn rotate_key(
                 format!("grace_period_seconds must be from 0 to {MAX_GRACE_SECONDS} (7 days)"),
             ),
             RotateError::Store(e) => e.into(),
-            other => ApiError::Conflict(sentence(&other.to_string())),
         })?;
     let mut body = created_body(&rotated.new, rotated.secret.expose_secret());
     body.replaces = Some(rotated.old.id.clone());
     body.replaced_key_valid_until = Some(rfc3339(rotated.old_valid_until));
-    Ok((StatusCode::CREATED, Json(body)))
-}
-
-/// Capitalizes the first letter of a message used as a sentence.
-fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_uppercase().chain(chars).collect()
-    })
+    Ok(secret_response(body))
 }

@@ -55,9 +55,9 @@ pub async fn entries(
         .collect())
 }
 
-/// The audit log: with a tenant-admin key the whole organization's
-/// (`workspace_id` narrows it), otherwise the key's workspace (needs
-/// `keys:manage`). `action` filters by prefix (`api_key.`), `before` pages
+/// The audit log: with `org:audit:read` (a tenant-admin key) the whole
+/// organization's (`workspace_id` narrows it), otherwise the key's
+/// workspace (needs `keys:manage`). `action` filters by prefix (`api_key.`), `before` pages
 /// back, `limit` is 1 to 1000 (default 100). Nobody can change or delete it.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin",
     params(("workspace_id" = Option<String>, Query, description = "Only this workspace"),
@@ -75,11 +75,12 @@ async fn list_audit(
     let action_prefix = query.get("action").map(str::to_owned);
     let workspace_id = match query.get("workspace_id") {
         Some(id) => Some(target_workspace(&state, &auth, id).await?.id),
-        None if auth.tenant_admin => None,
+        None if auth.has(Permission::OrgAuditRead) => None,
         None => Some(auth.workspace_id().to_owned()),
     };
-    if workspace_id.as_deref() == Some(auth.workspace_id()) && !auth.tenant_admin {
-        auth.require(Permission::KeysManage)?;
+    match &workspace_id {
+        Some(id) => auth.require_in(id, Permission::KeysManage, Permission::OrgAuditRead)?,
+        None => auth.require(Permission::OrgAuditRead)?,
     }
     if action_prefix.as_ref().is_some_and(|a| a.len() > 100) {
         return Err(ApiError::validation(

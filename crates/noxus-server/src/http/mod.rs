@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod usage;
+pub mod users;
 pub mod workflows;
 
 use axum::response::IntoResponse;
@@ -60,6 +61,7 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(workflows::router())
         .merge(usage::router())
         .merge(audit::router())
+        .merge(users::router())
         .merge(catalog::router())
         .merge(health::router())
         .split_for_parts()

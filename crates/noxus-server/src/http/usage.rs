@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{masked_value, AuthContext};
 use crate::error::{ApiError, Result};
-use crate::http::admin::{target_workspace, visible_key};
+use crate::http::admin::{caller_in, target_workspace, visible_key};
 use crate::http::extract::QueryPairs;
 use crate::state::AppState;
 use crate::store::{UsageCounts, UsageHour};
@@ -132,7 +132,8 @@ pub fn buckets(range: Range, hours: &[UsageHour]) -> (Vec<UsagePoint>, UsagePoin
 }
 
 /// Usage of one key: hourly (default, last 24 h) or daily (`bucket=day`,
-/// e.g. `hours=168` for 7 days). Own keys with `keys:read`, others' with `keys:manage`.
+/// e.g. `hours=168` for 7 days). Own keys with `keys:read`, others' with
+/// `keys:manage` (`org:keys:read` in another workspace).
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys/{key_id}/usage", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id"),
            ("hours" = Option<u64>, Query, description = "How far back, in hours (default 24, at most 2160)"),
@@ -146,10 +147,8 @@ async fn key_usage(
 ) -> Result<Json<KeyUsage>> {
     let range = Range::parse(&query)?;
     let workspace = target_workspace(&state, &auth, &id).await?;
-    let key = visible_key(&state, &auth, &workspace, &key_id).await?;
-    if workspace.id == auth.workspace_id() && key.user_id == auth.user_id() {
-        auth.require(Permission::KeysRead)?;
-    }
+    let (caller, _) = caller_in(&state, &auth, &workspace).await?;
+    let key = visible_key(&state, &caller, &workspace, &key_id).await?;
     state.usage().flush(state.store()).await;
     let key = state
         .store()
@@ -195,7 +194,7 @@ async fn key_usage(
 }
 
 /// Usage of a workspace's keys together, and per key. Needs `keys:manage`
-/// (or a tenant-admin key for another workspace).
+/// (`org:keys:read` for another workspace).
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/usage", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"),
            ("hours" = Option<u64>, Query, description = "How far back, in hours (default 24)"),
@@ -209,9 +208,11 @@ async fn workspace_usage(
 ) -> Result<Json<WorkspaceUsage>> {
     let range = Range::parse(&query)?;
     let workspace = target_workspace(&state, &auth, &id).await?;
-    if workspace.id == auth.workspace_id() {
-        auth.require(Permission::KeysManage)?;
-    }
+    auth.require_in(
+        &workspace.id,
+        Permission::KeysManage,
+        Permission::OrgKeysRead,
+    )?;
     state.usage().flush(state.store()).await;
     let hours = state
         .store()

@@ -24,12 +24,119 @@ pub enum StoreError {
     /// A uniqueness constraint was hit; the name is the constraint's.
     #[error("conflict on {0}")]
     Conflict(&'static str),
+    /// A rule checked inside the write's transaction refused it; nothing changed.
+    #[error("{0}")]
+    Precondition(Precondition),
     /// Anything else from the database: becomes a 500 that is logged, never sent.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// Stored data that cannot be decoded (a bug or manual tampering).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+}
+
+/// A rule that a write checks inside its own transaction, so that two
+/// concurrent writes cannot both pass it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Precondition {
+    /// The change would leave the workspace without an owner.
+    #[error("a workspace keeps at least one owner: make someone else owner first")]
+    LastOwner,
+    /// The change would leave the organization without an active admin.
+    #[error("the organization keeps at least one active organization admin: make someone else organization admin first")]
+    LastOrgAdmin,
+    /// Rotation of a key that is revoked.
+    #[error("a revoked key cannot be rotated; create a new key")]
+    KeyRevoked,
+    /// Rotation of a key past its expiry.
+    #[error("an expired key cannot be rotated; create a new key")]
+    KeyExpired,
+    /// Rotation of a key that was already rotated.
+    #[error("this key was already rotated; rotate its replacement instead")]
+    KeyAlreadyRotated,
+    /// The platform is already set up.
+    #[error("the platform is already set up")]
+    AlreadySetUp,
+    /// Too many live keys for one user in one workspace.
+    #[error("you already have {limit} live keys in this workspace, the most one user may have; revoke keys you no longer use")]
+    TooManyKeysForUser {
+        /// The limit.
+        limit: u32,
+    },
+    /// Too many live keys in one workspace.
+    #[error("this workspace already has {limit} live keys, the most it may have; revoke keys that are no longer used")]
+    TooManyKeysInWorkspace {
+        /// The limit.
+        limit: u32,
+    },
+}
+
+/// How many live (not revoked, not expired, not replaced) keys may exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyQuotas {
+    /// Per user in one workspace.
+    pub per_user: u32,
+    /// Per workspace.
+    pub per_workspace: u32,
+}
+
+impl Default for KeyQuotas {
+    fn default() -> Self {
+        Self {
+            per_user: 100,
+            per_workspace: 1000,
+        }
+    }
+}
+
+/// Why a key stopped working before its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedReason {
+    /// Revoked by someone (itself, its owner, an admin).
+    Revoked,
+    /// Rotated without a grace period.
+    Rotated,
+    /// Its owner was removed from its workspace.
+    OwnerRemoved,
+    /// Its owner was deactivated.
+    OwnerDeactivated,
+}
+
+impl RevokedReason {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Rotated => "rotated",
+            Self::OwnerRemoved => "owner_removed",
+            Self::OwnerDeactivated => "owner_deactivated",
+        }
+    }
+
+    /// From the stored text (unknown text reads as `Revoked`).
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "rotated" => Self::Rotated,
+            "owner_removed" => Self::OwnerRemoved,
+            "owner_deactivated" => Self::OwnerDeactivated,
+            _ => Self::Revoked,
+        }
+    }
+
+    /// Disabled with its owner (removed or deactivated), not revoked by a person.
+    pub fn is_disabled(self) -> bool {
+        matches!(self, Self::OwnerRemoved | Self::OwnerDeactivated)
+    }
+
+    /// A sentence fragment for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Rotated => "replaced by rotation",
+            Self::OwnerRemoved => "disabled: its owner was removed from the workspace",
+            Self::OwnerDeactivated => "disabled: its owner was deactivated",
+        }
+    }
 }
 
 /// Result alias for store calls.
@@ -53,8 +160,8 @@ impl Actor {
     }
 }
 
-/// What the first start creates.
-#[derive(Debug, Clone)]
+/// What the first start creates. `Debug` leaves the password hash out.
+#[derive(Clone)]
 pub struct BootstrapRequest {
     /// Organization name.
     pub organization_name: String,
@@ -68,6 +175,16 @@ pub struct BootstrapRequest {
     pub workspace_name: String,
     /// The first key (its digest and display fragments), if one is issued.
     pub first_key: Option<(String, KeyDigest, String, String)>,
+}
+
+impl std::fmt::Debug for BootstrapRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapRequest")
+            .field("organization_name", &self.organization_name)
+            .field("admin_email", &self.admin_email)
+            .field("workspace_name", &self.workspace_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the first start created.
@@ -92,8 +209,8 @@ pub struct Organization {
     pub name: String,
 }
 
-/// A user account.
-#[derive(Debug, Clone)]
+/// A user account. `Debug` leaves the password hash out.
+#[derive(Clone)]
 pub struct UserRecord {
     /// Id.
     pub id: String,
@@ -107,6 +224,34 @@ pub struct UserRecord {
     pub password_hash: String,
     /// Organization admin: may create tenant-admin keys.
     pub is_org_admin: bool,
+    /// When the user was deactivated (cannot log in, keys revoked).
+    pub deactivated_at: Option<OffsetDateTime>,
+    /// Must choose a new password before anything else (set by an admin).
+    pub must_change_password: bool,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("organization_id", &self.organization_id)
+            .field("email", &self.email)
+            .field("is_org_admin", &self.is_org_admin)
+            .field("deactivated_at", &self.deactivated_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserRecord {
+    /// Not deactivated.
+    pub fn is_active(&self) -> bool {
+        self.deactivated_at.is_none()
+    }
+
+    /// An organization admin who is active.
+    pub fn is_active_org_admin(&self) -> bool {
+        self.is_org_admin && self.is_active()
+    }
 }
 
 /// A dashboard session. The token itself is only in the user's cookie.
@@ -120,8 +265,12 @@ pub struct SessionRecord {
     pub csrf_token: String,
     /// Created.
     pub created_at: OffsetDateTime,
-    /// Ends.
+    /// Ends at the latest.
     pub expires_at: OffsetDateTime,
+    /// Last request (the idle timeout counts from it; written at most once a minute).
+    pub last_seen_at: OffsetDateTime,
+    /// When the password was last entered in this session (sudo mode).
+    pub reauth_at: Option<OffsetDateTime>,
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -185,6 +334,8 @@ pub struct KeyRecord {
     pub rate_limit: Option<RateLimit>,
     /// Address of the last use.
     pub last_used_addr: Option<String>,
+    /// Why it was revoked, when it was.
+    pub revoked_reason: Option<RevokedReason>,
 }
 
 /// Request counts of one key in one hour.
@@ -288,6 +439,8 @@ pub struct KeyAuthRecord {
     pub user_email: String,
     /// Whether the owner is (still) an organization admin.
     pub user_is_org_admin: bool,
+    /// Whether the owner is active (not deactivated).
+    pub user_active: bool,
     /// The workspace's default rate limit for its keys.
     pub workspace_rate_limit: Option<RateLimit>,
 }
@@ -315,6 +468,32 @@ pub struct NewKey {
     pub expires_at: Option<OffsetDateTime>,
     /// Own rate limit (overrides the workspace default).
     pub rate_limit: Option<RateLimit>,
+}
+
+/// A user to create.
+#[derive(Clone)]
+pub struct NewUser {
+    /// Organization.
+    pub organization_id: String,
+    /// Login email (lowercase).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Organization admin.
+    pub is_org_admin: bool,
+    /// Must choose a new password at first login (someone else chose this one).
+    pub must_change_password: bool,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("email", &self.email)
+            .field("is_org_admin", &self.is_org_admin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A workflow row.
@@ -436,33 +615,64 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Creates the organization (first start).
     async fn create_organization(&self, actor: &Actor, name: &str) -> StoreResult<Organization>;
     /// Creates a user.
-    async fn create_user(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        email: &str,
-        name: &str,
-        password_hash: &str,
-        is_org_admin: bool,
-    ) -> StoreResult<UserRecord>;
+    async fn create_user(&self, actor: &Actor, user: NewUser) -> StoreResult<UserRecord>;
     /// Finds a user by login email.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     /// Finds a user by id.
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
-    /// Grants or changes a role.
+    /// Grants or changes a role; returns the previous one. Demoting the
+    /// workspace's last owner is refused inside the transaction
+    /// ([`Precondition::LastOwner`]), so two owners demoting each other at
+    /// once cannot leave none.
     async fn set_membership(
         &self,
         actor: &Actor,
         workspace_id: &str,
         user_id: &str,
         role: Role,
-    ) -> StoreResult<()>;
-    /// Removes a user from a workspace (their keys there stop working).
+    ) -> StoreResult<Option<Role>>;
+    /// Removes a user from a workspace and, in the same transaction, revokes
+    /// their live keys there for good ([`RevokedReason::OwnerRemoved`]):
+    /// adding them back does not revive them. Removing the last owner is
+    /// refused ([`Precondition::LastOwner`]). Returns the revoked keys' ids.
     async fn remove_membership(
         &self,
         actor: &Actor,
         workspace_id: &str,
         user_id: &str,
+    ) -> StoreResult<Vec<String>>;
+    /// Deactivates a user (`active = false`): in one transaction, marks them
+    /// deactivated, revokes every live key of theirs in every workspace
+    /// ([`RevokedReason::OwnerDeactivated`]) and ends their sessions; the last
+    /// active organization admin is refused ([`Precondition::LastOrgAdmin`]).
+    /// Reactivating (`active = true`) lets them log in again; their keys stay
+    /// revoked. Returns the user and the revoked keys' ids.
+    async fn set_user_active(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        user_id: &str,
+        active: bool,
+    ) -> StoreResult<(UserRecord, Vec<String>)>;
+    /// Makes or unmakes an organization admin; never leaves the organization
+    /// without an active one ([`Precondition::LastOrgAdmin`]).
+    async fn set_org_admin(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        user_id: &str,
+        is_org_admin: bool,
+    ) -> StoreResult<UserRecord>;
+    /// Replaces a user's password hash and ends their sessions, except
+    /// `keep_session` (a token digest) when given. `must_change` is set for a
+    /// password chosen by someone else (an admin's reset).
+    async fn set_password(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        password_hash: &str,
+        must_change: bool,
+        keep_session: Option<&str>,
     ) -> StoreResult<()>;
     /// The user's role in a workspace.
     async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>>;
@@ -487,6 +697,25 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_session(&self, token_digest: &str) -> StoreResult<()>;
     /// Ends every session of a user.
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()>;
+    /// Ends every session of a user but `keep` (a token digest); returns how many ended.
+    async fn delete_other_sessions(&self, user_id: &str, keep: &str) -> StoreResult<u64>;
+    /// Notes a request in a session (its idle timeout counts from it).
+    async fn touch_session(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()>;
+    /// Notes that the password was just entered in a session (sudo mode).
+    async fn set_session_reauth(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()>;
+    /// Deletes sessions that ended (past their limit, or idle since before
+    /// `idle_before`) and form nonces used before `nonces_before`; returns
+    /// how many rows went.
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        idle_before: OffsetDateTime,
+        nonces_before: OffsetDateTime,
+    ) -> StoreResult<u64>;
+    /// A platform setting.
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Sets a platform setting.
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
     /// Adds a batch of usage (counts, last use, addresses) in one transaction.
     async fn record_usage(&self, batch: &[KeyUsageFlush]) -> StoreResult<()>;
     /// Hourly usage of a workspace's keys (or one key) in `[from_hour, to_hour]`.
@@ -544,14 +773,37 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Looks a key up by digest, with its owner's current role (the hot path
     /// behind the cache).
     async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>>;
-    /// Inserts a key.
-    async fn create_key(&self, actor: &Actor, key: NewKey) -> StoreResult<KeyRecord>;
+    /// Inserts a key, unless its owner or its workspace already has as many
+    /// live keys as `quotas` allows (checked in the same transaction:
+    /// [`Precondition::TooManyKeysForUser`], [`Precondition::TooManyKeysInWorkspace`]).
+    async fn create_key(
+        &self,
+        actor: &Actor,
+        key: NewKey,
+        quotas: KeyQuotas,
+    ) -> StoreResult<KeyRecord>;
     /// Keys of a workspace, newest first; only `user_id`'s when given.
     async fn list_keys(
         &self,
         workspace_id: &str,
         user_id: Option<&str>,
     ) -> StoreResult<Vec<KeyRecord>>;
+    /// One page of [`Store::list_keys`], with the total.
+    async fn list_keys_page(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<KeyRecord>, u64)>;
+    /// Replaces a key's stored digest (a key verified under the previous
+    /// pepper is re-hashed under the current one).
+    async fn replace_key_digest(
+        &self,
+        key_id: &str,
+        old: &KeyDigest,
+        new: &KeyDigest,
+    ) -> StoreResult<()>;
     /// One key of a workspace.
     async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>>;
     /// Revokes a key (idempotent: revoking twice keeps the first time).
@@ -563,6 +815,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<KeyRecord>;
     /// Inserts `new` as the successor of key `id`, whose expiry becomes
     /// `old_valid_until` (or which is revoked at once when that is `None`).
+    /// Only a live key that was not rotated yet can be rotated; the check is a
+    /// conditional write in the same transaction, so of two concurrent
+    /// rotations exactly one wins ([`Precondition::KeyAlreadyRotated`],
+    /// [`Precondition::KeyRevoked`], [`Precondition::KeyExpired`]).
     async fn rotate_key(
         &self,
         actor: &Actor,

@@ -191,6 +191,68 @@ async fn org_of_workspace(
         .ok_or(StoreError::NotFound)
 }
 
+/// Refuses (rolling back) a change that left the workspace without an owner.
+async fn keeps_an_owner(tx: &mut Transaction<'_, Sqlite>, workspace_id: &str) -> StoreResult<()> {
+    let owners: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM memberships WHERE workspace_id = ? AND role = 'owner'",
+    )
+    .bind(workspace_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if owners == 0 {
+        return Err(StoreError::Precondition(Precondition::LastOwner));
+    }
+    Ok(())
+}
+
+/// Refuses (rolling back) a change that left the organization without an
+/// active organization admin.
+async fn keeps_an_org_admin(
+    tx: &mut Transaction<'_, Sqlite>,
+    organization_id: &str,
+) -> StoreResult<()> {
+    let admins: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users
+         WHERE organization_id = ? AND is_org_admin = 1 AND deactivated_at IS NULL",
+    )
+    .bind(organization_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if admins == 0 {
+        return Err(StoreError::Precondition(Precondition::LastOrgAdmin));
+    }
+    Ok(())
+}
+
+/// Revokes, for `reason`, every key matching `filter` (whose `?1`, `?2`…
+/// take `binds`) that still works (not revoked, not expired, including
+/// rotated keys in their grace period). Returns their ids.
+async fn revoke_live_keys(
+    tx: &mut Transaction<'_, Sqlite>,
+    filter: &str,
+    binds: &[&str],
+    reason: RevokedReason,
+) -> StoreResult<Vec<String>> {
+    let at = binds.len() + 1;
+    let why = binds.len() + 2;
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = ?{at}, revoked_reason = ?{why}
+         WHERE {filter} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?{at})
+         RETURNING id"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let mut ids = query
+        .bind(to_ms(now()))
+        .bind(reason.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+    ids.sort();
+    Ok(ids)
+}
+
 fn parse_role(s: &str) -> StoreResult<Role> {
     Role::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -208,6 +270,8 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
         name: row.try_get("name")?,
         password_hash: row.try_get("password_hash")?,
         is_org_admin: row.try_get("is_org_admin")?,
+        deactivated_at: opt_from_ms(row.try_get("deactivated_at")?)?,
+        must_change_password: row.try_get("must_change_password")?,
     })
 }
 
@@ -224,7 +288,7 @@ fn workspace_from_row(row: &SqliteRow) -> StoreResult<WorkspaceRecord> {
 
 const KEY_COLUMNS: &str = "k.id, k.workspace_id, k.user_id, k.name, k.digest, k.prefix, k.suffix,
     k.tenant_admin, k.restriction, k.created_at, k.expires_at, k.revoked_at, k.replaced_by,
-    k.last_used_at, k.last_used_addr, k.rate_limit_per_second, k.rate_limit_burst";
+    k.last_used_at, k.last_used_addr, k.rate_limit_per_second, k.rate_limit_burst, k.revoked_reason";
 
 fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
     let restriction: Option<String> = row.try_get("restriction")?;
@@ -255,6 +319,9 @@ fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
         last_used_at: opt_from_ms(row.try_get("last_used_at")?)?,
         last_used_addr: row.try_get("last_used_addr")?,
         rate_limit: rate_limit_from(row, "rate_limit_per_second", "rate_limit_burst")?,
+        revoked_reason: row
+            .try_get::<Option<String>, _>("revoked_reason")?
+            .map(|r| RevokedReason::parse(&r)),
     })
 }
 
@@ -353,6 +420,7 @@ async fn insert_key(
         last_used_at: None,
         last_used_addr: None,
         rate_limit: key.rate_limit,
+        revoked_reason: None,
     })
 }
 
@@ -419,6 +487,8 @@ impl Store for SqliteStore {
             name: request.admin_name.clone(),
             password_hash: request.password_hash.clone(),
             is_org_admin: true,
+            deactivated_at: None,
+            must_change_password: false,
         };
         sqlx::query(
             "INSERT INTO users (id, organization_id, email, name, password_hash, is_org_admin, created_at)
@@ -533,27 +603,21 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn create_user(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        email: &str,
-        name: &str,
-        password_hash: &str,
-        is_org_admin: bool,
-    ) -> StoreResult<UserRecord> {
+    async fn create_user(&self, actor: &Actor, user: NewUser) -> StoreResult<UserRecord> {
         let id = new_id();
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "INSERT INTO users (id, organization_id, email, name, password_hash, is_org_admin, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, organization_id, email, name, password_hash, is_org_admin,
+                 must_change_password, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
-        .bind(organization_id)
-        .bind(email)
-        .bind(name)
-        .bind(password_hash)
-        .bind(is_org_admin)
+        .bind(&user.organization_id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(user.is_org_admin)
+        .bind(user.must_change_password)
         .bind(to_ms(now()))
         .execute(&mut *tx)
         .await
@@ -561,21 +625,23 @@ impl Store for SqliteStore {
         audit(
             &mut tx,
             actor,
-            organization_id,
+            &user.organization_id,
             None,
             "user.create",
             ("user", &id),
-            json!({"email": email, "is_org_admin": is_org_admin}),
+            json!({"email": user.email, "is_org_admin": user.is_org_admin}),
         )
         .await?;
         tx.commit().await?;
         Ok(UserRecord {
             id,
-            organization_id: organization_id.to_owned(),
-            email: email.to_owned(),
-            name: name.to_owned(),
-            password_hash: password_hash.to_owned(),
-            is_org_admin,
+            organization_id: user.organization_id,
+            email: user.email,
+            name: user.name,
+            password_hash: user.password_hash,
+            is_org_admin: user.is_org_admin,
+            deactivated_at: None,
+            must_change_password: user.must_change_password,
         })
     }
 
@@ -605,7 +671,7 @@ impl Store for SqliteStore {
         workspace_id: &str,
         user_id: &str,
         role: Role,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<Option<Role>> {
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let previous: Option<String> = sqlx::query_scalar(
@@ -615,6 +681,7 @@ impl Store for SqliteStore {
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await?;
+        let previous = previous.as_deref().map(parse_role).transpose()?;
         sqlx::query(
             "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = excluded.role",
@@ -633,6 +700,9 @@ impl Store for SqliteStore {
             }
             _ => StoreError::Database(e),
         })?;
+        if previous == Some(Role::Owner) && role != Role::Owner {
+            keeps_an_owner(&mut tx, workspace_id).await?;
+        }
         audit(
             &mut tx,
             actor,
@@ -644,7 +714,7 @@ impl Store for SqliteStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(previous)
     }
 
     async fn remove_membership(
@@ -652,16 +722,173 @@ impl Store for SqliteStore {
         actor: &Actor,
         workspace_id: &str,
         user_id: &str,
-    ) -> StoreResult<()> {
-        self.delete_audited(
-            actor,
-            workspace_id,
-            "DELETE FROM memberships WHERE workspace_id = ? AND user_id = ?",
-            user_id,
-            "membership.remove",
-            "user",
+    ) -> StoreResult<Vec<String>> {
+        let mut tx = self.begin_write().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let removed: Option<String> = sqlx::query_scalar(
+            "DELETE FROM memberships WHERE workspace_id = ? AND user_id = ? RETURNING role",
         )
-        .await
+        .bind(workspace_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(removed) = removed else {
+            return Err(StoreError::NotFound);
+        };
+        if parse_role(&removed)? == Role::Owner {
+            keeps_an_owner(&mut tx, workspace_id).await?;
+        }
+        let revoked = revoke_live_keys(
+            &mut tx,
+            "user_id = ?1 AND workspace_id = ?2",
+            &[user_id, workspace_id],
+            RevokedReason::OwnerRemoved,
+        )
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "membership.remove",
+            ("user", user_id),
+            json!({"previous_role": removed, "revoked_key_ids": revoked}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    async fn set_user_active(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        user_id: &str,
+        active: bool,
+    ) -> StoreResult<(UserRecord, Vec<String>)> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE users SET deactivated_at = CASE WHEN ? THEN NULL ELSE COALESCE(deactivated_at, ?) END
+             WHERE organization_id = ? AND id = ? RETURNING *",
+        )
+        .bind(active)
+        .bind(to_ms(now()))
+        .bind(organization_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let user = user_from_row(&row)?;
+        let mut revoked = Vec::new();
+        if !active {
+            keeps_an_org_admin(&mut tx, organization_id).await?;
+            revoked = revoke_live_keys(
+                &mut tx,
+                "user_id = ?1",
+                &[user_id],
+                RevokedReason::OwnerDeactivated,
+            )
+            .await?;
+            sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            None,
+            if active {
+                "user.reactivate"
+            } else {
+                "user.deactivate"
+            },
+            ("user", user_id),
+            json!({"email": user.email, "revoked_key_ids": revoked}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((user, revoked))
+    }
+
+    async fn set_org_admin(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        user_id: &str,
+        is_org_admin: bool,
+    ) -> StoreResult<UserRecord> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE users SET is_org_admin = ? WHERE organization_id = ? AND id = ? RETURNING *",
+        )
+        .bind(is_org_admin)
+        .bind(organization_id)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let user = user_from_row(&row)?;
+        if !is_org_admin {
+            keeps_an_org_admin(&mut tx, organization_id).await?;
+        }
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            None,
+            "user.org_admin",
+            ("user", user_id),
+            json!({"email": user.email, "is_org_admin": is_org_admin}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn set_password(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        password_hash: &str,
+        must_change: bool,
+        keep_session: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let org: String = sqlx::query_scalar(
+            "UPDATE users SET password_hash = ?, must_change_password = ? WHERE id = ?
+             RETURNING organization_id",
+        )
+        .bind(password_hash)
+        .bind(must_change)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_digest IS NOT ?")
+            .bind(user_id)
+            .bind(keep_session)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let by_self = actor.user_id.as_deref() == Some(user_id);
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            None,
+            if by_self {
+                "user.password_change"
+            } else {
+                "user.password_reset"
+            },
+            ("user", user_id),
+            json!({"sessions_ended": ended, "must_change": must_change}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>> {
@@ -719,13 +946,17 @@ impl Store for SqliteStore {
 
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (token_digest, user_id, csrf_token, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (token_digest, user_id, csrf_token, created_at, expires_at,
+                 last_seen_at, reauth_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&session.token_digest)
         .bind(&session.user_id)
         .bind(&session.csrf_token)
         .bind(to_ms(session.created_at))
         .bind(to_ms(session.expires_at))
+        .bind(to_ms(session.last_seen_at))
+        .bind(session.reauth_at.map(to_ms))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -737,7 +968,10 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
         let row = sqlx::query(
-            "SELECT s.token_digest, s.csrf_token, s.created_at AS session_created_at, s.expires_at AS session_expires_at, u.*
+            "SELECT s.token_digest, s.csrf_token, s.created_at AS session_created_at,
+                    s.expires_at AS session_expires_at,
+                    COALESCE(s.last_seen_at, s.created_at) AS session_last_seen_at,
+                    s.reauth_at AS session_reauth_at, u.*
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_digest = ? AND s.expires_at > ?",
         )
@@ -753,6 +987,8 @@ impl Store for SqliteStore {
             csrf_token: row.try_get("csrf_token")?,
             created_at: from_ms(row.try_get("session_created_at")?)?,
             expires_at: from_ms(row.try_get("session_expires_at")?)?,
+            last_seen_at: from_ms(row.try_get("session_last_seen_at")?)?,
+            reauth_at: opt_from_ms(row.try_get("session_reauth_at")?)?,
         };
         Ok(Some((session, user)))
     }
@@ -770,6 +1006,81 @@ impl Store for SqliteStore {
             .bind(user_id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    async fn delete_other_sessions(&self, user_id: &str, keep: &str) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_digest <> ?")
+                .bind(user_id)
+                .bind(keep)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    async fn touch_session(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE token_digest = ?")
+            .bind(to_ms(at))
+            .bind(token_digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_session_reauth(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET reauth_at = ?, last_seen_at = ? WHERE token_digest = ?")
+            .bind(to_ms(at))
+            .bind(to_ms(at))
+            .bind(token_digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        idle_before: OffsetDateTime,
+        nonces_before: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= ? OR COALESCE(last_seen_at, created_at) < ?",
+        )
+        .bind(to_ms(now))
+        .bind(to_ms(idle_before))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let nonces = sqlx::query("DELETE FROM form_nonces WHERE used_at < ?")
+            .bind(to_ms(nonces_before))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(sessions + nonces)
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -1064,7 +1375,7 @@ impl Store for SqliteStore {
     async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>> {
         let row = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS}, w.organization_id, w.name AS workspace_name, m.role,
-                    u.email AS user_email, u.is_org_admin,
+                    u.email AS user_email, u.is_org_admin, u.deactivated_at AS user_deactivated_at,
                     w.rate_limit_per_second AS ws_rate, w.rate_limit_burst AS ws_burst
              FROM api_keys k
              JOIN workspaces w ON w.id = k.workspace_id
@@ -1084,14 +1395,45 @@ impl Store for SqliteStore {
             role: role.as_deref().map(parse_role).transpose()?,
             user_email: row.try_get("user_email")?,
             user_is_org_admin: row.try_get("is_org_admin")?,
+            user_active: row
+                .try_get::<Option<i64>, _>("user_deactivated_at")?
+                .is_none(),
             workspace_rate_limit: rate_limit_from(&row, "ws_rate", "ws_burst")?,
         }))
     }
 
-    async fn create_key(&self, actor: &Actor, key: NewKey) -> StoreResult<KeyRecord> {
+    async fn create_key(
+        &self,
+        actor: &Actor,
+        key: NewKey,
+        quotas: KeyQuotas,
+    ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, &key.workspace_id).await?;
-        let record = insert_key(&mut tx, &key, now()).await?;
+        let at = now();
+        let (for_user, in_workspace): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(user_id = ?2), 0), COUNT(*) FROM api_keys
+             WHERE workspace_id = ?1 AND revoked_at IS NULL AND replaced_by IS NULL
+               AND (expires_at IS NULL OR expires_at > ?3)",
+        )
+        .bind(&key.workspace_id)
+        .bind(&key.user_id)
+        .bind(to_ms(at))
+        .fetch_one(&mut *tx)
+        .await?;
+        if for_user >= i64::from(quotas.per_user) {
+            return Err(StoreError::Precondition(Precondition::TooManyKeysForUser {
+                limit: quotas.per_user,
+            }));
+        }
+        if in_workspace >= i64::from(quotas.per_workspace) {
+            return Err(StoreError::Precondition(
+                Precondition::TooManyKeysInWorkspace {
+                    limit: quotas.per_workspace,
+                },
+            ));
+        }
+        let record = insert_key(&mut tx, &key, at).await?;
         audit(
             &mut tx,
             actor,
@@ -1126,6 +1468,55 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn list_keys_page(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<KeyRecord>, u64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, COUNT(*) OVER () AS total FROM api_keys k
+             WHERE k.workspace_id = ?1 AND (?2 IS NULL OR k.user_id = ?2)
+             ORDER BY k.rowid DESC LIMIT ?3 OFFSET ?4"
+        ))
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM api_keys WHERE workspace_id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+                )
+                .bind(workspace_id)
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
+        let keys = rows.iter().map(key_from_row).collect::<StoreResult<_>>()?;
+        Ok((keys, u64::try_from(total).unwrap_or(0)))
+    }
+
+    async fn replace_key_digest(
+        &self,
+        key_id: &str,
+        old: &KeyDigest,
+        new: &KeyDigest,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET digest = ? WHERE id = ? AND digest = ?")
+            .bind(new.as_hex())
+            .bind(key_id)
+            .bind(old.as_hex())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>> {
         sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
@@ -1150,12 +1541,15 @@ impl Store for SqliteStore {
         let mut key = key_in_tx(&mut tx, workspace_id, id).await?;
         if key.revoked_at.is_none() {
             let at = now();
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ?")
-                .bind(to_ms(at))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = ?, revoked_reason = 'revoked' WHERE id = ?",
+            )
+            .bind(to_ms(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             key.revoked_at = Some(at);
+            key.revoked_reason = Some(RevokedReason::Revoked);
             audit(
                 &mut tx,
                 actor,
@@ -1184,25 +1578,46 @@ impl Store for SqliteStore {
         let mut old = key_in_tx(&mut tx, workspace_id, id).await?;
         let at = now();
         let successor = insert_key(&mut tx, &new, at).await?;
-        match old_valid_until {
-            None => {
-                old.revoked_at = Some(old.revoked_at.unwrap_or(at));
-            }
-            Some(until) => {
-                // Never extend a key's life by rotating it.
-                old.expires_at = Some(old.expires_at.map_or(until, |e| e.min(until)));
-            }
-        }
-        old.replaced_by = Some(successor.id.clone());
-        sqlx::query(
-            "UPDATE api_keys SET revoked_at = ?, expires_at = ?, replaced_by = ? WHERE id = ?",
+        // Never extend a key's life by rotating it.
+        let expires_at =
+            old_valid_until.map(|until| old.expires_at.map_or(until, |e| e.min(until)));
+        // The rule and the write in one statement: only a live key that was
+        // not rotated yet changes.
+        let changed = sqlx::query(
+            "UPDATE api_keys SET
+                 revoked_at = CASE WHEN ?1 IS NULL THEN ?2 ELSE revoked_at END,
+                 revoked_reason = CASE WHEN ?1 IS NULL THEN 'rotated' ELSE revoked_reason END,
+                 expires_at = COALESCE(?1, expires_at),
+                 replaced_by = ?3
+             WHERE id = ?4 AND workspace_id = ?5 AND revoked_at IS NULL AND replaced_by IS NULL
+               AND (expires_at IS NULL OR expires_at > ?2)",
         )
-        .bind(old.revoked_at.map(to_ms))
-        .bind(old.expires_at.map(to_ms))
+        .bind(expires_at.map(to_ms))
+        .bind(to_ms(at))
         .bind(&successor.id)
         .bind(id)
+        .bind(workspace_id)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            let why = if old.revoked_at.is_some() {
+                Precondition::KeyRevoked
+            } else if old.replaced_by.is_some() {
+                Precondition::KeyAlreadyRotated
+            } else {
+                Precondition::KeyExpired
+            };
+            return Err(StoreError::Precondition(why));
+        }
+        match expires_at {
+            None => {
+                old.revoked_at = Some(at);
+                old.revoked_reason = Some(RevokedReason::Rotated);
+            }
+            Some(until) => old.expires_at = Some(until),
+        }
+        old.replaced_by = Some(successor.id.clone());
         let mut details = key_audit_details(&old);
         details["new_key_id"] = json!(successor.id);
         details["old_key_valid_until"] = json!(old_valid_until.map(to_ms));

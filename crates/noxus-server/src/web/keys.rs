@@ -17,7 +17,7 @@ use super::organization::{access, Access};
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
 use crate::domain::validation;
-use crate::keys::{self, IssueRequest, KeyStatus, RotateError};
+use crate::keys::{self, Caller, KeyStatus, MintRequest, RateBounds, RotateError};
 use crate::state::AppState;
 use crate::store::KeyRecord;
 
@@ -26,6 +26,10 @@ pub(super) fn path_segment(id: &str) -> String {
     id.chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect()
+}
+
+fn new_key_url(workspace_id: &str) -> String {
+    format!("{}/new", keys_url(workspace_id))
 }
 
 fn keys_url(workspace_id: &str) -> String {
@@ -57,6 +61,10 @@ pub(super) struct WorkspaceNav {
     pub name: String,
     pub role: String,
     pub tab: &'static str,
+    /// The Members tab is offered (`members:read`).
+    pub members: bool,
+    /// The Audit tab is offered (`keys:manage`).
+    pub audit: bool,
 }
 
 impl WorkspaceNav {
@@ -66,6 +74,8 @@ impl WorkspaceNav {
             name: access.workspace.name.clone(),
             role: access.role.to_string(),
             tab,
+            members: access.can(Permission::MembersRead),
+            audit: access.can(Permission::KeysManage),
         }
     }
 }
@@ -79,8 +89,10 @@ struct KeyRow {
     last_used: String,
     expires: String,
     status: &'static str,
+    status_note: String,
     restricted: String,
-    can_change: bool,
+    can_revoke: bool,
+    can_rotate: bool,
     sparkline: String,
 }
 
@@ -95,14 +107,8 @@ struct KeysPage<'a> {
     showing_all: bool,
 }
 
-/// Whether the user may revoke or rotate `key`: their own with
-/// `keys:write`, others' with `keys:manage`.
-fn may_change(access: &Access, user: &CurrentUser, key: &KeyRecord) -> bool {
-    if key.user_id == user.user.id {
-        access.can(Permission::KeysWrite)
-    } else {
-        access.can(Permission::KeysManage)
-    }
+fn caller(access: &Access, user: &CurrentUser) -> Caller {
+    Caller::person(&user.user, access.role)
 }
 
 /// GET …/api-keys.
@@ -112,7 +118,9 @@ pub async fn keys_page(
     Path(id): Path<String>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
-    let showing_all = access.can(Permission::KeysManage);
+    let caller = caller(&access, &user);
+    let bounds = RateBounds::of(&state);
+    let showing_all = keys::sees_all(&caller);
     let only_own = (!showing_all).then_some(user.user.id.as_str());
     let records = state
         .store()
@@ -154,13 +162,20 @@ pub async fn keys_page(
                 ),
                 expires: k.expires_at.map_or_else(|| "never".to_owned(), date),
                 status: status.as_str(),
+                status_note: k
+                    .revoked_reason
+                    .filter(|r| r.is_disabled())
+                    .map(|r| r.describe().to_owned())
+                    .unwrap_or_default(),
                 restricted: k
                     .restriction
                     .as_ref()
                     .map(|r| r.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default(),
-                can_change: matches!(status, KeyStatus::Active | KeyStatus::Expiring)
-                    && may_change(&access, &user, k),
+                can_revoke: status.works() && keys::may_revoke(&caller, k).is_ok(),
+                can_rotate: status == KeyStatus::Active
+                    && keys::may_rotate(&caller, &access.workspace, k, access.membership, &bounds)
+                        .is_ok(),
                 sparkline: super::usage::sparkline(&hours, &k.id, day),
             }
         })
@@ -182,6 +197,7 @@ struct PermissionChoice {
     value: &'static str,
     id: String,
     checked: bool,
+    management: bool,
 }
 
 #[derive(Template)]
@@ -194,17 +210,20 @@ struct NewKeyPage<'a> {
     name: &'a str,
     permissions: Vec<PermissionChoice>,
     error: Option<&'a str>,
+    can_tenant_admin: bool,
 }
 
 fn choices(access: &Access, checked: &[&str]) -> Vec<PermissionChoice> {
-    access
-        .role
-        .permissions()
-        .iter()
+    let mut all: Vec<Permission> = access.role.permissions().to_vec();
+    if access.org_admin {
+        all.extend_from_slice(Permission::ORGANIZATION);
+    }
+    all.into_iter()
         .map(|p| PermissionChoice {
             value: p.as_str(),
             id: format!("perm-{}", p.as_str().replace(':', "-")),
             checked: checked.contains(&p.as_str()),
+            management: p.is_management(),
         })
         .collect()
 }
@@ -229,6 +248,8 @@ pub async fn new_key_page(
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     require_create(&access)?;
+    // The next page shows a secret: confirm the password first.
+    user.require_sudo(&new_key_url(&access.workspace.id))?;
     Ok(page(
         StatusCode::OK,
         &NewKeyPage {
@@ -239,6 +260,7 @@ pub async fn new_key_page(
             nonce: new_nonce(),
             name: "",
             error: None,
+            can_tenant_admin: access.org_admin,
         },
     ))
 }
@@ -305,6 +327,7 @@ pub async fn create_key(
     user.check_csrf(&form)?;
     let access = access(&state, &user, &id).await?;
     require_create(&access)?;
+    user.require_sudo(&new_key_url(&access.workspace.id))?;
     let chosen = form.all("permissions");
     let raw_name = form.get("name").unwrap_or("");
     let name = match validation::name("name", raw_name, 100) {
@@ -320,27 +343,32 @@ pub async fn create_key(
                     nonce: form.get("nonce").unwrap_or("").to_owned(),
                     name: raw_name,
                     error: Some("Give the key a descriptive name (1 to 100 characters), such as \"billing service\"."),
+                    can_tenant_admin: access.org_admin,
                 },
             ))
         }
     };
-    let mut restriction = Vec::new();
+    let mut permissions = Vec::new();
     for raw in &chosen {
         let permission: Permission = raw.parse().map_err(|e| WebError::Invalid(format!("{e}")))?;
-        if !access.role.grants(permission) {
-            return Err(WebError::Forbidden(format!(
-                "Your role cannot give a key `{permission}`."
-            )));
-        }
-        restriction.push(permission);
+        permissions.push(permission);
     }
-    restriction.sort();
-    restriction.dedup();
-    // All of the role's permissions, or none ticked: the key follows the role.
-    let restriction = (!restriction.is_empty()
-        && restriction.len() < access.role.permissions().len())
-    .then_some(restriction);
+    // None ticked: the key follows the role (without management permissions).
+    let permissions = (!permissions.is_empty()).then_some(permissions);
     let expires_at = expiry(&form)?;
+    let request = keys::mint(
+        &caller(&access, &user),
+        &access.workspace,
+        access.membership,
+        MintRequest {
+            name,
+            tenant_admin: form.get("tenant_admin") == Some("on"),
+            permissions,
+            expires_at,
+            rate_limit: None,
+        },
+        &RateBounds::of(&state),
+    )?;
     let nonce = form
         .get("nonce")
         .filter(|n| n.len() == 32)
@@ -348,20 +376,7 @@ pub async fn create_key(
     if !state.store().use_nonce(nonce).await? {
         return Ok(already_shown(&user, &access));
     }
-    let (record, secret) = keys::issue(
-        &state,
-        &user.actor(),
-        IssueRequest {
-            workspace_id: access.workspace.id.clone(),
-            user_id: user.user.id.clone(),
-            name,
-            tenant_admin: false,
-            restriction,
-            expires_at,
-            rate_limit: None,
-        },
-    )
-    .await?;
+    let (record, secret) = keys::issue(&state, &user.actor(), request).await?;
     Ok(page(
         StatusCode::CREATED,
         &CreatedPage {
@@ -379,7 +394,8 @@ pub async fn create_key(
     ))
 }
 
-async fn changeable_key(
+/// A key of the workspace the user may see, or 404.
+async fn visible_key(
     state: &AppState,
     user: &CurrentUser,
     access: &Access,
@@ -389,14 +405,38 @@ async fn changeable_key(
         .store()
         .key(&access.workspace.id, key_id)
         .await?
-        .filter(|k| k.user_id == user.user.id || access.can(Permission::KeysManage))
+        .filter(|k| keys::may_see(&caller(access, user), k).is_ok())
         .ok_or_else(|| WebError::NotFound("No such key".to_owned()))?;
-    if !may_change(access, user, &key) {
-        return Err(WebError::Forbidden(format!(
-            "Your role in this workspace ({}) cannot change this key.",
-            access.role
-        )));
-    }
+    Ok(key)
+}
+
+/// A key the user may revoke.
+async fn revocable_key(
+    state: &AppState,
+    user: &CurrentUser,
+    access: &Access,
+    key_id: &str,
+) -> WebResult<KeyRecord> {
+    let key = visible_key(state, user, access, key_id).await?;
+    keys::may_revoke(&caller(access, user), &key)?;
+    Ok(key)
+}
+
+/// A key the user may rotate: only their own (rotation shows the new secret).
+async fn rotatable_key(
+    state: &AppState,
+    user: &CurrentUser,
+    access: &Access,
+    key_id: &str,
+) -> WebResult<KeyRecord> {
+    let key = visible_key(state, user, access, key_id).await?;
+    keys::may_rotate(
+        &caller(access, user),
+        &access.workspace,
+        &key,
+        access.membership,
+        &RateBounds::of(state),
+    )?;
     Ok(key)
 }
 
@@ -419,7 +459,7 @@ pub async fn revoke_page(
     Path((id, key_id)): Path<(String, String)>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
-    let key = changeable_key(&state, &user, &access, &key_id).await?;
+    let key = revocable_key(&state, &user, &access, &key_id).await?;
     Ok(page(
         StatusCode::OK,
         &RevokePage {
@@ -443,7 +483,7 @@ pub async fn revoke_key(
 ) -> WebResult {
     user.check_csrf(&form)?;
     let access = access(&state, &user, &id).await?;
-    let key = changeable_key(&state, &user, &access, &key_id).await?;
+    let key = revocable_key(&state, &user, &access, &key_id).await?;
     keys::revoke(&state, &user.actor(), &access.workspace.id, &key.id).await?;
     Ok(Redirect::to(&keys_url(&access.workspace.id)).into_response())
 }
@@ -468,7 +508,12 @@ pub async fn rotate_page(
     Path((id, key_id)): Path<(String, String)>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
-    let key = changeable_key(&state, &user, &access, &key_id).await?;
+    let key = rotatable_key(&state, &user, &access, &key_id).await?;
+    user.require_sudo(&format!(
+        "{}/{}/rotate",
+        keys_url(&access.workspace.id),
+        path_segment(&key.id)
+    ))?;
     Ok(page(
         StatusCode::OK,
         &RotatePage {
@@ -493,7 +538,12 @@ pub async fn rotate_key(
 ) -> WebResult {
     user.check_csrf(&form)?;
     let access = access(&state, &user, &id).await?;
-    let key = changeable_key(&state, &user, &access, &key_id).await?;
+    let key = rotatable_key(&state, &user, &access, &key_id).await?;
+    user.require_sudo(&format!(
+        "{}/{}/rotate",
+        keys_url(&access.workspace.id),
+        path_segment(&key.id)
+    ))?;
     let grace: u64 = match form.get("grace").unwrap_or("") {
         "0" => 0,
         "3600" => 3600,
@@ -516,7 +566,7 @@ pub async fn rotate_key(
         .await
         .map_err(|e| match e {
             RotateError::Store(e) => e.into(),
-            other => WebError::Conflict(other.to_string()),
+            RotateError::GraceTooLong => WebError::Invalid(crate::error::sentence(&e.to_string())),
         })?;
     let note = if grace == 0 {
         "The old key was revoked.".to_owned()

@@ -112,6 +112,7 @@ pub async fn members_page(
     Path(id): Path<String>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
+    access.require(Permission::MembersRead)?;
     render(&state, &user, &access, StatusCode::OK, None).await
 }
 

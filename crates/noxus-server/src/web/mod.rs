@@ -3,6 +3,7 @@
 //! (a copy button), no external assets, every state change a POST form
 //! with a CSRF token.
 
+mod account;
 mod keys;
 mod members;
 mod organization;
@@ -57,6 +58,32 @@ pub fn router() -> Router<AppState> {
             "/settings/organization/users",
             get(organization::users_page).post(organization::create_user),
         )
+        .route(
+            "/settings/organization/users/{user_id}/deactivate",
+            post(organization::deactivate_user),
+        )
+        .route(
+            "/settings/organization/users/{user_id}/reactivate",
+            post(organization::reactivate_user),
+        )
+        .route(
+            "/settings/organization/users/{user_id}/org-admin",
+            post(organization::set_org_admin),
+        )
+        .route(
+            "/settings/organization/users/{user_id}/password",
+            post(organization::reset_password),
+        )
+        .route("/settings/account", get(account::account))
+        .route(
+            "/settings/account/password",
+            get(account::password_form).post(account::change_password),
+        )
+        .route(
+            "/settings/account/sessions",
+            post(account::logout_other_sessions),
+        )
+        .route("/sudo", get(account::sudo_form).post(account::sudo))
         .route(
             "/settings/organization/workspaces/{id}",
             get(organization::workspace_home),
@@ -157,6 +184,12 @@ pub enum WebError {
     /// Not logged in: go to the login page.
     #[error("login required")]
     LoginRequired,
+    /// A sensitive action: confirm the password first, then come back to the page.
+    #[error("confirm your password")]
+    SudoRequired(String),
+    /// The password was set by someone else: choose one first.
+    #[error("choose a new password")]
+    PasswordChangeRequired,
     /// 403.
     #[error("{0}")]
     Forbidden(String),
@@ -184,12 +217,28 @@ impl From<crate::store::StoreError> for WebError {
     fn from(err: crate::store::StoreError) -> Self {
         match err {
             crate::store::StoreError::NotFound => Self::NotFound("Not found".to_owned()),
+            crate::store::StoreError::Precondition(why) => {
+                Self::Conflict(crate::error::sentence(&why.to_string()))
+            }
             crate::store::StoreError::Conflict(c) => Self::Conflict(match c {
                 "workspaces_org_name_key" => "A workspace with this name already exists".to_owned(),
                 "users_email_key" => "A user with this email already exists".to_owned(),
                 other => format!("This conflicts with an existing object ({other})"),
             }),
             other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::keys::KeyRuleError> for WebError {
+    fn from(err: crate::keys::KeyRuleError) -> Self {
+        match err {
+            crate::keys::KeyRuleError::Forbidden { detail, .. } => {
+                Self::Forbidden(crate::error::sentence(&detail))
+            }
+            crate::keys::KeyRuleError::Invalid { detail, .. } => {
+                Self::Invalid(crate::error::sentence(&detail))
+            }
         }
     }
 }
@@ -210,6 +259,13 @@ impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let (status, title) = match &self {
             Self::LoginRequired => return Redirect::to("/login").into_response(),
+            Self::SudoRequired(next) => {
+                return Redirect::to(&format!("/sudo?next={}", utf8_percent_encode(next)))
+                    .into_response()
+            }
+            Self::PasswordChangeRequired => {
+                return Redirect::to("/settings/account/password").into_response()
+            }
             Self::Forbidden(_) | Self::Csrf => (StatusCode::FORBIDDEN, "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
@@ -249,6 +305,13 @@ impl IntoResponse for WebError {
         });
         response
     }
+}
+
+/// Percent-encodes a local path for a query parameter.
+fn utf8_percent_encode(path: &str) -> String {
+    serde_urlencoded::to_string([("", path)])
+        .map(|s| s.trim_start_matches('=').to_owned())
+        .unwrap_or_default()
 }
 
 /// Result alias for dashboard handlers.

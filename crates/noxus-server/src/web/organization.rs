@@ -9,10 +9,9 @@ use noxus_api::{Permission, Role};
 
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
-use crate::domain::passwords::hash_password;
 use crate::domain::validation;
 use crate::state::AppState;
-use crate::store::WorkspaceRecord;
+use crate::store::{NewUser, WorkspaceRecord};
 
 /// What the current user may do in one workspace.
 #[derive(Debug)]
@@ -24,6 +23,8 @@ pub(super) struct Access {
     /// The role the dashboard acts with: the membership, or owner for an
     /// organization admin.
     pub role: Role,
+    /// The user is an active organization admin.
+    pub org_admin: bool,
 }
 
 impl Access {
@@ -62,7 +63,8 @@ pub(super) async fn access(
         .store()
         .membership(&workspace.id, &user.user.id)
         .await?;
-    let role = match (membership, user.user.is_org_admin) {
+    let org_admin = user.user.is_active_org_admin();
+    let role = match (membership, org_admin) {
         (_, true) => Role::Owner,
         (Some(role), false) => role,
         (None, false) => return Err(not_found()),
@@ -71,6 +73,7 @@ pub(super) async fn access(
         workspace,
         membership,
         role,
+        org_admin,
     })
 }
 
@@ -99,7 +102,7 @@ pub async fn organization_page(State(state): State<AppState>, user: CurrentUser)
             user_email: Some(&user.user.email),
             csrf: user.csrf(),
             organization: &organization,
-            is_org_admin: user.user.is_org_admin,
+            is_org_admin: user.user.is_active_org_admin(),
             workspace_count,
         },
     ))
@@ -223,9 +226,13 @@ pub async fn workspace_home(Path(id): Path<String>) -> Redirect {
 }
 
 struct UserRow {
+    id: String,
     email: String,
     name: String,
     org_admin: bool,
+    active: bool,
+    is_you: bool,
+    must_change_password: bool,
 }
 
 #[derive(Template)]
@@ -234,87 +241,277 @@ struct UsersPage<'a> {
     user_email: Option<&'a str>,
     csrf: &'a str,
     users: Vec<UserRow>,
-    can_create: bool,
     error: Option<&'a str>,
+    notice: Option<&'a str>,
 }
 
-async fn users_rows(state: &AppState, user: &CurrentUser) -> WebResult<Vec<UserRow>> {
-    Ok(state
+/// Only organization admins see and manage the organization's users.
+fn require_org_admin(user: &CurrentUser) -> WebResult<()> {
+    if user.user.is_active_org_admin() {
+        Ok(())
+    } else {
+        Err(WebError::Forbidden(
+            "Only organization admins see the organization's users; ask one of them if you need an account created or changed.".to_owned(),
+        ))
+    }
+}
+
+const USERS_URL: &str = "/settings/organization/users";
+
+async fn users_page_with(
+    state: &AppState,
+    user: &CurrentUser,
+    status: StatusCode,
+    error: Option<&str>,
+    notice: Option<&str>,
+) -> WebResult {
+    let users = state
         .store()
         .list_users(&user.user.organization_id)
         .await?
         .into_iter()
         .map(|u| UserRow {
+            is_you: u.id == user.user.id,
+            active: u.is_active(),
+            id: super::keys::path_segment(&u.id),
             email: u.email,
             name: u.name,
             org_admin: u.is_org_admin,
+            must_change_password: u.must_change_password,
         })
-        .collect())
-}
-
-/// GET /settings/organization/users.
-pub async fn users_page(State(state): State<AppState>, user: CurrentUser) -> WebResult {
-    let users = users_rows(&state, &user).await?;
+        .collect();
     Ok(page(
-        StatusCode::OK,
+        status,
         &UsersPage {
             user_email: Some(&user.user.email),
             csrf: user.csrf(),
             users,
-            can_create: user.user.is_org_admin,
-            error: None,
+            error,
+            notice,
         },
     ))
 }
 
-/// POST /settings/organization/users: an organization admin creates an account.
+/// GET /settings/organization/users: organization admins only.
+pub async fn users_page(State(state): State<AppState>, user: CurrentUser) -> WebResult {
+    require_org_admin(&user)?;
+    users_page_with(&state, &user, StatusCode::OK, None, None).await
+}
+
+/// POST /settings/organization/users: an organization admin creates an
+/// account with an initial password, which the user must change at first
+/// login. Creating an organization admin asks for the password again.
 pub async fn create_user(
     State(state): State<AppState>,
     user: CurrentUser,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;
-    if !user.user.is_org_admin {
-        return Err(WebError::Forbidden(
-            "Only organization admins create users.".to_owned(),
-        ));
+    require_org_admin(&user)?;
+    let org_admin = form.get("org_admin") == Some("on");
+    if org_admin {
+        user.require_sudo(USERS_URL)?;
     }
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let name = form.get("name").unwrap_or("").trim().to_owned();
     let password = form.get("password").unwrap_or("");
     let error = if !email.contains('@') || email.len() > 254 {
         Some("Enter a valid email address.")
-    } else if name.is_empty() || name.chars().count() > 100 {
+    } else if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         Some("Enter a name of 1 to 100 characters.")
-    } else if password.chars().count() < 12 {
-        Some("The initial password needs at least 12 characters.")
     } else {
-        None
+        super::account::check_new_password(password, None).err()
     };
     if let Some(error) = error {
-        let users = users_rows(&state, &user).await?;
-        return Ok(page(
+        return users_page_with(
+            &state,
+            &user,
             StatusCode::UNPROCESSABLE_ENTITY,
-            &UsersPage {
-                user_email: Some(&user.user.email),
-                csrf: user.csrf(),
-                users,
-                can_create: true,
-                error: Some(error),
-            },
-        ));
+            Some(error),
+            None,
+        )
+        .await;
     }
-    let hash = hash_password(password).map_err(WebError::Internal)?;
+    let hash = super::account::hash_off_thread(password).await?;
     state
         .store()
         .create_user(
             &user.actor(),
-            &user.user.organization_id,
-            &email,
-            &name,
-            &hash,
-            form.get("org_admin") == Some("on"),
+            NewUser {
+                organization_id: user.user.organization_id.clone(),
+                email,
+                name,
+                password_hash: hash,
+                is_org_admin: org_admin,
+                must_change_password: true,
+            },
         )
         .await?;
-    Ok(Redirect::to("/settings/organization/users").into_response())
+    Ok(Redirect::to(USERS_URL).into_response())
+}
+
+/// A user of the organization named in the path.
+async fn target_user(
+    state: &AppState,
+    user: &CurrentUser,
+    user_id: &str,
+) -> WebResult<crate::store::UserRecord> {
+    state
+        .store()
+        .user(user_id)
+        .await?
+        .filter(|u| u.organization_id == user.user.organization_id)
+        .ok_or_else(|| WebError::NotFound("No such user in your organization".to_owned()))
+}
+
+/// POST …/users/{id}/deactivate: ends their sessions and revokes every key of
+/// theirs at once. Asks for the password again.
+pub async fn deactivate_user(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(user_id): Path<String>,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    require_org_admin(&user)?;
+    user.require_sudo(USERS_URL)?;
+    let target = target_user(&state, &user, &user_id).await?;
+    if target.id == user.user.id {
+        return Err(WebError::Conflict(
+            "You cannot deactivate yourself; ask another organization admin.".to_owned(),
+        ));
+    }
+    let (_, revoked) = crate::users::set_active(
+        &state,
+        &user.actor(),
+        &user.user.organization_id,
+        &target.id,
+        false,
+    )
+    .await?;
+    let notice = format!(
+        "{} was deactivated: their sessions ended and {} key(s) were revoked.",
+        target.email,
+        revoked.len()
+    );
+    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
+}
+
+/// POST …/users/{id}/reactivate: they may log in again; their keys stay revoked.
+pub async fn reactivate_user(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(user_id): Path<String>,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    require_org_admin(&user)?;
+    user.require_sudo(USERS_URL)?;
+    let target = target_user(&state, &user, &user_id).await?;
+    crate::users::set_active(
+        &state,
+        &user.actor(),
+        &user.user.organization_id,
+        &target.id,
+        true,
+    )
+    .await?;
+    let notice = format!(
+        "{} was reactivated and may log in again; their old keys stay revoked.",
+        target.email
+    );
+    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
+}
+
+/// POST …/users/{id}/org-admin (`org_admin=on|off`): makes or unmakes an
+/// organization admin. Asks for the password again.
+pub async fn set_org_admin(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(user_id): Path<String>,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    require_org_admin(&user)?;
+    user.require_sudo(USERS_URL)?;
+    let make = match form.get("org_admin") {
+        Some("on") => true,
+        Some("off") => false,
+        _ => {
+            return Err(WebError::Invalid(
+                "Say whether to make or unmake an organization admin.".to_owned(),
+            ))
+        }
+    };
+    let target = target_user(&state, &user, &user_id).await?;
+    if make && !target.is_active() {
+        return Err(WebError::Conflict(
+            "Reactivate the user before making them an organization admin.".to_owned(),
+        ));
+    }
+    crate::users::set_org_admin(
+        &state,
+        &user.actor(),
+        &user.user.organization_id,
+        &target.id,
+        make,
+    )
+    .await?;
+    if target.id == user.user.id && !make {
+        // No longer an admin: this page is not theirs any more.
+        return Ok(Redirect::to("/settings/organization").into_response());
+    }
+    let notice = if make {
+        format!("{} is now an organization admin.", target.email)
+    } else {
+        format!("{} is no longer an organization admin.", target.email)
+    };
+    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
+}
+
+/// POST …/users/{id}/password: sets a temporary password that the user must
+/// change at their next login, and ends their sessions. Not for organization
+/// admins (demote them first): one admin may not take over another's
+/// identity. Asks for the password again.
+pub async fn reset_password(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(user_id): Path<String>,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    require_org_admin(&user)?;
+    user.require_sudo(USERS_URL)?;
+    let target = target_user(&state, &user, &user_id).await?;
+    if target.id == user.user.id {
+        return Err(WebError::Conflict(
+            "Change your own password in Your account.".to_owned(),
+        ));
+    }
+    if target.is_org_admin {
+        return Err(WebError::Forbidden(
+            "An organization admin's password cannot be reset by another admin; they change it themselves (or demote them first).".to_owned(),
+        ));
+    }
+    let password = form.get("password").unwrap_or("");
+    if let Err(message) = super::account::check_new_password(password, None) {
+        return users_page_with(
+            &state,
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(message),
+            None,
+        )
+        .await;
+    }
+    let hash = super::account::hash_off_thread(password).await?;
+    state
+        .store()
+        .set_password(&user.actor(), &target.id, &hash, true, None)
+        .await?;
+    let notice = format!(
+        "{}'s password was reset: give them the temporary password by a safe channel; they must change it when they log in.",
+        target.email
+    );
+    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
 }

@@ -25,8 +25,13 @@ use crate::store::{Actor, BootstrapRequest, SessionRecord, UserRecord};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "noxus_session";
-/// How long a session lasts.
+/// How long a session lasts at most.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// How long after the password was last entered sensitive actions need no
+/// second ask (GitHub's sudo mode).
+pub const SUDO_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// A session's last use is written at most this often.
+const TOUCH_EVERY: time::Duration = time::Duration::seconds(60);
 const WINDOW: Duration = Duration::from_secs(15 * 60);
 const MAX_FAILURES_PER_ACCOUNT: usize = 5;
 const MAX_FAILURES_PER_ADDRESS: usize = 20;
@@ -39,7 +44,8 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
-fn digest(token: &str) -> String {
+/// The stored form of a session token.
+pub(super) fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -60,7 +66,7 @@ pub struct LoginThrottle {
 
 impl LoginThrottle {
     /// Seconds to wait if either key is over its limit.
-    fn blocked(&self, account: &str, address: &str) -> Option<u64> {
+    pub(crate) fn blocked(&self, account: &str, address: &str) -> Option<u64> {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let mut wait = None;
@@ -83,7 +89,7 @@ impl LoginThrottle {
         wait
     }
 
-    fn record_failure(&self, account: &str, address: &str) {
+    pub(crate) fn record_failure(&self, account: &str, address: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if failures.len() > 100_000 {
@@ -126,6 +132,23 @@ impl CurrentUser {
         }
     }
 
+    /// Whether the password was entered in this session in the last 10 minutes.
+    pub fn in_sudo(&self) -> bool {
+        self.session
+            .reauth_at
+            .is_some_and(|at| OffsetDateTime::now_utc() - at <= SUDO_WINDOW)
+    }
+
+    /// For a sensitive action: unless the password was entered in the last
+    /// 10 minutes, go confirm it and come back to `back` (a local path).
+    pub fn require_sudo(&self, back: &str) -> WebResult<()> {
+        if self.in_sudo() {
+            Ok(())
+        } else {
+            Err(WebError::SudoRequired(back.to_owned()))
+        }
+    }
+
     /// 403 unless the form carried this session's CSRF token.
     pub fn check_csrf(&self, form: &Form) -> WebResult<()> {
         match form.get("csrf") {
@@ -134,6 +157,9 @@ impl CurrentUser {
         }
     }
 }
+
+/// What a user who must change their password may still open.
+const PASSWORD_CHANGE_PATHS: &[&str] = &["/settings/account/password", "/logout"];
 
 fn client_addr(parts: &Parts) -> Option<String> {
     parts
@@ -161,11 +187,23 @@ impl FromRequestParts<AppState> for CurrentUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let token = cookie_value(&parts.headers, COOKIE).ok_or(WebError::LoginRequired)?;
-        let found = state
-            .store()
-            .session(&digest(token), OffsetDateTime::now_utc())
-            .await?;
+        let now = OffsetDateTime::now_utc();
+        let found = state.store().session(&digest(token), now).await?;
         let (session, user) = found.ok_or(WebError::LoginRequired)?;
+        let idle = state.config().session_idle_timeout;
+        if !user.is_active() || now - session.last_seen_at >= idle {
+            state.store().delete_session(&session.token_digest).await?;
+            return Err(WebError::LoginRequired);
+        }
+        if now - session.last_seen_at >= TOUCH_EVERY {
+            state
+                .store()
+                .touch_session(&session.token_digest, now)
+                .await?;
+        }
+        if user.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {
+            return Err(WebError::PasswordChangeRequired);
+        }
         Ok(Self {
             user,
             session,
@@ -300,6 +338,11 @@ pub async fn login(
         );
         return Ok(page_html);
     };
+    if !user.is_active() {
+        return Err(WebError::Forbidden(
+            "This account was deactivated; ask an organization admin to reactivate it.".to_owned(),
+        ));
+    }
     throttle.record_success(&email);
     let token = random_token(43);
     let now = OffsetDateTime::now_utc();
@@ -309,6 +352,9 @@ pub async fn login(
         csrf_token: random_token(32),
         created_at: now,
         expires_at: now + SESSION_LIFETIME,
+        last_seen_at: now,
+        // The password was just entered: sensitive actions need no second ask for a while.
+        reauth_at: Some(now),
     };
     state.store().create_session(&session).await?;
     tracing::info!(user_id = %user.id, "logged in");

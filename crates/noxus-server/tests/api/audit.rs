@@ -76,8 +76,16 @@ async fn key_changes_are_readable_filterable_and_paged() {
 async fn only_admins_read_their_workspaces_log_and_tenant_admins_the_organizations() {
     let app = TestApp::spawn().await;
     let member = app.user_with_role(Role::Member).await;
-    let admin = app.user_with_role(Role::Admin).await;
+    let mut admin = app.user_with_role(Role::Admin).await;
     let other = app.second_workspace("Other").await;
+    // An admin's key made without `permissions` does not manage: no audit log.
+    assert_error(
+        app.get("/v1/admin/audit", &admin.key).send().await.unwrap(),
+        403,
+        "insufficient_permissions",
+    )
+    .await;
+    admin.key = app.management_key(&admin, Role::Admin).await;
     assert_error(
         app.get("/v1/admin/audit", &member.key)
             .send()

@@ -1,5 +1,10 @@
 //! Small assertions shared by the tests.
 
+use std::collections::HashMap;
+
+use noxus_testkit::{TestApp, TestUser};
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
 use serde_json::Value;
 
 /// Reads an error response and checks its shape: JSON with `detail`,
@@ -63,4 +68,154 @@ pub fn input_output_definition() -> Value {
              "id": uuid::Uuid::new_v4().to_string()}
         ]
     })
+}
+
+/// A minimal browser: keeps cookies, does not follow redirects.
+pub struct Browser {
+    http: reqwest::Client,
+    base: String,
+    /// The cookies kept so far.
+    pub cookies: HashMap<String, String>,
+}
+
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn field(&self, name: &str) -> Option<String> {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&marker)? + marker.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(self.body[start..end].to_owned())
+    }
+
+    pub fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Browser {
+    pub fn new(app: &TestApp) -> Self {
+        Self::at(&app.base_url)
+    }
+
+    /// A browser for the server at `base`.
+    pub fn at(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            http,
+            base: base.to_owned(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    pub fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn keep(&mut self, response: reqwest::Response) -> Page {
+        for value in response.headers().get_all("set-cookie") {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            if value.is_empty() {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        Page {
+            status,
+            headers,
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(response).await
+    }
+
+    pub async fn login(&mut self, user: &TestUser) -> Page {
+        let page = self.get("/login").await;
+        let csrf = page.field("csrf").unwrap();
+        self.post(
+            "/login",
+            &[
+                ("email", &user.email),
+                ("password", &user.password),
+                ("csrf", &csrf),
+            ],
+        )
+        .await
+    }
+
+    /// The session's CSRF token, from any page's logout form.
+    pub async fn csrf(&mut self) -> String {
+        self.get("/settings/organization/workspaces")
+            .await
+            .field("csrf")
+            .unwrap()
+    }
+
+    /// The stored digest of this browser's session token.
+    pub fn session_digest(&self) -> String {
+        use sha2::Digest;
+        let token = self.cookies.get("noxus_session").expect("logged in");
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    }
+
+    /// Makes the session's last password entry 11 minutes old: sensitive
+    /// actions ask for the password again.
+    pub async fn end_sudo(&self, app: &TestApp) {
+        let long_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(11);
+        app.state
+            .store()
+            .set_session_reauth(&self.session_digest(), long_ago)
+            .await
+            .unwrap();
+    }
+
+    /// Confirms the password on the sudo page; returns where it sends us.
+    pub async fn sudo(&mut self, password: &str, next: &str) -> Page {
+        let csrf = self.csrf().await;
+        self.post(
+            "/sudo",
+            &[("password", password), ("next", next), ("csrf", &csrf)],
+        )
+        .await
+    }
 }

@@ -97,12 +97,12 @@ async fn a_revoked_key_is_refused_on_the_very_next_request() {
     let response = app.get("/v1/workflows", &member.key).send().await.unwrap();
     assert_error(response, 401, "revoked_api_key").await;
 
-    // Revocation is permanent: rotating it is refused.
+    // Revocation is permanent: its owner cannot rotate it back to life.
+    let own = create_key(&app, &app.owner_key, json!({"name": "short-lived"})).await;
+    let own_path = format!("{}/{}", keys_path(&app), own["id"].as_str().unwrap());
+    json_ok(app.delete(&own_path, &app.owner_key).send().await.unwrap()).await;
     let rotate = app
-        .post(
-            &format!("{}/{}/rotate", keys_path(&app), member.key_id),
-            &app.owner_key,
-        )
+        .post(&format!("{own_path}/rotate"), &app.owner_key)
         .json(&json!({}))
         .send()
         .await
@@ -173,8 +173,11 @@ async fn a_rotated_keys_old_value_works_during_the_grace_period_and_is_refused_a
 #[tokio::test]
 async fn rotating_without_grace_refuses_the_old_key_at_once() {
     let app = TestApp::spawn().await;
-    let member = app.user_with_role(Role::Member).await;
-    json_ok(app.get("/v1/workflows", &member.key).send().await.unwrap()).await;
+    let mut member = app.user_with_role(Role::Member).await;
+    // A key that may manage keys (named `keys:write`) rotates itself.
+    member.key = app.management_key(&member, Role::Member).await;
+    let me = json_ok(app.get("/v1/admin/me", &member.key).send().await.unwrap()).await;
+    member.key_id = me["id"].as_str().unwrap().to_owned();
     let path = format!("{}/{}/rotate", keys_path(&app), member.key_id);
     let rotated = json_ok(
         app.post(&path, &member.key)
@@ -206,7 +209,7 @@ async fn rotating_without_grace_refuses_the_old_key_at_once() {
                 keys_path(&app),
                 rotated["id"].as_str().unwrap()
             ),
-            &app.owner_key,
+            rotated["value"].as_str().unwrap(),
         )
         .json(&json!({"grace_period_seconds": 604_801}))
         .send()
@@ -327,20 +330,24 @@ async fn removing_the_owner_from_the_workspace_makes_the_key_401() {
     let body = assert_error(
         app.get("/v1/workflows", &member.key).send().await.unwrap(),
         401,
-        "invalid_api_key",
+        "revoked_api_key",
     )
     .await;
-    assert!(body["detail"]
-        .as_str()
-        .unwrap()
-        .contains("no longer a member"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("removed from the workspace"),
+        "{body}"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_restricted_key_has_only_its_subset_and_never_more_than_its_owner() {
     let app = TestApp::spawn().await;
-    let member = app.user_with_role(Role::Member).await;
+    let mut member = app.user_with_role(Role::Member).await;
+    member.key = app.management_key(&member, Role::Member).await;
     let read_only = create_key(
         &app,
         &member.key,
@@ -391,7 +398,8 @@ async fn a_restricted_key_has_only_its_subset_and_never_more_than_its_owner() {
 #[tokio::test]
 async fn only_a_tenant_admin_key_can_create_a_tenant_admin_key() {
     let app = TestApp::spawn().await;
-    let admin = app.user_with_role(Role::Admin).await;
+    let mut admin = app.user_with_role(Role::Admin).await;
+    admin.key = app.management_key(&admin, Role::Admin).await;
     let refused = app
         .post(&keys_path(&app), &admin.key)
         .json(&json!({"name": "x", "tenant_admin": true}))
@@ -422,7 +430,8 @@ async fn members_see_and_manage_only_their_own_keys_admins_see_all() {
     let app = TestApp::spawn().await;
     let alice = app.user_with_role(Role::Member).await;
     let bob = app.user_with_role(Role::Member).await;
-    let admin = app.user_with_role(Role::Admin).await;
+    let mut admin = app.user_with_role(Role::Admin).await;
+    admin.key = app.management_key(&admin, Role::Admin).await;
 
     let listed = json_ok(app.get(&keys_path(&app), &alice.key).send().await.unwrap()).await;
     let ids: Vec<&str> = listed

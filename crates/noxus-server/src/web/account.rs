@@ -1,0 +1,307 @@
+//! The user's own account: changing one's password, logging out one's
+//! other sessions, and confirming the password before sensitive actions
+//! (sudo mode, as GitHub and Stripe do).
+
+use askama::Template;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+use std::net::SocketAddr;
+
+use super::session::{CurrentUser, Form};
+use super::{page, WebError, WebResult};
+use crate::domain::passwords::{hash_password, verify_password};
+use crate::state::AppState;
+
+/// Shortest password a person may choose.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest password accepted (bytes), so that hashing stays bounded.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// Checks a new password and its confirmation; the error is a sentence for the form.
+pub fn check_new_password(password: &str, confirm: Option<&str>) -> Result<(), &'static str> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        Err("Choose a password of at least 12 characters.")
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Err("Choose a password of at most 1024 bytes.")
+    } else if confirm.is_some_and(|c| c != password) {
+        Err("The two passwords differ.")
+    } else {
+        Ok(())
+    }
+}
+
+/// Hashes on a blocking thread: argon2 must not stall the async workers.
+pub async fn hash_off_thread(password: &str) -> WebResult<String> {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("password hashing task: {e}")))?
+        .map_err(WebError::Internal)
+}
+
+/// Verifies on a blocking thread.
+pub async fn verify_off_thread(password: &str, stored: &str) -> WebResult<bool> {
+    let (password, stored) = (password.to_owned(), stored.to_owned());
+    tokio::task::spawn_blocking(move || verify_password(&password, &stored))
+        .await
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("password check task: {e}")))
+}
+
+/// A local path to go back to after confirming the password: only paths of
+/// this site (never `//host` or a URL), else the settings.
+pub fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.len() <= 512
+                && !path.chars().any(char::is_control) =>
+        {
+            path.to_owned()
+        }
+        _ => "/settings".to_owned(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct AccountPage<'a> {
+    user_email: Option<&'a str>,
+    csrf: &'a str,
+    name: &'a str,
+    org_admin: bool,
+    notice: Option<&'a str>,
+}
+
+fn account_page(user: &CurrentUser, notice: Option<&str>) -> axum::response::Response {
+    page(
+        StatusCode::OK,
+        &AccountPage {
+            user_email: Some(&user.user.email),
+            csrf: user.csrf(),
+            name: &user.user.name,
+            org_admin: user.user.is_active_org_admin(),
+            notice,
+        },
+    )
+}
+
+/// GET /settings/account.
+pub async fn account(user: CurrentUser) -> WebResult {
+    Ok(account_page(&user, None))
+}
+
+/// POST /settings/account/sessions: logs out every other session of the user.
+pub async fn logout_other_sessions(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    let ended = state
+        .store()
+        .delete_other_sessions(&user.user.id, &user.session.token_digest)
+        .await?;
+    tracing::info!(user_id = %user.user.id, ended, "other sessions logged out");
+    let notice = match ended {
+        0 => "You had no other session.".to_owned(),
+        1 => "1 other session was logged out.".to_owned(),
+        n => format!("{n} other sessions were logged out."),
+    };
+    Ok(account_page(&user, Some(&notice)))
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage<'a> {
+    user_email: Option<&'a str>,
+    csrf: &'a str,
+    forced: bool,
+    error: Option<&'a str>,
+}
+
+fn password_page(
+    user: &CurrentUser,
+    status: StatusCode,
+    error: Option<&str>,
+) -> axum::response::Response {
+    page(
+        status,
+        &PasswordPage {
+            user_email: Some(&user.user.email),
+            csrf: user.csrf(),
+            forced: user.user.must_change_password,
+            error,
+        },
+    )
+}
+
+/// GET /settings/account/password.
+pub async fn password_form(user: CurrentUser) -> WebResult {
+    Ok(password_page(&user, StatusCode::OK, None))
+}
+
+/// POST /settings/account/password: the current password, then the new one
+/// twice. Every other session of the user ends.
+pub async fn change_password(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: CurrentUser,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    let current = form.get("current_password").unwrap_or("");
+    let new = form.get("password").unwrap_or("");
+    let address = addr.ip().to_string();
+    if let Some(seconds) = state.login_throttle().blocked(&user.user.email, &address) {
+        return Err(WebError::TooManyAttempts(seconds));
+    }
+    if current.len() > MAX_PASSWORD_BYTES
+        || !verify_off_thread(current, &user.user.password_hash).await?
+    {
+        state
+            .login_throttle()
+            .record_failure(&user.user.email, &address);
+        return Ok(password_page(
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("Your current password is not right."),
+        ));
+    }
+    if let Err(message) = check_new_password(new, form.get("password_confirm")) {
+        return Ok(password_page(
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(message),
+        ));
+    }
+    if new == current {
+        return Ok(password_page(
+            &user,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("Choose a password different from the current one."),
+        ));
+    }
+    let hash = hash_off_thread(new).await?;
+    state
+        .store()
+        .set_password(
+            &user.actor(),
+            &user.user.id,
+            &hash,
+            false,
+            Some(&user.session.token_digest),
+        )
+        .await?;
+    state
+        .store()
+        .set_session_reauth(&user.session.token_digest, time::OffsetDateTime::now_utc())
+        .await?;
+    tracing::info!(user_id = %user.user.id, "password changed");
+    let mut user = user;
+    user.user.must_change_password = false;
+    Ok(account_page(
+        &user,
+        Some("Your password was changed; your other sessions were logged out."),
+    ))
+}
+
+/// `?next=` of the sudo page.
+#[derive(Debug, serde::Deserialize)]
+pub struct Next {
+    next: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "sudo.html")]
+struct SudoPage<'a> {
+    user_email: Option<&'a str>,
+    csrf: &'a str,
+    next: &'a str,
+    error: Option<&'a str>,
+}
+
+/// GET /sudo?next=…: asks for the password before a sensitive action.
+pub async fn sudo_form(user: CurrentUser, Query(next): Query<Next>) -> WebResult {
+    let next = local_path(next.next.as_deref());
+    if user.in_sudo() {
+        return Ok(Redirect::to(&next).into_response());
+    }
+    Ok(page(
+        StatusCode::OK,
+        &SudoPage {
+            user_email: Some(&user.user.email),
+            csrf: user.csrf(),
+            next: &next,
+            error: None,
+        },
+    ))
+}
+
+/// POST /sudo: checks the password, then goes back to the page.
+pub async fn sudo(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    user: CurrentUser,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    let next = local_path(form.get("next"));
+    let password = form.get("password").unwrap_or("");
+    let address = addr.ip().to_string();
+    if let Some(seconds) = state.login_throttle().blocked(&user.user.email, &address) {
+        return Err(WebError::TooManyAttempts(seconds));
+    }
+    if password.len() > MAX_PASSWORD_BYTES
+        || !verify_off_thread(password, &user.user.password_hash).await?
+    {
+        state
+            .login_throttle()
+            .record_failure(&user.user.email, &address);
+        tracing::info!(user_id = %user.user.id, "failed password confirmation");
+        return Ok(page(
+            StatusCode::UNAUTHORIZED,
+            &SudoPage {
+                user_email: Some(&user.user.email),
+                csrf: user.csrf(),
+                next: &next,
+                error: Some("That is not your password."),
+            },
+        ));
+    }
+    state
+        .store()
+        .set_session_reauth(&user.session.token_digest, time::OffsetDateTime::now_utc())
+        .await?;
+    Ok(Redirect::to(&next).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(local_path(Some("/settings/x?y=1")), "/settings/x?y=1");
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "\\\\evil",
+            "/a\\b",
+            "",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/settings", "{bad}");
+        }
+        assert_eq!(local_path(None), "/settings");
+    }
+
+    #[test]
+    fn new_passwords_are_checked() {
+        assert!(check_new_password("short", None).is_err());
+        assert!(check_new_password("long enough password", Some("other")).is_err());
+        assert!(check_new_password(&"x".repeat(2000), None).is_err());
+        assert!(check_new_password("long enough password", Some("long enough password")).is_ok());
+    }
+}
