@@ -88,6 +88,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.admin_email = args.admin_email;
     config.admin_password = secret_env("NOXUS_ADMIN_PASSWORD");
     config.pepper = secret_env("NOXUS_KEY_PEPPER");
+    config.previous_pepper = secret_env("NOXUS_KEY_PEPPER_PREVIOUS").map(|previous| {
+        use secrecy::ExposeSecret as _;
+        if previous.expose_secret() == "none" {
+            noxus_server::domain::keys::PreviousPepper::None
+        } else {
+            noxus_server::domain::keys::PreviousPepper::Pepper(previous)
+        }
+    });
     config.public_url = args.public_url.map(|u| u.trim_end_matches('/').to_owned());
     config.key_cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
     config.max_body_bytes = args.max_body_bytes;
@@ -107,6 +115,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(welcome) = app.take_welcome() {
             // stdout, not the log: the key must never reach log files.
             println!("{welcome}");
+        }
+        if let Some(link) = app.take_setup_link() {
+            use secrecy::ExposeSecret as _;
+            // stdout, not the log: whoever holds this link creates the first owner.
+            println!(
+                "Noxus has no organization yet. Open this link to create it and its first owner\n(it works once; a restart makes a new one):\n\n  {}\n",
+                link.0.expose_secret()
+            );
         }
         tracing::info!(url = %app.base_url(), "listening");
         app.run_until_stopped(shutdown_signal()).await

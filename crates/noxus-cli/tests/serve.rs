@@ -207,6 +207,13 @@ fn with_the_welcome_off_the_first_start_prints_no_secret() {
         !printed.contains("noxus_") && !printed.contains("password"),
         "{printed}"
     );
+    // The one-time setup link goes to stdout only, never to the log.
+    let link = printed
+        .split_whitespace()
+        .find(|w| w.contains("/setup?token="))
+        .unwrap_or_else(|| panic!("a setup link in {printed}"));
+    assert!(link.starts_with(&base), "{link}");
+    assert!(!stderr.contains("token="), "{stderr}");
 
     // With a preset password: the owner exists, no key is printed.
     let dir = tempfile::tempdir().unwrap();

@@ -459,6 +459,28 @@ fn failed_authentication(
     }
 }
 
+/// During a pepper rotation, a key made under the previous pepper: found by
+/// its old digest, then stored under the current one.
+async fn rehash_under_current_pepper(
+    state: &AppState,
+    presented: &str,
+    digest: &KeyDigest,
+) -> Result<Option<KeyAuthRecord>, ApiError> {
+    let Some(previous) = state.hasher().previous_digest(presented) else {
+        return Ok(None);
+    };
+    let Some(mut found) = state.store().key_for_auth(&previous).await? else {
+        return Ok(None);
+    };
+    state
+        .store()
+        .replace_key_digest(&found.key.id, &previous, digest)
+        .await?;
+    found.key.digest = *digest;
+    tracing::info!(key_id = %found.key.id, "key re-digested under the current pepper");
+    Ok(Some(found))
+}
+
 /// Runs the verification order on a request's headers.
 pub async fn authenticate(
     state: &AppState,
@@ -487,10 +509,11 @@ pub async fn authenticate(
                 });
             }
             let generation = state.cache().generation();
-            let loaded =
-                state.store().key_for_auth(&digest).await?.ok_or_else(|| {
-                    failed(ApiError::InvalidApiKey(INVALID_KEY_DETAIL.to_owned()))
-                })?;
+            let loaded = match state.store().key_for_auth(&digest).await? {
+                Some(found) => Some(found),
+                None => rehash_under_current_pepper(state, presented, &digest).await?,
+            }
+            .ok_or_else(|| failed(ApiError::InvalidApiKey(INVALID_KEY_DETAIL.to_owned())))?;
             let hot = state.usage().key(&loaded.key.id, &loaded.key.workspace_id);
             let verified = Arc::new(VerifiedKey::new(loaded, hot, state.rate_limit().copied()));
             state

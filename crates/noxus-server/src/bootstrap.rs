@@ -10,7 +10,7 @@ use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Config;
-use crate::domain::keys::KeyHasher;
+use crate::domain::keys::{KeyHasher, PreviousPepper, MIN_PEPPER_BYTES};
 use crate::domain::passwords::hash_password;
 use crate::store::{BootstrapOutcome, BootstrapRequest, Store};
 
@@ -79,6 +79,52 @@ impl fmt::Display for Welcome {
     }
 }
 
+/// The setting that holds the pepper's fingerprint.
+const PEPPER_SETTING: &str = "key_pepper_fingerprint";
+
+/// Refuses to start with a pepper other than the one the database's keys
+/// were digested with (which would silently make every key 401), and with a
+/// pepper shorter than 32 bytes. During a rotation the stored fingerprint
+/// may be the previous pepper's. Records the current one.
+pub async fn check_pepper(
+    store: &dyn Store,
+    hasher: &KeyHasher,
+    config: &Config,
+) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret as _;
+    if let Some(pepper) = &config.pepper {
+        if pepper.expose_secret().len() < MIN_PEPPER_BYTES {
+            anyhow::bail!(
+                "NOXUS_KEY_PEPPER must be at least {MIN_PEPPER_BYTES} bytes of random text (for example `openssl rand -base64 48`)"
+            );
+        }
+    }
+    if let Some(PreviousPepper::Pepper(previous)) = &config.previous_pepper {
+        if previous.expose_secret().len() < MIN_PEPPER_BYTES {
+            anyhow::bail!("NOXUS_KEY_PEPPER_PREVIOUS must be the previous pepper (at least {MIN_PEPPER_BYTES} bytes), or `none` if keys were made without one");
+        }
+    }
+    let current = hasher.fingerprint();
+    match store.setting(PEPPER_SETTING).await? {
+        Some(stored) if stored == current => {}
+        Some(stored) if hasher.previous_fingerprint().as_deref() == Some(stored.as_str()) => {
+            tracing::warn!("key pepper rotation: keys made under the previous pepper keep working and are re-digested when next used; keep NOXUS_KEY_PEPPER_PREVIOUS until they were all used");
+        }
+        Some(stored) if stored == "none" => anyhow::bail!(
+            "this database's keys were made without a pepper, and NOXUS_KEY_PEPPER is set: every existing key would be refused. To add a pepper, also set NOXUS_KEY_PEPPER_PREVIOUS=none during a rotation window (see docs/configuration.md)"
+        ),
+        Some(stored) if current == "none" => anyhow::bail!(
+            "this database's keys were made under a pepper ({stored}) and NOXUS_KEY_PEPPER is not set: every key would be refused. Set NOXUS_KEY_PEPPER to that pepper"
+        ),
+        Some(stored) => anyhow::bail!(
+            "NOXUS_KEY_PEPPER does not match the pepper this database's keys were made under ({stored}, yours is {current}): every key would be refused. Set the right pepper, or rotate with NOXUS_KEY_PEPPER_PREVIOUS set to the old one (see docs/configuration.md)"
+        ),
+        None => {}
+    }
+    store.set_setting(PEPPER_SETTING, &current).await?;
+    Ok(())
+}
+
 /// Sets the platform up if the store is empty (with the welcome off and no
 /// `NOXUS_ADMIN_PASSWORD`, leaves it empty for the setup page). Returns what to tell the
 /// operator, or `None` on later starts.
@@ -95,9 +141,10 @@ pub async fn first_start(
         Some(_) => None,
         None if config.welcome => Some(SecretString::from(random_password())),
         None => {
-            // Production without a preset password: nothing is created and
-            // nothing secret printed; the one-time setup page creates the owner.
-            tracing::warn!(setup_url = %format!("{base_url}/setup"), "no organization yet: open the setup page to create it and its owner");
+            // Production without a preset password: nothing is created; the
+            // one-time setup page creates the owner, with the setup token
+            // that `prepare_setup` prints.
+            tracing::warn!(setup_url = %format!("{base_url}/setup"), "no organization yet: open the setup page (with the setup token printed on stdout) to create it and its owner");
             return Ok(None);
         }
     };
@@ -134,6 +181,42 @@ pub async fn first_start(
         api_key: issued.map(|k| k.secret),
         base_url: base_url.to_owned(),
     }))
+}
+
+/// The setting that holds the one-time setup token's digest.
+pub const SETUP_TOKEN_SETTING: &str = "setup_token_digest";
+
+/// The setup page's address with its one-time token, printed (on stdout,
+/// never in the log) when the platform starts without an organization and
+/// without the welcome: as Jenkins and GitLab do, only whoever can read the
+/// server's output may create the first owner. A new token is made at every
+/// such start; only its digest is stored.
+pub struct SetupLink(pub SecretString);
+
+impl fmt::Debug for SetupLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SetupLink(…)")
+    }
+}
+
+/// Makes the one-time setup token if the platform is not set up yet.
+pub async fn prepare_setup(store: &dyn Store, base_url: &str) -> anyhow::Result<Option<SetupLink>> {
+    if store.organization().await?.is_some() {
+        return Ok(None);
+    }
+    let token = random_password();
+    store
+        .set_setting(SETUP_TOKEN_SETTING, &setup_token_digest(&token))
+        .await?;
+    Ok(Some(SetupLink(SecretString::from(format!(
+        "{base_url}/setup?token={token}"
+    )))))
+}
+
+/// The stored form of a setup token.
+pub fn setup_token_digest(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 fn random_password() -> String {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::domain::keys::PreviousPepper;
 use crate::rate_limit::RateLimit;
 use crate::store::KeyQuotas;
 
@@ -23,7 +24,7 @@ pub struct Config {
     pub pepper: Option<SecretString>,
     /// The pepper before a rotation: keys made under it keep working and are
     /// re-hashed under `pepper` when next used.
-    pub previous_pepper: Option<SecretString>,
+    pub previous_pepper: Option<PreviousPepper>,
     /// A JSON file with `nodes`, `models` and `presets` replacing the defaults.
     pub catalog_file: Option<PathBuf>,
     /// Print the welcome (login and first key) on the first start.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::bootstrap::{first_start, Welcome};
+use crate::bootstrap::{first_start, prepare_setup, SetupLink, Welcome};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::state::AppState;
@@ -20,6 +20,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     welcome: Option<Welcome>,
+    setup_link: Option<SetupLink>,
     base_url: String,
 }
 
@@ -44,11 +45,18 @@ impl Application {
             format!("http://{host}:{}", local.port())
         });
         let state = AppState::new(Arc::new(store), catalog, config);
+        crate::bootstrap::check_pepper(state.store(), state.hasher(), state.config()).await?;
         let welcome = first_start(state.store(), state.hasher(), state.config(), &base_url).await?;
+        let setup_link = if welcome.is_none() {
+            prepare_setup(state.store(), &base_url).await?
+        } else {
+            None
+        };
         Ok(Self {
             listener,
             state,
             welcome,
+            setup_link,
             base_url,
         })
     }
@@ -78,6 +86,13 @@ impl Application {
     /// The first-start welcome, if this start created the platform.
     pub fn take_welcome(&mut self) -> Option<Welcome> {
         self.welcome.take()
+    }
+
+    /// The setup page's one-time link, if the platform is not set up yet
+    /// (no welcome, no preset password): print it where only the operator
+    /// reads it.
+    pub fn take_setup_link(&mut self) -> Option<SetupLink> {
+        self.setup_link.take()
     }
 
     /// Serves until `shutdown` completes, finishes in-flight requests, then

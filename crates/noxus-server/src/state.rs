@@ -34,7 +34,7 @@ impl AppState {
     /// Assembles the state.
     pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> Self {
         Self(Arc::new(Inner {
-            hasher: KeyHasher::new(config.pepper.as_ref()),
+            hasher: KeyHasher::rotating(config.pepper.as_ref(), config.previous_pepper.as_ref()),
             cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             rate_limit: config.key_rate_limit.map(Gcra::new),
             clock: Clock::default(),

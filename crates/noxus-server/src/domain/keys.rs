@@ -62,16 +62,76 @@ impl fmt::Debug for IssuedKey {
     }
 }
 
+/// Shortest accepted pepper, in bytes.
+pub const MIN_PEPPER_BYTES: usize = 32;
+
+/// What the pepper before a rotation was.
+#[derive(Clone)]
+pub enum PreviousPepper {
+    /// Keys were digested with plain SHA-256 (no pepper).
+    None,
+    /// Keys were digested under this pepper.
+    Pepper(SecretString),
+}
+
+impl fmt::Debug for PreviousPepper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("PreviousPepper::None"),
+            Self::Pepper(_) => f.write_str("PreviousPepper::Pepper(…)"),
+        }
+    }
+}
+
+type Pepper = Option<SecretBox<[u8]>>;
+
+fn pepper_bytes(pepper: &SecretString) -> Pepper {
+    let bytes = pepper.expose_secret().as_bytes().to_vec();
+    (!bytes.is_empty()).then(|| SecretBox::new(bytes.into_boxed_slice()))
+}
+
+fn digest_with(pepper: &Pepper, key: &str) -> KeyDigest {
+    let bytes: [u8; 32] = match pepper {
+        Some(pepper) => {
+            // HMAC accepts keys of any length; the error case cannot happen.
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper.expose_secret())
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+            mac.update(key.as_bytes());
+            mac.finalize().into_bytes().into()
+        }
+        None => Sha256::digest(key.as_bytes()).into(),
+    };
+    KeyDigest(bytes)
+}
+
+/// A public fingerprint of a pepper (HMAC of a constant under it; `none`
+/// without one), stored in the database so that a start with another pepper
+/// is refused instead of silently turning every key into a 401. With a
+/// random pepper of 32 bytes or more it reveals nothing about it.
+fn fingerprint_of(pepper: &Pepper) -> String {
+    match pepper {
+        Some(_) => {
+            let digest = digest_with(pepper, "noxus key pepper fingerprint v1");
+            format!("hmac-sha256:{}", hex::encode(&digest.0[..16]))
+        }
+        None => "none".to_owned(),
+    }
+}
+
 /// Computes key digests, optionally keyed with a server-side pepper so that a
-/// stolen database alone cannot be used to test guesses offline.
+/// stolen database alone cannot be used to test guesses offline. During a
+/// pepper rotation it also knows the previous pepper, so that keys made
+/// under it keep working (and are re-digested when next used).
 pub struct KeyHasher {
-    pepper: Option<SecretBox<[u8]>>,
+    pepper: Pepper,
+    previous: Option<Pepper>,
 }
 
 impl fmt::Debug for KeyHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyHasher")
             .field("peppered", &self.pepper.is_some())
+            .field("rotating", &self.previous.is_some())
             .finish()
     }
 }
@@ -79,26 +139,41 @@ impl fmt::Debug for KeyHasher {
 impl KeyHasher {
     /// A hasher; `pepper` empty or absent means plain SHA-256.
     pub fn new(pepper: Option<&SecretString>) -> Self {
-        let pepper = pepper
-            .map(|p| p.expose_secret().as_bytes().to_vec())
-            .filter(|p| !p.is_empty())
-            .map(|p| SecretBox::new(p.into_boxed_slice()));
-        Self { pepper }
+        Self {
+            pepper: pepper.and_then(pepper_bytes),
+            previous: None,
+        }
+    }
+
+    /// A hasher during a pepper rotation: `previous` digests still verify.
+    pub fn rotating(pepper: Option<&SecretString>, previous: Option<&PreviousPepper>) -> Self {
+        Self {
+            pepper: pepper.and_then(pepper_bytes),
+            previous: previous.map(|p| match p {
+                PreviousPepper::None => None,
+                PreviousPepper::Pepper(p) => pepper_bytes(p),
+            }),
+        }
     }
 
     /// The digest of a presented key.
     pub fn digest(&self, key: &str) -> KeyDigest {
-        let bytes: [u8; 32] = match &self.pepper {
-            Some(pepper) => {
-                // HMAC accepts keys of any length; the error case cannot happen.
-                let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(pepper.expose_secret())
-                    .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-                mac.update(key.as_bytes());
-                mac.finalize().into_bytes().into()
-            }
-            None => Sha256::digest(key.as_bytes()).into(),
-        };
-        KeyDigest(bytes)
+        digest_with(&self.pepper, key)
+    }
+
+    /// The digest under the previous pepper, during a rotation.
+    pub fn previous_digest(&self, key: &str) -> Option<KeyDigest> {
+        self.previous.as_ref().map(|p| digest_with(p, key))
+    }
+
+    /// The current pepper's fingerprint.
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of(&self.pepper)
+    }
+
+    /// The previous pepper's fingerprint, during a rotation.
+    pub fn previous_fingerprint(&self) -> Option<String> {
+        self.previous.as_ref().map(fingerprint_of)
     }
 
     /// Issues a new key from the operating system's CSPRNG.
@@ -146,5 +221,28 @@ mod tests {
         assert_ne!(plain.digest(secret), peppered.digest(secret));
         assert_eq!(peppered.digest(secret), peppered.digest(secret));
         assert_eq!(plain.digest(secret).as_hex().len(), 64);
+    }
+
+    #[test]
+    fn fingerprints_tell_peppers_apart_and_rotation_keeps_the_old_digest() {
+        let a = SecretString::from("a".repeat(32));
+        let b = SecretString::from("b".repeat(32));
+        let under_a = KeyHasher::new(Some(&a));
+        let under_b = KeyHasher::new(Some(&b));
+        assert_ne!(under_a.fingerprint(), under_b.fingerprint());
+        assert_eq!(
+            under_a.fingerprint(),
+            KeyHasher::new(Some(&a)).fingerprint()
+        );
+        assert_eq!(KeyHasher::new(None).fingerprint(), "none");
+        assert!(!under_a.fingerprint().contains(&"a".repeat(8)));
+        let rotating = KeyHasher::rotating(Some(&b), Some(&PreviousPepper::Pepper(a.clone())));
+        let key = under_a.issue();
+        let secret = key.secret.expose_secret();
+        assert_eq!(rotating.previous_digest(secret), Some(key.digest));
+        assert_eq!(rotating.digest(secret), under_b.digest(secret));
+        assert_eq!(rotating.previous_fingerprint(), Some(under_a.fingerprint()));
+        let from_none = KeyHasher::rotating(Some(&b), Some(&PreviousPepper::None));
+        assert_eq!(from_none.previous_fingerprint().as_deref(), Some("none"));
     }
 }

@@ -200,8 +200,10 @@ pub async fn change_password(
         .set_session_reauth(&user.session.token_digest, time::OffsetDateTime::now_utc())
         .await?;
     tracing::info!(user_id = %user.user.id, "password changed");
-    let mut user = user;
-    user.user.must_change_password = false;
+    if user.user.must_change_password {
+        // The first login can go on now.
+        return Ok(Redirect::to("/settings/organization/workspaces").into_response());
+    }
     Ok(account_page(
         &user,
         Some("Your password was changed; your other sessions were logged out."),

@@ -405,9 +405,13 @@ async fn visible_key(
         .store()
         .key(&access.workspace.id, key_id)
         .await?
-        .filter(|k| keys::may_see(&caller(access, user), k).is_ok())
         .ok_or_else(|| WebError::NotFound("No such key".to_owned()))?;
-    Ok(key)
+    match keys::may_see(&caller(access, user), &key) {
+        Ok(()) => Ok(key),
+        // Others' keys one may not see are not found; one's own, forbidden.
+        Err(None) => Err(WebError::NotFound("No such key".to_owned())),
+        Err(Some(refused)) => Err(refused.into()),
+    }
 }
 
 /// A key the user may revoke.

@@ -436,13 +436,47 @@ struct SetupPage<'a> {
     error: Option<&'a str>,
     user_email: Option<&'a str>,
     csrf: &'a str,
+    token: &'a str,
 }
 
-/// GET /setup: only while the platform has no organization.
-pub async fn setup_page(State(state): State<AppState>, headers: HeaderMap) -> WebResult {
+/// 403 unless `token` is the one-time setup token printed at start.
+async fn check_setup_token(state: &AppState, token: Option<&str>) -> WebResult<()> {
+    let stored = state
+        .store()
+        .setting(crate::bootstrap::SETUP_TOKEN_SETTING)
+        .await?
+        .filter(|d| !d.is_empty());
+    match (token, stored) {
+        (Some(token), Some(stored))
+            if token.len() <= 64
+                && same(&crate::bootstrap::setup_token_digest(token), &stored) =>
+        {
+            Ok(())
+        }
+        _ => Err(WebError::Forbidden(
+            "The setup page needs the one-time link that `noxus serve` printed on its standard output when it started; open that link (restart the server to get a new one).".to_owned(),
+        )),
+    }
+}
+
+/// `?token=` of the setup page.
+#[derive(Debug, serde::Deserialize)]
+pub struct SetupQuery {
+    token: Option<String>,
+}
+
+/// GET /setup?token=…: only while the platform has no organization, and
+/// only with the one-time token printed at start.
+pub async fn setup_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<SetupQuery>,
+) -> WebResult {
     if state.store().organization().await?.is_some() {
         return Ok(Redirect::to("/login").into_response());
     }
+    check_setup_token(&state, query.token.as_deref()).await?;
+    let token = query.token.unwrap_or_default();
     Ok(with_pre_session_token(&headers, |csrf| {
         page(
             StatusCode::OK,
@@ -450,32 +484,32 @@ pub async fn setup_page(State(state): State<AppState>, headers: HeaderMap) -> We
                 error: None,
                 user_email: None,
                 csrf,
+                token: &token,
             },
         )
     }))
 }
 
-/// POST /setup: creates the organization, its owner and a first workspace.
+/// POST /setup: creates the organization, its owner and a first workspace,
+/// once. Whoever loses a race with another setup gets 409.
 pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form) -> WebResult {
     check_pre_session_token(&headers, &form)?;
     if state.store().organization().await?.is_some() {
-        return Err(WebError::NotFound(
-            "The platform is already set up; log in instead".to_owned(),
+        return Err(WebError::Conflict(
+            "The platform is already set up; log in instead.".to_owned(),
         ));
     }
+    let token = form.get("token");
+    check_setup_token(&state, token).await?;
     let organization = form.get("organization").unwrap_or("").trim();
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let password = form.get("password").unwrap_or("");
-    let error = if organization.is_empty() {
-        Some("Give the organization a name.")
-    } else if !email.contains('@') {
+    let error = if organization.is_empty() || organization.chars().count() > 100 {
+        Some("Give the organization a name of 1 to 100 characters.")
+    } else if !email.contains('@') || email.len() > 254 {
         Some("Enter a valid email address.")
-    } else if password.chars().count() < 12 {
-        Some("Choose a password of at least 12 characters.")
-    } else if form.get("password_confirm") != Some(password) {
-        Some("The two passwords differ.")
     } else {
-        None
+        super::account::check_new_password(password, form.get("password_confirm")).err()
     };
     if let Some(error) = error {
         let csrf = form.get("csrf").unwrap_or("");
@@ -485,6 +519,7 @@ pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form
                 error: Some(error),
                 user_email: None,
                 csrf,
+                token: token.unwrap_or(""),
             },
         ));
     }
@@ -492,10 +527,20 @@ pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form
         organization_name: organization.to_owned(),
         admin_email: email,
         admin_name: "Owner".to_owned(),
-        password_hash: hash_password(password).map_err(WebError::Internal)?,
+        password_hash: super::account::hash_off_thread(password).await?,
         workspace_name: "Default".to_owned(),
         first_key: None,
     };
-    state.store().bootstrap(request).await?;
+    if state.store().bootstrap(request).await?.is_none() {
+        return Err(WebError::Conflict(
+            "Someone else set the platform up a moment ago; log in with their account or ask them."
+                .to_owned(),
+        ));
+    }
+    state
+        .store()
+        .set_setting(crate::bootstrap::SETUP_TOKEN_SETTING, "")
+        .await?;
+    tracing::info!("platform set up through the setup page");
     Ok(Redirect::to("/login").into_response())
 }

@@ -505,6 +505,16 @@ async fn the_setup_page_creates_the_owner_once_when_the_first_start_did_not() {
     config.welcome = false;
     let mut application = noxus_server::Application::build(config).await.unwrap();
     assert!(application.take_welcome().is_none());
+    let link = {
+        use secrecy::ExposeSecret as _;
+        application
+            .take_setup_link()
+            .unwrap()
+            .0
+            .expose_secret()
+            .to_owned()
+    };
+    let token = link.split_once("?token=").unwrap().1.to_owned();
     let base = application.base_url().to_owned();
     let state = application.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -513,9 +523,31 @@ async fn the_setup_page_creates_the_owner_once_when_the_first_start_did_not() {
     }));
     let mut browser = Browser::at(&base);
     assert_eq!(browser.get("/login").await.location(), "/setup");
-    let form = browser.get("/setup").await;
+    // Without the one-time token printed at start, nobody may set it up.
+    let bare = browser.get("/setup").await;
+    assert_eq!(bare.status, StatusCode::FORBIDDEN);
+    assert!(bare.body.contains("one-time link"), "{}", bare.body);
+    assert_eq!(
+        browser.get("/setup?token=guessed").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let form = browser.get(&format!("/setup?token={token}")).await;
     assert_eq!(form.status, StatusCode::OK);
     let csrf = form.field("csrf").unwrap();
+    let forged = browser
+        .post(
+            "/setup",
+            &[
+                ("organization", "Evil"),
+                ("email", "evil@x.test"),
+                ("password", "a long enough password"),
+                ("password_confirm", "a long enough password"),
+                ("token", "guessed"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
     let short = browser
         .post(
             "/setup",
@@ -524,6 +556,7 @@ async fn the_setup_page_creates_the_owner_once_when_the_first_start_did_not() {
                 ("email", "ops@acme.test"),
                 ("password", "short"),
                 ("password_confirm", "short"),
+                ("token", &token),
                 ("csrf", &csrf),
             ],
         )
@@ -531,23 +564,43 @@ async fn the_setup_page_creates_the_owner_once_when_the_first_start_did_not() {
     assert_eq!(short.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(short.body.contains("at least 12 characters"));
     let password = "a long enough password";
-    let done = browser
-        .post(
-            "/setup",
-            &[
-                ("organization", "Acme"),
-                ("email", "ops@acme.test"),
-                ("password", password),
-                ("password_confirm", password),
-                ("csrf", &csrf),
-            ],
-        )
-        .await;
+    // Two people submit at the same moment: one sets it up, the other gets 409.
+    let mut rival = Browser::at(&base);
+    let rival_csrf = rival
+        .get(&format!("/setup?token={token}"))
+        .await
+        .field("csrf")
+        .unwrap();
+    let acme = [
+        ("organization", "Acme"),
+        ("email", "ops@acme.test"),
+        ("password", password),
+        ("password_confirm", password),
+        ("token", token.as_str()),
+        ("csrf", csrf.as_str()),
+    ];
+    let other = [
+        ("organization", "Rival"),
+        ("email", "rival@acme.test"),
+        ("password", password),
+        ("password_confirm", password),
+        ("token", token.as_str()),
+        ("csrf", rival_csrf.as_str()),
+    ];
+    let (done, lost) = tokio::join!(browser.post("/setup", &acme), rival.post("/setup", &other));
+    let (done, lost) = if done.status == StatusCode::SEE_OTHER {
+        (done, lost)
+    } else {
+        (lost, done)
+    };
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert_eq!(
-        state.store().organization().await.unwrap().unwrap().name,
-        "Acme"
-    );
+    assert_eq!(lost.status, StatusCode::CONFLICT, "{}", lost.body);
+    let name = state.store().organization().await.unwrap().unwrap().name;
+    let winner_email = if name == "Acme" {
+        "ops@acme.test"
+    } else {
+        "rival@acme.test"
+    };
     // Once only.
     assert_eq!(browser.get("/setup").await.location(), "/login");
     let again = browser
@@ -558,18 +611,19 @@ async fn the_setup_page_creates_the_owner_once_when_the_first_start_did_not() {
                 ("email", "evil@x.test"),
                 ("password", password),
                 ("password_confirm", password),
+                ("token", &token),
                 ("csrf", &csrf),
             ],
         )
         .await;
-    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.status, StatusCode::CONFLICT);
     let login_form = browser.get("/login").await;
     let csrf = login_form.field("csrf").unwrap();
     let logged_in = browser
         .post(
             "/login",
             &[
-                ("email", "ops@acme.test"),
+                ("email", winner_email),
                 ("password", password),
                 ("csrf", &csrf),
             ],

@@ -18,5 +18,6 @@ mod openapi;
 mod people;
 mod rate_limits;
 mod secrets;
+mod startup_checks;
 mod usage;
 mod workflows;

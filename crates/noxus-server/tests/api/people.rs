@@ -378,7 +378,8 @@ async fn a_password_chosen_by_an_admin_must_be_changed_at_first_login() {
             ],
         )
         .await;
-    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    assert_eq!(changed.location(), "/settings/organization/workspaces");
     assert_eq!(
         browser
             .get("/settings/organization/workspaces")

@@ -87,9 +87,11 @@ async fn add_viewer(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         "the store has the role {stored:?}"
     );
 
-    // The new member logs in and finds the workspace, as a viewer.
+    // The new member logs in, must choose their own password (the admin
+    // chose the first one), then finds the workspace, as a viewer.
     b.log_out().await?;
-    b.log_in(email, password).await?;
+    b.log_in_choosing_password(email, password, "a password only I know")
+        .await?;
     b.open_workspace("Default").await?;
     let heading = b.text("h1").await?;
     ensure!(

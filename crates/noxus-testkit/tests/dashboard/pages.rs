@@ -143,6 +143,31 @@ impl Browser {
             .with_context(|| format!("after logging in as {email}"))
     }
 
+    /// Logs in with a password someone else chose: the dashboard asks for
+    /// one of one's own first, then goes on to the workspaces.
+    pub async fn log_in_choosing_password(
+        &self,
+        email: &str,
+        initial: &str,
+        chosen: &str,
+    ) -> anyhow::Result<()> {
+        self.goto("/login").await?;
+        self.type_into("#login-form #email", email).await?;
+        self.type_into("#login-form #password", initial).await?;
+        self.click("#login-submit").await?;
+        self.wait_for_path("/settings/account/password")
+            .await
+            .with_context(|| format!("after logging in as {email} with an initial password"))?;
+        self.find("#password-forced").await?;
+        self.type_into("#current-password", initial).await?;
+        self.type_into("#new-password", chosen).await?;
+        self.type_into("#new-password-confirm", chosen).await?;
+        self.click("#password-submit").await?;
+        self.wait_for_path("/settings/organization/workspaces")
+            .await
+            .with_context(|| format!("after {email} chose a password"))
+    }
+
     /// Logs out with the header's button and waits for the login page.
     pub async fn log_out(&self) -> anyhow::Result<()> {
         self.click("#logout").await?;
