@@ -76,6 +76,11 @@ pub fn app(state: AppState) -> Router {
 /// error bodies, panic handling). Benchmarks use it to add a comparison
 /// route; they are not part of the API or its OpenAPI document.
 pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
+    let https = state
+        .config()
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
     let (router, mut openapi) = router_with_openapi();
     let router = router.merge(extra).merge(crate::web::router());
     openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -92,5 +97,17 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::request_context))
+        .layer(axum::middleware::map_response(
+            move |mut response: axum::response::Response| async move {
+                if https {
+                    // Served over HTTPS: browsers must never come back over plain HTTP.
+                    response.headers_mut().insert(
+                        axum::http::header::STRICT_TRANSPORT_SECURITY,
+                        axum::http::HeaderValue::from_static("max-age=31536000"),
+                    );
+                }
+                response
+            },
+        ))
         .with_state(state)
 }

@@ -23,8 +23,12 @@ use crate::domain::passwords::{hash_password, verify_password};
 use crate::state::AppState;
 use crate::store::{Actor, BootstrapRequest, SessionRecord, UserRecord};
 
-/// The session cookie's name.
+/// The session cookie's name over plain HTTP (development).
 pub const COOKIE: &str = "noxus_session";
+/// The session cookie's name over HTTPS: the `__Host-` prefix makes browsers
+/// refuse it unless it is Secure, for this host only, on every path, so that
+/// a sibling subdomain or a plain-HTTP response cannot plant one.
+pub const SECURE_COOKIE: &str = "__Host-noxus_session";
 /// How long a session lasts at most.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// How long after the password was last entered sensitive actions need no
@@ -186,7 +190,8 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = cookie_value(&parts.headers, COOKIE).ok_or(WebError::LoginRequired)?;
+        let name = session_cookie_name(secure_cookies(state, &parts.headers));
+        let token = cookie_value(&parts.headers, name).ok_or(WebError::LoginRequired)?;
         let now = OffsetDateTime::now_utc();
         let found = state.store().session(&digest(token), now).await?;
         let (session, user) = found.ok_or(WebError::LoginRequired)?;
@@ -265,10 +270,19 @@ fn secure_cookies(state: &AppState, headers: &HeaderMap) -> bool {
             == Some("https")
 }
 
+fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        SECURE_COOKIE
+    } else {
+        COOKIE
+    }
+}
+
 fn session_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let name = session_cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static("noxus_session=; Path=/; Max-Age=0"))
 }
@@ -287,17 +301,21 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> We
     if state.store().organization().await?.is_none() {
         return Ok(Redirect::to("/setup").into_response());
     }
-    Ok(with_pre_session_token(&headers, |csrf| {
-        page(
-            StatusCode::OK,
-            &LoginPage {
-                error: None,
-                email: "",
-                user_email: None,
-                csrf,
-            },
-        )
-    }))
+    Ok(with_pre_session_token(
+        &headers,
+        secure_cookies(&state, &headers),
+        |csrf| {
+            page(
+                StatusCode::OK,
+                &LoginPage {
+                    error: None,
+                    email: "",
+                    user_email: None,
+                    csrf,
+                },
+            )
+        },
+    ))
 }
 
 /// POST /login: email + password → a session cookie.
@@ -307,7 +325,7 @@ pub async fn login(
     headers: HeaderMap,
     form: Form,
 ) -> WebResult {
-    check_pre_session_token(&headers, &form)?;
+    check_pre_session_token(&headers, secure_cookies(&state, &headers), &form)?;
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let password = form.get("password").unwrap_or("");
     let address = addr.ip().to_string();
@@ -377,25 +395,37 @@ fn dummy_hash() -> &'static str {
 }
 
 /// The cookie of the double-submit CSRF token used before there is a session
-/// (the login and setup forms).
-const PRE_SESSION_COOKIE: &str = "noxus_form";
+/// (the login and setup forms); `__Host-` prefixed over HTTPS.
+fn pre_session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-noxus_form"
+    } else {
+        "noxus_form"
+    }
+}
 
-fn pre_session_token(headers: &HeaderMap) -> Option<String> {
-    cookie_value(headers, PRE_SESSION_COOKIE)
+fn pre_session_token(headers: &HeaderMap, secure: bool) -> Option<String> {
+    cookie_value(headers, pre_session_cookie_name(secure))
         .filter(|v| v.len() == 32)
         .map(str::to_owned)
 }
 
 /// A page with a form that has no session yet: reuse or set the pre-session token.
-fn with_pre_session_token(headers: &HeaderMap, render: impl FnOnce(&str) -> Response) -> Response {
-    let (token, fresh) = match pre_session_token(headers) {
+fn with_pre_session_token(
+    headers: &HeaderMap,
+    secure: bool,
+    render: impl FnOnce(&str) -> Response,
+) -> Response {
+    let (token, fresh) = match pre_session_token(headers, secure) {
         Some(token) => (token, false),
         None => (random_token(32), true),
     };
     let mut response = render(&token);
     if fresh {
+        let name = pre_session_cookie_name(secure);
+        let secure = if secure { "; Secure" } else { "" };
         if let Ok(value) = HeaderValue::from_str(&format!(
-            "{PRE_SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            "{name}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"
         )) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -403,8 +433,8 @@ fn with_pre_session_token(headers: &HeaderMap, render: impl FnOnce(&str) -> Resp
     response
 }
 
-fn check_pre_session_token(headers: &HeaderMap, form: &Form) -> WebResult<()> {
-    match (pre_session_token(headers), form.get("csrf")) {
+fn check_pre_session_token(headers: &HeaderMap, secure: bool, form: &Form) -> WebResult<()> {
+    match (pre_session_token(headers, secure), form.get("csrf")) {
         (Some(cookie), Some(field)) if same(&cookie, field) => Ok(()),
         _ => Err(WebError::Csrf),
     }
@@ -477,23 +507,27 @@ pub async fn setup_page(
     }
     check_setup_token(&state, query.token.as_deref()).await?;
     let token = query.token.unwrap_or_default();
-    Ok(with_pre_session_token(&headers, |csrf| {
-        page(
-            StatusCode::OK,
-            &SetupPage {
-                error: None,
-                user_email: None,
-                csrf,
-                token: &token,
-            },
-        )
-    }))
+    Ok(with_pre_session_token(
+        &headers,
+        secure_cookies(&state, &headers),
+        |csrf| {
+            page(
+                StatusCode::OK,
+                &SetupPage {
+                    error: None,
+                    user_email: None,
+                    csrf,
+                    token: &token,
+                },
+            )
+        },
+    ))
 }
 
 /// POST /setup: creates the organization, its owner and a first workspace,
 /// once. Whoever loses a race with another setup gets 409.
 pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form) -> WebResult {
-    check_pre_session_token(&headers, &form)?;
+    check_pre_session_token(&headers, secure_cookies(&state, &headers), &form)?;
     if state.store().organization().await?.is_some() {
         return Err(WebError::Conflict(
             "The platform is already set up; log in instead.".to_owned(),
