@@ -61,6 +61,27 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
+
+    /// Seconds a client has to send a request's line and headers (from the
+    /// connection's start, or from the first byte of a later request); then
+    /// the connection is closed.
+    #[arg(long, env = "NOXUS_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may wait for its next request. Keep it
+    /// above the idle timeout of a reverse proxy in front.
+    #[arg(long, env = "NOXUS_IDLE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout_secs: u64,
+
+    /// Seconds to wait for the next piece of a request body; then 408 and the
+    /// connection is closed.
+    #[arg(long, env = "NOXUS_REQUEST_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_body_timeout_secs: u64,
+
+    /// Most connections open at once; more are answered 503. Never more than
+    /// the file-descriptor limit (ulimit -n) minus 128.
+    #[arg(long, env = "NOXUS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_connections: u64,
 }
 
 fn secret_env(name: &str) -> Option<SecretString> {
@@ -92,6 +113,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.key_cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
     config.max_body_bytes = args.max_body_bytes;
     config.usage_retention_days = args.usage_retention_days;
+    config.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs);
+    config.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+    config.request_body_timeout = Duration::from_secs(args.request_body_timeout_secs);
+    config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     config.key_rate_limit =
         (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
             per_second: args.rate_limit_per_key,

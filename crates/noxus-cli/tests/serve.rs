@@ -250,6 +250,14 @@ fn serve_help_documents_every_option_and_its_variable() {
         "--no-welcome",
         "--catalog",
         "--rate-limit-per-key",
+        "--header-read-timeout-secs",
+        "NOXUS_HEADER_READ_TIMEOUT_SECS",
+        "--idle-timeout-secs",
+        "NOXUS_IDLE_TIMEOUT_SECS",
+        "--request-body-timeout-secs",
+        "NOXUS_REQUEST_BODY_TIMEOUT_SECS",
+        "--max-connections",
+        "NOXUS_MAX_CONNECTIONS",
     ] {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }

@@ -39,6 +39,18 @@ pub struct Config {
     pub key_rate_limit: Option<RateLimit>,
     /// Hourly usage older than this many days is deleted (checked hourly).
     pub usage_retention_days: u32,
+    /// Time allowed for a request head (request line and headers): from the
+    /// accept on a new connection, from the first byte of the next request on
+    /// a kept-alive one. The connection is closed when it runs out.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Longest wait for the next piece of a request body; past it the request
+    /// is answered 408 and the connection closed.
+    pub request_body_timeout: Duration,
+    /// Most connections open at once (also capped by the file-descriptor
+    /// limit); more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -61,6 +73,10 @@ impl Config {
                 burst: 200,
             }),
             usage_retention_days: 90,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            request_body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
         }
     }
 }

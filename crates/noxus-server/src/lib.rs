@@ -8,6 +8,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod catalog;
 pub mod config;
+pub mod connections;
 pub mod domain;
 pub mod error;
 pub mod flags;

@@ -105,18 +105,22 @@ impl Application {
                 }
             })
         };
-        let served = axum::serve(
+        let timeouts = crate::connections::ConnectionTimeouts {
+            header_read: self.state.config().header_read_timeout,
+            idle: self.state.config().idle_timeout,
+        };
+        crate::connections::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            self.state.config().max_connections,
+            timeouts,
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error");
+        .await;
         flusher.abort();
         // Whatever was counted after the last tick.
         self.state.usage().flush(self.state.store()).await;
         self.state.store().close().await;
-        served?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -10,6 +10,7 @@ mod audit;
 mod dashboard;
 mod error_table;
 mod flags;
+mod front_door;
 mod isolation;
 mod key_lifecycle;
 mod malformed_input;
