@@ -82,6 +82,11 @@ pub struct ServeArgs {
     /// the file-descriptor limit (ulimit -n) minus 128.
     #[arg(long, env = "NOXUS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_connections: u64,
+
+    /// Dashboard password hashes (argon2) computed at once; a login that
+    /// waits more than a second for one gets 503. Default: half the CPUs.
+    #[arg(long, env = "NOXUS_PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    password_hash_concurrency: Option<u64>,
 }
 
 fn secret_env(name: &str) -> Option<SecretString> {
@@ -117,6 +122,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
     config.request_body_timeout = Duration::from_secs(args.request_body_timeout_secs);
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    if let Some(slots) = args.password_hash_concurrency {
+        config.password_hash_concurrency = usize::try_from(slots).unwrap_or(1);
+    }
     config.key_rate_limit =
         (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
             per_second: args.rate_limit_per_key,

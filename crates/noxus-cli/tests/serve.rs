@@ -258,6 +258,8 @@ fn serve_help_documents_every_option_and_its_variable() {
         "NOXUS_REQUEST_BODY_TIMEOUT_SECS",
         "--max-connections",
         "NOXUS_MAX_CONNECTIONS",
+        "--password-hash-concurrency",
+        "NOXUS_PASSWORD_HASH_CONCURRENCY",
     ] {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }

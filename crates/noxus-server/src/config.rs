@@ -51,6 +51,9 @@ pub struct Config {
     /// Most connections open at once (also capped by the file-descriptor
     /// limit); more are answered 503 and closed.
     pub max_connections: usize,
+    /// Password hashes (argon2) computed at once; more wait up to a second,
+    /// then get 503.
+    pub password_hash_concurrency: usize,
 }
 
 impl Config {
@@ -77,6 +80,8 @@ impl Config {
             idle_timeout: Duration::from_secs(75),
             request_body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            password_hash_concurrency: crate::domain::passwords::PasswordPool::default_concurrency(
+            ),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! What every handler shares: the store, the key hasher, the verified-key
-//! cache, the catalog and the configuration.
+//! What every handler shares: the store, the key hasher, the password
+//! pool, the verified-key cache, the catalog and the configuration.
 
 use std::sync::Arc;
 
@@ -7,6 +7,7 @@ use crate::auth::KeyCache;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
+use crate::domain::passwords::{PasswordPool, QUEUE_WAIT};
 use crate::rate_limit::Gcra;
 use crate::store::Store;
 use crate::usage::{Clock, UsageRecorder};
@@ -20,6 +21,7 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     store: Arc<dyn Store>,
     hasher: KeyHasher,
+    passwords: PasswordPool,
     cache: KeyCache,
     catalog: Catalog,
     rate_limit: Option<Gcra>,
@@ -35,6 +37,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> Self {
         Self(Arc::new(Inner {
             hasher: KeyHasher::new(config.pepper.as_ref()),
+            passwords: PasswordPool::new(config.password_hash_concurrency, QUEUE_WAIT),
             cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             rate_limit: config.key_rate_limit.map(Gcra::new),
             clock: Clock::default(),
@@ -60,6 +63,12 @@ impl AppState {
     /// The key hasher.
     pub fn hasher(&self) -> &KeyHasher {
         &self.0.hasher
+    }
+
+    /// Where dashboard passwords are hashed and checked (argon2, off the
+    /// async workers, a few at a time).
+    pub fn passwords(&self) -> &PasswordPool {
+        &self.0.passwords
     }
 
     /// The verified-key cache.

@@ -175,6 +175,9 @@ pub enum WebError {
     /// 429 with the wait in seconds.
     #[error("Too many failed attempts; try again in {0} seconds")]
     TooManyAttempts(u64),
+    /// 503 with `Retry-After`: too much password hashing at once.
+    #[error("The server is busy; try again in a moment")]
+    Busy,
     /// 500, logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -190,6 +193,17 @@ impl From<crate::store::StoreError> for WebError {
                 other => format!("This conflicts with an existing object ({other})"),
             }),
             other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::domain::passwords::PasswordError> for WebError {
+    fn from(err: crate::domain::passwords::PasswordError) -> Self {
+        use crate::domain::passwords::PasswordError;
+        match err {
+            PasswordError::Busy => Self::Busy,
+            PasswordError::TooLong => Self::Invalid(err.to_string()),
+            PasswordError::Internal(cause) => Self::Internal(cause),
         }
     }
 }
@@ -215,6 +229,7 @@ impl IntoResponse for WebError {
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             Self::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
         };
         let message = match &self {
@@ -230,10 +245,15 @@ impl IntoResponse for WebError {
                 csrf: "",
             },
         );
-        if let Self::TooManyAttempts(seconds) = &self {
+        let retry_after = match &self {
+            Self::TooManyAttempts(seconds) => Some(*seconds),
+            Self::Busy => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         // Tell the request-context layer to keep this HTML body (and log 5xx causes).
         response.extensions_mut().insert(ErrorPayload {

@@ -9,7 +9,6 @@ use noxus_api::{Permission, Role};
 
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
-use crate::domain::passwords::hash_password;
 use crate::domain::validation;
 use crate::state::AppState;
 use crate::store::WorkspaceRecord;
@@ -304,7 +303,7 @@ pub async fn create_user(
             },
         ));
     }
-    let hash = hash_password(password).map_err(WebError::Internal)?;
+    let hash = state.passwords().hash(password).await?;
     state
         .store()
         .create_user(

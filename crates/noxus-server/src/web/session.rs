@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::{page, WebError, WebResult};
-use crate::domain::passwords::{hash_password, verify_password};
+use crate::domain::passwords::{MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
 use crate::state::AppState;
 use crate::store::{Actor, BootstrapRequest, SessionRecord, UserRecord};
 
@@ -272,6 +272,26 @@ pub async fn login(
     check_pre_session_token(&headers, &form)?;
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let password = form.get("password").unwrap_or("");
+    // Refused before any lookup, hashing or throttle entry.
+    let too_long = if email.len() > MAX_EMAIL_BYTES {
+        Some("Enter an email address of at most 254 characters.")
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Some("Passwords are at most 1024 characters long.")
+    } else {
+        None
+    };
+    if let Some(error) = too_long {
+        let csrf = form.get("csrf").unwrap_or("");
+        return Ok(page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &LoginPage {
+                error: Some(error),
+                email: "",
+                user_email: None,
+                csrf,
+            },
+        ));
+    }
     let address = addr.ip().to_string();
     let throttle = state.login_throttle();
     if let Some(seconds) = throttle.blocked(&email, &address) {
@@ -279,12 +299,11 @@ pub async fn login(
         return Err(WebError::TooManyAttempts(seconds));
     }
     let user = state.store().user_by_email(&email).await?;
-    // Verify against a dummy hash for unknown emails, so timing does not tell which exist.
-    let stored = user
-        .as_ref()
-        .map(|u| u.password_hash.as_str())
-        .unwrap_or_else(|| dummy_hash());
-    let ok = verify_password(password, stored) && user.is_some();
+    // Unknown emails are checked against a dummy hash, so timing does not tell which exist.
+    let ok = state
+        .passwords()
+        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
     let Some(user) = user.filter(|_| ok) else {
         throttle.record_failure(&email, &address);
         tracing::info!(%address, "failed login");
@@ -322,12 +341,6 @@ pub async fn login(
         ),
     );
     Ok(response)
-}
-
-/// An argon2id hash of a random password, to spend the same time on unknown emails.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| hash_password(&random_token(24)).unwrap_or_default())
 }
 
 /// The cookie of the double-submit CSRF token used before there is a session
@@ -422,10 +435,12 @@ pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form
     let password = form.get("password").unwrap_or("");
     let error = if organization.is_empty() {
         Some("Give the organization a name.")
-    } else if !email.contains('@') {
-        Some("Enter a valid email address.")
+    } else if !email.contains('@') || email.len() > MAX_EMAIL_BYTES {
+        Some("Enter a valid email address of at most 254 characters.")
     } else if password.chars().count() < 12 {
         Some("Choose a password of at least 12 characters.")
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Some("Choose a password of at most 1024 characters.")
     } else if form.get("password_confirm") != Some(password) {
         Some("The two passwords differ.")
     } else {
@@ -446,7 +461,7 @@ pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form
         organization_name: organization.to_owned(),
         admin_email: email,
         admin_name: "Owner".to_owned(),
-        password_hash: hash_password(password).map_err(WebError::Internal)?,
+        password_hash: state.passwords().hash(password).await?,
         workspace_name: "Default".to_owned(),
         first_key: None,
     };

@@ -13,6 +13,7 @@ mod flags;
 mod front_door;
 mod isolation;
 mod key_lifecycle;
+mod login_protection;
 mod malformed_input;
 mod openapi;
 mod rate_limits;
