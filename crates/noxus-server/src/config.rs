@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::rate_limit::RateLimit;
+pub use ipnet::IpNet;
+
+use crate::domain::passwords::PasswordPool;
+use crate::rate_limit::{LoginThrottlePolicy, RateLimit};
 
 /// How the platform runs.
 #[derive(Debug, Clone)]
@@ -54,6 +57,11 @@ pub struct Config {
     /// Password hashes (argon2) computed at once; more wait up to a second,
     /// then get 503.
     pub password_hash_concurrency: usize,
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are
+    /// believed; empty: none (the connection's peer is the client).
+    pub trusted_proxies: Vec<IpNet>,
+    /// How failed dashboard logins slow down.
+    pub login_throttle: LoginThrottlePolicy,
 }
 
 impl Config {
@@ -80,8 +88,9 @@ impl Config {
             idle_timeout: Duration::from_secs(75),
             request_body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
-            password_hash_concurrency: crate::domain::passwords::PasswordPool::default_concurrency(
-            ),
+            password_hash_concurrency: PasswordPool::default_concurrency(),
+            trusted_proxies: Vec::new(),
+            login_throttle: LoginThrottlePolicy::default(),
         }
     }
 }

@@ -8,10 +8,9 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
 use crate::domain::passwords::{PasswordPool, QUEUE_WAIT};
-use crate::rate_limit::Gcra;
+use crate::rate_limit::{Gcra, LoginThrottle};
 use crate::store::Store;
 use crate::usage::{Clock, UsageRecorder};
-use crate::web::LoginThrottle;
 
 /// Cheap to clone: one `Arc`.
 #[derive(Debug, Clone)]
@@ -43,7 +42,7 @@ impl AppState {
             clock: Clock::default(),
             usage: UsageRecorder::default(),
             auth_failures: crate::rate_limit::AuthFailures::default(),
-            login_throttle: LoginThrottle::default(),
+            login_throttle: LoginThrottle::new(config.login_throttle),
             store,
             catalog,
             config,

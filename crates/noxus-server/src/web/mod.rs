@@ -18,8 +18,6 @@ use axum::Router;
 use crate::error::ErrorPayload;
 use crate::state::AppState;
 
-pub use session::LoginThrottle;
-
 const APP_CSS: &str = include_str!("../../static/app.css");
 const APP_JS: &str = include_str!("../../static/app.js");
 
@@ -172,8 +170,8 @@ pub enum WebError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
-    /// 429 with the wait in seconds.
-    #[error("Too many failed attempts; try again in {0} seconds")]
+    /// 429 with the wait in (whole) seconds, said as a person would.
+    #[error("Too many failed attempts; try again in {}", crate::time_fmt::human_duration(std::time::Duration::from_secs(*.0)))]
     TooManyAttempts(u64),
     /// 503 with `Retry-After`: too much password hashing at once.
     #[error("The server is busy; try again in a moment")]

@@ -1,14 +1,13 @@
 //! Logging in and out, the one-time setup, the session extractor, CSRF
-//! tokens, form parsing, and throttling of failed logins.
+//! tokens and form parsing. Failed logins are throttled by
+//! [`crate::rate_limit::LoginThrottle`].
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -19,6 +18,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::{page, WebError, WebResult};
+use crate::client_addr::{request_client_ip, ClientAddr};
 use crate::domain::passwords::{MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
 use crate::state::AppState;
 use crate::store::{Actor, BootstrapRequest, SessionRecord, UserRecord};
@@ -27,9 +27,6 @@ use crate::store::{Actor, BootstrapRequest, SessionRecord, UserRecord};
 pub const COOKIE: &str = "noxus_session";
 /// How long a session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-const WINDOW: Duration = Duration::from_secs(15 * 60);
-const MAX_FAILURES_PER_ACCOUNT: usize = 5;
-const MAX_FAILURES_PER_ADDRESS: usize = 20;
 
 fn random_token(len: usize) -> String {
     OsRng
@@ -52,54 +49,6 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Failed logins in the last 15 minutes, per account and per address.
-#[derive(Debug, Default)]
-pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-impl LoginThrottle {
-    /// Seconds to wait if either key is over its limit.
-    fn blocked(&self, account: &str, address: &str) -> Option<u64> {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let mut wait = None;
-        for (key, limit) in [
-            (format!("account:{account}"), MAX_FAILURES_PER_ACCOUNT),
-            (format!("address:{address}"), MAX_FAILURES_PER_ADDRESS),
-        ] {
-            if let Some(times) = failures.get_mut(&key) {
-                times.retain(|t| now.duration_since(*t) < WINDOW);
-                if times.len() >= limit {
-                    let oldest = times[0];
-                    let seconds = WINDOW
-                        .saturating_sub(now.duration_since(oldest))
-                        .as_secs()
-                        .max(1);
-                    wait = Some(wait.map_or(seconds, |w: u64| w.max(seconds)));
-                }
-            }
-        }
-        wait
-    }
-
-    fn record_failure(&self, account: &str, address: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if failures.len() > 100_000 {
-            failures.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < WINDOW));
-        }
-        for key in [format!("account:{account}"), format!("address:{address}")] {
-            failures.entry(key).or_default().push(now);
-        }
-    }
-
-    fn record_success(&self, account: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(&format!("account:{account}"));
-    }
-}
-
 /// The logged-in user of a dashboard request.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
@@ -107,7 +56,7 @@ pub struct CurrentUser {
     pub user: UserRecord,
     /// The session (its CSRF token goes into every form).
     pub session: SessionRecord,
-    /// The client's address.
+    /// The client's address (through trusted proxies).
     pub client_addr: Option<String>,
 }
 
@@ -133,13 +82,6 @@ impl CurrentUser {
             _ => Err(WebError::Csrf),
         }
     }
-}
-
-fn client_addr(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip().to_string())
 }
 
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -169,7 +111,8 @@ impl FromRequestParts<AppState> for CurrentUser {
         Ok(Self {
             user,
             session,
-            client_addr: client_addr(parts),
+            client_addr: request_client_ip(parts, &state.config().trusted_proxies)
+                .map(|ip| ip.to_string()),
         })
     }
 }
@@ -215,16 +158,20 @@ impl FromRequest<AppState> for Form {
     }
 }
 
-fn secure_cookies(state: &AppState, headers: &HeaderMap) -> bool {
+/// Cookies get `Secure` when the public URL is https, or when a trusted
+/// proxy says the client used https (`X-Forwarded-Proto`).
+fn secure_cookies(state: &AppState, headers: &HeaderMap, client: &ClientAddr) -> bool {
     state
         .config()
         .public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"))
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            == Some("https")
+        || (client.via_trusted_proxy
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")))
 }
 
 fn session_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
@@ -265,7 +212,7 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> We
 /// POST /login: email + password → a session cookie.
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     headers: HeaderMap,
     form: Form,
 ) -> WebResult {
@@ -292,34 +239,40 @@ pub async fn login(
             },
         ));
     }
-    let address = addr.ip().to_string();
+    let address = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let throttle = state.login_throttle();
-    if let Some(seconds) = throttle.blocked(&email, &address) {
-        tracing::warn!(%address, "login throttled");
-        return Err(WebError::TooManyAttempts(seconds));
-    }
-    let user = state.store().user_by_email(&email).await?;
-    // Unknown emails are checked against a dummy hash, so timing does not tell which exist.
-    let ok = state
-        .passwords()
-        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
-        .await?;
-    let Some(user) = user.filter(|_| ok) else {
-        throttle.record_failure(&email, &address);
-        tracing::info!(%address, "failed login");
-        let csrf = form.get("csrf").unwrap_or("");
-        let page_html = page(
-            StatusCode::UNAUTHORIZED,
-            &LoginPage {
-                error: Some("Wrong email or password."),
-                email: &email,
-                user_email: None,
-                csrf,
-            },
-        );
-        return Ok(page_html);
+    let attempt = match throttle.admit(&email, address, Instant::now()) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            tracing::warn!(%address, "login throttled");
+            return Err(WebError::TooManyAttempts(wait.whole_seconds()));
+        }
     };
-    throttle.record_success(&email);
+    let user = match check_credentials(&state, &email, password).await {
+        Ok(Some(user)) => {
+            throttle.succeeded(attempt);
+            user
+        }
+        Ok(None) => {
+            throttle.failed(attempt, Instant::now());
+            tracing::info!(%address, "failed login");
+            let csrf = form.get("csrf").unwrap_or("");
+            return Ok(page(
+                StatusCode::UNAUTHORIZED,
+                &LoginPage {
+                    error: Some("Wrong email or password."),
+                    email: &email,
+                    user_email: None,
+                    csrf,
+                },
+            ));
+        }
+        Err(err) => {
+            // Busy or broken: no verdict, so the attempt does not count.
+            throttle.abandoned(attempt);
+            return Err(err);
+        }
+    };
     let token = random_token(43);
     let now = OffsetDateTime::now_utc();
     let session = SessionRecord {
@@ -337,10 +290,25 @@ pub async fn login(
         session_cookie(
             &token,
             SESSION_LIFETIME.as_secs(),
-            secure_cookies(&state, &headers),
+            secure_cookies(&state, &headers, &client),
         ),
     );
     Ok(response)
+}
+
+/// The user if `password` is theirs. Unknown emails are checked against a
+/// dummy hash, so that timing does not tell which exist.
+async fn check_credentials(
+    state: &AppState,
+    email: &str,
+    password: &str,
+) -> WebResult<Option<UserRecord>> {
+    let user = state.store().user_by_email(email).await?;
+    let ok = state
+        .passwords()
+        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
+    Ok(user.filter(|_| ok))
 }
 
 /// The cookie of the double-submit CSRF token used before there is a session
@@ -381,6 +349,7 @@ fn check_pre_session_token(headers: &HeaderMap, form: &Form) -> WebResult<()> {
 pub async fn logout(
     State(state): State<AppState>,
     user: CurrentUser,
+    client: ClientAddr,
     headers: HeaderMap,
     form: Form,
 ) -> WebResult {
@@ -392,7 +361,7 @@ pub async fn logout(
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie("", 0, secure_cookies(&state, &headers)),
+        session_cookie("", 0, secure_cookies(&state, &headers, &client)),
     );
     Ok(response)
 }

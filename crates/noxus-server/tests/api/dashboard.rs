@@ -169,7 +169,11 @@ async fn logging_in_sets_a_safe_session_cookie_and_logging_out_ends_it() {
 
 #[tokio::test]
 async fn behind_https_the_session_cookie_is_secure() {
-    let app = TestApp::spawn().await;
+    // X-Forwarded-Proto counts from a trusted proxy only (see login_protection.rs).
+    let app = TestApp::spawn_with(|config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
     let http = reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
@@ -411,12 +415,17 @@ async fn a_viewer_sees_no_create_button_and_a_forged_post_is_403() {
 
 #[tokio::test]
 async fn failed_logins_are_throttled_per_account_with_a_clear_message() {
-    let app = TestApp::spawn().await;
+    // Five failures are free, the sixth starts the wait (long here, so that
+    // the test does not race it).
+    let app = TestApp::spawn_with(|config| {
+        config.login_throttle.first_delay = std::time::Duration::from_secs(60);
+    })
+    .await;
     let member = app.user_with_role(Role::Member).await;
     let mut browser = Browser::new(&app);
     browser.get("/login").await;
     let csrf = browser.get("/login").await.field("csrf").unwrap();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let page = browser
             .post(
                 "/login",
