@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = Output::new(cli.json);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args).map_err(exit::Failure::from),
+        Command::Serve(args) => serve::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "noxus", &mut std::io::stdout());
             Ok(())

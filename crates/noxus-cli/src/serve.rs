@@ -11,6 +11,8 @@ use clap::Args;
 use noxus_server::{shutdown_signal, Application, Config};
 use secrecy::SecretString;
 
+use crate::exit::Failure;
+
 /// Options of `noxus serve`. Each flag can also be set by the variable named
 /// in its help; flags win.
 #[derive(Debug, Args)]
@@ -33,9 +35,10 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_NO_WELCOME")]
     no_welcome: bool,
 
-    /// Email of the first owner, created on the first start.
-    #[arg(long, env = "NOXUS_ADMIN_EMAIL", default_value = "admin@noxus.local")]
-    admin_email: String,
+    /// Email of the first owner, created on the first start. Required with
+    /// --no-welcome; otherwise admin@noxus.local.
+    #[arg(long, env = "NOXUS_ADMIN_EMAIL")]
+    admin_email: Option<String>,
 
     /// The URL clients use to reach this server, if not http://<listen address>.
     #[arg(long, env = "NOXUS_PUBLIC_URL")]
@@ -61,6 +64,39 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
+
+    /// Seconds a client has to send a request's line and headers (from the
+    /// connection's start, or from the first byte of a later request); then
+    /// the connection is closed.
+    #[arg(long, env = "NOXUS_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may wait for its next request. Keep it
+    /// above the idle timeout of a reverse proxy in front.
+    #[arg(long, env = "NOXUS_IDLE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout_secs: u64,
+
+    /// Seconds to wait for the next piece of a request body; then 408 and the
+    /// connection is closed.
+    #[arg(long, env = "NOXUS_REQUEST_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_body_timeout_secs: u64,
+
+    /// Most connections open at once; more are answered 503. Never more than
+    /// the file-descriptor limit (ulimit -n) minus 128.
+    #[arg(long, env = "NOXUS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_connections: u64,
+
+    /// Dashboard password hashes (argon2) computed at once; a login that
+    /// waits more than a second for one gets 503. Default: half the CPUs.
+    #[arg(long, env = "NOXUS_PASSWORD_HASH_CONCURRENCY", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    password_hash_concurrency: Option<u64>,
+
+    /// A reverse proxy (IP address or CIDR block, e.g. 10.0.0.0/8) whose
+    /// X-Forwarded-For and X-Forwarded-Proto headers are believed. Repeat the
+    /// flag, or separate values with commas in the variable. Without it the
+    /// connection's peer is the client.
+    #[arg(long = "trusted-proxy", env = "NOXUS_TRUSTED_PROXIES", value_name = "CIDR_OR_IP", value_delimiter = ',', value_parser = noxus_server::client_addr::parse_trusted_proxy)]
+    trusted_proxies: Vec<noxus_server::config::IpNet>,
 }
 
 fn secret_env(name: &str) -> Option<SecretString> {
@@ -71,7 +107,26 @@ fn secret_env(name: &str) -> Option<SecretString> {
 }
 
 /// Runs the platform until SIGINT or SIGTERM.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ServeArgs) -> Result<(), Failure> {
+    let admin_email = args
+        .admin_email
+        .take()
+        .map(|email| email.trim().to_owned())
+        .filter(|email| !email.is_empty());
+    // Production must not get the predictable default owner login.
+    let admin_email = match (admin_email, args.no_welcome) {
+        (Some(email), _) => email,
+        (None, false) => "admin@noxus.local".to_owned(),
+        (None, true) => {
+            return Err(Failure::config(anyhow::anyhow!(
+                "--no-welcome needs --admin-email (or NOXUS_ADMIN_EMAIL): choose the first owner's login instead of the predictable admin@noxus.local"
+            )))
+        }
+    };
+    serve(args, admin_email).map_err(Failure::from)
+}
+
+fn serve(args: ServeArgs, admin_email: String) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NOXUS_LOG")
@@ -85,7 +140,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.catalog_file = args.catalog;
     config.welcome = !args.no_welcome;
-    config.admin_email = args.admin_email;
+    config.admin_email = admin_email;
     config.admin_password = secret_env("NOXUS_ADMIN_PASSWORD");
     config.pepper = secret_env("NOXUS_KEY_PEPPER");
     config.previous_pepper = secret_env("NOXUS_KEY_PEPPER_PREVIOUS").map(|previous| {
@@ -100,6 +155,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.key_cache_ttl = Duration::from_millis(args.key_cache_ttl_ms);
     config.max_body_bytes = args.max_body_bytes;
     config.usage_retention_days = args.usage_retention_days;
+    config.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs);
+    config.idle_timeout = Duration::from_secs(args.idle_timeout_secs);
+    config.request_body_timeout = Duration::from_secs(args.request_body_timeout_secs);
+    config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    config.trusted_proxies = args.trusted_proxies;
+    if let Some(slots) = args.password_hash_concurrency {
+        config.password_hash_concurrency = usize::try_from(slots).unwrap_or(1);
+    }
     config.key_rate_limit =
         (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
             per_second: args.rate_limit_per_key,

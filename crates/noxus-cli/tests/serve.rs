@@ -181,6 +181,8 @@ fn with_the_welcome_off_the_first_start_prints_no_secret() {
         .args([
             "serve",
             "--no-welcome",
+            "--admin-email",
+            "owner@example.com",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
@@ -223,6 +225,8 @@ fn with_the_welcome_off_the_first_start_prints_no_secret() {
         .args([
             "serve",
             "--no-welcome",
+            "--admin-email",
+            "owner@example.com",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
@@ -246,6 +250,54 @@ fn with_the_welcome_off_the_first_start_prints_no_secret() {
 }
 
 #[test]
+fn with_the_welcome_off_the_owner_email_must_be_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = noxus()
+        .args([
+            "serve",
+            "--no-welcome",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("NOXUS_ADMIN_EMAIL")
+        .env("NOXUS_ADMIN_PASSWORD", "a long operator password")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("--admin-email"), "{stderr}");
+    assert!(stderr.contains("NOXUS_ADMIN_EMAIL"), "{stderr}");
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was created"
+    );
+
+    // The variable is enough.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = noxus()
+        .args([
+            "serve",
+            "--no-welcome",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("NOXUS_ADMIN_EMAIL", "owner@example.com")
+        .env("NOXUS_ADMIN_PASSWORD", "a long operator password")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base);
+    let (exit, stderr) = terminate(child);
+    assert!(exit.success(), "{stderr}");
+}
+
+#[test]
 fn serve_help_documents_every_option_and_its_variable() {
     let out = noxus().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
@@ -257,6 +309,20 @@ fn serve_help_documents_every_option_and_its_variable() {
         "--no-welcome",
         "--catalog",
         "--rate-limit-per-key",
+        "--header-read-timeout-secs",
+        "NOXUS_HEADER_READ_TIMEOUT_SECS",
+        "--idle-timeout-secs",
+        "NOXUS_IDLE_TIMEOUT_SECS",
+        "--request-body-timeout-secs",
+        "NOXUS_REQUEST_BODY_TIMEOUT_SECS",
+        "--max-connections",
+        "NOXUS_MAX_CONNECTIONS",
+        "--password-hash-concurrency",
+        "NOXUS_PASSWORD_HASH_CONCURRENCY",
+        "--trusted-proxy",
+        "NOXUS_TRUSTED_PROXIES",
+        "--admin-email",
+        "NOXUS_ADMIN_EMAIL",
     ] {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }

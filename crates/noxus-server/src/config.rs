@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use ipnet::IpNet;
+
 use crate::domain::keys::PreviousPepper;
-use crate::rate_limit::RateLimit;
+use crate::domain::passwords::PasswordPool;
+use crate::rate_limit::{LoginThrottlePolicy, RateLimit};
 use crate::store::KeyQuotas;
 
 /// How the platform runs.
@@ -51,6 +54,26 @@ pub struct Config {
     pub key_quotas: KeyQuotas,
     /// A dashboard session unused this long ends (besides its 12-hour limit).
     pub session_idle_timeout: Duration,
+    /// Time allowed for a request head (request line and headers): from the
+    /// accept on a new connection, from the first byte of the next request on
+    /// a kept-alive one. The connection is closed when it runs out.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Longest wait for the next piece of a request body; past it the request
+    /// is answered 408 and the connection closed.
+    pub request_body_timeout: Duration,
+    /// Most connections open at once (also capped by the file-descriptor
+    /// limit); more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Password hashes (argon2) computed at once; more wait up to a second,
+    /// then get 503.
+    pub password_hash_concurrency: usize,
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are
+    /// believed; empty: none (the connection's peer is the client).
+    pub trusted_proxies: Vec<IpNet>,
+    /// How failed dashboard logins slow down.
+    pub login_throttle: LoginThrottlePolicy,
 }
 
 impl Config {
@@ -80,6 +103,13 @@ impl Config {
             },
             key_quotas: KeyQuotas::default(),
             session_idle_timeout: Duration::from_secs(30 * 60),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            request_body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            password_hash_concurrency: PasswordPool::default_concurrency(),
+            trusted_proxies: Vec::new(),
+            login_throttle: LoginThrottlePolicy::default(),
         }
     }
 }

@@ -7,7 +7,9 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod catalog;
+pub mod client_addr;
 pub mod config;
+pub mod connections;
 pub mod domain;
 pub mod error;
 pub mod flags;

@@ -115,26 +115,50 @@ impl Application {
                     if ticks % 3600 == 0 {
                         crate::usage::prune(state.store(), state.config().usage_retention_days)
                             .await;
+                        match purge_expired(&state).await {
+                            Ok(0) => {}
+                            Ok(rows) => {
+                                tracing::info!(rows, "purged ended sessions and used form nonces")
+                            }
+                            Err(err) => tracing::warn!(error = %err, "cannot purge ended sessions"),
+                        }
                     }
                     ticks += 1;
                 }
             })
         };
-        let served = axum::serve(
+        let timeouts = crate::connections::ConnectionTimeouts {
+            header_read: self.state.config().header_read_timeout,
+            idle: self.state.config().idle_timeout,
+        };
+        crate::connections::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
+            self.state.config().max_connections,
+            timeouts,
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error");
+        .await;
         flusher.abort();
         // Whatever was counted after the last tick.
         self.state.usage().flush(self.state.store()).await;
         self.state.store().close().await;
-        served?;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Deletes dashboard sessions that ended (past their 12 hours, or idle
+/// longer than the idle timeout) and form nonces used more than a day ago
+/// (a nonce only needs to outlive the form page it was on). Run hourly.
+pub async fn purge_expired(state: &AppState) -> crate::store::StoreResult<u64> {
+    let now = time::OffsetDateTime::now_utc();
+    let idle = time::Duration::try_from(state.config().session_idle_timeout)
+        .unwrap_or(time::Duration::minutes(30));
+    state
+        .store()
+        .purge_expired(now, now - idle, now - time::Duration::days(1))
+        .await
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

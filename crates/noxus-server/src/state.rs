@@ -1,5 +1,5 @@
-//! What every handler shares: the store, the key hasher, the verified-key
-//! cache, the catalog and the configuration.
+//! What every handler shares: the store, the key hasher, the password
+//! pool, the verified-key cache, the catalog and the configuration.
 
 use std::sync::Arc;
 
@@ -7,10 +7,10 @@ use crate::auth::KeyCache;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
-use crate::rate_limit::Gcra;
+use crate::domain::passwords::{PasswordPool, QUEUE_WAIT};
+use crate::rate_limit::{Gcra, LoginThrottle};
 use crate::store::Store;
 use crate::usage::{Clock, UsageRecorder};
-use crate::web::LoginThrottle;
 
 /// Cheap to clone: one `Arc`.
 #[derive(Debug, Clone)]
@@ -20,6 +20,7 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     store: Arc<dyn Store>,
     hasher: KeyHasher,
+    passwords: PasswordPool,
     cache: KeyCache,
     catalog: Catalog,
     rate_limit: Option<Gcra>,
@@ -35,12 +36,13 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> Self {
         Self(Arc::new(Inner {
             hasher: KeyHasher::rotating(config.pepper.as_ref(), config.previous_pepper.as_ref()),
+            passwords: PasswordPool::new(config.password_hash_concurrency, QUEUE_WAIT),
             cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             rate_limit: config.key_rate_limit.map(Gcra::new),
             clock: Clock::default(),
             usage: UsageRecorder::default(),
             auth_failures: crate::rate_limit::AuthFailures::default(),
-            login_throttle: LoginThrottle::default(),
+            login_throttle: LoginThrottle::new(config.login_throttle),
             store,
             catalog,
             config,
@@ -60,6 +62,12 @@ impl AppState {
     /// The key hasher.
     pub fn hasher(&self) -> &KeyHasher {
         &self.0.hasher
+    }
+
+    /// Where dashboard passwords are hashed and checked (argon2, off the
+    /// async workers, a few at a time).
+    pub fn passwords(&self) -> &PasswordPool {
+        &self.0.passwords
     }
 
     /// The verified-key cache.

@@ -23,7 +23,8 @@ static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-fn new_request_id() -> String {
+/// A new request id: `req_` and 20 random alphanumerics.
+pub(crate) fn new_request_id() -> String {
     let suffix: String = rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(20)

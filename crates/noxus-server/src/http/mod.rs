@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod body_timeout;
 pub mod catalog;
 pub mod extract;
 pub mod health;
@@ -85,6 +86,8 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let router = router.merge(extra).merge(crate::web::router());
     openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let openapi = std::sync::Arc::new(openapi);
+    let body_timeout =
+        axum::middleware::from_fn_with_state(state.clone(), body_timeout::request_body_timeout);
     router
         .route(
             "/openapi.json",
@@ -95,6 +98,7 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         )
         .fallback(middleware::fallback)
         .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(body_timeout)
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .layer(axum::middleware::map_response(

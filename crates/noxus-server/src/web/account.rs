@@ -3,14 +3,16 @@
 //! (sudo mode, as GitHub and Stripe do).
 
 use askama::Template;
-use axum::extract::{ConnectInfo, Query, State};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use std::net::SocketAddr;
 
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
-use crate::domain::passwords::{hash_password, verify_password};
+use crate::client_addr::ClientAddr;
 use crate::state::AppState;
 
 /// Shortest password a person may choose.
@@ -31,21 +33,37 @@ pub fn check_new_password(password: &str, confirm: Option<&str>) -> Result<(), &
     }
 }
 
-/// Hashes on a blocking thread: argon2 must not stall the async workers.
-pub async fn hash_off_thread(password: &str) -> WebResult<String> {
-    let password = password.to_owned();
-    tokio::task::spawn_blocking(move || hash_password(&password))
+/// Checks the logged-in user's own password (sudo mode, password change)
+/// on the password pool, throttled like a login.
+async fn check_own_password(
+    state: &AppState,
+    user: &CurrentUser,
+    client: &ClientAddr,
+    password: &str,
+) -> WebResult<bool> {
+    let ip = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let throttle = state.login_throttle();
+    let attempt = throttle
+        .admit(&user.user.email, ip, Instant::now())
+        .map_err(|wait| WebError::TooManyAttempts(wait.whole_seconds()))?;
+    match state
+        .passwords()
+        .verify(password, Some(user.user.password_hash.clone()))
         .await
-        .map_err(|e| WebError::Internal(anyhow::anyhow!("password hashing task: {e}")))?
-        .map_err(WebError::Internal)
-}
-
-/// Verifies on a blocking thread.
-pub async fn verify_off_thread(password: &str, stored: &str) -> WebResult<bool> {
-    let (password, stored) = (password.to_owned(), stored.to_owned());
-    tokio::task::spawn_blocking(move || verify_password(&password, &stored))
-        .await
-        .map_err(|e| WebError::Internal(anyhow::anyhow!("password check task: {e}")))
+    {
+        Ok(true) => {
+            throttle.succeeded(attempt);
+            Ok(true)
+        }
+        Ok(false) => {
+            throttle.failed(attempt, Instant::now());
+            Ok(false)
+        }
+        Err(err) => {
+            throttle.abandoned(attempt);
+            Err(err.into())
+        }
+    }
 }
 
 /// A local path to go back to after confirming the password: only paths of
@@ -147,23 +165,14 @@ pub async fn password_form(user: CurrentUser) -> WebResult {
 /// twice. Every other session of the user ends.
 pub async fn change_password(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     user: CurrentUser,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;
     let current = form.get("current_password").unwrap_or("");
     let new = form.get("password").unwrap_or("");
-    let address = addr.ip().to_string();
-    if let Some(seconds) = state.login_throttle().blocked(&user.user.email, &address) {
-        return Err(WebError::TooManyAttempts(seconds));
-    }
-    if current.len() > MAX_PASSWORD_BYTES
-        || !verify_off_thread(current, &user.user.password_hash).await?
-    {
-        state
-            .login_throttle()
-            .record_failure(&user.user.email, &address);
+    if !check_own_password(&state, &user, &client, current).await? {
         return Ok(password_page(
             &user,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -184,7 +193,7 @@ pub async fn change_password(
             Some("Choose a password different from the current one."),
         ));
     }
-    let hash = hash_off_thread(new).await?;
+    let hash = state.passwords().hash(new).await?;
     state
         .store()
         .set_password(
@@ -245,23 +254,14 @@ pub async fn sudo_form(user: CurrentUser, Query(next): Query<Next>) -> WebResult
 /// POST /sudo: checks the password, then goes back to the page.
 pub async fn sudo(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     user: CurrentUser,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;
     let next = local_path(form.get("next"));
     let password = form.get("password").unwrap_or("");
-    let address = addr.ip().to_string();
-    if let Some(seconds) = state.login_throttle().blocked(&user.user.email, &address) {
-        return Err(WebError::TooManyAttempts(seconds));
-    }
-    if password.len() > MAX_PASSWORD_BYTES
-        || !verify_off_thread(password, &user.user.password_hash).await?
-    {
-        state
-            .login_throttle()
-            .record_failure(&user.user.email, &address);
+    if !check_own_password(&state, &user, &client, password).await? {
         tracing::info!(user_id = %user.user.id, "failed password confirmation");
         return Ok(page(
             StatusCode::UNAUTHORIZED,

@@ -19,8 +19,6 @@ use axum::Router;
 use crate::error::ErrorPayload;
 use crate::state::AppState;
 
-pub use session::LoginThrottle;
-
 const APP_CSS: &str = include_str!("../../static/app.css");
 const APP_JS: &str = include_str!("../../static/app.js");
 
@@ -205,9 +203,12 @@ pub enum WebError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
-    /// 429 with the wait in seconds.
-    #[error("Too many failed attempts; try again in {0} seconds")]
+    /// 429 with the wait in (whole) seconds, said as a person would.
+    #[error("Too many failed attempts; try again in {}", crate::time_fmt::human_duration(std::time::Duration::from_secs(*.0)))]
     TooManyAttempts(u64),
+    /// 503 with `Retry-After`: too much password hashing at once.
+    #[error("The server is busy; try again in a moment")]
+    Busy,
     /// 500, logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -243,6 +244,17 @@ impl From<crate::keys::KeyRuleError> for WebError {
     }
 }
 
+impl From<crate::domain::passwords::PasswordError> for WebError {
+    fn from(err: crate::domain::passwords::PasswordError) -> Self {
+        use crate::domain::passwords::PasswordError;
+        match err {
+            PasswordError::Busy => Self::Busy,
+            PasswordError::TooLong => Self::Invalid(err.to_string()),
+            PasswordError::Internal(cause) => Self::Internal(cause),
+        }
+    }
+}
+
 impl From<crate::members::MemberError> for WebError {
     fn from(err: crate::members::MemberError) -> Self {
         use crate::members::MemberError;
@@ -271,6 +283,7 @@ impl IntoResponse for WebError {
             Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid request"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             Self::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
         };
         let message = match &self {
@@ -286,10 +299,15 @@ impl IntoResponse for WebError {
                 csrf: "",
             },
         );
-        if let Self::TooManyAttempts(seconds) = &self {
+        let retry_after = match &self {
+            Self::TooManyAttempts(seconds) => Some(*seconds),
+            Self::Busy => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(*seconds));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         // Tell the request-context layer to keep this HTML body (and log 5xx causes).
         response.extensions_mut().insert(ErrorPayload {

@@ -332,7 +332,7 @@ pub async fn create_user(
         )
         .await;
     }
-    let hash = super::account::hash_off_thread(password).await?;
+    let hash = state.passwords().hash(password).await?;
     state
         .store()
         .create_user(
@@ -504,7 +504,7 @@ pub async fn reset_password(
         )
         .await;
     }
-    let hash = super::account::hash_off_thread(password).await?;
+    let hash = state.passwords().hash(password).await?;
     state
         .store()
         .set_password(&user.actor(), &target.id, &hash, true, None)

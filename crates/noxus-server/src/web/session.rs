@@ -1,14 +1,13 @@
 //! Logging in and out, the one-time setup, the session extractor, CSRF
-//! tokens, form parsing, and throttling of failed logins.
+//! tokens and form parsing. Failed logins are throttled by
+//! [`crate::rate_limit::LoginThrottle`].
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use askama::Template;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -19,7 +18,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::{page, WebError, WebResult};
-use crate::domain::passwords::{hash_password, verify_password};
+use crate::client_addr::ClientAddr;
+use crate::domain::passwords::{MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
 use crate::state::AppState;
 use crate::store::{Actor, BootstrapRequest, SessionRecord, UserRecord};
 
@@ -36,9 +36,6 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 pub const SUDO_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// A session's last use is written at most this often.
 const TOUCH_EVERY: time::Duration = time::Duration::seconds(60);
-const WINDOW: Duration = Duration::from_secs(15 * 60);
-const MAX_FAILURES_PER_ACCOUNT: usize = 5;
-const MAX_FAILURES_PER_ADDRESS: usize = 20;
 
 fn random_token(len: usize) -> String {
     OsRng
@@ -62,54 +59,6 @@ fn same(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// Failed logins in the last 15 minutes, per account and per address.
-#[derive(Debug, Default)]
-pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
-}
-
-impl LoginThrottle {
-    /// Seconds to wait if either key is over its limit.
-    pub(crate) fn blocked(&self, account: &str, address: &str) -> Option<u64> {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let mut wait = None;
-        for (key, limit) in [
-            (format!("account:{account}"), MAX_FAILURES_PER_ACCOUNT),
-            (format!("address:{address}"), MAX_FAILURES_PER_ADDRESS),
-        ] {
-            if let Some(times) = failures.get_mut(&key) {
-                times.retain(|t| now.duration_since(*t) < WINDOW);
-                if times.len() >= limit {
-                    let oldest = times[0];
-                    let seconds = WINDOW
-                        .saturating_sub(now.duration_since(oldest))
-                        .as_secs()
-                        .max(1);
-                    wait = Some(wait.map_or(seconds, |w: u64| w.max(seconds)));
-                }
-            }
-        }
-        wait
-    }
-
-    pub(crate) fn record_failure(&self, account: &str, address: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if failures.len() > 100_000 {
-            failures.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < WINDOW));
-        }
-        for key in [format!("account:{account}"), format!("address:{address}")] {
-            failures.entry(key).or_default().push(now);
-        }
-    }
-
-    fn record_success(&self, account: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.remove(&format!("account:{account}"));
-    }
-}
-
 /// The logged-in user of a dashboard request.
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
@@ -117,7 +66,7 @@ pub struct CurrentUser {
     pub user: UserRecord,
     /// The session (its CSRF token goes into every form).
     pub session: SessionRecord,
-    /// The client's address.
+    /// The client's address (through trusted proxies).
     pub client_addr: Option<String>,
 }
 
@@ -165,13 +114,6 @@ impl CurrentUser {
 /// What a user who must change their password may still open.
 const PASSWORD_CHANGE_PATHS: &[&str] = &["/settings/account/password", "/logout"];
 
-fn client_addr(parts: &Parts) -> Option<String> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| a.ip().to_string())
-}
-
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
@@ -190,7 +132,11 @@ impl FromRequestParts<AppState> for CurrentUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let name = session_cookie_name(secure_cookies(state, &parts.headers));
+        let client = match ClientAddr::from_request_parts(parts, state).await {
+            Ok(client) => client,
+            Err(never) => match never {},
+        };
+        let name = session_cookie_name(secure_cookies(state, &parts.headers, &client));
         let token = cookie_value(&parts.headers, name).ok_or(WebError::LoginRequired)?;
         let now = OffsetDateTime::now_utc();
         let found = state.store().session(&digest(token), now).await?;
@@ -212,7 +158,7 @@ impl FromRequestParts<AppState> for CurrentUser {
         Ok(Self {
             user,
             session,
-            client_addr: client_addr(parts),
+            client_addr: client.ip.map(|ip| ip.to_string()),
         })
     }
 }
@@ -258,16 +204,20 @@ impl FromRequest<AppState> for Form {
     }
 }
 
-fn secure_cookies(state: &AppState, headers: &HeaderMap) -> bool {
+/// Cookies get `Secure` when the public URL is https, or when a trusted
+/// proxy says the client used https (`X-Forwarded-Proto`).
+fn secure_cookies(state: &AppState, headers: &HeaderMap, client: &ClientAddr) -> bool {
     state
         .config()
         .public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"))
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            == Some("https")
+        || (client.via_trusted_proxy
+            && headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")))
 }
 
 fn session_cookie_name(secure: bool) -> &'static str {
@@ -297,13 +247,17 @@ struct LoginPage<'a> {
 }
 
 /// GET /login.
-pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> WebResult {
+pub async fn login_page(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    headers: HeaderMap,
+) -> WebResult {
     if state.store().organization().await?.is_none() {
         return Ok(Redirect::to("/setup").into_response());
     }
     Ok(with_pre_session_token(
         &headers,
-        secure_cookies(&state, &headers),
+        secure_cookies(&state, &headers, &client),
         |csrf| {
             page(
                 StatusCode::OK,
@@ -321,47 +275,72 @@ pub async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> We
 /// POST /login: email + password → a session cookie.
 pub async fn login(
     State(state): State<AppState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     headers: HeaderMap,
     form: Form,
 ) -> WebResult {
-    check_pre_session_token(&headers, secure_cookies(&state, &headers), &form)?;
+    check_pre_session_token(&headers, secure_cookies(&state, &headers, &client), &form)?;
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let password = form.get("password").unwrap_or("");
-    let address = addr.ip().to_string();
-    let throttle = state.login_throttle();
-    if let Some(seconds) = throttle.blocked(&email, &address) {
-        tracing::warn!(%address, "login throttled");
-        return Err(WebError::TooManyAttempts(seconds));
-    }
-    let user = state.store().user_by_email(&email).await?;
-    // Verify against a dummy hash for unknown emails, so timing does not tell which exist.
-    let stored = user
-        .as_ref()
-        .map(|u| u.password_hash.as_str())
-        .unwrap_or_else(|| dummy_hash());
-    let ok = verify_password(password, stored) && user.is_some();
-    let Some(user) = user.filter(|_| ok) else {
-        throttle.record_failure(&email, &address);
-        tracing::info!(%address, "failed login");
+    // Refused before any lookup, hashing or throttle entry.
+    let too_long = if email.len() > MAX_EMAIL_BYTES {
+        Some("Enter an email address of at most 254 characters.")
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Some("Passwords are at most 1024 characters long.")
+    } else {
+        None
+    };
+    if let Some(error) = too_long {
         let csrf = form.get("csrf").unwrap_or("");
-        let page_html = page(
-            StatusCode::UNAUTHORIZED,
+        return Ok(page(
+            StatusCode::UNPROCESSABLE_ENTITY,
             &LoginPage {
-                error: Some("Wrong email or password."),
-                email: &email,
+                error: Some(error),
+                email: "",
                 user_email: None,
                 csrf,
             },
-        );
-        return Ok(page_html);
+        ));
+    }
+    let address = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let throttle = state.login_throttle();
+    let attempt = match throttle.admit(&email, address, Instant::now()) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            tracing::warn!(%address, "login throttled");
+            return Err(WebError::TooManyAttempts(wait.whole_seconds()));
+        }
+    };
+    let user = match check_credentials(&state, &email, password).await {
+        Ok(Some(user)) => {
+            throttle.succeeded(attempt);
+            user
+        }
+        Ok(None) => {
+            throttle.failed(attempt, Instant::now());
+            tracing::info!(%address, "failed login");
+            let csrf = form.get("csrf").unwrap_or("");
+            return Ok(page(
+                StatusCode::UNAUTHORIZED,
+                &LoginPage {
+                    error: Some("Wrong email or password."),
+                    email: &email,
+                    user_email: None,
+                    csrf,
+                },
+            ));
+        }
+        Err(err) => {
+            // Busy or broken: no verdict, so the attempt does not count.
+            throttle.abandoned(attempt);
+            return Err(err);
+        }
     };
     if !user.is_active() {
         return Err(WebError::Forbidden(
             "This account was deactivated; ask an organization admin to reactivate it.".to_owned(),
         ));
     }
-    throttle.record_success(&email);
     let token = random_token(43);
     let now = OffsetDateTime::now_utc();
     let session = SessionRecord {
@@ -382,16 +361,25 @@ pub async fn login(
         session_cookie(
             &token,
             SESSION_LIFETIME.as_secs(),
-            secure_cookies(&state, &headers),
+            secure_cookies(&state, &headers, &client),
         ),
     );
     Ok(response)
 }
 
-/// An argon2id hash of a random password, to spend the same time on unknown emails.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| hash_password(&random_token(24)).unwrap_or_default())
+/// The user if `password` is theirs. Unknown emails are checked against a
+/// dummy hash, so that timing does not tell which exist.
+async fn check_credentials(
+    state: &AppState,
+    email: &str,
+    password: &str,
+) -> WebResult<Option<UserRecord>> {
+    let user = state.store().user_by_email(email).await?;
+    let ok = state
+        .passwords()
+        .verify(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
+    Ok(user.filter(|_| ok))
 }
 
 /// The cookie of the double-submit CSRF token used before there is a session
@@ -444,6 +432,7 @@ fn check_pre_session_token(headers: &HeaderMap, secure: bool, form: &Form) -> We
 pub async fn logout(
     State(state): State<AppState>,
     user: CurrentUser,
+    client: ClientAddr,
     headers: HeaderMap,
     form: Form,
 ) -> WebResult {
@@ -455,7 +444,7 @@ pub async fn logout(
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie("", 0, secure_cookies(&state, &headers)),
+        session_cookie("", 0, secure_cookies(&state, &headers, &client)),
     );
     Ok(response)
 }
@@ -499,6 +488,7 @@ pub struct SetupQuery {
 /// only with the one-time token printed at start.
 pub async fn setup_page(
     State(state): State<AppState>,
+    client: ClientAddr,
     headers: HeaderMap,
     axum::extract::Query(query): axum::extract::Query<SetupQuery>,
 ) -> WebResult {
@@ -509,7 +499,7 @@ pub async fn setup_page(
     let token = query.token.unwrap_or_default();
     Ok(with_pre_session_token(
         &headers,
-        secure_cookies(&state, &headers),
+        secure_cookies(&state, &headers, &client),
         |csrf| {
             page(
                 StatusCode::OK,
@@ -526,8 +516,13 @@ pub async fn setup_page(
 
 /// POST /setup: creates the organization, its owner and a first workspace,
 /// once. Whoever loses a race with another setup gets 409.
-pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form) -> WebResult {
-    check_pre_session_token(&headers, secure_cookies(&state, &headers), &form)?;
+pub async fn setup(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    form: Form,
+) -> WebResult {
+    check_pre_session_token(&headers, secure_cookies(&state, &headers, &client), &form)?;
     if state.store().organization().await?.is_some() {
         return Err(WebError::Conflict(
             "The platform is already set up; log in instead.".to_owned(),
@@ -540,8 +535,8 @@ pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form
     let password = form.get("password").unwrap_or("");
     let error = if organization.is_empty() || organization.chars().count() > 100 {
         Some("Give the organization a name of 1 to 100 characters.")
-    } else if !email.contains('@') || email.len() > 254 {
-        Some("Enter a valid email address.")
+    } else if !email.contains('@') || email.len() > MAX_EMAIL_BYTES {
+        Some("Enter a valid email address of at most 254 characters.")
     } else {
         super::account::check_new_password(password, form.get("password_confirm")).err()
     };
@@ -561,7 +556,7 @@ pub async fn setup(State(state): State<AppState>, headers: HeaderMap, form: Form
         organization_name: organization.to_owned(),
         admin_email: email,
         admin_name: "Owner".to_owned(),
-        password_hash: super::account::hash_off_thread(password).await?,
+        password_hash: state.passwords().hash(password).await?,
         workspace_name: "Default".to_owned(),
         first_key: None,
     };

@@ -52,12 +52,21 @@ async fn logging_in_sets_a_safe_session_cookie_and_logging_out_ends_it() {
 
 #[tokio::test]
 async fn behind_https_the_session_cookie_is_secure() {
-    let app = TestApp::spawn().await;
+    // X-Forwarded-Proto counts from a trusted proxy only (see login_protection.rs).
+    let app = TestApp::spawn_with(|config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let page = http.get(app.url("/login")).send().await.unwrap();
+    let page = http
+        .get(app.url("/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
     let pre = page
         .headers()
         .get("set-cookie")
@@ -79,7 +88,7 @@ async fn behind_https_the_session_cookie_is_secure() {
         .to_owned();
     let response = http
         .post(app.url("/login"))
-        .header("cookie", pre)
+        .header("cookie", pre.as_str())
         .header("x-forwarded-proto", "https")
         .form(&[
             ("email", app.owner.email.as_str()),
@@ -90,13 +99,117 @@ async fn behind_https_the_session_cookie_is_secure() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    assert!(response
+    let cookie = response
         .headers()
         .get("set-cookie")
         .unwrap()
         .to_str()
         .unwrap()
-        .contains("; Secure"));
+        .to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // The __Host- prefix: no subdomain or plain-HTTP answer can plant it.
+    assert!(cookie.starts_with("__Host-noxus_session="), "{cookie}");
+    assert!(pre.starts_with("__Host-noxus_form="), "{pre}");
+    let session = cookie.split(';').next().unwrap();
+    let page = http
+        .get(app.url("/settings/organization/workspaces"))
+        .header("cookie", session)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    // The same token under the plain name is not a session over HTTPS.
+    let plain = session.trim_start_matches("__Host-");
+    let page = http
+        .get(app.url("/settings/organization/workspaces"))
+        .header("cookie", plain)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_an_https_public_url_every_answer_sends_hsts() {
+    let app = TestApp::spawn_with(|config| {
+        config.public_url = Some("https://noxus.example".to_owned());
+    })
+    .await;
+    for path in ["/healthz", "/login", "/v1/admin/me"] {
+        // The public URL names the proxy in front; the test talks to the port.
+        let url = format!("http://127.0.0.1:{}{path}", app.port);
+        let response = app.http.get(url).send().await.unwrap();
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
+    app.stop().await;
+    let plain = TestApp::spawn().await;
+    let response = plain.http.get(plain.url("/healthz")).send().await.unwrap();
+    assert!(response
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
+    plain.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_session_ends_after_thirty_minutes_and_old_rows_are_purged() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    browser.login(&app.owner).await;
+    assert_eq!(
+        browser.get("/settings/account").await.status,
+        StatusCode::OK
+    );
+    let digest = browser.session_digest();
+    let idle = time::OffsetDateTime::now_utc() - time::Duration::minutes(31);
+    app.state
+        .store()
+        .touch_session(&digest, idle)
+        .await
+        .unwrap();
+    assert_eq!(browser.get("/settings/account").await.location(), "/login");
+    // Another idle session and an old nonce are purged by the maintenance.
+    let mut other = Browser::new(&app);
+    other.login(&app.owner).await;
+    let other_digest = other.session_digest();
+    app.state
+        .store()
+        .touch_session(&other_digest, idle)
+        .await
+        .unwrap();
+    let purged = noxus_server::startup::purge_expired(&app.state)
+        .await
+        .unwrap();
+    assert!(purged >= 1, "{purged}");
+    assert!(app
+        .state
+        .store()
+        .session(&other_digest, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+        .is_none());
+    // A used nonce is kept a day (a resubmitted form must still be refused), then purged.
+    let nonce = "an old nonce of 32 characters...";
+    assert!(app.state.store().use_nonce(nonce).await.unwrap());
+    assert!(!app.state.store().use_nonce(nonce).await.unwrap());
+    let now = time::OffsetDateTime::now_utc();
+    app.state
+        .store()
+        .purge_expired(
+            now,
+            now - time::Duration::minutes(30),
+            now + time::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert!(app.state.store().use_nonce(nonce).await.unwrap(), "purged");
     app.stop().await;
 }
 
@@ -296,12 +409,17 @@ async fn a_viewer_sees_no_create_button_and_a_forged_post_is_403() {
 
 #[tokio::test]
 async fn failed_logins_are_throttled_per_account_with_a_clear_message() {
-    let app = TestApp::spawn().await;
+    // Five failures are free, the sixth starts the wait (long here, so that
+    // the test does not race it).
+    let app = TestApp::spawn_with(|config| {
+        config.login_throttle.first_delay = std::time::Duration::from_secs(60);
+    })
+    .await;
     let member = app.user_with_role(Role::Member).await;
     let mut browser = Browser::new(&app);
     browser.get("/login").await;
     let csrf = browser.get("/login").await.field("csrf").unwrap();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let page = browser
             .post(
                 "/login",

@@ -1,0 +1,513 @@
+//! The front door: accepts TCP connections and serves HTTP/1.1 on them with
+//! hyper, so that no client can hold a connection (and its file descriptor)
+//! for ever: a cap on open connections (answered with 503 above it), a
+//! deadline for each request head, an idle deadline between requests, and a
+//! graceful shutdown that lets in-flight requests finish.
+//!
+//! The request-body timeout lives in the router
+//! ([`crate::http::body_timeout`]), where it can answer with our JSON 408.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+/// File descriptors kept out of the connection cap: standard streams, the
+/// listener, the runtime's own, the SQLite pool (database, WAL and
+/// shared-memory files per connection), and the sockets being refused.
+pub const RESERVED_FILE_DESCRIPTORS: u64 = 128;
+
+/// Over-cap connections answered with 503 at the same time; more are closed
+/// without an answer.
+const REFUSAL_SLOTS: usize = 32;
+
+/// How long a refused connection is kept to deliver its 503 and read what
+/// the client sent (closing with unread data would reset the connection and
+/// could destroy the answer before the client reads it).
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
+/// Deadlines of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTimeouts {
+    /// From accepting a connection, or from the first byte of a later
+    /// request, until that request's head (request line and headers) is in.
+    pub header_read: Duration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle: Duration,
+}
+
+/// How many connections may be open at once: the configured number, but
+/// never more than the file-descriptor limit (soft `RLIMIT_NOFILE`) minus
+/// [`RESERVED_FILE_DESCRIPTORS`], at least 1. Also returns that limit.
+pub fn effective_connection_cap(configured: usize) -> (usize, Option<u64>) {
+    let configured = configured.max(1);
+    let limit = file_descriptor_limit();
+    let cap = match limit {
+        Some(soft) => {
+            let usable = soft.saturating_sub(RESERVED_FILE_DESCRIPTORS).max(1);
+            configured.min(usize::try_from(usable).unwrap_or(usize::MAX))
+        }
+        None => configured,
+    };
+    (cap, limit)
+}
+
+#[cfg(unix)]
+fn file_descriptor_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+fn file_descriptor_limit() -> Option<u64> {
+    None
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting and waits for the open connections to finish their requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    timeouts: ConnectionTimeouts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (cap, fd_limit) = effective_connection_cap(max_connections);
+    if cap < max_connections {
+        tracing::warn!(
+            configured = max_connections,
+            max_connections = cap,
+            fd_limit = fd_limit.unwrap_or_default(),
+            "the file-descriptor limit (ulimit -n) lowers the connection cap; raise it to accept more connections"
+        );
+    }
+    tracing::info!(
+        max_connections = cap,
+        fd_limit = fd_limit.map_or_else(|| "unlimited".to_owned(), |l| l.to_string()),
+        header_read_timeout_ms = timeouts.header_read.as_millis() as u64,
+        idle_timeout_ms = timeouts.idle.as_millis() as u64,
+        "accepting connections"
+    );
+
+    let mut builder = http1::Builder::new();
+    // Our stream wrapper enforces the exact deadlines; hyper's own header
+    // timer (which also runs while a kept-alive connection waits) stays on
+    // as a backstop no shorter than either.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read.max(timeouts.idle))
+        .keep_alive(true);
+    let permits = Arc::new(Semaphore::new(cap));
+    let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));
+    let refused_log = RefusedLog::default();
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    accept_error(err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            refused_log.note(cap);
+            refuse(stream, &refusals);
+            continue;
+        };
+        let clock = Arc::new(ConnectionClock::new(timeouts));
+        let io = TokioIo::new(TimedStream::new(stream, Arc::clone(&clock)));
+        let service = {
+            let router = router.clone();
+            hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                // What axum's `into_make_service_with_connect_info` did.
+                request.extensions_mut().insert(ConnectInfo(peer));
+                let in_flight = InFlight::start(Arc::clone(&clock));
+                let router = router.clone();
+                async move {
+                    let response = router.oneshot(request).await;
+                    drop(in_flight);
+                    response
+                }
+            })
+        };
+        let connection = graceful.watch(builder.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    // Closing the listening socket makes new connection attempts fail at once.
+    drop(listener);
+    tracing::info!(
+        open_connections = graceful.count(),
+        "stopped accepting; finishing open requests"
+    );
+    graceful.shutdown().await;
+}
+
+/// Logs accept errors. Running out of file descriptors (or memory) would
+/// make `accept` fail again at once: wait a little before the next try.
+async fn accept_error(err: io::Error) {
+    match err.kind() {
+        io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::Interrupted => {}
+        _ => {
+            tracing::warn!(error = %err, "cannot accept a connection; retrying in 100 ms");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// One warning per second at most while connections are being refused.
+#[derive(Debug, Default)]
+struct RefusedLog {
+    refused: AtomicU64,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+impl RefusedLog {
+    fn note(&self, cap: usize) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
+            *last = Some(now);
+            self.refused.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                max_connections = cap,
+                refused,
+                "connection cap reached: answering new connections with 503"
+            );
+        }
+    }
+}
+
+/// The answer to a connection over the cap: 503 with our error body.
+fn refusal_response() -> Vec<u8> {
+    let request_id = crate::http::middleware::new_request_id();
+    let body = serde_json::json!({
+        "detail": "The server is at its connection limit; try again in a moment",
+        "code": "service_unavailable",
+        "request_id": request_id,
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers an over-cap connection with 503 and closes it, using one of a
+/// few refusal slots; with none free, closes it at once.
+fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>) {
+    let Ok(slot) = Arc::clone(refusals).try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _slot = slot;
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+            stream.write_all(&refusal_response()).await?;
+            stream.shutdown().await?;
+            // Read (and drop) what the client sent until it closes, so that
+            // our close does not reset the connection under the answer.
+            let mut sink = [0u8; 4096];
+            let mut drained = 0usize;
+            while drained < 64 * 1024 {
+                let n = stream.read(&mut sink).await?;
+                if n == 0 {
+                    break;
+                }
+                drained += n;
+            }
+            Ok::<(), io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Where a connection is in its life, to know which deadline applies.
+#[derive(Debug)]
+struct ConnectionClock {
+    timeouts: ConnectionTimeouts,
+    state: Mutex<ClockState>,
+}
+
+#[derive(Debug)]
+struct ClockState {
+    accepted_at: Instant,
+    /// Requests handed to the application and not answered yet.
+    in_flight: usize,
+    /// Requests answered.
+    served: u64,
+    /// Last activity after the previous answer (the answer itself, or bytes
+    /// of it written since).
+    idle_since: Instant,
+    /// First byte of the next request, once it arrived.
+    head_started: Option<Instant>,
+}
+
+impl ConnectionClock {
+    fn new(timeouts: ConnectionTimeouts) -> Self {
+        let now = Instant::now();
+        Self {
+            timeouts,
+            state: Mutex::new(ClockState {
+                accepted_at: now,
+                in_flight: 0,
+                served: 0,
+                idle_since: now,
+                head_started: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the connection must be closed if nothing changes, if ever.
+    fn deadline(&self) -> Option<Instant> {
+        let state = self.lock();
+        if state.in_flight > 0 {
+            // The application has the request; the body timeout and the
+            // handlers bound what happens now.
+            return None;
+        }
+        Some(if state.served == 0 {
+            state.accepted_at + self.timeouts.header_read
+        } else if let Some(started) = state.head_started {
+            started + self.timeouts.header_read
+        } else {
+            state.idle_since + self.timeouts.idle
+        })
+    }
+
+    /// Bytes arrived at `now`.
+    fn received(&self, now: Instant) {
+        let mut state = self.lock();
+        if state.in_flight == 0 && state.head_started.is_none() {
+            state.head_started = Some(now);
+        }
+    }
+
+    /// Bytes of an answer left at `now`.
+    fn sent(&self, now: Instant) {
+        let mut state = self.lock();
+        if state.in_flight == 0 && state.head_started.is_none() {
+            state.idle_since = now;
+        }
+    }
+}
+
+/// A request the application is working on; dropping it (answered or
+/// cancelled) starts the idle wait.
+struct InFlight(Arc<ConnectionClock>);
+
+impl InFlight {
+    fn start(clock: Arc<ConnectionClock>) -> Self {
+        {
+            let mut state = clock.lock();
+            state.in_flight += 1;
+            state.head_started = None;
+        }
+        Self(clock)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        state.served += 1;
+        if state.in_flight == 0 {
+            state.idle_since = Instant::now();
+            state.head_started = None;
+        }
+    }
+}
+
+/// A TCP stream whose reads fail with `TimedOut` once the connection's
+/// deadline passes; hyper then closes the connection.
+struct TimedStream {
+    stream: TcpStream,
+    clock: Arc<ConnectionClock>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl TimedStream {
+    fn new(stream: TcpStream, clock: Arc<ConnectionClock>) -> Self {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        Self {
+            stream,
+            clock,
+            sleep: Box::pin(tokio::time::sleep_until(far)),
+        }
+    }
+}
+
+impl AsyncRead for TimedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.clock.received(Instant::now());
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+            Poll::Pending => {
+                let Some(deadline) = this.clock.deadline() else {
+                    return Poll::Pending;
+                };
+                if this.sleep.deadline() != deadline {
+                    this.sleep.as_mut().reset(deadline);
+                }
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent no complete request in time",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for TimedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            if n > 0 {
+                this.clock.sent(Instant::now());
+            }
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            if n > 0 {
+                this.clock.sent(Instant::now());
+            }
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts() -> ConnectionTimeouts {
+        ConnectionTimeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn each_phase_of_a_connection_has_its_deadline() {
+        let clock = Arc::new(ConnectionClock::new(timeouts()));
+        let accepted = clock.lock().accepted_at;
+        let at = |secs: u64| accepted + Duration::from_secs(secs);
+        // A new connection: the head is due 10 s after the accept, bytes or not.
+        assert_eq!(clock.deadline(), Some(at(10)));
+        clock.received(at(3));
+        assert_eq!(clock.deadline(), Some(at(10)));
+        // The application has the request: no deadline of ours.
+        let request = InFlight::start(Arc::clone(&clock));
+        assert_eq!(clock.deadline(), None);
+        clock.received(at(50));
+        clock.sent(at(50));
+        assert_eq!(clock.deadline(), None);
+        drop(request);
+        // Answered: idle until the next request.
+        let answered = clock.lock().idle_since;
+        assert!(answered >= accepted);
+        assert_eq!(clock.deadline(), Some(answered + Duration::from_secs(60)));
+        // Writing the answer counts as activity.
+        let later = answered + Duration::from_secs(5);
+        clock.sent(later);
+        assert_eq!(clock.deadline(), Some(later + Duration::from_secs(60)));
+        // The next request's first byte: its head is due 10 s later,
+        // whatever is written meanwhile.
+        let first_byte = later + Duration::from_secs(20);
+        clock.received(first_byte);
+        assert_eq!(clock.deadline(), Some(first_byte + Duration::from_secs(10)));
+        clock.sent(first_byte + Duration::from_secs(1));
+        clock.received(first_byte + Duration::from_secs(2));
+        assert_eq!(clock.deadline(), Some(first_byte + Duration::from_secs(10)));
+        // Its request starts and ends: idle again.
+        drop(InFlight::start(Arc::clone(&clock)));
+        assert_eq!(clock.lock().served, 2);
+        assert!(clock.lock().head_started.is_none());
+    }
+
+    #[test]
+    fn the_cap_never_exceeds_the_file_descriptor_limit() {
+        let (cap, limit) = effective_connection_cap(usize::MAX);
+        match limit {
+            Some(soft) => assert_eq!(
+                cap as u64,
+                soft.saturating_sub(RESERVED_FILE_DESCRIPTORS).max(1)
+            ),
+            None => assert_eq!(cap, usize::MAX),
+        }
+        assert_eq!(effective_connection_cap(0).0, 1);
+        assert_eq!(effective_connection_cap(20).0, 20.min(cap));
+    }
+}
