@@ -141,8 +141,53 @@ pub fn masked(prefix: &str, suffix: &str) -> String {
     format!("{prefix}…{suffix}")
 }
 
+/// Shortest run of key characters after `noxus_` that [`redact`] treats as
+/// (part of) a key: shorter runs are words such as `noxus_session`.
+const REDACT_MIN_RUN: usize = 12;
+
+/// Replaces anything that looks like a key (or most of one) in `text` with
+/// its first 10 characters and `…`, so that a key pasted into a URL, a
+/// header or a form is never logged or echoed back in full.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(KEY_PREFIX) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY_PREFIX) {
+        let after = &rest[at + KEY_PREFIX.len()..];
+        let run = after.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        out.push_str(&rest[..at]);
+        if run >= REDACT_MIN_RUN {
+            out.push_str(KEY_PREFIX);
+            out.push_str(&after[..DISPLAY_PREFIX_LEN - KEY_PREFIX.len()]);
+            out.push('…');
+        } else {
+            out.push_str(&rest[at..at + KEY_PREFIX.len() + run]);
+        }
+        rest = &after[run..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_are_redacted_wherever_they_appear() {
+        let key = super::key_from_body("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345");
+        let path = format!("/v1/{key}/x?k={key}");
+        let redacted = super::redact(&path);
+        assert!(!redacted.contains(&key[10..]), "{redacted}");
+        assert_eq!(redacted, format!("/v1/{}…/x?k={}…", &key[..10], &key[..10]));
+        // Most of a key is still a key; a cookie name is not.
+        let partial = &key[..30];
+        assert_eq!(super::redact(partial), format!("{}…", &key[..10]));
+        assert_eq!(super::redact("noxus_session=abc"), "noxus_session=abc");
+        assert_eq!(super::redact("nothing here"), "nothing here");
+        assert_eq!(super::redact("noxus_"), "noxus_");
+    }
+
     use super::*;
 
     const BODY: &str = "0123456789abcdefghijABCDEFGHIJkl";

@@ -171,10 +171,12 @@ fn array<'a>(
     }
 }
 
-/// Shortens client text quoted in an error message.
+/// Shortens client text quoted in an error message, with anything that
+/// looks like an API key cut to its first 10 characters.
 pub fn truncate(s: &str) -> String {
+    let s = noxus_api::key_format::redact(s);
     if s.chars().count() <= 40 {
-        s.to_owned()
+        s.into_owned()
     } else {
         format!("{}…", s.chars().take(40).collect::<String>())
     }

@@ -42,7 +42,8 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // A key pasted into the URL is never logged in full.
+    let path = noxus_api::key_format::redact(request.uri().path()).into_owned();
     let started = Instant::now();
     let span =
         tracing::debug_span!("request", %request_id, %method, %path, key = tracing::field::Empty);

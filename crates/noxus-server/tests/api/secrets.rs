@@ -135,3 +135,44 @@ async fn debug_output_of_the_application_and_welcome_hides_the_first_key() {
     assert!(printed.contains(&format!("export NOXUS_API_KEY={key}")));
     assert!(printed.contains("export NOXUS_BACKEND_URL=http://127.0.0.1:"));
 }
+
+/// A key pasted into a URL (instead of the header) is never echoed back in
+/// an error nor logged in full: only its first 10 characters.
+#[tokio::test]
+async fn a_key_pasted_into_a_url_is_neither_echoed_nor_logged() {
+    let app = TestApp::spawn().await;
+    let key = app.owner_key.clone();
+    let body = &key[10..];
+    for path in [
+        format!("/v1/{key}"),
+        format!("/v1/admin/groups/{key}/nothing"),
+        format!("/{key}/login"),
+        format!("/v1/workflows/{}", &key[..40]),
+    ] {
+        for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+            let response = app
+                .http
+                .request(method.clone(), app.url(&path))
+                .header("X-API-Key", &key)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let text = response.text().await.unwrap();
+            assert!(status.is_client_error(), "{method} {path}: {status}");
+            assert!(
+                !text.contains(body),
+                "{method} {path} echoed the key: {text}"
+            );
+            assert!(!text.contains(&key[..40]), "{method} {path}: {text}");
+        }
+    }
+    let logs = noxus_testkit::captured_logs();
+    assert!(
+        logs.contains(&format!("{}…", &key[..10])),
+        "the redacted path is logged"
+    );
+    assert!(!logs.contains(body), "the key was logged");
+    assert!(!logs.contains(&key[..40]));
+    app.stop().await;
+}
