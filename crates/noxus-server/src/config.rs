@@ -37,8 +37,19 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Requests per key; `None` turns limiting off.
     pub key_rate_limit: Option<RateLimit>,
-    /// Hourly usage older than this many days is deleted (checked hourly).
+    /// Hourly usage, and key addresses last seen, older than this many days
+    /// are deleted (checked hourly).
     pub usage_retention_days: u32,
+    /// Addresses remembered per key (IPv6 per /64); beyond that the least
+    /// recently seen is forgotten.
+    pub max_addresses_per_key: usize,
+    /// Workflows a workspace may hold.
+    pub max_workflows_per_workspace: u64,
+    /// Versions a workflow may hold.
+    pub max_versions_per_workflow: u64,
+    /// Bytes of stored definitions (workflows and their versions, as JSON)
+    /// a workspace may hold.
+    pub max_definition_bytes_per_workspace: u64,
 }
 
 impl Config {
@@ -61,6 +72,10 @@ impl Config {
                 burst: 200,
             }),
             usage_retention_days: 90,
+            max_addresses_per_key: crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY,
+            max_workflows_per_workspace: 10_000,
+            max_versions_per_workflow: 1_000,
+            max_definition_bytes_per_workspace: 256 * 1024 * 1024,
         }
     }
 }
