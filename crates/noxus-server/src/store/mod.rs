@@ -4,7 +4,7 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{AuditArchive, SqliteStore};
 
 use async_trait::async_trait;
 use noxus_api::{Permission, Role};

@@ -18,6 +18,10 @@ use uuid::Uuid;
 
 use super::*;
 
+mod archive;
+
+pub use archive::AuditArchive;
+
 /// SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
