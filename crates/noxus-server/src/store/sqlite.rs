@@ -979,19 +979,37 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            // Known addresses only move their last sighting; a new one may
+            // take the key past its bound, and only then is anything evicted.
+            let mut inserted = false;
             for (addr, at) in &flush.addresses {
-                sqlx::query(
+                let new = sqlx::query(
                     "INSERT INTO key_addresses (key_id, addr, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (key_id, addr) DO UPDATE SET last_seen_at = MAX(last_seen_at, excluded.last_seen_at)",
+                     ON CONFLICT (key_id, addr) DO NOTHING",
                 )
                 .bind(&flush.key_id)
                 .bind(addr)
                 .bind(to_ms(*at))
                 .bind(to_ms(*at))
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected()
+                    > 0;
+                if new {
+                    inserted = true;
+                } else {
+                    sqlx::query(
+                        "UPDATE key_addresses SET last_seen_at = MAX(last_seen_at, ?)
+                         WHERE key_id = ? AND addr = ?",
+                    )
+                    .bind(to_ms(*at))
+                    .bind(&flush.key_id)
+                    .bind(addr)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
-            if !flush.addresses.is_empty() {
+            if inserted {
                 // Keep the most recently seen; the rest are forgotten (and
                 // count as new if they come back).
                 sqlx::query(EVICT_ADDRESSES)
@@ -1847,6 +1865,19 @@ mod tests {
             );
             assert!(!text.contains("SCAN workflow_versions"), "{text}");
         }
+    }
+
+    /// Evicting a key's least recently seen addresses walks that key's
+    /// entries of its index, newest first, without sorting or scanning.
+    #[tokio::test]
+    async fn address_eviction_reads_the_keys_index_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let args = [Arg::Text("k".to_owned()), Arg::Int(100)];
+        let text = plan(&store, EVICT_ADDRESSES, &args).await;
+        assert!(text.contains("key_addresses_key_seen_idx"), "{text}");
+        assert!(!text.contains("TEMP B-TREE"), "{text}");
+        assert!(!text.contains("SCAN key_addresses"), "{text}");
     }
 
     /// Every audit search the API, the Audit tab and the usage flags run
