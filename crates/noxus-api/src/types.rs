@@ -325,6 +325,27 @@ pub struct WorkflowVersion {
     pub definition: Value,
 }
 
+/// A version in a page of `GET /v1/workflows/{id}/versions?page=&size=`:
+/// its definition only when the page asked for it (`include_definition=true`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkflowVersionInfo {
+    /// Version id (UUID).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// When it was saved.
+    pub created_at: String,
+    /// The user (UUID) whose key saved it.
+    pub created_by: Option<String>,
+    /// The definition as saved, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub definition: Option<Value>,
+}
+
 /// Body of `POST /v1/workflows/{id}/versions` and its PATCH.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -384,7 +405,8 @@ pub struct UsagePoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct KeyAddressInfo {
-    /// IP address.
+    /// An IPv4 address (`203.0.113.7`), or an IPv6 /64 network
+    /// (`2001:db8:1:2::/64`): IPv6 addresses are counted per /64.
     pub addr: String,
     /// First use from it.
     pub first_seen_at: String,
@@ -412,13 +434,22 @@ pub struct KeyUsage {
     pub totals: UsagePoint,
     /// Latest use.
     pub last_used_at: Option<String>,
-    /// Address of the latest use.
+    /// Address of the latest use (exact, also for IPv6).
     pub last_used_addr: Option<String>,
-    /// Every address the key was used from, most recent first.
+    /// The addresses the key was used from, most recently seen first: the
+    /// first page (`/addresses` pages through the rest).
     pub addresses: Vec<KeyAddressInfo>,
-    /// Unusual activity in the range, oldest first.
+    /// How many addresses are remembered for the key (the server keeps the
+    /// most recently seen, up to its `--max-addresses-per-key`).
+    #[serde(default)]
+    pub addresses_total: u64,
+    /// Unusual activity in the range, oldest first: the newest 100 at most.
     #[serde(default)]
     pub flags: Vec<UsageFlag>,
+    /// How many flags the range has in all (more than `flags` holds when
+    /// the list was cut).
+    #[serde(default)]
+    pub flags_total: u64,
 }
 
 /// Unusual activity of a key, explained in one sentence.
@@ -469,9 +500,13 @@ pub struct WorkspaceUsage {
     pub totals: UsagePoint,
     /// Per key, busiest first.
     pub keys: Vec<KeyUsageTotal>,
-    /// Unusual activity of the workspace's keys in the range, oldest first.
+    /// Unusual activity of the workspace's keys in the range, oldest
+    /// first: the newest 100 at most.
     #[serde(default)]
     pub flags: Vec<UsageFlag>,
+    /// How many flags the range has in all.
+    #[serde(default)]
+    pub flags_total: u64,
 }
 
 /// One row of the audit log: who changed what, when, from where.

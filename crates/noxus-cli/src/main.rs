@@ -1,6 +1,7 @@
 //! `noxus`: run the Noxus platform, check a key, and manage workspaces,
 //! keys and workflows from a terminal or a script.
 
+mod audit_archive;
 mod commands;
 mod connection;
 mod exit;
@@ -56,6 +57,9 @@ enum Command {
     Workflows(commands::workflows::WorkflowsCommand),
     /// Read the audit log: every key, member, role and workspace change.
     Audit(commands::audit::AuditArgs),
+    /// Operators: move audit rows older than a date to a JSON-lines file
+    /// and delete them from the database (itself recorded in the log).
+    AuditArchive(audit_archive::AuditArchiveArgs),
     /// List the models available to the workspace.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
     let out = Output::new(cli.json);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::AuditArchive(args) => audit_archive::run(&out, args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "noxus", &mut std::io::stdout());
             Ok(())

@@ -57,9 +57,28 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_RATE_LIMIT_BURST", default_value_t = 200)]
     rate_limit_burst: u32,
 
-    /// Days of hourly usage to keep; older hours are deleted.
+    /// Days of hourly usage to keep; older hours, and key addresses not
+    /// seen since, are deleted.
     #[arg(long, env = "NOXUS_USAGE_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
     usage_retention_days: u32,
+
+    /// Addresses remembered per API key (IPv6 counted per /64); beyond that
+    /// the least recently seen is forgotten.
+    #[arg(long, env = "NOXUS_MAX_ADDRESSES_PER_KEY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_addresses_per_key: u64,
+
+    /// Workflows one workspace may hold (409 above it).
+    #[arg(long, env = "NOXUS_MAX_WORKFLOWS_PER_WORKSPACE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_workflows_per_workspace: u64,
+
+    /// Versions one workflow may hold (409 above it).
+    #[arg(long, env = "NOXUS_MAX_VERSIONS_PER_WORKFLOW", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_versions_per_workflow: u64,
+
+    /// Bytes of stored workflow and version definitions one workspace may
+    /// hold (409 above it).
+    #[arg(long, env = "NOXUS_MAX_DEFINITION_BYTES_PER_WORKSPACE", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_definition_bytes_per_workspace: u64,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -163,6 +182,11 @@ fn serve(args: ServeArgs, admin_email: String) -> anyhow::Result<()> {
     if let Some(slots) = args.password_hash_concurrency {
         config.password_hash_concurrency = usize::try_from(slots).unwrap_or(1);
     }
+    config.max_addresses_per_key =
+        usize::try_from(args.max_addresses_per_key).unwrap_or(usize::MAX);
+    config.max_workflows_per_workspace = args.max_workflows_per_workspace;
+    config.max_versions_per_workflow = args.max_versions_per_workflow;
+    config.max_definition_bytes_per_workspace = args.max_definition_bytes_per_workspace;
     config.key_rate_limit =
         (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
             per_second: args.rate_limit_per_key,

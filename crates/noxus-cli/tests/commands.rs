@@ -597,3 +597,98 @@ fn keys_usage_and_audit_show_what_happened() {
     let forbidden = run(p.noxus(&member.key).args(["audit"]));
     assert_eq!(forbidden.code, 4, "{}", forbidden.stderr);
 }
+
+#[test]
+fn audit_archive_moves_old_rows_to_a_file_and_refuses_careless_runs() {
+    let p = Platform::start();
+    let data_dir = p.app.data_dir().to_str().unwrap().to_owned();
+    let out = p.cwd.path().join("audit.jsonl");
+
+    // --out is required.
+    let r = run(bare(p.cwd.path()).args([
+        "audit-archive",
+        "--data-dir",
+        &data_dir,
+        "--before",
+        "2020-01-01",
+    ]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--out"), "{}", r.stderr);
+    // A date in the future is refused, and writes nothing.
+    let r = run(bare(p.cwd.path()).args([
+        "audit-archive",
+        "--data-dir",
+        &data_dir,
+        "--before",
+        "2999-01-01T00:00:00Z",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("in the future"), "{}", r.stderr);
+    assert!(!out.exists());
+    let r = run(bare(p.cwd.path()).args([
+        "audit-archive",
+        "--data-dir",
+        &data_dir,
+        "--before",
+        "yesterday",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("RFC 3339"), "{}", r.stderr);
+    // Nothing that old: no file.
+    let r = run(bare(p.cwd.path()).args([
+        "audit-archive",
+        "--data-dir",
+        &data_dir,
+        "--before",
+        "2020-01-01",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("nothing archived"), "{}", r.stdout);
+    assert!(!out.exists());
+
+    // Everything written so far, while the server runs on the same directory.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let now = noxus_server::time_fmt::rfc3339(time::OffsetDateTime::now_utc());
+    let archived = json(&run(bare(p.cwd.path()).args([
+        "audit-archive",
+        "--data-dir",
+        &data_dir,
+        "--before",
+        &now,
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ])));
+    let rows = archived["rows"].as_u64().unwrap();
+    assert!(rows >= 1, "{archived}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count() as u64, rows);
+    assert!(text.contains("platform.bootstrap"));
+    let log = json(&run(p.noxus(&p.app.owner_key).args(["audit", "--json"])));
+    let entries = log.as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        1,
+        "only the archive's own row is left: {log}"
+    );
+    assert_eq!(entries[0]["action"], "audit.archive");
+    assert_eq!(entries[0]["details"]["sha256"], archived["sha256"]);
+    // It never overwrites a file.
+    let r = run(bare(p.cwd.path()).args([
+        "audit-archive",
+        "--data-dir",
+        &data_dir,
+        "--before",
+        &now,
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("already exists"), "{}", r.stderr);
+}

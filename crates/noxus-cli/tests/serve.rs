@@ -323,6 +323,14 @@ fn serve_help_documents_every_option_and_its_variable() {
         "NOXUS_TRUSTED_PROXIES",
         "--admin-email",
         "NOXUS_ADMIN_EMAIL",
+        "--max-addresses-per-key",
+        "NOXUS_MAX_ADDRESSES_PER_KEY",
+        "--max-workflows-per-workspace",
+        "NOXUS_MAX_WORKFLOWS_PER_WORKSPACE",
+        "--max-versions-per-workflow",
+        "NOXUS_MAX_VERSIONS_PER_WORKFLOW",
+        "--max-definition-bytes-per-workspace",
+        "NOXUS_MAX_DEFINITION_BYTES_PER_WORKSPACE",
     ] {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use futures_util::stream::{self, Stream};
 use noxus_api::{
-    ApiKeyInfo, AuditEntry, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, KeyUsage, Page,
-    RateLimitSpec, RotateApiKey, UpdateWorkspace, Workflow, WorkflowVersion, WorkflowVersionWrite,
-    WorkflowWrite, Workspace, WorkspaceUsage,
+    ApiKeyInfo, AuditEntry, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, KeyAddressInfo,
+    KeyUsage, Page, RateLimitSpec, RotateApiKey, UpdateWorkspace, Workflow, WorkflowVersion,
+    WorkflowVersionInfo, WorkflowVersionWrite, WorkflowWrite, Workspace, WorkspaceUsage,
 };
 use serde_json::Value;
 
@@ -184,10 +184,34 @@ impl<'c> Workflows<'c> {
             .await
     }
 
-    /// Versions of a workflow, oldest first.
+    /// Every version of a workflow with its definition, oldest first (as
+    /// the official client's `list_versions`; as many as the server's
+    /// versions quota allows). [`Workflows::versions_page`] reads them a page
+    /// at a time.
     pub async fn versions(&self, id: &str) -> Result<Vec<WorkflowVersion>> {
         self.client
             .get(&format!("/v1/workflows/{}/versions", segment(id)), &[])
+            .await
+    }
+
+    /// One page of a workflow's versions (`size` 1 to 100), oldest first;
+    /// their definitions only with `include_definition`.
+    pub async fn versions_page(
+        &self,
+        id: &str,
+        page: u64,
+        size: u64,
+        include_definition: bool,
+    ) -> Result<Page<WorkflowVersionInfo>> {
+        self.client
+            .get(
+                &format!("/v1/workflows/{}/versions", segment(id)),
+                &[
+                    ("page", page.to_string()),
+                    ("size", size.to_string()),
+                    ("include_definition", include_definition.to_string()),
+                ],
+            )
             .await
     }
 
@@ -359,6 +383,22 @@ impl Keys<'_> {
             .get(
                 &format!("{}/{}/usage", self.path(), segment(key_id)),
                 &query,
+            )
+            .await
+    }
+
+    /// One page of the addresses a key was used from (`size` 1 to 100),
+    /// most recently seen first; IPv6 addresses are counted per /64.
+    pub async fn addresses(
+        &self,
+        key_id: &str,
+        page: u64,
+        size: u64,
+    ) -> Result<Page<KeyAddressInfo>> {
+        self.client
+            .get(
+                &format!("{}/{}/addresses", self.path(), segment(key_id)),
+                &[("page", page.to_string()), ("size", size.to_string())],
             )
             .await
     }

@@ -46,7 +46,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Requests per key; `None` turns limiting off.
     pub key_rate_limit: Option<RateLimit>,
-    /// Hourly usage older than this many days is deleted (checked hourly).
+    /// Hourly usage, and key addresses last seen, older than this many days
+    /// are deleted (checked hourly).
     pub usage_retention_days: u32,
     /// The highest rate limit anyone may give a key or a workspace.
     pub max_rate_limit_per_key: RateLimit,
@@ -74,6 +75,16 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// How failed dashboard logins slow down.
     pub login_throttle: LoginThrottlePolicy,
+    /// Addresses remembered per key (IPv6 per /64); beyond that the least
+    /// recently seen is forgotten.
+    pub max_addresses_per_key: usize,
+    /// Workflows a workspace may hold.
+    pub max_workflows_per_workspace: u64,
+    /// Versions a workflow may hold.
+    pub max_versions_per_workflow: u64,
+    /// Bytes of stored definitions (workflows and their versions, as JSON)
+    /// a workspace may hold.
+    pub max_definition_bytes_per_workspace: u64,
 }
 
 impl Config {
@@ -110,6 +121,10 @@ impl Config {
             password_hash_concurrency: PasswordPool::default_concurrency(),
             trusted_proxies: Vec::new(),
             login_throttle: LoginThrottlePolicy::default(),
+            max_addresses_per_key: crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY,
+            max_workflows_per_workspace: 10_000,
+            max_versions_per_workflow: 1_000,
+            max_definition_bytes_per_workspace: 256 * 1024 * 1024,
         }
     }
 }

@@ -46,7 +46,7 @@ pub enum ApiError {
     /// 405 `method_not_allowed`.
     #[error("{0}")]
     MethodNotAllowed(String),
-    /// 409 `conflict`: e.g. a duplicate name.
+    /// 409 `conflict`: e.g. a duplicate name, or a quota reached.
     #[error("{0}")]
     Conflict(String),
     /// 413 `payload_too_large`.
@@ -166,6 +166,7 @@ impl From<StoreError> for ApiError {
                 "users_email_key" => "a user with this email already exists".to_owned(),
                 other => format!("conflicts with an existing object ({other})"),
             }),
+            StoreError::QuotaExceeded { quota, limit } => Self::Conflict(quota.sentence(limit)),
             other => Self::Internal(other.into()),
         }
     }

@@ -24,6 +24,20 @@ pub const SPIKE_FACTOR: u64 = 5;
 pub const SPIKE_WINDOW_HOURS: i64 = 7 * 24;
 /// 403s in one hour that make a burst.
 pub const FORBIDDEN_BURST: u64 = 10;
+/// Earlier addresses a "new address" sentence names; the rest are counted.
+pub const NAMED_EARLIER_ADDRESSES: usize = 5;
+/// Flags one view lists at most (the newest); the total is reported apart.
+pub const MAX_FLAGS: usize = 100;
+
+/// The flags of a view: the newest [`MAX_FLAGS`], oldest first, and how
+/// many there were in all.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// The newest flags, oldest first.
+    pub flags: Vec<UsageFlag>,
+    /// How many flags the range has in all.
+    pub total: u64,
+}
 
 fn hour_start(hour: i64) -> String {
     OffsetDateTime::from_unix_timestamp(hour * 3600)
@@ -51,16 +65,19 @@ fn flag(kind: &str, key: &KeyRecord, hour: i64, sentence: String) -> UsageFlag {
 }
 
 /// The flags of `keys` (all of one workspace) in hours `[from_hour,
-/// to_hour]`, oldest first. The workspace's role changes are read once.
+/// to_hour]`: the newest [`MAX_FLAGS`], oldest first. The workspace's role
+/// changes are read once; each key's addresses (at most
+/// `max_addresses_per_key`, as the store keeps them) once.
 pub async fn flags_of(
     store: &dyn Store,
     organization_id: &str,
     keys: &[&KeyRecord],
     from_hour: i64,
     to_hour: i64,
-) -> StoreResult<Vec<UsageFlag>> {
+    max_addresses_per_key: usize,
+) -> StoreResult<Flags> {
     let Some(first) = keys.first() else {
-        return Ok(Vec::new());
+        return Ok(Flags::default());
     };
     let role_changes = store
         .search_audit(&AuditQuery {
@@ -81,46 +98,71 @@ pub async fn flags_of(
                 to_hour,
             )
             .await?;
-        let addresses = store.key_addresses(&key.id).await?;
-        new_addresses(key, &addresses, from_hour, to_hour, &mut flags);
+        let (mut addresses, _) = store
+            .key_addresses(&key.id, 0, max_addresses_per_key as u64)
+            .await?;
+        new_addresses(key, &mut addresses, from_hour, to_hour, &mut flags);
         spikes(key, &history, from_hour, &mut flags);
         forbidden_bursts(key, &history, from_hour, &mut flags);
         used_after_demotion(&role_changes, key, from_hour, &mut flags);
     }
+    // A stable sort: flags of one hour stay in the order they were found.
     flags.sort_by(|a, b| a.hour.cmp(&b.hour));
-    Ok(flags)
+    let total = flags.len() as u64;
+    let newest = flags.split_off(flags.len().saturating_sub(MAX_FLAGS));
+    Ok(Flags {
+        flags: newest,
+        total,
+    })
 }
 
+/// One flag per address first seen in the range, except the key's very
+/// first. Sorting once makes the addresses seen before each one a prefix of
+/// the list: O(n log n) in all, and each sentence names at most
+/// [`NAMED_EARLIER_ADDRESSES`] of them (the first ones) and counts the rest.
 fn new_addresses(
     key: &KeyRecord,
-    addresses: &[KeyAddress],
+    addresses: &mut [KeyAddress],
     from_hour: i64,
     to_hour: i64,
     flags: &mut Vec<UsageFlag>,
 ) {
-    let Some(first) = addresses.iter().map(|a| a.first_seen_at).min() else {
-        return;
-    };
-    for a in addresses {
-        let hour = a.first_seen_at.unix_timestamp().div_euclid(3600);
-        if a.first_seen_at > first && (from_hour..=to_hour).contains(&hour) {
-            let before: Vec<&str> = addresses
-                .iter()
-                .filter(|b| b.first_seen_at < a.first_seen_at)
-                .map(|b| b.addr.as_str())
-                .collect();
-            flags.push(flag(
-                "new_address",
-                key,
-                hour,
-                format!(
-                    "First use from {} at {}; until then this key had been used only from {}.",
-                    a.addr,
-                    short(a.first_seen_at),
-                    before.join(", ")
-                ),
-            ));
+    addresses.sort_by(|a, b| {
+        a.first_seen_at
+            .cmp(&b.first_seen_at)
+            .then_with(|| a.addr.cmp(&b.addr))
+    });
+    // Start of the run of addresses first seen at the same time as the current one.
+    let mut earlier = 0;
+    for i in 0..addresses.len() {
+        if i > 0 && addresses[i].first_seen_at > addresses[i - 1].first_seen_at {
+            earlier = i;
         }
+        let a = &addresses[i];
+        let hour = a.first_seen_at.unix_timestamp().div_euclid(3600);
+        if earlier == 0 || !(from_hour..=to_hour).contains(&hour) {
+            continue;
+        }
+        let named: Vec<&str> = addresses[..earlier.min(NAMED_EARLIER_ADDRESSES)]
+            .iter()
+            .map(|b| b.addr.as_str())
+            .collect();
+        let others = earlier - named.len();
+        let before = match others {
+            0 => named.join(", "),
+            1 => format!("{} and 1 other", named.join(", ")),
+            n => format!("{} and {n} others", named.join(", ")),
+        };
+        flags.push(flag(
+            "new_address",
+            key,
+            hour,
+            format!(
+                "First use from {} at {}; until then this key had been used only from {before}.",
+                a.addr,
+                short(a.first_seen_at),
+            ),
+        ));
     }
 }
 

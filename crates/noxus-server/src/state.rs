@@ -40,7 +40,7 @@ impl AppState {
             cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
             rate_limit: config.key_rate_limit.map(Gcra::new),
             clock: Clock::default(),
-            usage: UsageRecorder::default(),
+            usage: UsageRecorder::new(config.max_addresses_per_key),
             auth_failures: crate::rate_limit::AuthFailures::default(),
             login_throttle: LoginThrottle::new(config.login_throttle),
             store,

@@ -3,12 +3,14 @@
 //! background task writes the batch to the store every second, and a
 //! graceful shutdown writes the rest. What is stored: per key and hour, the
 //! requests and their outcomes (2xx / 4xx / 5xx, 401, 403, 429); the last
-//! use and its address; every address the key was used from. If the process
-//! is killed, at most one flush interval (1 s) of counts is lost.
+//! use and its address; the addresses the key was used from (IPv6 counted
+//! per /64), at most a configured number per key, the least recently seen
+//! evicted first. If the process is killed, at most one flush interval
+//! (1 s) of counts is lost.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,11 +66,117 @@ impl Clock {
     }
 }
 
-#[derive(Debug, Default)]
+/// Default of [`crate::Config::max_addresses_per_key`].
+pub const DEFAULT_MAX_ADDRESSES_PER_KEY: usize = 100;
+
+/// The address a use is counted from: an IPv4 address as it is, an IPv6
+/// address by its /64 network (a host usually owns a whole /64 and can pick
+/// a new address in it for every request). IPv4-mapped IPv6 addresses count
+/// as IPv4.
+pub fn address_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// How an address (from [`address_network`]) is stored and shown:
+/// `203.0.113.7`, or `2001:db8:1:2::/64`.
+pub fn address_text(network: IpAddr) -> String {
+    match network {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// Reads [`address_text`] back.
+pub fn parse_address_text(text: &str) -> Option<IpAddr> {
+    text.strip_suffix("/64").unwrap_or(text).parse().ok()
+}
+
+/// Addresses with when each was last seen, at most `capacity` of them: a
+/// new one beyond that evicts the least recently seen. Every operation is
+/// O(log n).
+#[derive(Debug)]
+pub struct RecentAddresses {
+    capacity: usize,
+    /// Address → (last seen in Unix ms, sequence number of that sighting).
+    seen: HashMap<IpAddr, (i64, u64)>,
+    /// The same entries, least recently seen first.
+    order: BTreeSet<(i64, u64, IpAddr)>,
+    next_seq: u64,
+}
+
+impl RecentAddresses {
+    /// An empty set that keeps at most `capacity` (at least 1) addresses.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            seen: HashMap::new(),
+            order: BTreeSet::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// Notes that `addr` was seen at `unix_ms` (an older time than the one
+    /// known changes nothing); evicts the least recently seen address if
+    /// that makes one too many.
+    pub fn touch(&mut self, addr: IpAddr, unix_ms: i64) {
+        if let Some(&(ms, seq)) = self.seen.get(&addr) {
+            if ms > unix_ms {
+                return;
+            }
+            self.order.remove(&(ms, seq, addr));
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.seen.insert(addr, (unix_ms, seq));
+        self.order.insert((unix_ms, seq, addr));
+        while self.order.len() > self.capacity {
+            if let Some((_, _, evicted)) = self.order.pop_first() {
+                self.seen.remove(&evicted);
+            }
+        }
+    }
+
+    /// How many addresses are kept.
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Whether `addr` is kept.
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        self.seen.contains_key(addr)
+    }
+
+    /// Takes every address out, least recently seen first, with its time.
+    pub fn drain(&mut self) -> Vec<(IpAddr, i64)> {
+        self.seen.clear();
+        std::mem::take(&mut self.order)
+            .into_iter()
+            .map(|(ms, _, addr)| (addr, ms))
+            .collect()
+    }
+}
+
+#[derive(Debug)]
 struct Addresses {
+    /// The exact address of the latest use (shown as "last used from").
     last: Option<IpAddr>,
-    seen: HashSet<IpAddr>,
-    pending: Vec<(IpAddr, i64)>,
+    /// When `last` was last seen.
+    last_ms: i64,
+    /// Networks seen since the last flush, bounded: a key used from
+    /// thousands of addresses within a second costs no more memory (or
+    /// rows written) than the store keeps anyway.
+    pending: RecentAddresses,
 }
 
 /// The hot state of one key.
@@ -94,12 +202,20 @@ impl KeyHot {
     pub fn touch(&self, unix_ms: i64, addr: Option<IpAddr>) {
         self.last_used_ms.store(unix_ms, Ordering::Relaxed);
         if let Some(addr) = addr {
-            let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
-            if addresses.last != Some(addr) {
-                addresses.last = Some(addr);
-                if addresses.seen.insert(addr) || addresses.seen.len() > 10_000 {
-                    addresses.pending.push((addr, unix_ms));
+            let mut a = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+            // The common case, the same address again, only moves a time;
+            // the previous address's last sighting is recorded when the
+            // address changes, and the current one's when it is flushed.
+            if a.last != Some(addr) {
+                if let Some(previous) = a.last {
+                    let previous_ms = a.last_ms;
+                    a.pending.touch(address_network(previous), previous_ms);
                 }
+                a.last = Some(addr);
+                a.last_ms = unix_ms;
+                a.pending.touch(address_network(addr), unix_ms);
+            } else {
+                a.last_ms = a.last_ms.max(unix_ms);
             }
         }
         self.mark_dirty();
@@ -177,7 +293,11 @@ impl KeyHot {
         };
         let (addresses, last_addr) = {
             let mut a = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
-            (std::mem::take(&mut a.pending), a.last)
+            if let Some(last) = a.last {
+                let last_ms = a.last_ms;
+                a.pending.touch(address_network(last), last_ms);
+            }
+            (a.pending.drain(), a.last)
         };
         let at =
             |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
@@ -192,7 +312,7 @@ impl KeyHot {
             hours,
             addresses: addresses
                 .into_iter()
-                .filter_map(|(addr, ms)| Some((addr.to_string(), at(ms)?)))
+                .filter_map(|(addr, ms)| Some((address_text(addr), at(ms)?)))
                 .collect(),
         }
     }
@@ -208,9 +328,9 @@ impl KeyHot {
         drop(counts);
         let mut a = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
         for (addr, at) in flush.addresses {
-            if let Ok(ip) = addr.parse() {
+            if let Some(ip) = parse_address_text(&addr) {
                 a.pending
-                    .push((ip, (at.unix_timestamp_nanos() / 1_000_000) as i64));
+                    .touch(ip, (at.unix_timestamp_nanos() / 1_000_000) as i64);
             }
         }
         drop(a);
@@ -227,12 +347,28 @@ fn merge(counts: &mut Vec<(i64, UsageCounts)>, hour: i64, add: &UsageCounts) {
 
 /// Every key's hot state, by key id. Entries outlive cache evictions, so a
 /// key's rate-limit state and pending counts survive a revocation or a role change.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UsageRecorder {
     keys: Mutex<HashMap<String, Arc<KeyHot>>>,
+    max_addresses_per_key: usize,
+}
+
+impl Default for UsageRecorder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_ADDRESSES_PER_KEY)
+    }
 }
 
 impl UsageRecorder {
+    /// A recorder that keeps (in memory and in the store) at most
+    /// `max_addresses_per_key` addresses per key.
+    pub fn new(max_addresses_per_key: usize) -> Self {
+        Self {
+            keys: Mutex::default(),
+            max_addresses_per_key: max_addresses_per_key.max(1),
+        }
+    }
+
     /// The hot state of a key (created on first use; called on cache misses only).
     pub fn key(&self, key_id: &str, workspace_id: &str) -> Arc<KeyHot> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,7 +378,11 @@ impl UsageRecorder {
                 workspace_id: workspace_id.to_owned(),
                 tat: AtomicU64::new(0),
                 last_used_ms: AtomicI64::new(0),
-                addresses: Mutex::new(Addresses::default()),
+                addresses: Mutex::new(Addresses {
+                    last: None,
+                    last_ms: 0,
+                    pending: RecentAddresses::new(self.max_addresses_per_key),
+                }),
                 hour: AtomicI64::new(i64::MIN),
                 hot_counts: Default::default(),
                 counts: Mutex::new(Vec::new()),
@@ -264,7 +404,7 @@ impl UsageRecorder {
             return;
         }
         let batch: Vec<KeyUsageFlush> = dirty.iter().map(|k| k.take()).collect();
-        if let Err(err) = store.record_usage(&batch).await {
+        if let Err(err) = store.record_usage(&batch, self.max_addresses_per_key).await {
             tracing::warn!(error = %err, keys = batch.len(), "cannot record key usage; will retry");
             for (key, flush) in dirty.iter().zip(batch) {
                 key.put_back(flush);
@@ -284,7 +424,7 @@ pub struct RequestKey {
     pub unix_ms: i64,
 }
 
-/// Deletes hourly usage older than `retention_days`.
+/// Deletes hourly usage, and addresses last seen, more than `retention_days` ago.
 pub async fn prune(store: &dyn Store, retention_days: u32) {
     let now_hour = OffsetDateTime::now_utc().unix_timestamp().div_euclid(3600);
     let before = now_hour - i64::from(retention_days) * 24;
@@ -330,4 +470,107 @@ pub fn set_request_rate(rate: crate::rate_limit::RateInfo) {
             key.rate = Some(rate);
         }
     });
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_ipv4_as_they_are() {
+        let a = address_network(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd"));
+        let b = address_network(ip("2001:db8:1:2::1"));
+        let other = address_network(ip("2001:db8:1:3::1"));
+        assert_eq!(a, b, "one /64, one address");
+        assert_ne!(a, other);
+        assert_eq!(address_text(a), "2001:db8:1:2::/64");
+        assert_eq!(parse_address_text(&address_text(a)), Some(a));
+        assert_eq!(
+            address_text(address_network(ip("203.0.113.7"))),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            address_network(ip("::ffff:203.0.113.7")),
+            ip("203.0.113.7"),
+            "IPv4-mapped counts as IPv4"
+        );
+        assert_eq!(parse_address_text("203.0.113.7"), Some(ip("203.0.113.7")));
+        assert_eq!(parse_address_text("nonsense/64"), None);
+    }
+
+    #[test]
+    fn recent_addresses_evict_the_least_recently_seen() {
+        let mut recent = RecentAddresses::new(3);
+        recent.touch(ip("10.0.0.1"), 1);
+        recent.touch(ip("10.0.0.2"), 2);
+        recent.touch(ip("10.0.0.3"), 3);
+        // Seen again: now the most recent.
+        recent.touch(ip("10.0.0.1"), 4);
+        recent.touch(ip("10.0.0.4"), 5);
+        assert_eq!(recent.len(), 3);
+        assert!(
+            !recent.contains(&ip("10.0.0.2")),
+            "least recently seen went"
+        );
+        assert!(recent.contains(&ip("10.0.0.1")));
+        // An older sighting than the one known changes nothing.
+        recent.touch(ip("10.0.0.3"), 0);
+        recent.touch(ip("10.0.0.5"), 6);
+        assert!(!recent.contains(&ip("10.0.0.3")));
+        assert_eq!(
+            recent.drain(),
+            vec![
+                (ip("10.0.0.1"), 4),
+                (ip("10.0.0.4"), 5),
+                (ip("10.0.0.5"), 6)
+            ]
+        );
+        assert!(recent.is_empty());
+
+        let mut many = RecentAddresses::new(100);
+        for i in 0..10_000u32 {
+            many.touch(
+                IpAddr::from(std::net::Ipv4Addr::from(0x7f01_0000 + i)),
+                i64::from(i),
+            );
+        }
+        assert_eq!(many.len(), 100);
+        let kept = many.drain();
+        assert_eq!(kept.first().map(|k| k.1), Some(9_900));
+        assert_eq!(kept.last().map(|k| k.1), Some(9_999));
+    }
+
+    #[test]
+    fn a_key_used_from_thousands_of_addresses_flushes_at_most_its_bound() {
+        let recorder = UsageRecorder::new(50);
+        let key = recorder.key("k", "w");
+        for i in 0..5_000u32 {
+            let v6 = Ipv6Addr::from(0x2001_0db8_0000_0001_0000_0000_0000_0000u128 + u128::from(i));
+            key.touch(1_000 + i64::from(i), Some(IpAddr::V6(v6)));
+        }
+        for i in 0..5_000u32 {
+            let v4 = std::net::Ipv4Addr::from(0x7f02_0000 + i);
+            key.touch(10_000 + i64::from(i), Some(IpAddr::V4(v4)));
+        }
+        let flush = key.take();
+        assert_eq!(flush.addresses.len(), 50);
+        assert_eq!(
+            flush.last_used.and_then(|(_, addr)| addr).as_deref(),
+            Some("127.2.19.135"),
+            "the last use keeps its exact address"
+        );
+        let again = UsageRecorder::new(50).key("k2", "w");
+        for i in 0..5_000u32 {
+            let v6 = Ipv6Addr::from(0x2001_0db8_0000_0001_0000_0000_0000_0000u128 + u128::from(i));
+            again.touch(1_000 + i64::from(i), Some(IpAddr::V6(v6)));
+        }
+        let flush = again.take();
+        let texts: Vec<&str> = flush.addresses.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(texts, vec!["2001:db8:0:1::/64"], "one /64 is one address");
+    }
 }

@@ -362,7 +362,20 @@ async fn usage(ctx: Context, out: &Output, args: UsageArgs) -> Result<(), Failur
     };
     out.field("last used", &last);
     let addresses: Vec<&str> = usage.addresses.iter().map(|a| a.addr.as_str()).collect();
-    out.field("addresses", if addresses.is_empty() { "none" } else { "" });
+    // The usage carries a first page; say so when the key has more.
+    let count = if usage.addresses_total > addresses.len() as u64 {
+        format!(
+            "{} most recently seen of {}",
+            addresses.len(),
+            usage.addresses_total
+        )
+    } else {
+        String::new()
+    };
+    out.field(
+        "addresses",
+        if addresses.is_empty() { "none" } else { &count },
+    );
     if !addresses.is_empty() {
         out.line(&format!("             {}", addresses.join(", ")));
     }

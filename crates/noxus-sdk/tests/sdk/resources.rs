@@ -106,6 +106,23 @@ async fn workflows_from_creation_to_deletion() {
         client.workflows().versions(&saved.id).await.unwrap().len(),
         1
     );
+    let page = client
+        .workflows()
+        .versions_page(&saved.id, 1, 10, false)
+        .await
+        .unwrap();
+    assert_eq!((page.total, page.items.len()), (1, 1));
+    assert_eq!(page.items[0].name, "v1.1");
+    assert_eq!(
+        page.items[0].definition, None,
+        "definitions only when asked"
+    );
+    let with = client
+        .workflows()
+        .versions_page(&saved.id, 1, 10, true)
+        .await
+        .unwrap();
+    assert_eq!(with.items[0].definition.as_ref(), Some(&v2.definition));
 
     let listed = client.workflows().list().await.unwrap();
     assert_eq!(listed.len(), 1, "list() is the guide's: flows only");
@@ -216,5 +233,22 @@ async fn a_caller_supplied_reqwest_client_still_sends_the_key_and_extra_headers(
         .build()
         .unwrap();
     assert_eq!(client.me().await.unwrap().id, app.owner.key_id);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn key_usage_and_its_addresses() {
+    let app = TestApp::spawn().await;
+    let client = app.client(&app.owner_key);
+    client.workflows().list().await.unwrap();
+    let keys = client.admin().keys(&app.workspace_id);
+    let usage = keys.usage(&app.owner.key_id, 24, false).await.unwrap();
+    assert_eq!(usage.addresses_total, 1);
+    assert_eq!(usage.addresses[0].addr, "127.0.0.1");
+    assert_eq!(usage.flags_total, 0);
+    let page = keys.addresses(&app.owner.key_id, 1, 5).await.unwrap();
+    assert_eq!((page.total, page.size), (1, 5));
+    assert_eq!(page.items[0].addr, "127.0.0.1");
+    assert!(page.items[0].last_seen_at >= usage.addresses[0].last_seen_at);
     app.stop().await;
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use noxus_api::{KeyAddressInfo, KeyUsage, KeyUsageTotal, Permission, UsagePoint, WorkspaceUsage};
+use noxus_api::{
+    KeyAddressInfo, KeyUsage, KeyUsageTotal, Page, Permission, UsagePoint, WorkspaceUsage,
+};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,14 +18,45 @@ use crate::error::{ApiError, Result};
 use crate::http::admin::{caller_in, target_workspace, visible_key};
 use crate::http::extract::QueryPairs;
 use crate::state::AppState;
-use crate::store::{UsageCounts, UsageHour};
+use crate::store::{KeyAddress, KeyRecord, UsageCounts, UsageHour, WorkspaceRecord};
 use crate::time_fmt::rfc3339;
 
 /// The usage routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(key_usage))
+        .routes(routes!(key_addresses))
         .routes(routes!(workspace_usage))
+}
+
+/// Addresses in a key's usage (the first page of `/addresses`).
+pub const USAGE_ADDRESSES: u64 = 20;
+/// Default page size of `/addresses`.
+const DEFAULT_ADDRESS_PAGE: u64 = 20;
+/// Largest page size of `/addresses`.
+const MAX_ADDRESS_PAGE: u64 = 100;
+
+fn address_info(a: KeyAddress) -> KeyAddressInfo {
+    KeyAddressInfo {
+        addr: a.addr,
+        first_seen_at: rfc3339(a.first_seen_at),
+        last_seen_at: rfc3339(a.last_seen_at),
+    }
+}
+
+/// The key of a usage route, if the caller may read its usage: own keys
+/// with `keys:read`, others' with `keys:manage` (or as tenant admin in
+/// another workspace).
+async fn readable_key(
+    state: &AppState,
+    auth: &AuthContext,
+    workspace_id: &str,
+    key_id: &str,
+) -> Result<(WorkspaceRecord, KeyRecord)> {
+    let workspace = target_workspace(state, auth, workspace_id).await?;
+    let (caller, _) = caller_in(state, auth, &workspace).await?;
+    let key = visible_key(state, &caller, &workspace, key_id).await?;
+    Ok((workspace, key))
 }
 
 /// The range and bucket of a usage query.
@@ -146,9 +179,7 @@ async fn key_usage(
     query: QueryPairs,
 ) -> Result<Json<KeyUsage>> {
     let range = Range::parse(&query)?;
-    let workspace = target_workspace(&state, &auth, &id).await?;
-    let (caller, _) = caller_in(&state, &auth, &workspace).await?;
-    let key = visible_key(&state, &caller, &workspace, &key_id).await?;
+    let (workspace, key) = readable_key(&state, &auth, &id, &key_id).await?;
     state.usage().flush(state.store()).await;
     let key = state
         .store()
@@ -160,17 +191,19 @@ async fn key_usage(
         .usage_hours(&workspace.id, Some(&key.id), range.from_hour, range.to_hour)
         .await?;
     let (points, totals) = buckets(range, &hours);
-    let addresses = state
+    let (addresses, addresses_total) = state
         .store()
-        .key_addresses(&key.id)
-        .await?
-        .into_iter()
-        .map(|a| KeyAddressInfo {
-            addr: a.addr,
-            first_seen_at: rfc3339(a.first_seen_at),
-            last_seen_at: rfc3339(a.last_seen_at),
-        })
-        .collect();
+        .key_addresses(&key.id, 0, USAGE_ADDRESSES)
+        .await?;
+    let flags = crate::flags::flags_of(
+        state.store(),
+        auth.organization_id(),
+        &[&key],
+        range.from_hour,
+        range.to_hour,
+        state.config().max_addresses_per_key,
+    )
+    .await?;
     Ok(Json(KeyUsage {
         key_id: key.id.clone(),
         name: key.name.clone(),
@@ -181,15 +214,46 @@ async fn key_usage(
         totals,
         last_used_at: key.last_used_at.map(rfc3339),
         last_used_addr: key.last_used_addr.clone(),
-        addresses,
-        flags: crate::flags::flags_of(
-            state.store(),
-            auth.organization_id(),
-            &[&key],
-            range.from_hour,
-            range.to_hour,
-        )
-        .await?,
+        addresses: addresses.into_iter().map(address_info).collect(),
+        addresses_total,
+        flags: flags.flags,
+        flags_total: flags.total,
+    }))
+}
+
+/// The addresses a key was used from, most recently seen first, a page at a
+/// time. IPv6 addresses are counted per /64; the server remembers the most
+/// recently seen (`--max-addresses-per-key`, default 100) for the usage
+/// retention. Same access as the key's usage.
+#[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys/{key_id}/addresses", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id"),
+           ("page" = Option<u64>, Query, description = "Page number, from 1"),
+           ("size" = Option<u64>, Query, description = "Page size, 1 to 100 (default 20)")),
+    responses((status = 200, body = Page<KeyAddressInfo>)))]
+async fn key_addresses(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    Path((id, key_id)): Path<(String, String)>,
+    query: QueryPairs,
+) -> Result<Json<Page<KeyAddressInfo>>> {
+    let page = query
+        .positive("page", u64::MAX / MAX_ADDRESS_PAGE)?
+        .unwrap_or(1);
+    let size = query
+        .positive("size", MAX_ADDRESS_PAGE)?
+        .unwrap_or(DEFAULT_ADDRESS_PAGE);
+    let (_, key) = readable_key(&state, &auth, &id, &key_id).await?;
+    state.usage().flush(state.store()).await;
+    let (addresses, total) = state
+        .store()
+        .key_addresses(&key.id, (page - 1) * size, size)
+        .await?;
+    Ok(Json(Page {
+        items: addresses.into_iter().map(address_info).collect(),
+        total,
+        page,
+        size,
+        pages: total.div_ceil(size),
     }))
 }
 
@@ -247,6 +311,7 @@ async fn workspace_usage(
         &used,
         range.from_hour,
         range.to_hour,
+        state.config().max_addresses_per_key,
     )
     .await?;
     Ok(Json(WorkspaceUsage {
@@ -257,6 +322,7 @@ async fn workspace_usage(
         points,
         totals,
         keys: totals_per_key,
-        flags,
+        flags: flags.flags,
+        flags_total: flags.total,
     }))
 }

@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use noxus_api::{
-    Deleted, Page, Permission, Workflow, WorkflowVersion, WorkflowVersionWrite, WorkflowWrite,
+    Deleted, Page, Permission, Workflow, WorkflowVersion, WorkflowVersionInfo,
+    WorkflowVersionWrite, WorkflowWrite,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -19,13 +20,27 @@ use crate::domain::validation;
 use crate::error::{ApiError, Result};
 use crate::http::extract::{ApiJson, QueryPairs};
 use crate::state::AppState;
-use crate::store::{WorkflowFields, WorkflowRecord, WorkflowVersionRecord};
+use crate::store::{
+    VersionSlice, WorkflowFields, WorkflowQuotas, WorkflowRecord, WorkflowVersionRecord,
+};
 use crate::time_fmt::rfc3339;
 
 /// Default page size of `GET /v1/workflows`.
 const DEFAULT_PAGE_SIZE: u64 = 10;
 /// Largest page size.
 const MAX_PAGE_SIZE: u64 = 100;
+/// Default page size of `GET /v1/workflows/{id}/versions` when paged.
+const DEFAULT_VERSION_PAGE_SIZE: u64 = 50;
+
+/// The workflow quotas of the configuration.
+fn quotas(state: &AppState) -> WorkflowQuotas {
+    let config = state.config();
+    WorkflowQuotas {
+        workflows_per_workspace: config.max_workflows_per_workspace,
+        versions_per_workflow: config.max_versions_per_workflow,
+        definition_bytes_per_workspace: config.max_definition_bytes_per_workspace,
+    }
+}
 
 /// The workflow routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,7 +70,9 @@ struct WorkflowBody {
     last_updated_at: String,
 }
 
-/// [`noxus_api::WorkflowVersion`] as the server writes it (see [`WorkflowBody`]).
+/// [`noxus_api::WorkflowVersion`] as the server writes it (see
+/// [`WorkflowBody`]); without `definition` it is a
+/// [`noxus_api::WorkflowVersionInfo`] of a page that did not ask for it.
 #[derive(Debug, Serialize)]
 struct WorkflowVersionBody {
     id: String,
@@ -63,7 +80,30 @@ struct WorkflowVersionBody {
     description: Option<String>,
     created_at: String,
     created_by: Option<String>,
-    definition: Box<RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    definition: Option<Box<RawValue>>,
+}
+
+/// What `GET /v1/workflows/{id}/versions` answers (for the OpenAPI
+/// document): every version with its definition as a bare array (what the
+/// official client reads), or, when `page` or `size` is given, a page.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum VersionList {
+    /// No `page`/`size`: every version, with definitions (bounded by the
+    /// versions quota).
+    All(Vec<WorkflowVersion>),
+    /// `page` and/or `size`: one page, definitions only with `include_definition=true`.
+    Page(Page<WorkflowVersionInfo>),
+}
+
+/// The two answers of `GET /v1/workflows/{id}/versions`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum VersionListBody {
+    All(Vec<WorkflowVersionBody>),
+    Page(Page<WorkflowVersionBody>),
 }
 
 /// `definition.flow_version` when it is a string, else `v1`. Reads only that
@@ -167,9 +207,10 @@ async fn list_workflows(
 }
 
 /// Creates a workflow. Only `name` is required: the definition defaults to
-/// an empty flow. Node types must exist in `/v1/nodes`.
+/// an empty flow. Node types must exist in `/v1/nodes`. 409 when the
+/// workspace holds its most workflows or definition bytes.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowWrite,
-    responses((status = 201, body = Workflow)))]
+    responses((status = 201, body = Workflow), (status = 409, body = noxus_api::ErrorBody)))]
 async fn create_workflow(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -179,7 +220,7 @@ async fn create_workflow(
     let fields = fields(&state, body)?;
     let record = state
         .store()
-        .create_workflow(&auth.actor(), auth.workspace_id(), fields)
+        .create_workflow(&auth.actor(), auth.workspace_id(), fields, &quotas(&state))
         .await?;
     Ok((StatusCode::CREATED, Json(workflow_body(record))))
 }
@@ -204,7 +245,8 @@ async fn get_workflow(
 }
 
 /// Replaces name, type and definition. Changing a workflow's `type` needs
-/// `force=true` (the official client sends `False`/`True`).
+/// `force=true` (the official client sends `False`/`True`). A larger
+/// definition must fit the workspace's definition bytes quota (409).
 #[utoipa::path(patch, path = "/v1/workflows/{id}", tag = "workflows",
     params(("id" = String, Path, description = "Workflow id"),
            ("force" = Option<bool>, Query, description = "Allow changing the workflow's type")),
@@ -234,7 +276,13 @@ async fn update_workflow(
     }
     let record = state
         .store()
-        .update_workflow(&auth.actor(), auth.workspace_id(), &id, fields)
+        .update_workflow(
+            &auth.actor(),
+            auth.workspace_id(),
+            &id,
+            fields,
+            &quotas(&state),
+        )
         .await?;
     Ok(Json(workflow_body(record)))
 }
@@ -258,23 +306,73 @@ async fn delete_workflow(
     Ok(Json(Deleted { deleted: true, id }))
 }
 
-/// Versions of a workflow, oldest first (a bare array).
+/// Versions of a workflow, oldest first. Without `page` or `size`: every
+/// version with its definition, as a bare array (what the official client's
+/// `list_versions` reads; bounded by the versions-per-workflow quota). With
+/// `page` and/or `size` (1 to 100, default 50; `page_size` is an alias): a
+/// page in the `items` envelope, without definitions unless
+/// `include_definition=true`.
 #[utoipa::path(get, path = "/v1/workflows/{id}/versions", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id")),
-    responses((status = 200, body = Vec<WorkflowVersion>)))]
+    params(("id" = String, Path, description = "Workflow id"),
+           ("page" = Option<u64>, Query, description = "Page number, from 1 (answers a page)"),
+           ("size" = Option<u64>, Query, description = "Page size, 1 to 100 (default 50; answers a page)"),
+           ("page_size" = Option<u64>, Query, description = "Alias of size"),
+           ("include_definition" = Option<bool>, Query, description = "Include each version's definition (default: only in the bare array)")),
+    responses((status = 200, body = VersionList)))]
 async fn list_versions(
     State(state): State<AppState>,
     auth: AuthContext,
     Path(id): Path<String>,
-) -> Result<Json<Vec<WorkflowVersionBody>>> {
+    query: QueryPairs,
+) -> Result<Json<VersionListBody>> {
     auth.require(Permission::WorkflowsRead)?;
     let id = workflow_id(&id)?;
-    let versions = state
+    let page = query.positive("page", u64::MAX / MAX_PAGE_SIZE)?;
+    let size = match query.positive("size", MAX_PAGE_SIZE)? {
+        Some(size) => Some(size),
+        None => query.positive("page_size", MAX_PAGE_SIZE)?,
+    };
+    let include_definition = query.boolean("include_definition")?;
+    if page.is_none() && size.is_none() {
+        let (versions, _) = state
+            .store()
+            .list_workflow_versions(
+                auth.workspace_id(),
+                &id,
+                VersionSlice {
+                    offset: 0,
+                    limit: u64::MAX,
+                    definitions: include_definition.unwrap_or(true),
+                },
+            )
+            .await
+            .map_err(not_found("workflow"))?;
+        return Ok(Json(VersionListBody::All(
+            versions.into_iter().map(version_body).collect(),
+        )));
+    }
+    let page = page.unwrap_or(1);
+    let size = size.unwrap_or(DEFAULT_VERSION_PAGE_SIZE);
+    let (versions, total) = state
         .store()
-        .list_workflow_versions(auth.workspace_id(), &id)
+        .list_workflow_versions(
+            auth.workspace_id(),
+            &id,
+            VersionSlice {
+                offset: (page - 1) * size,
+                limit: size,
+                definitions: include_definition.unwrap_or(false),
+            },
+        )
         .await
         .map_err(not_found("workflow"))?;
-    Ok(Json(versions.into_iter().map(version_body).collect()))
+    Ok(Json(VersionListBody::Page(Page {
+        items: versions.into_iter().map(version_body).collect(),
+        total,
+        page,
+        size,
+        pages: total.div_ceil(size),
+    })))
 }
 
 fn not_found(what: &'static str) -> impl Fn(crate::store::StoreError) -> ApiError {
@@ -284,11 +382,12 @@ fn not_found(what: &'static str) -> impl Fn(crate::store::StoreError) -> ApiErro
     }
 }
 
-/// Saves a version of a workflow.
+/// Saves a version of a workflow. 409 when the workflow holds its most
+/// versions or the workspace its most definition bytes.
 #[utoipa::path(post, path = "/v1/workflows/{id}/versions", tag = "workflows",
     params(("id" = String, Path, description = "Workflow id")),
     request_body = WorkflowVersionWrite,
-    responses((status = 201, body = WorkflowVersion)))]
+    responses((status = 201, body = WorkflowVersion), (status = 409, body = noxus_api::ErrorBody)))]
 async fn create_version(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -309,6 +408,7 @@ async fn create_version(
             &name,
             description.as_deref(),
             definition,
+            &quotas(&state),
         )
         .await
         .map_err(not_found("workflow"))?;
@@ -319,7 +419,7 @@ async fn create_version(
 #[utoipa::path(patch, path = "/v1/workflows/{id}/versions/{version_id}", tag = "workflows",
     params(("id" = String, Path, description = "Workflow id"), ("version_id" = String, Path, description = "Version id")),
     request_body = WorkflowVersionWrite,
-    responses((status = 200, body = WorkflowVersion)))]
+    responses((status = 200, body = WorkflowVersion), (status = 409, body = noxus_api::ErrorBody)))]
 async fn update_version(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -344,6 +444,7 @@ async fn update_version(
             &name,
             description.as_deref(),
             definition,
+            &quotas(&state),
         )
         .await
         .map_err(not_found("workflow version"))?;
@@ -410,11 +511,21 @@ mod tests {
             description: None,
             created_at: "2026-11-26T21:00:00Z".to_owned(),
             created_by: Some("u".to_owned()),
-            definition: raw(&definition),
+            definition: Some(raw(&definition)),
         };
         let encoded = serde_json::to_value(&version).unwrap();
         let wire: WorkflowVersion = serde_json::from_value(encoded.clone()).unwrap();
         assert_eq!(wire.definition, definition);
+        assert_eq!(serde_json::to_value(&wire).unwrap(), encoded);
+
+        let listed = WorkflowVersionBody {
+            definition: None,
+            ..version
+        };
+        let encoded = serde_json::to_value(&listed).unwrap();
+        assert!(encoded.get("definition").is_none());
+        let wire: WorkflowVersionInfo = serde_json::from_value(encoded.clone()).unwrap();
+        assert_eq!(wire.definition, None);
         assert_eq!(serde_json::to_value(&wire).unwrap(), encoded);
     }
 }

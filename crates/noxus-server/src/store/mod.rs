@@ -4,7 +4,7 @@
 
 mod sqlite;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{AuditArchive, SqliteStore};
 
 use async_trait::async_trait;
 use noxus_api::{Permission, Role};
@@ -33,6 +33,68 @@ pub enum StoreError {
     /// Stored data that cannot be decoded (a bug or manual tampering).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The write would take the workspace (or workflow) past a configured
+    /// quota; checked inside the write's transaction, so concurrent writes
+    /// cannot overshoot it together. Nothing was written.
+    #[error("quota exceeded: {quota:?} (limit {limit})")]
+    QuotaExceeded {
+        /// Which quota.
+        quota: Quota,
+        /// Its configured limit.
+        limit: u64,
+    },
+}
+
+/// A limit on what a workspace may store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// Workflows per workspace.
+    WorkflowsPerWorkspace,
+    /// Versions per workflow.
+    VersionsPerWorkflow,
+    /// Bytes of stored definitions (workflows and versions) per workspace.
+    DefinitionBytesPerWorkspace,
+}
+
+impl Quota {
+    /// The sentence a client sees at the limit: what is full, its limit,
+    /// and how to make room.
+    pub fn sentence(self, limit: u64) -> String {
+        match self {
+            Self::WorkflowsPerWorkspace => format!(
+                "This workspace already has {limit} workflows, the most it may hold; delete workflows it no longer needs to create others"
+            ),
+            Self::VersionsPerWorkflow => format!(
+                "This workflow already has {limit} versions, the most it may hold; save the workflow as a new one, or delete it, to keep more"
+            ),
+            Self::DefinitionBytesPerWorkspace => format!(
+                "This change would take the workflow definitions stored in this workspace past its limit of {limit} bytes; delete workflows (with their versions) it no longer needs, or store smaller definitions"
+            ),
+        }
+    }
+}
+
+/// The quotas a workflow write is checked against (from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkflowQuotas {
+    /// Workflows per workspace.
+    pub workflows_per_workspace: u64,
+    /// Versions per workflow.
+    pub versions_per_workflow: u64,
+    /// Bytes of stored definitions per workspace.
+    pub definition_bytes_per_workspace: u64,
+}
+
+/// Which versions of a workflow to read: a slice in saving order, with or
+/// without their definitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionSlice {
+    /// Versions to skip.
+    pub offset: u64,
+    /// At most this many.
+    pub limit: u64,
+    /// Read the definitions too (else [`WorkflowVersionRecord::definition`] is `None`).
+    pub definitions: bool,
 }
 
 /// A rule that a write checks inside its own transaction, so that two
@@ -542,8 +604,9 @@ pub struct WorkflowVersionRecord {
     pub name: String,
     /// Description.
     pub description: Option<String>,
-    /// Definition, verbatim (stored JSON text).
-    pub definition: Box<RawValue>,
+    /// Definition, verbatim (stored JSON text); `None` when a listing did
+    /// not ask for it.
+    pub definition: Option<Box<RawValue>>,
     /// User who saved it.
     pub created_by: Option<String>,
     /// When.
@@ -716,8 +779,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
     /// Sets a platform setting.
     async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
-    /// Adds a batch of usage (counts, last use, addresses) in one transaction.
-    async fn record_usage(&self, batch: &[KeyUsageFlush]) -> StoreResult<()>;
+    /// Adds a batch of usage (counts, last use, addresses) in one
+    /// transaction, and keeps at most `max_addresses_per_key` addresses per
+    /// key (the most recently seen).
+    async fn record_usage(
+        &self,
+        batch: &[KeyUsageFlush],
+        max_addresses_per_key: usize,
+    ) -> StoreResult<()>;
     /// Hourly usage of a workspace's keys (or one key) in `[from_hour, to_hour]`.
     async fn usage_hours(
         &self,
@@ -726,10 +795,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         from_hour: i64,
         to_hour: i64,
     ) -> StoreResult<Vec<UsageHour>>;
-    /// Deletes hourly usage before `hour`; returns how many rows went.
+    /// Deletes hourly usage before `before_hour`, and key addresses last
+    /// seen before it; returns how many rows went.
     async fn prune_usage(&self, before_hour: i64) -> StoreResult<u64>;
-    /// The addresses a key was used from, newest first.
-    async fn key_addresses(&self, key_id: &str) -> StoreResult<Vec<KeyAddress>>;
+    /// A page of the addresses a key was used from, most recently seen
+    /// first, and how many there are.
+    async fn key_addresses(
+        &self,
+        key_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<KeyAddress>, u64)>;
     /// Marks a form nonce used; `false` if it already was.
     async fn use_nonce(&self, nonce: &str) -> StoreResult<bool>;
 
@@ -851,12 +927,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // --- workflows ---
 
-    /// Inserts a workflow.
+    /// Inserts a workflow, within the workspace's quotas.
     async fn create_workflow(
         &self,
         actor: &Actor,
         workspace_id: &str,
         fields: WorkflowFields,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord>;
     /// One page of a workspace's workflows of a type, oldest first, with the total.
     async fn list_workflows(
@@ -868,18 +945,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreResult<(Vec<WorkflowRecord>, u64)>;
     /// One workflow of a workspace.
     async fn workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<WorkflowRecord>>;
-    /// Replaces a workflow's fields.
+    /// Replaces a workflow's fields (a larger definition must fit the
+    /// workspace's definition bytes quota; a smaller one always may).
     async fn update_workflow(
         &self,
         actor: &Actor,
         workspace_id: &str,
         id: &str,
         fields: WorkflowFields,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord>;
     /// Deletes a workflow and its versions.
     async fn delete_workflow(&self, actor: &Actor, workspace_id: &str, id: &str)
         -> StoreResult<()>;
-    /// Saves a version of a workflow of the workspace.
+    /// Saves a version of a workflow of the workspace, within the quotas.
+    #[allow(clippy::too_many_arguments)]
     async fn create_workflow_version(
         &self,
         actor: &Actor,
@@ -888,14 +968,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         name: &str,
         description: Option<&str>,
         definition: Value,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowVersionRecord>;
-    /// Versions of a workflow, oldest first.
+    /// A slice of a workflow's versions in saving order (oldest first), and
+    /// how many it has.
     async fn list_workflow_versions(
         &self,
         workspace_id: &str,
         workflow_id: &str,
-    ) -> StoreResult<Vec<WorkflowVersionRecord>>;
-    /// Replaces a version's name, description and definition.
+        slice: VersionSlice,
+    ) -> StoreResult<(Vec<WorkflowVersionRecord>, u64)>;
+    /// Replaces a version's name, description and definition (within the
+    /// definition bytes quota, as [`Store::update_workflow`]).
     #[allow(clippy::too_many_arguments)]
     async fn update_workflow_version(
         &self,
@@ -906,5 +990,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         name: &str,
         description: Option<&str>,
         definition: Value,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowVersionRecord>;
 }

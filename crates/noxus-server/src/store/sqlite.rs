@@ -18,6 +18,10 @@ use uuid::Uuid;
 
 use super::*;
 
+mod archive;
+
+pub use archive::AuditArchive;
+
 /// SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -117,6 +121,148 @@ const PAGE_OF_ALL: &str = "SELECT *,
         SELECT rowid FROM workflows WHERE workspace_id = ?1
         ORDER BY rowid LIMIT ?2 OFFSET ?3)
     ORDER BY rowid";
+
+/// Deletes a key's addresses beyond the `?2` most recently seen (binds the
+/// key id, then the bound). Walks the key's entries of
+/// `key_addresses_key_seen_idx` newest first; the rowid breaks ties.
+const EVICT_ADDRESSES: &str = "DELETE FROM key_addresses WHERE rowid IN (
+        SELECT rowid FROM key_addresses WHERE key_id = ?1
+        ORDER BY last_seen_at DESC, rowid DESC LIMIT -1 OFFSET ?2)";
+
+/// A page of a workflow's versions with their definitions, and the total,
+/// in saving (rowid) order straight from `workflow_versions_page_idx`, as
+/// [`PAGE_OF_KIND`] does for workflows.
+const VERSION_PAGE: &str = "SELECT *,
+        (SELECT COUNT(*) FROM workflow_versions WHERE workflow_id = ?1) AS total
+    FROM workflow_versions WHERE rowid IN (
+        SELECT rowid FROM workflow_versions WHERE workflow_id = ?1
+        ORDER BY rowid LIMIT ?2 OFFSET ?3)
+    ORDER BY rowid";
+
+/// [`VERSION_PAGE`] without the definitions.
+const VERSION_PAGE_WITHOUT_DEFINITIONS: &str =
+    "SELECT id, workflow_id, name, description, created_by, created_at,
+        (SELECT COUNT(*) FROM workflow_versions WHERE workflow_id = ?1) AS total
+    FROM workflow_versions WHERE rowid IN (
+        SELECT rowid FROM workflow_versions WHERE workflow_id = ?1
+        ORDER BY rowid LIMIT ?2 OFFSET ?3)
+    ORDER BY rowid";
+
+/// A value bound to a statement built at run time.
+#[derive(Debug, Clone, PartialEq)]
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The smallest string greater than every string that starts with
+/// `prefix` (UTF-8 sorts bytewise as code points do), or `None` if there is
+/// none. `action >= prefix AND action < successor` is "starts with
+/// `prefix`" as an index range.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match u32::from(last) + 1 {
+            0xD800 => 0xE000,
+            n => n,
+        };
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The statement of an audit search and its arguments. Only the filters
+/// given are written (no `? IS NULL OR ...`), so that SQLite can pick the
+/// index that fits: `audit_log_org_idx`, `audit_log_workspace_idx`,
+/// `audit_log_workspace_action_idx` or `audit_log_action_idx` (migration
+/// 0006; a test checks the plans). Action prefixes match as a range of the
+/// index, in lower case: every action is lower-case ASCII, and the LIKE
+/// this replaces ignored ASCII case.
+fn audit_search(query: &AuditQuery) -> (String, Vec<Arg>) {
+    let mut sql = String::from("SELECT * FROM audit_log WHERE organization_id = ?");
+    let mut args = vec![Arg::Text(query.organization_id.clone())];
+    if let Some(workspace_id) = &query.workspace_id {
+        sql.push_str(" AND workspace_id = ?");
+        args.push(Arg::Text(workspace_id.clone()));
+    }
+    if let Some(prefix) = query
+        .action_prefix
+        .as_ref()
+        .map(|p| p.to_ascii_lowercase())
+        .filter(|p| !p.is_empty())
+    {
+        sql.push_str(" AND action >= ?");
+        if let Some(successor) = prefix_successor(&prefix) {
+            sql.push_str(" AND action < ?");
+            args.push(Arg::Text(prefix));
+            args.push(Arg::Text(successor));
+        } else {
+            args.push(Arg::Text(prefix));
+        }
+    }
+    if let Some(before) = query.before_id {
+        sql.push_str(" AND id < ?");
+        args.push(Arg::Int(before));
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    args.push(Arg::Int(i64::from(query.limit)));
+    (sql, args)
+}
+
+fn bind_args<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    args: &'q [Arg],
+) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    for arg in args {
+        query = match arg {
+            Arg::Text(text) => query.bind(text.as_str()),
+            Arg::Int(n) => query.bind(*n),
+        };
+    }
+    query
+}
+
+/// A workspace's stored workflows and definition bytes (`workspace_totals`,
+/// kept by triggers; zero before its first workflow).
+async fn workspace_totals(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &str,
+) -> StoreResult<(u64, u64)> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT workflows, definition_bytes FROM workspace_totals WHERE workspace_id = ?",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (workflows, bytes) = row.unwrap_or((0, 0));
+    Ok((
+        u64::try_from(workflows).unwrap_or(0),
+        u64::try_from(bytes).unwrap_or(0),
+    ))
+}
+
+/// Refuses a write that grows the workspace's definitions from
+/// `stored` bytes by `old_len` → `new_len` past the quota. Shrinking (or
+/// keeping the size) is always allowed, so that a full workspace can be
+/// cleaned up.
+fn check_definition_bytes(
+    stored: u64,
+    old_len: u64,
+    new_len: u64,
+    quotas: &WorkflowQuotas,
+) -> StoreResult<()> {
+    let limit = quotas.definition_bytes_per_workspace;
+    if new_len > old_len && stored.saturating_sub(old_len).saturating_add(new_len) > limit {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::DefinitionBytesPerWorkspace,
+            limit,
+        });
+    }
+    Ok(())
+}
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -365,12 +511,16 @@ fn workflow_from_row(row: &SqliteRow) -> StoreResult<WorkflowRecord> {
 }
 
 fn version_from_row(row: &SqliteRow) -> StoreResult<WorkflowVersionRecord> {
+    let definition = match row.try_column("definition") {
+        Ok(_) => Some(raw_json_column(row, "definition")?),
+        Err(_) => None,
+    };
     Ok(WorkflowVersionRecord {
         id: row.try_get("id")?,
         workflow_id: row.try_get("workflow_id")?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
-        definition: raw_json_column(row, "definition")?,
+        definition,
         created_by: row.try_get("created_by")?,
         created_at: from_ms(row.try_get("created_at")?)?,
     })
@@ -1084,7 +1234,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn record_usage(&self, batch: &[KeyUsageFlush]) -> StoreResult<()> {
+    async fn record_usage(
+        &self,
+        batch: &[KeyUsageFlush],
+        max_addresses_per_key: usize,
+    ) -> StoreResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -1136,17 +1290,44 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            // Known addresses only move their last sighting; a new one may
+            // take the key past its bound, and only then is anything evicted.
+            let mut inserted = false;
             for (addr, at) in &flush.addresses {
-                sqlx::query(
+                let new = sqlx::query(
                     "INSERT INTO key_addresses (key_id, addr, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (key_id, addr) DO UPDATE SET last_seen_at = MAX(last_seen_at, excluded.last_seen_at)",
+                     ON CONFLICT (key_id, addr) DO NOTHING",
                 )
                 .bind(&flush.key_id)
                 .bind(addr)
                 .bind(to_ms(*at))
                 .bind(to_ms(*at))
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected()
+                    > 0;
+                if new {
+                    inserted = true;
+                } else {
+                    sqlx::query(
+                        "UPDATE key_addresses SET last_seen_at = MAX(last_seen_at, ?)
+                         WHERE key_id = ? AND addr = ?",
+                    )
+                    .bind(to_ms(*at))
+                    .bind(&flush.key_id)
+                    .bind(addr)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            if inserted {
+                // Keep the most recently seen; the rest are forgotten (and
+                // count as new if they come back).
+                sqlx::query(EVICT_ADDRESSES)
+                    .bind(&flush.key_id)
+                    .bind(i64::try_from(max_addresses_per_key).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -1194,21 +1375,40 @@ impl Store for SqliteStore {
     }
 
     async fn prune_usage(&self, before_hour: i64) -> StoreResult<u64> {
-        let deleted = sqlx::query("DELETE FROM key_usage_hourly WHERE hour < ?")
+        let hours = sqlx::query("DELETE FROM key_usage_hourly WHERE hour < ?")
             .bind(before_hour)
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(deleted)
+        let addresses = sqlx::query("DELETE FROM key_addresses WHERE last_seen_at < ?")
+            .bind(before_hour.saturating_mul(3_600_000))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(hours + addresses)
     }
 
-    async fn key_addresses(&self, key_id: &str) -> StoreResult<Vec<KeyAddress>> {
-        let rows =
-            sqlx::query("SELECT * FROM key_addresses WHERE key_id = ? ORDER BY last_seen_at DESC")
-                .bind(key_id)
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
+    async fn key_addresses(
+        &self,
+        key_id: &str,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<KeyAddress>, u64)> {
+        let rows = sqlx::query(
+            "SELECT addr, first_seen_at, last_seen_at FROM key_addresses WHERE key_id = ?
+             ORDER BY last_seen_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        )
+        .bind(key_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM key_addresses WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let addresses = rows
+            .iter()
             .map(|row| {
                 Ok(KeyAddress {
                     addr: row.try_get("addr")?,
@@ -1216,7 +1416,8 @@ impl Store for SqliteStore {
                     last_seen_at: from_ms(row.try_get("last_seen_at")?)?,
                 })
             })
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok((addresses, u64::try_from(total).unwrap_or(0)))
     }
 
     async fn use_nonce(&self, nonce: &str) -> StoreResult<bool> {
@@ -1636,31 +1837,10 @@ impl Store for SqliteStore {
     }
 
     async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        // LIKE with the prefix escaped, so `_` in action names is literal.
-        let prefix = query.action_prefix.as_ref().map(|p| {
-            format!(
-                "{}%",
-                p.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            )
-        });
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log
-             WHERE organization_id = ? AND (? IS NULL OR workspace_id = ?)
-               AND (? IS NULL OR action LIKE ? ESCAPE '\\') AND (? IS NULL OR id < ?)
-             ORDER BY id DESC LIMIT ?",
-        )
-        .bind(&query.organization_id)
-        .bind(query.workspace_id.as_deref())
-        .bind(query.workspace_id.as_deref())
-        .bind(prefix.as_deref())
-        .bind(prefix.as_deref())
-        .bind(query.before_id)
-        .bind(query.before_id)
-        .bind(i64::from(query.limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let (sql, args) = audit_search(query);
+        let rows = bind_args(sqlx::query(&sql), &args)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditRecord {
@@ -1685,12 +1865,21 @@ impl Store for SqliteStore {
         actor: &Actor,
         workspace_id: &str,
         fields: WorkflowFields,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord> {
         let id = new_id();
         let at = now();
         let definition = raw_json(&fields.definition)?;
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let (workflows, bytes) = workspace_totals(&mut tx, workspace_id).await?;
+        if workflows >= quotas.workflows_per_workspace {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::WorkflowsPerWorkspace,
+                limit: quotas.workflows_per_workspace,
+            });
+        }
+        check_definition_bytes(bytes, 0, definition.get().len() as u64, quotas)?;
         sqlx::query(
             "INSERT INTO workflows (id, workspace_id, name, kind, definition, error_handler, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1786,16 +1975,33 @@ impl Store for SqliteStore {
         workspace_id: &str,
         id: &str,
         fields: WorkflowFields,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord> {
+        let definition = fields.definition.to_string();
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let old_len: i64 = sqlx::query_scalar(
+            "SELECT octet_length(definition) FROM workflows WHERE workspace_id = ? AND id = ?",
+        )
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let (_, bytes) = workspace_totals(&mut tx, workspace_id).await?;
+        check_definition_bytes(
+            bytes,
+            u64::try_from(old_len).unwrap_or(0),
+            definition.len() as u64,
+            quotas,
+        )?;
         let updated = sqlx::query(
             "UPDATE workflows SET name = ?, kind = ?, definition = ?, error_handler = ?, updated_at = ?
              WHERE workspace_id = ? AND id = ? RETURNING *",
         )
         .bind(&fields.name)
         .bind(&fields.kind)
-        .bind(fields.definition.to_string())
+        .bind(&definition)
         .bind(&fields.error_handler)
         .bind(to_ms(now()))
         .bind(workspace_id)
@@ -1843,7 +2049,9 @@ impl Store for SqliteStore {
         name: &str,
         description: Option<&str>,
         definition: Value,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowVersionRecord> {
+        let definition = raw_json(&definition)?;
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let exists: Option<String> =
@@ -1855,12 +2063,25 @@ impl Store for SqliteStore {
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
+        let versions: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM workflow_versions WHERE workflow_id = ?")
+                .bind(workflow_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if u64::try_from(versions).unwrap_or(0) >= quotas.versions_per_workflow {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::VersionsPerWorkflow,
+                limit: quotas.versions_per_workflow,
+            });
+        }
+        let (_, bytes) = workspace_totals(&mut tx, workspace_id).await?;
+        check_definition_bytes(bytes, 0, definition.get().len() as u64, quotas)?;
         let record = WorkflowVersionRecord {
             id: new_id(),
             workflow_id: workflow_id.to_owned(),
             name: name.to_owned(),
             description: description.map(str::to_owned),
-            definition: raw_json(&definition)?,
+            definition: Some(definition),
             created_by: actor.user_id.clone(),
             created_at: now(),
         };
@@ -1872,7 +2093,7 @@ impl Store for SqliteStore {
         .bind(workflow_id)
         .bind(name)
         .bind(description)
-        .bind(record.definition.get())
+        .bind(record.definition.as_deref().map(RawValue::get))
         .bind(&record.created_by)
         .bind(to_ms(record.created_at))
         .execute(&mut *tx)
@@ -1895,7 +2116,8 @@ impl Store for SqliteStore {
         &self,
         workspace_id: &str,
         workflow_id: &str,
-    ) -> StoreResult<Vec<WorkflowVersionRecord>> {
+        slice: VersionSlice,
+    ) -> StoreResult<(Vec<WorkflowVersionRecord>, u64)> {
         let exists: Option<String> =
             sqlx::query_scalar("SELECT id FROM workflows WHERE workspace_id = ? AND id = ?")
                 .bind(workspace_id)
@@ -1905,13 +2127,31 @@ impl Store for SqliteStore {
         if exists.is_none() {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("SELECT * FROM workflow_versions WHERE workflow_id = ? ORDER BY rowid")
+        let sql = if slice.definitions {
+            VERSION_PAGE
+        } else {
+            VERSION_PAGE_WITHOUT_DEFINITIONS
+        };
+        let rows = sqlx::query(sql)
             .bind(workflow_id)
+            .bind(i64::try_from(slice.limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(slice.offset).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
-            .await?
+            .await?;
+        let total: i64 = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM workflow_versions WHERE workflow_id = ?")
+                    .bind(workflow_id)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        let versions = rows
             .iter()
             .map(version_from_row)
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        Ok((versions, u64::try_from(total).unwrap_or(0)))
     }
 
     async fn update_workflow_version(
@@ -1923,9 +2163,29 @@ impl Store for SqliteStore {
         name: &str,
         description: Option<&str>,
         definition: Value,
+        quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowVersionRecord> {
+        let definition = definition.to_string();
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let old_len: i64 = sqlx::query_scalar(
+            "SELECT octet_length(v.definition) FROM workflow_versions v
+             JOIN workflows w ON w.id = v.workflow_id
+             WHERE v.id = ? AND v.workflow_id = ? AND w.workspace_id = ?",
+        )
+        .bind(version_id)
+        .bind(workflow_id)
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let (_, bytes) = workspace_totals(&mut tx, workspace_id).await?;
+        check_definition_bytes(
+            bytes,
+            u64::try_from(old_len).unwrap_or(0),
+            definition.len() as u64,
+            quotas,
+        )?;
         let row = sqlx::query(
             "UPDATE workflow_versions SET name = ?, description = ?, definition = ?
              WHERE id = ? AND workflow_id = ?
@@ -1934,7 +2194,7 @@ impl Store for SqliteStore {
         )
         .bind(name)
         .bind(description)
-        .bind(definition.to_string())
+        .bind(&definition)
         .bind(version_id)
         .bind(workflow_id)
         .bind(workspace_id)
@@ -1990,5 +2250,239 @@ mod tests {
             );
             assert!(text.contains("INTEGER PRIMARY KEY (rowid=?)"), "{text}");
         }
+    }
+
+    async fn plan(store: &SqliteStore, sql: &str, args: &[Arg]) -> String {
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        bind_args(sqlx::query(&explain), args)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Pages of a workflow's versions come from their index in page order,
+    /// as workflow pages do (with or without the definitions).
+    #[tokio::test]
+    async fn version_pages_are_read_in_index_order_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        for sql in [VERSION_PAGE, VERSION_PAGE_WITHOUT_DEFINITIONS] {
+            let args = [Arg::Text("w".to_owned()), Arg::Int(10), Arg::Int(0)];
+            let text = plan(&store, sql, &args).await;
+            assert!(!text.contains("TEMP B-TREE"), "{text}");
+            assert!(
+                text.contains("COVERING INDEX workflow_versions_page_idx"),
+                "{text}"
+            );
+            assert!(!text.contains("SCAN workflow_versions"), "{text}");
+        }
+    }
+
+    /// Evicting a key's least recently seen addresses walks that key's
+    /// entries of its index, newest first, without sorting or scanning.
+    #[tokio::test]
+    async fn address_eviction_reads_the_keys_index_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let args = [Arg::Text("k".to_owned()), Arg::Int(100)];
+        let text = plan(&store, EVICT_ADDRESSES, &args).await;
+        assert!(text.contains("key_addresses_key_seen_idx"), "{text}");
+        assert!(!text.contains("TEMP B-TREE"), "{text}");
+        assert!(!text.contains("SCAN key_addresses"), "{text}");
+    }
+
+    /// Every audit search the API, the Audit tab and the usage flags run
+    /// reads an index, never the whole table; those without an action
+    /// filter read it newest first without sorting.
+    #[tokio::test]
+    async fn audit_searches_use_an_index_and_never_scan_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let query = |workspace: bool, action: Option<&str>, before: bool| AuditQuery {
+            organization_id: "org".to_owned(),
+            workspace_id: workspace.then(|| "ws".to_owned()),
+            action_prefix: action.map(str::to_owned),
+            before_id: before.then_some(1000),
+            limit: 50,
+        };
+        for (q, index, sorts) in [
+            // flags.rs: a workspace's role changes.
+            (
+                query(true, Some("membership.set"), false),
+                "audit_log_workspace_action_idx",
+                true,
+            ),
+            // The Audit tab and the API with a workspace, filtered or paged
+            // back (paged back, the id range is the tighter bound).
+            (
+                query(true, Some("api_key."), false),
+                "audit_log_workspace_action_idx",
+                true,
+            ),
+            (
+                query(true, Some("api_key."), true),
+                "audit_log_workspace_idx",
+                false,
+            ),
+            (query(true, None, false), "audit_log_workspace_idx", false),
+            (query(true, None, true), "audit_log_workspace_idx", false),
+            // Tenant-admin keys: the whole organization.
+            (
+                query(false, Some("workspace."), false),
+                "audit_log_action_idx",
+                true,
+            ),
+            (query(false, None, true), "audit_log_org_idx", false),
+        ] {
+            let (sql, args) = audit_search(&q);
+            let text = plan(&store, &sql, &args).await;
+            assert!(!text.contains("SCAN audit_log"), "{q:?}: {text}");
+            assert!(
+                text.contains(&format!("USING INDEX {index} ")),
+                "{q:?}: {text}"
+            );
+            if !sorts {
+                assert!(!text.contains("TEMP B-TREE"), "{q:?}: {text}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_action_prefix_is_an_index_range() {
+        assert_eq!(prefix_successor("api_key.").as_deref(), Some("api_key/"));
+        assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+        let (sql, args) = audit_search(&AuditQuery {
+            organization_id: "org".to_owned(),
+            workspace_id: None,
+            action_prefix: Some("API_KEY.".to_owned()),
+            before_id: None,
+            limit: 5,
+        });
+        assert!(sql.contains("action >= ? AND action < ?"), "{sql}");
+        assert_eq!(
+            args,
+            vec![
+                Arg::Text("org".to_owned()),
+                Arg::Text("api_key.".to_owned()),
+                Arg::Text("api_key/".to_owned()),
+                Arg::Int(5)
+            ]
+        );
+    }
+
+    /// `workspace_totals` (kept by triggers) always equals what a full
+    /// recount gives, whatever was written or deleted, cascades included.
+    #[tokio::test]
+    async fn workspace_totals_follow_every_write_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let actor = Actor::system();
+        let org = store.create_organization(&actor, "Org").await.unwrap();
+        let user = store
+            .create_user(
+                &actor,
+                NewUser {
+                    organization_id: org.id.clone(),
+                    email: "a@b.c".to_owned(),
+                    name: "A".to_owned(),
+                    password_hash: "hash".to_owned(),
+                    is_org_admin: true,
+                    must_change_password: false,
+                },
+            )
+            .await
+            .unwrap();
+        let quotas = WorkflowQuotas {
+            workflows_per_workspace: 100,
+            versions_per_workflow: 100,
+            definition_bytes_per_workspace: 1 << 30,
+        };
+        let recount = |workspace: String| {
+            let pool = store.pool.clone();
+            async move {
+                let stored: Option<(i64, i64)> = sqlx::query_as(
+                    "SELECT workflows, definition_bytes FROM workspace_totals WHERE workspace_id = ?",
+                )
+                .bind(&workspace)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+                let counted: (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM workflows WHERE workspace_id = ?1),
+                        COALESCE((SELECT SUM(octet_length(definition)) FROM workflows WHERE workspace_id = ?1), 0)
+                      + COALESCE((SELECT SUM(octet_length(v.definition)) FROM workflow_versions v
+                                  JOIN workflows f ON f.id = v.workflow_id WHERE f.workspace_id = ?1), 0)",
+                )
+                .bind(&workspace)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (stored.unwrap_or((0, 0)), counted)
+            }
+        };
+        let ws = store
+            .create_workspace(&actor, &org.id, "W", None, &user.id)
+            .await
+            .unwrap();
+        let fields = |text: &str| WorkflowFields {
+            name: "w".to_owned(),
+            kind: "flow".to_owned(),
+            definition: json!({"nodes": [], "edges": [], "note": text}),
+            error_handler: None,
+        };
+        let a = store
+            .create_workflow(&actor, &ws.id, fields("héllo"), &quotas)
+            .await
+            .unwrap();
+        let b = store
+            .create_workflow(&actor, &ws.id, fields("b"), &quotas)
+            .await
+            .unwrap();
+        let v = store
+            .create_workflow_version(
+                &actor,
+                &ws.id,
+                &a.id,
+                "v",
+                None,
+                json!({"x": "ünï"}),
+                &quotas,
+            )
+            .await
+            .unwrap();
+        store
+            .create_workflow_version(&actor, &ws.id, &a.id, "v2", None, json!({"y": 1}), &quotas)
+            .await
+            .unwrap();
+        store
+            .update_workflow(&actor, &ws.id, &b.id, fields("a longer note"), &quotas)
+            .await
+            .unwrap();
+        store
+            .update_workflow_version(&actor, &ws.id, &a.id, &v.id, "v", None, json!({}), &quotas)
+            .await
+            .unwrap();
+        let (stored, counted) = recount(ws.id.clone()).await;
+        assert_eq!(stored.0, 2);
+        assert_eq!(stored, counted);
+        store.delete_workflow(&actor, &ws.id, &a.id).await.unwrap();
+        let (stored, counted) = recount(ws.id.clone()).await;
+        assert_eq!(stored.0, 1);
+        assert_eq!(stored, counted, "a workflow's versions go with it");
+        store
+            .delete_workspace(&actor, &org.id, &ws.id)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM workspace_totals")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0);
     }
 }

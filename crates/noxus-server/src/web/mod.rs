@@ -226,6 +226,9 @@ impl From<crate::store::StoreError> for WebError {
                 "users_email_key" => "A user with this email already exists".to_owned(),
                 other => format!("This conflicts with an existing object ({other})"),
             }),
+            crate::store::StoreError::QuotaExceeded { quota, limit } => {
+                Self::Conflict(quota.sentence(limit))
+            }
             other => Self::Internal(other.into()),
         }
     }

@@ -132,6 +132,8 @@ struct UsagePage<'a> {
     week: Chart,
     keys: Vec<KeyRow>,
     flags: Vec<UsageFlag>,
+    /// Flags in the range in all (more than `flags` when the list was cut).
+    flags_total: u64,
     showing_all: bool,
     totals: UsageCounts,
 }
@@ -182,14 +184,17 @@ pub async fn usage_page(
         per_key.entry(h.key_id.as_str()).or_default().add(&h.counts);
     }
     let key_refs: Vec<&crate::store::KeyRecord> = keys.iter().collect();
-    let mut flags = crate::flags::flags_of(
+    let found = crate::flags::flags_of(
         state.store(),
         &user.user.organization_id,
         &key_refs,
         week_range.from_hour,
         day_range.to_hour,
+        state.config().max_addresses_per_key,
     )
     .await?;
+    let flags_total = found.total;
+    let mut flags = found.flags;
     flags.sort_by(|a, b| b.hour.cmp(&a.hour));
     let mut rows: Vec<KeyRow> = keys
         .iter()
@@ -226,6 +231,7 @@ pub async fn usage_page(
             week: Chart::of(&week_points, 720, 160, true),
             keys: rows,
             flags,
+            flags_total,
             showing_all,
             totals,
         },

@@ -794,3 +794,50 @@ async fn the_usage_and_audit_tabs_follow_the_role() {
     assert_eq!(browser.get(&audit).await.status, StatusCode::FORBIDDEN);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_usage_tab_lists_only_the_newest_hundred_flags() {
+    let app = TestApp::spawn_with(|c| c.max_addresses_per_key = 300).await;
+    let member = app.user_with_role(Role::Member).await;
+    let now = time::OffsetDateTime::now_utc();
+    let addresses = (0..250i64)
+        .map(|i| {
+            (
+                format!("198.51.{}.{}", i / 200, 1 + i % 200),
+                now - time::Duration::seconds(i),
+            )
+        })
+        .collect();
+    app.state
+        .store()
+        .record_usage(
+            &[noxus_server::store::KeyUsageFlush {
+                key_id: member.key_id.clone(),
+                workspace_id: app.workspace_id.clone(),
+                addresses,
+                ..Default::default()
+            }],
+            300,
+        )
+        .await
+        .unwrap();
+    let mut owner = Browser::new(&app);
+    owner.login(&app.owner).await;
+    let page = owner
+        .get(&format!(
+            "/settings/organization/workspaces/{}/usage",
+            app.workspace_id
+        ))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(
+        page.body.matches("class=\"flag flag-new_address\"").count(),
+        100
+    );
+    assert!(
+        page.body.contains("The newest 100 of 249 flags"),
+        "says the list was cut"
+    );
+    assert!(page.body.len() < 200_000, "{} bytes", page.body.len());
+    app.stop().await;
+}

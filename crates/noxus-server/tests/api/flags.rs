@@ -89,12 +89,15 @@ async fn an_hour_far_above_the_weekly_average_is_a_spike() {
     hours.push((now_hour, busy));
     app.state
         .store()
-        .record_usage(&[KeyUsageFlush {
-            key_id: member.key_id.clone(),
-            workspace_id: app.workspace_id.clone(),
-            hours,
-            ..Default::default()
-        }])
+        .record_usage(
+            &[KeyUsageFlush {
+                key_id: member.key_id.clone(),
+                workspace_id: app.workspace_id.clone(),
+                hours,
+                ..Default::default()
+            }],
+            100,
+        )
         .await
         .unwrap();
     let usage = usage(&app, &member.key_id).await;

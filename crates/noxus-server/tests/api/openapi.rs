@@ -22,6 +22,7 @@ async fn openapi_json_describes_every_route_and_the_probes_answer() {
         ("/v1/admin/groups/{id}/api-keys/{key_id}", "delete"),
         ("/v1/admin/groups/{id}/api-keys/{key_id}/rotate", "post"),
         ("/v1/admin/groups/{id}/api-keys/{key_id}/usage", "get"),
+        ("/v1/admin/groups/{id}/api-keys/{key_id}/addresses", "get"),
         ("/v1/admin/groups/{id}/usage", "get"),
         ("/v1/admin/audit", "get"),
         ("/v1/admin/users", "get"),

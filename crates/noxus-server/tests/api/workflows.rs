@@ -314,3 +314,370 @@ async fn a_viewer_reads_workflows_but_cannot_change_them() {
     assert_eq!(still["name"], "w");
     app.stop().await;
 }
+
+/// A definition of the official client's shape whose stored JSON is
+/// `padding` bytes larger than an empty flow's.
+fn padded(padding: usize) -> serde_json::Value {
+    json!({"flow_version": "v1", "nodes": [], "edges": [], "padding": "x".repeat(padding)})
+}
+
+fn stored_len(definition: &serde_json::Value) -> u64 {
+    serde_json::to_string(definition).unwrap().len() as u64
+}
+
+async fn create(app: &TestApp, key: &str, body: serde_json::Value) -> reqwest::Response {
+    app.post("/v1/workflows", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_workspace_holds_at_most_its_quota_of_workflows() {
+    let app = TestApp::spawn_with(|c| c.max_workflows_per_workspace = 3).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let created =
+            json_ok(create(&app, &app.owner_key, json!({"name": format!("w{i}")})).await).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let refused = assert_error(
+        create(&app, &app.owner_key, json!({"name": "one too many"})).await,
+        409,
+        "conflict",
+    )
+    .await;
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("3 workflows") && detail.contains("delete"),
+        "names the limit and how to make room: {detail}"
+    );
+    // The quota is per workspace.
+    let other = app.second_workspace("Other").await;
+    json_ok(create(&app, &other.key, json!({"name": "elsewhere"})).await).await;
+    // Deleting one makes room for one.
+    json_ok(
+        app.delete(&format!("/v1/workflows/{}", ids[0]), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    json_ok(create(&app, &app.owner_key, json!({"name": "again"})).await).await;
+    assert_error(
+        create(&app, &app.owner_key, json!({"name": "still too many"})).await,
+        409,
+        "conflict",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_never_overshoot_the_workflow_quota() {
+    let app = TestApp::spawn_with(|c| {
+        c.max_workflows_per_workspace = 5;
+        c.key_rate_limit = None;
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let request = app
+            .post("/v1/workflows", &app.owner_key)
+            .json(&json!({"name": format!("racer {i}")}));
+        tasks.push(tokio::spawn(async move {
+            request.send().await.map(|r| r.status().as_u16())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap().unwrap());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        15,
+        "{statuses:?}"
+    );
+    let all = json_ok(
+        app.get("/v1/workflows", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(all["total"], 5);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_workflow_holds_at_most_its_quota_of_versions() {
+    let app = TestApp::spawn_with(|c| c.max_versions_per_workflow = 2).await;
+    let created = json_ok(create(&app, &app.owner_key, json!({"name": "w"})).await).await;
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/v1/workflows/{id}/versions");
+    let version = json!({"name": "v", "definition": input_output_definition()});
+    for _ in 0..2 {
+        let saved = app
+            .post(&path, &app.owner_key)
+            .json(&version)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 201);
+    }
+    let refused = assert_error(
+        app.post(&path, &app.owner_key)
+            .json(&version)
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("2 versions"),
+        "{refused}"
+    );
+    // Another workflow has its own quota.
+    let second = json_ok(create(&app, &app.owner_key, json!({"name": "w2"})).await).await;
+    let saved = app
+        .post(
+            &format!("/v1/workflows/{}/versions", second["id"].as_str().unwrap()),
+            &app.owner_key,
+        )
+        .json(&version)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 201);
+    let listed = json_ok(app.get(&path, &app.owner_key).send().await.unwrap()).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_workspace_holds_at_most_its_quota_of_definition_bytes() {
+    let big = padded(1000);
+    let size = stored_len(&big);
+    // Room for three big definitions and a little more.
+    let limit = 3 * size + 10;
+    let app = TestApp::spawn_with(|c| c.max_definition_bytes_per_workspace = limit).await;
+    let a = json_ok(
+        create(
+            &app,
+            &app.owner_key,
+            json!({"name": "a", "definition": big}),
+        )
+        .await,
+    )
+    .await;
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    let version = json_ok(
+        app.post(&format!("/v1/workflows/{a_id}/versions"), &app.owner_key)
+            .json(&json!({"name": "v", "definition": big}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let b = json_ok(
+        create(
+            &app,
+            &app.owner_key,
+            json!({"name": "b", "definition": big}),
+        )
+        .await,
+    )
+    .await;
+    let b_id = b["id"].as_str().unwrap().to_owned();
+
+    // Full: even a small new workflow does not fit.
+    let refused = assert_error(
+        create(
+            &app,
+            &app.owner_key,
+            json!({"name": "c", "definition": padded(10)}),
+        )
+        .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("{limit} bytes")), "{detail}");
+    // Growing a workflow or a version is refused too …
+    assert_error(
+        app.patch(&format!("/v1/workflows/{b_id}"), &app.owner_key)
+            .json(&json!({"name": "b", "definition": padded(1100)}))
+            .send()
+            .await
+            .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+    assert_error(
+        app.patch(
+            &format!(
+                "/v1/workflows/{a_id}/versions/{}",
+                version["id"].as_str().unwrap()
+            ),
+            &app.owner_key,
+        )
+        .json(&json!({"name": "v", "definition": padded(2000)}))
+        .send()
+        .await
+        .unwrap(),
+        409,
+        "conflict",
+    )
+    .await;
+    // … but shrinking one always works, and frees room.
+    json_ok(
+        app.patch(&format!("/v1/workflows/{b_id}"), &app.owner_key)
+            .json(&json!({"name": "b", "definition": padded(10)}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    json_ok(
+        create(
+            &app,
+            &app.owner_key,
+            json!({"name": "c", "definition": padded(10)}),
+        )
+        .await,
+    )
+    .await;
+    // Deleting a workflow frees its definition and its versions'.
+    json_ok(
+        app.delete(&format!("/v1/workflows/{a_id}"), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    json_ok(
+        create(
+            &app,
+            &app.owner_key,
+            json!({"name": "d", "definition": big}),
+        )
+        .await,
+    )
+    .await;
+    json_ok(
+        create(
+            &app,
+            &app.owner_key,
+            json!({"name": "e", "definition": big}),
+        )
+        .await,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn versions_are_listed_a_page_at_a_time_without_definitions_unless_asked() {
+    let app = TestApp::spawn().await;
+    let created = json_ok(create(&app, &app.owner_key, json!({"name": "w"})).await).await;
+    let id = created["id"].as_str().unwrap();
+    let path = format!("/v1/workflows/{id}/versions");
+    let definition = input_output_definition();
+    for i in 0..5 {
+        let saved = app
+            .post(&path, &app.owner_key)
+            .json(&json!({"name": format!("v{i}"), "definition": definition}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(saved.status(), 201);
+    }
+    let page = json_ok(
+        app.get(&format!("{path}?page=2&size=2"), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["page"], 2);
+    assert_eq!(page["size"], 2);
+    assert_eq!(page["pages"], 3);
+    let items = page["items"].as_array().unwrap();
+    let names: Vec<&str> = items.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["v2", "v3"], "oldest first");
+    assert!(
+        items.iter().all(|v| v.get("definition").is_none()),
+        "{page}"
+    );
+    assert!(items
+        .iter()
+        .all(|v| v["created_at"].is_string() && v["id"].is_string()));
+
+    let with = json_ok(
+        app.get(
+            &format!("{path}?size=2&include_definition=true"),
+            &app.owner_key,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(with["items"][0]["definition"], definition);
+    let default_size = json_ok(
+        app.get(&format!("{path}?page=1"), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(default_size["size"], 50);
+    assert_eq!(default_size["items"].as_array().unwrap().len(), 5);
+    let alias = json_ok(
+        app.get(&format!("{path}?page_size=3"), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(alias["size"], 3);
+    let beyond = json_ok(
+        app.get(&format!("{path}?page=9&size=2"), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(beyond["items"], json!([]));
+    assert_eq!(beyond["total"], 5);
+
+    // What the official client's list_versions reads: a bare array with definitions.
+    let bare = json_ok(app.get(&path, &app.owner_key).send().await.unwrap()).await;
+    assert_eq!(bare.as_array().unwrap().len(), 5);
+    assert_eq!(bare[4]["definition"], definition);
+
+    for bad in ["size=101", "page=0", "include_definition=maybe"] {
+        assert_error(
+            app.get(&format!("{path}?{bad}"), &app.owner_key)
+                .send()
+                .await
+                .unwrap(),
+            422,
+            "validation_error",
+        )
+        .await;
+    }
+    app.stop().await;
+}
