@@ -497,17 +497,23 @@ pub async fn authenticate(
     })?;
     let digest = state.hasher().digest(presented);
 
+    let mut from_store = false;
     let verified = match state.cache().get(&digest, now.instant) {
         Some(hit) => hit,
         None => {
-            // An address that keeps failing gets no more database lookups for a while.
+            // An address that keeps failing gets no more database lookups
+            // for a while, except for keys that worked lately: others'
+            // failures at the same address never lock a valid key out.
             if let Some(wait) =
                 client_addr.and_then(|ip| state.auth_failures().blocked(ip, now.mono_ns))
             {
-                return Err(ApiError::AuthThrottled {
-                    retry_after: wait.whole_seconds(),
-                });
+                if !state.auth_failures().recently_valid(&digest, now.mono_ns) {
+                    return Err(ApiError::AuthThrottled {
+                        retry_after: wait.whole_seconds(),
+                    });
+                }
             }
+            from_store = true;
             let generation = state.cache().generation();
             let loaded = match state.store().key_for_auth(&digest).await? {
                 Some(found) => Some(found),
@@ -588,6 +594,9 @@ pub async fn authenticate(
         }
     }
     verified.hot.touch(now.unix_ms, client_addr);
+    if from_store {
+        state.auth_failures().remember_valid(digest, now.mono_ns);
+    }
     Ok(AuthContext {
         role,
         permissions: verified.permissions,

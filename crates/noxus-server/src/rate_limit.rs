@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use crate::domain::keys::KeyDigest;
+
 /// Entries each throttle map keeps at most.
 pub const THROTTLE_CAPACITY: usize = 100_000;
 
@@ -150,11 +152,21 @@ pub struct RateInfo {
 /// of 30, one a second. Over that, requests from the address whose key is
 /// not already verified get 429 until the address slows down. Remembers at
 /// most [`THROTTLE_CAPACITY`] addresses.
+///
+/// A throttled address does not lock out the keys that work: digests of keys
+/// verified in the last [`KNOWN_VALID_FOR`] are still looked up (and so
+/// re-verified: a revocation wins at once), while unknown keys from the
+/// address get 429 without a lookup.
 #[derive(Debug)]
 pub struct AuthFailures {
     gcra: Gcra,
     addresses: Mutex<LruCache<IpAddr, u64>>,
+    known_valid: Mutex<LruCache<KeyDigest, u64>>,
 }
+
+/// How long a key verified once still gets through a throttled address
+/// (Unkey keeps verified keys 10 minutes as stale-while-revalidate).
+pub const KNOWN_VALID_FOR: Duration = Duration::from_secs(10 * 60);
 
 impl Default for AuthFailures {
     fn default() -> Self {
@@ -171,7 +183,26 @@ impl AuthFailures {
                 burst: 30,
             }),
             addresses: Mutex::new(bounded(capacity)),
+            known_valid: Mutex::new(bounded(capacity)),
         }
+    }
+
+    /// Notes that the key with `digest` was verified (and worked) at `now_ns`.
+    pub fn remember_valid(&self, digest: KeyDigest, now_ns: u64) {
+        self.known_valid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(digest, now_ns);
+    }
+
+    /// Whether the key with `digest` worked in the last [`KNOWN_VALID_FOR`].
+    pub fn recently_valid(&self, digest: &KeyDigest, now_ns: u64) -> bool {
+        let window = KNOWN_VALID_FOR.as_nanos() as u64;
+        self.known_valid
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .peek(digest)
+            .is_some_and(|at| now_ns.saturating_sub(*at) < window)
     }
 
     /// If the address is over its limit, how long to wait.
