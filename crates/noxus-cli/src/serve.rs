@@ -80,6 +80,24 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_MAX_DEFINITION_BYTES_PER_WORKSPACE", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     max_definition_bytes_per_workspace: u64,
 
+    /// Live API keys one user may have in one workspace (409 above it).
+    #[arg(long, env = "NOXUS_MAX_KEYS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_keys_per_user: u32,
+
+    /// Live API keys one workspace may have (409 above it).
+    #[arg(long, env = "NOXUS_MAX_KEYS_PER_WORKSPACE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_keys_per_workspace: u32,
+
+    /// The highest rate limit (requests per second; bursts up to twice
+    /// that) anyone may give a key or a workspace.
+    #[arg(long, env = "NOXUS_MAX_RATE_LIMIT_PER_KEY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_rate_limit_per_key: u32,
+
+    /// Minutes after which an unused dashboard session ends (sessions also
+    /// end 12 hours after login).
+    #[arg(long, env = "NOXUS_SESSION_IDLE_TIMEOUT_MINS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=720))]
+    session_idle_timeout_mins: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     max_body_bytes: usize,
@@ -187,6 +205,15 @@ fn serve(args: ServeArgs, admin_email: String) -> anyhow::Result<()> {
     config.max_workflows_per_workspace = args.max_workflows_per_workspace;
     config.max_versions_per_workflow = args.max_versions_per_workflow;
     config.max_definition_bytes_per_workspace = args.max_definition_bytes_per_workspace;
+    config.key_quotas = noxus_server::store::KeyQuotas {
+        per_user: args.max_keys_per_user,
+        per_workspace: args.max_keys_per_workspace,
+    };
+    config.max_rate_limit_per_key = noxus_server::rate_limit::RateLimit {
+        per_second: args.max_rate_limit_per_key,
+        burst: args.max_rate_limit_per_key.saturating_mul(2),
+    };
+    config.session_idle_timeout = Duration::from_secs(args.session_idle_timeout_mins * 60);
     config.key_rate_limit =
         (args.rate_limit_per_key > 0).then_some(noxus_server::rate_limit::RateLimit {
             per_second: args.rate_limit_per_key,

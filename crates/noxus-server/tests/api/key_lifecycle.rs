@@ -525,3 +525,116 @@ async fn every_key_change_lands_in_the_audit_log_with_actor_and_address() {
     }
     app.stop().await;
 }
+
+/// Item 9 of the security review: a key could create keys without bound.
+/// Live keys are counted per user and per workspace in the write's own
+/// transaction; revoked keys and rotated ones free their place.
+#[tokio::test]
+async fn keys_are_created_within_their_quotas_and_listed_a_page_at_a_time() {
+    let app = TestApp::spawn_with(|c| {
+        c.key_quotas = noxus_server::store::KeyQuotas {
+            per_user: 3,
+            per_workspace: 5,
+        };
+    })
+    .await;
+    // The owner has the first key; two more fit, the fourth is refused.
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let created = create_key(&app, &app.owner_key, json!({"name": format!("k{n}")})).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let over = app
+        .post(&keys_path(&app), &app.owner_key)
+        .json(&json!({"name": "one too many"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(over, 409, "conflict").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("3 live keys"),
+        "{body}"
+    );
+    // Revoking one frees a place; rotating does not take one.
+    json_ok(
+        app.delete(&format!("{}/{}", keys_path(&app), ids[0]), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    create_key(&app, &app.owner_key, json!({"name": "after a revocation"})).await;
+    json_ok(
+        app.post(
+            &format!("{}/{}/rotate", keys_path(&app), ids[1]),
+            &app.owner_key,
+        )
+        .json(&json!({"grace_period_seconds": 3600}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    // The workspace's own quota: a member's two keys fill it up to 5.
+    let mut member = app.user_with_role(Role::Member).await;
+    member.key = app.management_key(&member, Role::Member).await;
+    let refused = app
+        .post(&keys_path(&app), &member.key)
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(refused, 409, "conflict").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("5 live keys"),
+        "{body}"
+    );
+
+    // Pages, newest first, with the total.
+    let page = json_ok(
+        app.get(
+            &format!("{}?page=1&size=2", keys_path(&app)),
+            &app.owner_key,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    let total = page["total"].as_u64().unwrap();
+    assert_eq!(total, 7, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["pages"].as_u64().unwrap(), total.div_ceil(2));
+    let all: Vec<Value> = json_ok(
+        app.get(&keys_path(&app), &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .as_array()
+    .unwrap()
+    .clone();
+    assert_eq!(page["items"][0]["id"], all[0]["id"], "newest first");
+    let last = json_ok(
+        app.get(
+            &format!("{}?page={}&size=2", keys_path(&app), page["pages"]),
+            &app.owner_key,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        last["items"].as_array().unwrap().len() as u64,
+        total - (total - 1) / 2 * 2
+    );
+    let bad = app
+        .get(&format!("{}?size=1000", keys_path(&app)), &app.owner_key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(bad, 422, "validation_error").await;
+    app.stop().await;
+}
