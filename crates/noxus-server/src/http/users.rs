@@ -128,7 +128,10 @@ async fn end_sessions(
 ) -> Result<Json<SessionsEnded>> {
     auth.require(Permission::OrgUsersWrite)?;
     let user = target(&state, &auth, &id).await?;
-    state.store().delete_user_sessions(&user.id).await?;
+    state
+        .store()
+        .end_sessions(&auth.actor(), &user.id, None)
+        .await?;
     tracing::info!(user_id = %user.id, "sessions ended through the API");
     Ok(Json(SessionsEnded {
         user_id: user.id,

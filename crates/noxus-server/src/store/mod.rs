@@ -760,8 +760,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_session(&self, token_digest: &str) -> StoreResult<()>;
     /// Ends every session of a user.
     async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()>;
-    /// Ends every session of a user but `keep` (a token digest); returns how many ended.
-    async fn delete_other_sessions(&self, user_id: &str, keep: &str) -> StoreResult<u64>;
+    /// Ends every session of a user but `keep` (a token digest), and audits
+    /// it (`user.sessions_end`); returns how many ended.
+    async fn end_sessions(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> StoreResult<u64>;
     /// Notes a request in a session (its idle timeout counts from it).
     async fn touch_session(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()>;
     /// Notes that the password was just entered in a session (sudo mode).

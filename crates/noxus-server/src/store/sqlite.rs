@@ -1159,15 +1159,36 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn delete_other_sessions(&self, user_id: &str, keep: &str) -> StoreResult<u64> {
-        Ok(
-            sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_digest <> ?")
-                .bind(user_id)
-                .bind(keep)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+    async fn end_sessions(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let org: String = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_digest IS NOT ?")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            None,
+            "user.sessions_end",
+            ("user", user_id),
+            json!({"sessions_ended": ended, "kept_current": keep.is_some()}),
         )
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
     }
 
     async fn touch_session(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()> {

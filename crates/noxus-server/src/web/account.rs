@@ -120,7 +120,11 @@ pub async fn logout_other_sessions(
     user.check_csrf(&form)?;
     let ended = state
         .store()
-        .delete_other_sessions(&user.user.id, &user.session.token_digest)
+        .end_sessions(
+            &user.actor(),
+            &user.user.id,
+            Some(&user.session.token_digest),
+        )
         .await?;
     tracing::info!(user_id = %user.user.id, ended, "other sessions logged out");
     let notice = match ended {

@@ -618,3 +618,91 @@ async fn only_admins_see_users_and_members() {
     assert!(users.to_string().contains(&viewer.email));
     app.stop().await;
 }
+
+/// A lost laptop: an organization's tenant-admin key ends a user's sessions
+/// through the API (audited); a key without `org:users:write` cannot.
+#[tokio::test]
+async fn a_users_sessions_are_ended_through_the_api_and_audited() {
+    let app = TestApp::spawn().await;
+    let user = app.user_with_role(Role::Admin).await;
+    let mut laptop = Browser::new(&app);
+    laptop.login(&user).await;
+    assert_eq!(laptop.get("/settings/account").await.status, StatusCode::OK);
+    let path = format!("/v1/admin/users/{}/sessions", user.id);
+    let management = app.management_key(&user, Role::Admin).await;
+    assert_error(
+        app.delete(&path, &management).send().await.unwrap(),
+        403,
+        "insufficient_permissions",
+    )
+    .await;
+    let ended = json_ok(app.delete(&path, &app.owner_key).send().await.unwrap()).await;
+    assert_eq!(ended["ended"], true);
+    assert_eq!(laptop.get("/settings/account").await.location(), "/login");
+    let log = app
+        .state
+        .store()
+        .audit_log(&app.organization_id, None, 20)
+        .await
+        .unwrap();
+    let row = log
+        .iter()
+        .find(|r| r.action == "user.sessions_end" && r.target_id == user.id)
+        .expect("audited");
+    assert_eq!(row.details["sessions_ended"], 1);
+    assert_eq!(row.actor_key_id.as_deref(), Some(app.owner.key_id.as_str()));
+    // Someone outside the organization: not found.
+    assert_error(
+        app.delete("/v1/admin/users/nobody/sessions", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    app.stop().await;
+}
+
+/// Rotating one's own key in the dashboard re-asks the password too.
+#[tokio::test]
+async fn rotating_in_the_dashboard_reasks_the_password_after_ten_minutes() {
+    let app = TestApp::spawn().await;
+    let mut browser = Browser::new(&app);
+    browser.login(&app.owner).await;
+    browser.end_sudo(&app).await;
+    let rotate = format!(
+        "{}/{}/rotate",
+        keys_page(&app.workspace_id),
+        app.owner.key_id
+    );
+    let page = browser.get(&rotate).await;
+    assert!(
+        page.location().starts_with("/sudo?next="),
+        "{}",
+        page.status
+    );
+    let csrf = browser.csrf().await;
+    let posted = browser
+        .post(
+            &rotate,
+            &[
+                ("grace", "0"),
+                ("nonce", "abcdefghijabcdefghijabcdefghij12"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert!(posted.location().starts_with("/sudo"), "{}", posted.status);
+    // Nothing was rotated: the key still works.
+    json_ok(
+        app.get("/v1/admin/me", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    browser.sudo(&app.owner.password, &rotate).await;
+    assert_eq!(browser.get(&rotate).await.status, StatusCode::OK);
+    app.stop().await;
+}
