@@ -350,12 +350,18 @@ pub async fn create_user(
     Ok(Redirect::to(USERS_URL).into_response())
 }
 
-/// A user of the organization named in the path.
-async fn target_user(
+/// The user of the organization named in the path of a user-management
+/// form: the form's CSRF token, an organization admin acting, and the
+/// password entered in the last 10 minutes.
+async fn managed_user(
     state: &AppState,
     user: &CurrentUser,
+    form: &Form,
     user_id: &str,
 ) -> WebResult<crate::store::UserRecord> {
+    user.check_csrf(form)?;
+    require_org_admin(user)?;
+    user.require_sudo(USERS_URL)?;
     state
         .store()
         .user(user_id)
@@ -372,10 +378,7 @@ pub async fn deactivate_user(
     Path(user_id): Path<String>,
     form: Form,
 ) -> WebResult {
-    user.check_csrf(&form)?;
-    require_org_admin(&user)?;
-    user.require_sudo(USERS_URL)?;
-    let target = target_user(&state, &user, &user_id).await?;
+    let target = managed_user(&state, &user, &form, &user_id).await?;
     if target.id == user.user.id {
         return Err(WebError::Conflict(
             "You cannot deactivate yourself; ask another organization admin.".to_owned(),
@@ -404,10 +407,7 @@ pub async fn reactivate_user(
     Path(user_id): Path<String>,
     form: Form,
 ) -> WebResult {
-    user.check_csrf(&form)?;
-    require_org_admin(&user)?;
-    user.require_sudo(USERS_URL)?;
-    let target = target_user(&state, &user, &user_id).await?;
+    let target = managed_user(&state, &user, &form, &user_id).await?;
     crate::users::set_active(
         &state,
         &user.actor(),
@@ -431,9 +431,7 @@ pub async fn set_org_admin(
     Path(user_id): Path<String>,
     form: Form,
 ) -> WebResult {
-    user.check_csrf(&form)?;
-    require_org_admin(&user)?;
-    user.require_sudo(USERS_URL)?;
+    let target = managed_user(&state, &user, &form, &user_id).await?;
     let make = match form.get("org_admin") {
         Some("on") => true,
         Some("off") => false,
@@ -443,7 +441,6 @@ pub async fn set_org_admin(
             ))
         }
     };
-    let target = target_user(&state, &user, &user_id).await?;
     if make && !target.is_active() {
         return Err(WebError::Conflict(
             "Reactivate the user before making them an organization admin.".to_owned(),
@@ -479,10 +476,7 @@ pub async fn reset_password(
     Path(user_id): Path<String>,
     form: Form,
 ) -> WebResult {
-    user.check_csrf(&form)?;
-    require_org_admin(&user)?;
-    user.require_sudo(USERS_URL)?;
-    let target = target_user(&state, &user, &user_id).await?;
+    let target = managed_user(&state, &user, &form, &user_id).await?;
     if target.id == user.user.id {
         return Err(WebError::Conflict(
             "Change your own password in Your account.".to_owned(),
