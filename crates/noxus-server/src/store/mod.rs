@@ -801,8 +801,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         from_hour: i64,
         to_hour: i64,
     ) -> StoreResult<Vec<UsageHour>>;
-    /// Deletes hourly usage before `before_hour`, and key addresses last
-    /// seen before it; returns how many rows went.
+    /// Deletes hourly usage before `before_hour`, key addresses last seen
+    /// before it, and keys that stopped working (revoked or expired) before
+    /// it; returns how many rows went.
     async fn prune_usage(&self, before_hour: i64) -> StoreResult<u64>;
     /// A page of the addresses a key was used from, most recently seen
     /// first, and how many there are.

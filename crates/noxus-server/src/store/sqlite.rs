@@ -1406,7 +1406,17 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(hours + addresses)
+        // Keys that stopped working before the cutoff leave the lists (their
+        // usage went with the same retention; the audit log keeps their story),
+        // so that creating and revoking keys cannot grow the table forever.
+        let keys = sqlx::query(
+            "DELETE FROM api_keys WHERE revoked_at < ?1 OR (expires_at IS NOT NULL AND expires_at < ?1)",
+        )
+        .bind(before_hour.saturating_mul(3_600_000))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(hours + addresses + keys)
     }
 
     async fn key_addresses(

@@ -531,3 +531,48 @@ async fn the_store_evicts_the_least_recently_seen_addresses_beyond_the_bound() {
     );
     app.stop().await;
 }
+
+/// Creating and revoking keys cannot grow the keys table forever: keys that
+/// stopped working before the usage retention leave it (the audit log keeps
+/// their story); live ones and recently dead ones stay.
+#[tokio::test]
+async fn keys_dead_for_longer_than_the_retention_are_pruned() {
+    let app = TestApp::spawn().await;
+    let now = time::OffsetDateTime::now_utc();
+    let expired = |days: i64| noxus_testkit::KeyOptions {
+        expires_at: Some(now - time::Duration::days(days)),
+        ..Default::default()
+    };
+    let (_, long_dead) = app
+        .issue_key(&app.workspace_id, &app.owner.id, expired(100))
+        .await;
+    let (_, recently_dead) = app
+        .issue_key(&app.workspace_id, &app.owner.id, expired(10))
+        .await;
+    noxus_server::usage::prune(app.state.store(), 90).await;
+    let store = app.state.store();
+    assert!(store
+        .key(&app.workspace_id, &long_dead)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .key(&app.workspace_id, &recently_dead)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .key(&app.workspace_id, &app.owner.key_id)
+        .await
+        .unwrap()
+        .is_some());
+    let log = store
+        .audit_log(&app.organization_id, None, 100)
+        .await
+        .unwrap();
+    assert!(
+        log.iter().any(|r| r.target_id == long_dead),
+        "the audit log keeps it"
+    );
+    app.stop().await;
+}
