@@ -2,8 +2,12 @@
 //! server, the SDK and the CLI. Serde only: no HTTP or database code here.
 
 pub mod key_format;
+pub mod limits;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod permissions;
 pub mod types;
+mod whole_number;
 
 pub use key_format::{check_key_format, KeyFormatError};
 pub use permissions::{effective_permissions, Permission, Role};

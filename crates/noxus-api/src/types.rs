@@ -83,9 +83,11 @@ pub struct Workspace {
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     /// 1 to 100 characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::short_name))]
     pub name: String,
     /// Up to 1000 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workspace_description))]
     pub description: Option<String>,
 }
 
@@ -95,9 +97,12 @@ pub struct CreateWorkspace {
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Sustained requests per second, 1 to 100000.
+    #[serde(deserialize_with = "crate::whole_number::u32")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::per_second))]
     pub per_second: u32,
     /// Requests allowed at once; default twice `per_second`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::option_u32")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::burst))]
     pub burst: Option<u32>,
 }
 
@@ -116,6 +121,7 @@ pub struct UpdateWorkspace {
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A descriptive name, 1 to 100 characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::short_name))]
     pub name: String,
     /// Organization-wide admin key; only an organization admin may create one.
     #[serde(default)]
@@ -126,10 +132,12 @@ pub struct CreateApiKey {
     /// then the key follows its owner's role, management permissions
     /// excepted).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Permission>>))]
     pub permissions: Option<Vec<String>>,
-    /// RFC 3339 time after which the key stops working; no later than the
-    /// calling key's own expiry, which is also the default.
+    /// RFC 3339 time after which the key stops working: in the future, and
+    /// no later than the calling key's own expiry, which is also the default.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::optional_date_time))]
     pub expires_at: Option<String>,
     /// This key's own rate limit, overriding the workspace's default; at most
     /// the calling key's own limit.
@@ -237,7 +245,8 @@ impl std::fmt::Debug for CreatedApiKey {
 #[serde(deny_unknown_fields)]
 pub struct RotateApiKey {
     /// How long the old key keeps working, 0 to 604800 seconds (7 days).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole_number::u64")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::grace_period))]
     pub grace_period_seconds: u64,
 }
 
@@ -289,17 +298,108 @@ pub struct Workflow {
 #[serde(deny_unknown_fields)]
 pub struct WorkflowWrite {
     /// 1 to 200 characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_name))]
     pub name: String,
     /// `flow` (default) or `agent_flow`.
     #[serde(rename = "type", default = "default_workflow_type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = WorkflowKind, default = "flow"))]
     pub kind: String,
     /// `{flow_version?, nodes: [...], edges: [...]}`; defaults to an empty flow.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::optional_workflow_definition))]
     pub definition: Option<Value>,
     /// A node id (UUID) or null.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::optional_uuid))]
     pub error_handler: Option<String>,
+}
+
+/// The two kinds of workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowKind {
+    /// A flow (the default).
+    Flow,
+    /// An agent flow.
+    AgentFlow,
+}
+
+impl WorkflowKind {
+    /// The wire name: `flow` or `agent_flow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Flow => "flow",
+            Self::AgentFlow => "agent_flow",
+        }
+    }
+}
+
+/// Body of `POST /v1/workflows/import`, as the official client's
+/// `workflows.import_` sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ImportWorkflow {
+    /// The workflow as exported: the object `GET /v1/workflows/{id}`
+    /// answers. Its JSON text (a string, which is what the official
+    /// client's `import_` sends) is accepted too.
+    #[cfg_attr(feature = "openapi", schema(value_type = ExportedWorkflow))]
+    pub definition: Value,
+    /// The bundle format: `auto` (the default) reads the exported JSON.
+    /// The hosted platform's `v3` (base64) and `v4` (YAML) bundles are
+    /// refused with 422.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<ImportFormat>))]
+    pub version: Option<String>,
+}
+
+/// The bundle formats `POST /v1/workflows/import` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ImportFormat {
+    /// The exported JSON.
+    Auto,
+}
+
+/// A workflow as exported (the object `GET /v1/workflows/{id}` answers),
+/// to import: `name`, `type`, `definition` and `error_handler` are read as
+/// for `POST /v1/workflows`; the read-only fields are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExportedWorkflow {
+    /// 1 to 200 characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_name))]
+    pub name: String,
+    /// `flow` (default) or `agent_flow`.
+    #[serde(rename = "type", default = "default_workflow_type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = WorkflowKind, default = "flow"))]
+    pub kind: String,
+    /// `{flow_version?, nodes: [...], edges: [...]}`; defaults to an empty flow.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::optional_workflow_definition))]
+    pub definition: Option<Value>,
+    /// A node id (UUID) or null.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::optional_uuid))]
+    pub error_handler: Option<String>,
+    /// Ignored: the import gets a new id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Ignored: the import lands in the calling key's workspace.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Ignored: read from `definition.flow_version`.
+    #[serde(default)]
+    pub flow_version: Option<String>,
+    /// Ignored.
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// Ignored.
+    #[serde(default)]
+    pub last_updated_at: Option<String>,
 }
 
 fn default_workflow_type() -> String {
@@ -352,12 +452,14 @@ pub struct WorkflowVersionInfo {
 #[serde(deny_unknown_fields)]
 pub struct WorkflowVersionWrite {
     /// 1 to 200 characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_name))]
     pub name: String,
     /// Free text.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::version_description))]
     pub description: Option<String>,
     /// `{flow_version?, nodes, edges}`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_definition))]
     pub definition: Value,
 }
 
@@ -399,6 +501,17 @@ pub struct UsagePoint {
     pub forbidden: u64,
     /// 429 answers (over the rate limit).
     pub rate_limited: u64,
+}
+
+/// The buckets of a usage query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum UsageBucket {
+    /// Hourly counts.
+    Hour,
+    /// Daily counts (days start at midnight UTC).
+    Day,
 }
 
 /// An address a key was used from.

@@ -127,6 +127,13 @@ impl Catalog {
         self.presets.clone()
     }
 
+    /// The node types of the catalog, sorted.
+    pub fn node_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.node_types.iter().map(String::as_str).collect();
+        types.sort_unstable();
+        types
+    }
+
     /// Whether `kind` is a node type of the catalog.
     pub fn has_node_type(&self, kind: &str) -> bool {
         self.node_types.contains(kind)

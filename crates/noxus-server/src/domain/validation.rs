@@ -7,8 +7,17 @@ use uuid::Uuid;
 use crate::catalog::Catalog;
 use crate::error::ApiError;
 
-/// A trimmed, non-empty name of at most `max` characters without control characters.
+/// A name of at most `max` characters (surrounding spaces count) without
+/// control characters, not only white space; returned trimmed. The same
+/// rule as [`noxus_api::limits::is_valid_name`], which the OpenAPI document
+/// states as a pattern.
 pub fn name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
+    }
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ApiError::validation(
@@ -16,19 +25,23 @@ pub fn name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
             format!("{field} must not be empty"),
         ));
     }
-    if trimmed.chars().count() > max {
+    if value.chars().count() > max {
         return Err(ApiError::validation(
             field,
             format!("{field} must be at most {max} characters"),
         ));
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::validation(
-            field,
-            format!("{field} must not contain control characters"),
-        ));
-    }
     Ok(trimmed.to_owned())
+}
+
+/// A UUID in its usual hyphenated form (`123e4567-e89b-12d3-a456-426614174000`,
+/// any case): what the OpenAPI document calls `format: uuid`.
+pub fn uuid(value: &str) -> Option<Uuid> {
+    if value.len() == 36 {
+        Uuid::try_parse(value).ok()
+    } else {
+        None
+    }
 }
 
 /// Optional free text of at most `max` characters.
@@ -65,10 +78,10 @@ pub fn workflow_kind(value: &str) -> Result<String, ApiError> {
 pub fn error_handler(value: Option<&str>) -> Result<Option<String>, ApiError> {
     value
         .map(|s| {
-            Uuid::parse_str(s).map(|_| s.to_owned()).map_err(|_| {
+            uuid(s).map(|_| s.to_owned()).ok_or_else(|| {
                 ApiError::validation(
                     "error_handler",
-                    "error_handler must be a node id (UUID) or null",
+                    "error_handler must be a node id (a UUID such as 123e4567-e89b-12d3-a456-426614174000) or null",
                 )
             })
         })
@@ -179,5 +192,51 @@ pub fn truncate(s: &str) -> String {
         s.into_owned()
     } else {
         format!("{}…", s.chars().take(40).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_documented_rule() {
+        for (value, max) in [
+            ("a", 1),
+            ("  padded  ", 10),
+            ("  padded  ", 9),
+            ("", 5),
+            ("\u{3000}\u{a0} ", 5),
+            ("tab\there", 20),
+            ("trailing newline\n", 20),
+            ("\u{85}next line", 20),
+            ("ünïcödé", 7),
+            ("ünïcödé", 6),
+        ] {
+            assert_eq!(
+                name("name", value, max).is_ok(),
+                noxus_api::limits::is_valid_name(value, max),
+                "{value:?} (max {max})"
+            );
+        }
+        assert_eq!(
+            name("name", "  padded  ", 10).ok().as_deref(),
+            Some("padded")
+        );
+    }
+
+    #[test]
+    fn uuids_are_the_hyphenated_form_only() {
+        assert!(uuid("123e4567-e89b-12d3-a456-426614174000").is_some());
+        assert!(uuid("123E4567-E89B-12D3-A456-426614174000").is_some());
+        for other in [
+            "123e4567e89b12d3a456426614174000",
+            "{123e4567-e89b-12d3-a456-426614174000}",
+            "urn:uuid:123e4567-e89b-12d3-a456-426614174000",
+            "123e4567-e89b-12d3-a456-42661417400g",
+            "",
+        ] {
+            assert!(uuid(other).is_none(), "{other}");
+        }
     }
 }

@@ -9,15 +9,16 @@
 //! organization is `404`. Who may mint, rotate, revoke and see which key is
 //! decided by [`crate::keys`]' rules, shared with the dashboard.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use noxus_api::{
-    ApiKeyInfo, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, Me, Page, Permission,
-    RateLimitSpec, RotateApiKey, UpdateWorkspace, Workspace,
+    ApiKeyInfo, CreateApiKey, CreateWorkspace, CreatedApiKey, Deleted, ErrorBody, Me, Page,
+    Permission, RateLimitSpec, RotateApiKey, UpdateWorkspace, Workspace,
 };
 use secrecy::ExposeSecret;
+use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,7 +26,9 @@ use utoipa_axum::routes;
 use crate::auth::{masked_value, AuthContext};
 use crate::domain::validation;
 use crate::error::{ApiError, Result};
-use crate::http::extract::{ApiJson, QueryPairs};
+use crate::http::extract::{
+    int_query_params, ApiJson, ApiPath, IntParam, QueryPairs, MAX_PAGE_SIZE, PAGE,
+};
 use crate::keys::{
     self, Caller, KeyStatus, MintRequest, RateBounds, RotateError, MAX_GRACE_SECONDS,
 };
@@ -33,6 +36,45 @@ use crate::rate_limit::RateLimit;
 use crate::state::AppState;
 use crate::store::{KeyRecord, WorkspaceRecord};
 use crate::time_fmt::{parse_rfc3339, rfc3339};
+
+// The bounds the OpenAPI document states are the ones enforced.
+const _: () = assert!(MAX_GRACE_SECONDS == noxus_api::limits::MAX_GRACE_SECONDS);
+
+/// `size` of the workspace and key lists.
+const LIST_SIZE: IntParam = IntParam {
+    name: "size",
+    min: 1,
+    max: MAX_PAGE_SIZE,
+    description: "Page size (default 50); with `page`, answers a page instead of a bare array",
+};
+
+int_query_params!(
+    /// `page` and `size` of the workspace and key lists.
+    ListQuery = [PAGE.described("Page number, from 1; with `size`, answers a page instead of a bare array"), LIST_SIZE]
+);
+
+/// What `GET /v1/admin/groups` answers (for the OpenAPI document).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum WorkspaceList {
+    /// Neither `page` nor `size`: every workspace, as a bare array (what
+    /// the official client's `list_workspaces` reads).
+    All(Vec<Workspace>),
+    /// `page` and/or `size`: one page (what `alist_workspaces` reads).
+    Page(Page<Workspace>),
+}
+
+/// What `GET /v1/admin/groups/{id}/api-keys` answers (for the OpenAPI document).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum KeyList {
+    /// Neither `page` nor `size`: every key, as a bare array.
+    All(Vec<ApiKeyInfo>),
+    /// `page` and/or `size`: one page.
+    Page(Page<ApiKeyInfo>),
+}
 
 /// The admin routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -71,19 +113,23 @@ pub(crate) fn rate_limit_of(
     let Some(requested) = requested else {
         return Ok(None);
     };
-    if !(1..=100_000).contains(&requested.per_second) {
+    let (max_rate, max_burst) = (
+        noxus_api::limits::RATE_PER_SECOND_MAX,
+        noxus_api::limits::RATE_BURST_MAX,
+    );
+    if !(1..=max_rate).contains(&requested.per_second) {
         return Err(ApiError::validation(
             format!("{field}.per_second"),
-            format!("{field}.per_second must be from 1 to 100000"),
+            format!("{field}.per_second must be from 1 to {max_rate}"),
         ));
     }
     let burst = requested
         .burst
         .unwrap_or(requested.per_second.saturating_mul(2));
-    if !(1..=1_000_000).contains(&burst) {
+    if !(1..=max_burst).contains(&burst) {
         return Err(ApiError::validation(
             format!("{field}.burst"),
-            format!("{field}.burst must be from 1 to 1000000"),
+            format!("{field}.burst must be from 1 to {max_burst}"),
         ));
     }
     Ok(Some(RateLimit {
@@ -173,16 +219,16 @@ async fn get_me(auth: AuthContext) -> Json<Me> {
 /// Workspaces: all of the organization with `org:workspaces:read` (a
 /// tenant-admin key), else the key's own (`workspace:read`). A bare array, or a page envelope when `page` or `size` is given.
 #[utoipa::path(get, path = "/v1/admin/groups", tag = "admin",
-    params(("page" = Option<u64>, Query, description = "Page number, from 1"),
-           ("size" = Option<u64>, Query, description = "Page size, 1 to 100")),
-    responses((status = 200, body = Vec<Workspace>)))]
+    params(ListQuery),
+    responses((status = 200, description = "A bare array without `page` and `size`, a page with either", body = WorkspaceList),
+              (status = 403, description = "Needs `workspace:read` (`insufficient_permissions`)", body = ErrorBody)))]
 async fn list_workspaces(
     State(state): State<AppState>,
     auth: AuthContext,
     query: QueryPairs,
 ) -> Result<Response> {
-    let page = query.positive("page", u64::MAX)?;
-    let size = query.positive("size", 100)?;
+    let page = query.int(&PAGE)?;
+    let size = query.int(&LIST_SIZE)?;
     let all: Vec<Workspace> = if auth.has(Permission::OrgWorkspacesRead) {
         state
             .store()
@@ -223,15 +269,21 @@ fn paginate<T>(all: Vec<T>, page: u64, size: u64) -> Page<T> {
 /// Creates a workspace; the key's owner becomes its owner. Needs
 /// `org:workspaces:write` (a tenant-admin key).
 #[utoipa::path(post, path = "/v1/admin/groups", tag = "admin", request_body = CreateWorkspace,
-    responses((status = 201, body = Workspace), (status = 409, body = noxus_api::ErrorBody)))]
+    responses((status = 201, body = Workspace),
+              (status = 403, description = "Needs `org:workspaces:write`, a tenant-admin key (`insufficient_permissions`)", body = ErrorBody),
+              (status = 409, description = "A workspace with this name exists (`conflict`)", body = ErrorBody)))]
 async fn create_workspace(
     State(state): State<AppState>,
     auth: AuthContext,
     ApiJson(body): ApiJson<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
     auth.require(Permission::OrgWorkspacesWrite)?;
-    let name = validation::name("name", &body.name, 100)?;
-    let description = validation::description("description", body.description.as_deref(), 1000)?;
+    let name = validation::name("name", &body.name, noxus_api::limits::NAME_MAX_CHARS)?;
+    let description = validation::description(
+        "description",
+        body.description.as_deref(),
+        noxus_api::limits::WORKSPACE_DESCRIPTION_MAX_CHARS,
+    )?;
     let workspace = state
         .store()
         .create_workspace(
@@ -251,11 +303,12 @@ async fn create_workspace(
 #[utoipa::path(patch, path = "/v1/admin/groups/{id}", tag = "admin",
     params(("id" = String, Path, description = "Workspace id")),
     request_body = UpdateWorkspace,
-    responses((status = 200, body = Workspace)))]
+    responses((status = 200, body = Workspace),
+              (status = 403, description = "Needs `workspace:write` (`org:workspaces:write` for another workspace), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody)))]
 async fn update_workspace(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateWorkspace>,
 ) -> Result<Json<Workspace>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
@@ -282,11 +335,13 @@ async fn update_workspace(
 /// workspace.
 #[utoipa::path(delete, path = "/v1/admin/groups/{id}", tag = "admin",
     params(("id" = String, Path, description = "Workspace id")),
-    responses((status = 200, body = Deleted)))]
+    responses((status = 200, body = Deleted),
+              (status = 403, description = "Needs `org:workspaces:write`, a tenant-admin key (`insufficient_permissions`), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody),
+              (status = 409, description = "A key cannot delete its own workspace (`conflict`)", body = ErrorBody)))]
 async fn delete_workspace(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Deleted>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     auth.require(Permission::OrgWorkspacesWrite)?;
@@ -312,18 +367,17 @@ async fn delete_workspace(
 /// caller's own (`keys:read`). A bare array, or a page envelope when `page`
 /// or `size` is given (size 1 to 100, default 50).
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys", tag = "admin",
-    params(("id" = String, Path, description = "Workspace id"),
-           ("page" = Option<u64>, Query, description = "Page number, from 1"),
-           ("size" = Option<u64>, Query, description = "Page size, 1 to 100 (default 50)")),
-    responses((status = 200, body = Vec<ApiKeyInfo>)))]
+    params(("id" = String, Path, description = "Workspace id"), ListQuery),
+    responses((status = 200, description = "A bare array without `page` and `size`, a page with either", body = KeyList),
+              (status = 403, description = "Needs `keys:read` (`org:keys:read` in another workspace), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody)))]
 async fn list_keys(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> Result<Response> {
-    let page = query.positive("page", u64::MAX / 100)?;
-    let size = query.positive("size", 100)?;
+    let page = query.int(&PAGE)?;
+    let size = query.int(&LIST_SIZE)?;
     let workspace = target_workspace(&state, &auth, &id).await?;
     let (caller, _) = caller_in(&state, &auth, &workspace).await?;
     let only_own = if keys::sees_all(&caller) {
@@ -364,11 +418,13 @@ async fn list_keys(
 #[utoipa::path(post, path = "/v1/admin/groups/{id}/api-keys", tag = "admin",
     params(("id" = String, Path, description = "Workspace id")),
     request_body = CreateApiKey,
-    responses((status = 201, body = CreatedApiKey)))]
+    responses((status = 201, body = CreatedApiKey),
+              (status = 403, description = "Needs `keys:write` (`org:keys:write` in another workspace), or asks for more than the calling key holds (`insufficient_permissions`); or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody),
+              (status = 409, description = "A key quota is reached (`conflict`)", body = ErrorBody)))]
 async fn create_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<Response> {
     let workspace = target_workspace(&state, &auth, &id).await?;
@@ -378,7 +434,7 @@ async fn create_key(
         Permission::KeysWrite,
         Permission::OrgKeysWrite,
     )?;
-    let name = validation::name("name", &body.name, 100)?;
+    let name = validation::name("name", &body.name, noxus_api::limits::NAME_MAX_CHARS)?;
     let permissions = match body.permissions {
         None => None,
         Some(names) => {
@@ -487,11 +543,12 @@ pub(crate) async fn visible_key(
 /// One key (never its secret).
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys/{key_id}", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
-    responses((status = 200, body = ApiKeyInfo)))]
+    responses((status = 200, body = ApiKeyInfo),
+              (status = 403, description = "Needs `keys:manage` for others' keys (`org:keys:read` in another workspace), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody)))]
 async fn get_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> Result<Json<ApiKeyInfo>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     let (caller, _) = caller_in(&state, &auth, &workspace).await?;
@@ -504,11 +561,12 @@ async fn get_key(
 /// (`org:keys:write` in another workspace).
 #[utoipa::path(delete, path = "/v1/admin/groups/{id}/api-keys/{key_id}", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
-    responses((status = 200, body = ApiKeyInfo)))]
+    responses((status = 200, description = "The key's final state", body = ApiKeyInfo),
+              (status = 403, description = "Needs `keys:write` for own keys, `keys:manage` for others' (`org:keys:write` in another workspace), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody)))]
 async fn revoke_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> Result<Json<ApiKeyInfo>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     let (caller, _) = caller_in(&state, &auth, &workspace).await?;
@@ -534,11 +592,13 @@ async fn revoke_key(
 #[utoipa::path(post, path = "/v1/admin/groups/{id}/api-keys/{key_id}/rotate", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
     request_body = RotateApiKey,
-    responses((status = 201, body = CreatedApiKey)))]
+    responses((status = 201, body = CreatedApiKey),
+              (status = 403, description = "Only the key's owner rotates it (`required_permission` is `owner`), with `keys:write` (`org:keys:write` in another workspace), and only keys no greater than the calling key; or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody),
+              (status = 409, description = "The key is revoked, expired or already rotated (`conflict`)", body = ErrorBody)))]
 async fn rotate_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<RotateApiKey>,
 ) -> Result<Response> {
     let workspace = target_workspace(&state, &auth, &id).await?;

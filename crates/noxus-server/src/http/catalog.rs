@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use noxus_api::Permission;
+use noxus_api::{ErrorBody, Permission};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -35,7 +35,8 @@ async fn list_nodes(State(state): State<AppState>, _auth: AuthContext) -> impl I
 
 /// Language models. Needs `models:read`.
 #[utoipa::path(get, path = "/v1/models/llms", tag = "catalog",
-    responses((status = 200, description = "Array of models", body = Vec<Object>)))]
+    responses((status = 200, description = "Array of models", body = Vec<Object>),
+              (status = 403, description = "Needs `models:read` (`insufficient_permissions`)", body = ErrorBody)))]
 async fn list_models(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -46,7 +47,8 @@ async fn list_models(
 
 /// Chat presets. Needs `models:read`.
 #[utoipa::path(get, path = "/v1/models/llms/presets", tag = "catalog",
-    responses((status = 200, description = "Array of presets", body = Vec<Object>)))]
+    responses((status = 200, description = "Array of presets", body = Vec<Object>),
+              (status = 403, description = "Needs `models:read` (`insufficient_permissions`)", body = ErrorBody)))]
 async fn list_presets(
     State(state): State<AppState>,
     auth: AuthContext,

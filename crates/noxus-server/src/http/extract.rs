@@ -2,13 +2,140 @@
 //! field) instead of the framework's plain-text rejections.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
+use utoipa::Number;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// Highest page number of every paged list: pages hold at most
+/// [`MAX_PAGE_SIZE`] items, so offsets stay far below what the database
+/// takes.
+pub const MAX_PAGE: u64 = 1_000_000;
+/// Largest page size of every paged list.
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+/// `page`, as every paged list reads it.
+pub const PAGE: IntParam = IntParam {
+    name: "page",
+    min: 1,
+    max: MAX_PAGE,
+    description: "Page number, from 1",
+};
+
+/// An integer query parameter and its bounds. The handler parses the query
+/// with it and the OpenAPI document describes the parameter from it, so the
+/// two cannot disagree.
+#[derive(Debug, Clone, Copy)]
+pub struct IntParam {
+    /// The parameter's name.
+    pub name: &'static str,
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
+    /// What it means (the document adds the bounds).
+    pub description: &'static str,
+}
+
+impl IntParam {
+    /// The value, if it is a plain decimal integer (digits only: no sign,
+    /// no spaces) within the bounds.
+    pub fn parse(&self, raw: &str) -> Result<u64, ApiError> {
+        let value = if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+            raw.parse::<u64>().ok()
+        } else {
+            None
+        };
+        match value {
+            Some(n) if (self.min..=self.max).contains(&n) => Ok(n),
+            _ => Err(ApiError::validation(
+                self.name,
+                format!(
+                    "{} must be an integer from {} to {}",
+                    self.name, self.min, self.max
+                ),
+            )),
+        }
+    }
+
+    /// The same parameter with another description (e.g. another default).
+    pub const fn described(self, description: &'static str) -> Self {
+        Self {
+            description,
+            ..self
+        }
+    }
+
+    /// The optional query parameter, as the OpenAPI document describes it.
+    pub fn parameter(&self) -> Parameter {
+        ParameterBuilder::new()
+            .name(self.name)
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(format!(
+                "{} ({} to {})",
+                self.description, self.min, self.max
+            )))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(uint(self.min)))
+                    .maximum(Some(uint(self.max))),
+            ))
+            .build()
+    }
+}
+
+fn uint(n: u64) -> Number {
+    Number::UInt(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// A path parameter that is not valid UTF-8 names nothing: 404, with a
+/// sentence, instead of the framework's plain 400.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let err = match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => return Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(err)) => err,
+            Err(other) => {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "path parameters: {}",
+                    other.body_text()
+                )))
+            }
+        };
+        match err.into_kind() {
+            ErrorKind::InvalidUtf8InPathParam { key } => Err(ApiError::NotFound(format!(
+                "The path parameter `{key}` is not valid UTF-8, so nothing has this id"
+            ))),
+            kind @ (ErrorKind::WrongNumberOfParameters { .. }
+            | ErrorKind::UnsupportedType { .. }) => Err(ApiError::Internal(anyhow::anyhow!(
+                "path parameters: {kind}"
+            ))),
+            kind => Err(ApiError::NotFound(format!(
+                "Nothing has this id: {}",
+                crate::domain::validation::truncate(&kind.to_string())
+            ))),
+        }
+    }
+}
 
 /// A JSON body, parsed whatever the `Content-Type` (curl users forget it),
 /// limited to the configured size.
@@ -104,17 +231,9 @@ impl QueryPairs {
             .map(|(_, v)| v.as_str())
     }
 
-    /// A positive integer parameter no larger than `max`.
-    pub fn positive(&self, name: &str, max: u64) -> Result<Option<u64>, ApiError> {
-        self.get(name)
-            .map(|raw| match raw.trim().parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::validation(
-                    name,
-                    format!("{name} must be an integer from 1 to {max}"),
-                )),
-            })
-            .transpose()
+    /// The value of an integer parameter, within its bounds.
+    pub fn int(&self, param: &IntParam) -> Result<Option<u64>, ApiError> {
+        self.get(param.name).map(|raw| param.parse(raw)).transpose()
     }
 
     /// A boolean parameter, accepting `true`/`false` in any case (the
@@ -146,3 +265,22 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
             })
     }
 }
+
+/// Declares a unit type whose [`utoipa::IntoParams`] lists integer query
+/// parameters ([`IntParam`]s), for the `params(...)` of `#[utoipa::path]`.
+macro_rules! int_query_params {
+    ($(#[$meta:meta])* $name:ident = [$($param:expr),+ $(,)?]) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub(crate) struct $name;
+
+        impl utoipa::IntoParams for $name {
+            fn into_params(
+                _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+            ) -> Vec<utoipa::openapi::path::Parameter> {
+                vec![$($param.parameter()),+]
+            }
+        }
+    };
+}
+pub(crate) use int_query_params;

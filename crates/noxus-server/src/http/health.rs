@@ -26,7 +26,8 @@ async fn healthz() -> Json<Health> {
 
 /// The process can serve: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
-    responses((status = 200, body = Health), (status = 503, body = Health)))]
+    responses((status = 200, body = Health),
+              (status = 503, description = "The database does not answer (`status` says so)", body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     match state.store().ping().await {
         Ok(()) => (

@@ -8,13 +8,14 @@ pub mod catalog;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod openapi;
 pub mod usage;
 pub mod users;
 pub mod workflows;
 
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -26,7 +27,7 @@ use crate::state::AppState;
 #[openapi(
     info(
         title = "Noxus API",
-        description = "Workspace-scoped API keys, workspaces and workflows. Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>`. Every error is `{detail, code, request_id}`."
+        description = "Workspace-scoped API keys, workspaces and workflows. Authenticate with `X-API-Key: <key>` or `Authorization: Bearer <key>`. Every error is `{detail, code, request_id}` (`ErrorBody`) and every response carries `x-request-id`; a known path with another method answers 405 with `Allow`."
     ),
     modifiers(&SecuritySchemes),
     security(("api_key" = []), ("bearer" = [])),
@@ -82,18 +83,27 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .public_url
         .as_deref()
         .is_some_and(|u| u.starts_with("https://"));
-    let (router, mut openapi) = router_with_openapi();
+    let (router, mut generated) = router_with_openapi();
     let router = router.merge(extra).merge(crate::web::router());
-    openapi.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    let openapi = std::sync::Arc::new(openapi);
+    generated.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    // Built once: the document depends only on the routes and the configuration.
+    let document = axum::body::Bytes::from(
+        serde_json::to_vec(&openapi::document(&generated, &state)).unwrap_or_default(),
+    );
     let body_timeout =
         axum::middleware::from_fn_with_state(state.clone(), body_timeout::request_body_timeout);
     router
         .route(
             "/openapi.json",
             get(move || {
-                let openapi = std::sync::Arc::clone(&openapi);
-                async move { Json(openapi.as_ref().clone()).into_response() }
+                let document = document.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document,
+                    )
+                        .into_response()
+                }
             }),
         )
         .fallback(middleware::fallback)

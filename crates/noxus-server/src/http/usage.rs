@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use noxus_api::{
-    KeyAddressInfo, KeyUsage, KeyUsageTotal, Page, Permission, UsagePoint, WorkspaceUsage,
+    ErrorBody, KeyAddressInfo, KeyUsage, KeyUsageTotal, Page, Permission, UsageBucket, UsagePoint,
+    WorkspaceUsage,
 };
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +17,7 @@ use utoipa_axum::routes;
 use crate::auth::{masked_value, AuthContext};
 use crate::error::{ApiError, Result};
 use crate::http::admin::{caller_in, target_workspace, visible_key};
-use crate::http::extract::QueryPairs;
+use crate::http::extract::{int_query_params, ApiPath, IntParam, QueryPairs, MAX_PAGE_SIZE, PAGE};
 use crate::state::AppState;
 use crate::store::{KeyAddress, KeyRecord, UsageCounts, UsageHour, WorkspaceRecord};
 use crate::time_fmt::rfc3339;
@@ -33,8 +34,32 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub const USAGE_ADDRESSES: u64 = 20;
 /// Default page size of `/addresses`.
 const DEFAULT_ADDRESS_PAGE: u64 = 20;
-/// Largest page size of `/addresses`.
-const MAX_ADDRESS_PAGE: u64 = 100;
+
+/// `size` of `/addresses`.
+const ADDRESS_SIZE: IntParam = IntParam {
+    name: "size",
+    min: 1,
+    max: MAX_PAGE_SIZE,
+    description: "Page size (default 20)",
+};
+
+/// `hours` of a usage query: up to 90 days.
+const HOURS: IntParam = IntParam {
+    name: "hours",
+    min: 1,
+    max: 24 * 90,
+    description: "How far back, in hours (default 24)",
+};
+
+int_query_params!(
+    /// `hours` of the usage routes.
+    HoursParam = [HOURS]
+);
+
+int_query_params!(
+    /// Paging of `/addresses`.
+    AddressPageQuery = [PAGE, ADDRESS_SIZE]
+);
 
 fn address_info(a: KeyAddress) -> KeyAddressInfo {
     KeyAddressInfo {
@@ -88,7 +113,7 @@ impl Range {
     }
 
     fn parse(query: &QueryPairs) -> Result<Self> {
-        let hours = query.positive("hours", 24 * 90)?.unwrap_or(24) as i64;
+        let hours = query.int(&HOURS)?.unwrap_or(24) as i64;
         let bucket_hours =
             match query
                 .get("bucket")
@@ -169,13 +194,14 @@ pub fn buckets(range: Range, hours: &[UsageHour]) -> (Vec<UsagePoint>, UsagePoin
 /// `keys:manage` (`org:keys:read` in another workspace).
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys/{key_id}/usage", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id"),
-           ("hours" = Option<u64>, Query, description = "How far back, in hours (default 24, at most 2160)"),
-           ("bucket" = Option<String>, Query, description = "`hour` or `day` (default: hour up to 48 hours, else day)")),
-    responses((status = 200, body = KeyUsage)))]
+           HoursParam,
+           ("bucket" = inline(Option<UsageBucket>), Query, description = "Default: hour up to 48 hours, else day")),
+    responses((status = 200, body = KeyUsage),
+              (status = 403, description = "Needs `keys:read` for own keys, `keys:manage` for others' (`org:keys:read` in another workspace), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody)))]
 async fn key_usage(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
     query: QueryPairs,
 ) -> Result<Json<KeyUsage>> {
     let range = Range::parse(&query)?;
@@ -227,21 +253,17 @@ async fn key_usage(
 /// retention. Same access as the key's usage.
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/api-keys/{key_id}/addresses", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id"),
-           ("page" = Option<u64>, Query, description = "Page number, from 1"),
-           ("size" = Option<u64>, Query, description = "Page size, 1 to 100 (default 20)")),
-    responses((status = 200, body = Page<KeyAddressInfo>)))]
+           AddressPageQuery),
+    responses((status = 200, body = Page<KeyAddressInfo>),
+              (status = 403, description = "Needs `keys:read` for own keys, `keys:manage` for others' (`org:keys:read` in another workspace), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody)))]
 async fn key_addresses(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
     query: QueryPairs,
 ) -> Result<Json<Page<KeyAddressInfo>>> {
-    let page = query
-        .positive("page", u64::MAX / MAX_ADDRESS_PAGE)?
-        .unwrap_or(1);
-    let size = query
-        .positive("size", MAX_ADDRESS_PAGE)?
-        .unwrap_or(DEFAULT_ADDRESS_PAGE);
+    let page = query.int(&PAGE)?.unwrap_or(1);
+    let size = query.int(&ADDRESS_SIZE)?.unwrap_or(DEFAULT_ADDRESS_PAGE);
     let (_, key) = readable_key(&state, &auth, &id, &key_id).await?;
     state.usage().flush(state.store()).await;
     let (addresses, total) = state
@@ -261,13 +283,14 @@ async fn key_addresses(
 /// (`org:keys:read` for another workspace).
 #[utoipa::path(get, path = "/v1/admin/groups/{id}/usage", tag = "admin",
     params(("id" = String, Path, description = "Workspace id"),
-           ("hours" = Option<u64>, Query, description = "How far back, in hours (default 24)"),
-           ("bucket" = Option<String>, Query, description = "`hour` or `day`")),
-    responses((status = 200, body = WorkspaceUsage)))]
+           HoursParam,
+           ("bucket" = inline(Option<UsageBucket>), Query, description = "Default: hour up to 48 hours, else day")),
+    responses((status = 200, body = WorkspaceUsage),
+              (status = 403, description = "Needs `keys:manage` (`org:keys:read` for another workspace), or the workspace is not the key's (`wrong_workspace`)", body = ErrorBody)))]
 async fn workspace_usage(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> Result<Json<WorkspaceUsage>> {
     let range = Range::parse(&query)?;

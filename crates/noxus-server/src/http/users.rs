@@ -7,15 +7,15 @@
 //! for the person's password again: a leaked key must not be able to mint a
 //! dashboard identity for its holder.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
-use noxus_api::{Permission, SessionsEnded, TenantUser, UpdateUser};
+use noxus_api::{ErrorBody, Permission, SessionsEnded, TenantUser, UpdateUser};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthContext;
 use crate::error::{ApiError, Result};
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::store::UserRecord;
 
@@ -40,7 +40,8 @@ fn user_body(u: &UserRecord) -> TenantUser {
 
 /// The organization's users, by email. Needs `org:users:read`.
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin",
-    responses((status = 200, body = Vec<TenantUser>)))]
+    responses((status = 200, body = Vec<TenantUser>),
+              (status = 403, description = "Needs `org:users:read`, a tenant-admin key (`insufficient_permissions`)", body = ErrorBody)))]
 async fn list_users(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -66,11 +67,13 @@ async fn target(state: &AppState, auth: &AuthContext, id: &str) -> Result<UserRe
 #[utoipa::path(patch, path = "/v1/admin/users/{id}", tag = "admin",
     params(("id" = String, Path, description = "User id")),
     request_body = UpdateUser,
-    responses((status = 200, body = TenantUser)))]
+    responses((status = 200, body = TenantUser),
+              (status = 403, description = "Needs `org:users:write`, a tenant-admin key; `true` (giving power back) is refused, it is done in the dashboard (`insufficient_permissions`)", body = ErrorBody),
+              (status = 409, description = "A key cannot deactivate its own owner, and the last organization admin stays (`conflict`)", body = ErrorBody)))]
 async fn update_user(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Json<TenantUser>> {
     auth.require(Permission::OrgUsersWrite)?;
@@ -120,11 +123,12 @@ async fn update_user(
 /// Ends every dashboard session of a user (a lost laptop). Needs `org:users:write`.
 #[utoipa::path(delete, path = "/v1/admin/users/{id}/sessions", tag = "admin",
     params(("id" = String, Path, description = "User id")),
-    responses((status = 200, body = SessionsEnded)))]
+    responses((status = 200, body = SessionsEnded),
+              (status = 403, description = "Needs `org:users:write`, a tenant-admin key (`insufficient_permissions`)", body = ErrorBody)))]
 async fn end_sessions(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SessionsEnded>> {
     auth.require(Permission::OrgUsersWrite)?;
     let user = target(&state, &auth, &id).await?;

@@ -2,23 +2,26 @@
 //! Name, type and definition are stored verbatim and returned unchanged.
 //! Workflows of other workspaces are 404: their existence is never revealed.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use noxus_api::limits::{VERSION_DESCRIPTION_MAX_CHARS, WORKFLOW_NAME_MAX_CHARS};
 use noxus_api::{
-    Deleted, Page, Permission, Workflow, WorkflowVersion, WorkflowVersionInfo,
-    WorkflowVersionWrite, WorkflowWrite,
+    Deleted, ErrorBody, ExportedWorkflow, ImportWorkflow, Page, Permission, Workflow, WorkflowKind,
+    WorkflowVersion, WorkflowVersionInfo, WorkflowVersionWrite, WorkflowWrite,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::auth::AuthContext;
 use crate::domain::validation;
 use crate::error::{ApiError, Result};
-use crate::http::extract::{ApiJson, QueryPairs};
+use crate::http::extract::{
+    int_query_params, ApiJson, ApiPath, IntParam, QueryPairs, MAX_PAGE_SIZE, PAGE,
+};
 use crate::state::AppState;
 use crate::store::{
     VersionSlice, WorkflowFields, WorkflowQuotas, WorkflowRecord, WorkflowVersionRecord,
@@ -27,10 +30,39 @@ use crate::time_fmt::rfc3339;
 
 /// Default page size of `GET /v1/workflows`.
 const DEFAULT_PAGE_SIZE: u64 = 10;
-/// Largest page size.
-const MAX_PAGE_SIZE: u64 = 100;
 /// Default page size of `GET /v1/workflows/{id}/versions` when paged.
 const DEFAULT_VERSION_PAGE_SIZE: u64 = 50;
+
+/// `size` of the workflow list.
+const SIZE: IntParam = IntParam {
+    name: "size",
+    min: 1,
+    max: MAX_PAGE_SIZE,
+    description: "Page size (default 10)",
+};
+/// `page_size`, what the official client also sends.
+const PAGE_SIZE: IntParam = IntParam {
+    name: "page_size",
+    min: 1,
+    max: MAX_PAGE_SIZE,
+    description: "Page size when `size` is absent",
+};
+/// `size` of the version list.
+const VERSION_SIZE: IntParam = SIZE.described("Page size (default 50); answers a page");
+
+int_query_params!(
+    /// Paging of `GET /v1/workflows`.
+    WorkflowListQuery = [PAGE, SIZE, PAGE_SIZE]
+);
+
+int_query_params!(
+    /// Paging of `GET /v1/workflows/{id}/versions`.
+    VersionListQuery = [
+        PAGE.described("Page number, from 1; answers a page"),
+        VERSION_SIZE,
+        PAGE_SIZE.described("Page size when `size` is absent; answers a page"),
+    ]
+);
 
 /// The workflow quotas of the configuration.
 fn quotas(state: &AppState) -> WorkflowQuotas {
@@ -46,6 +78,7 @@ fn quotas(state: &AppState) -> WorkflowQuotas {
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_workflows, create_workflow))
+        .routes(routes!(import_workflow))
         .routes(routes!(get_workflow, update_workflow, delete_workflow))
         .routes(routes!(list_versions, create_version))
         .routes(routes!(update_version))
@@ -91,9 +124,9 @@ struct WorkflowVersionBody {
 #[serde(untagged)]
 #[allow(dead_code)]
 enum VersionList {
-    /// No `page`/`size`: every version, with definitions (bounded by the
-    /// versions quota).
-    All(Vec<WorkflowVersion>),
+    /// No `page`/`size`: every version, with its definition unless
+    /// `include_definition=false` (bounded by the versions quota).
+    All(Vec<WorkflowVersionInfo>),
     /// `page` and/or `size`: one page, definitions only with `include_definition=true`.
     Page(Page<WorkflowVersionInfo>),
 }
@@ -147,14 +180,14 @@ fn version_body(v: WorkflowVersionRecord) -> WorkflowVersionBody {
 
 /// Ids are UUIDs; anything else cannot exist, so it is a 404 without a lookup.
 fn workflow_id(raw: &str) -> Result<String> {
-    Uuid::parse_str(raw)
+    validation::uuid(raw)
         .map(|u| u.to_string())
-        .map_err(|_| ApiError::not_found("workflow"))
+        .ok_or_else(|| ApiError::not_found("workflow"))
 }
 
 fn fields(state: &AppState, body: WorkflowWrite) -> Result<WorkflowFields> {
     Ok(WorkflowFields {
-        name: validation::name("name", &body.name, 200)?,
+        name: validation::name("name", &body.name, WORKFLOW_NAME_MAX_CHARS)?,
         kind: validation::workflow_kind(&body.kind)?,
         definition: validation::definition("definition", body.definition, state.catalog())?,
         error_handler: validation::error_handler(body.error_handler.as_deref())?,
@@ -164,26 +197,20 @@ fn fields(state: &AppState, body: WorkflowWrite) -> Result<WorkflowFields> {
 /// A page of the workspace's workflows, oldest first. `size` (or
 /// `page_size`) is 1 to 100, default 10; `type` filters (`flow`, `agent_flow`).
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows",
-    params(("page" = Option<u64>, Query, description = "Page number, from 1"),
-           ("size" = Option<u64>, Query, description = "Page size, 1 to 100 (default 10)"),
-           ("page_size" = Option<u64>, Query, description = "Alias of size"),
-           ("type" = Option<String>, Query, description = "`flow` or `agent_flow`")),
-    responses((status = 200, body = Page<Workflow>)))]
+    params(WorkflowListQuery,
+           ("type" = Option<WorkflowKind>, Query, description = "Only workflows of this type")),
+    responses((status = 200, body = Page<Workflow>),
+              (status = 403, description = "Needs `workflows:read` (`insufficient_permissions`)", body = ErrorBody)))]
 async fn list_workflows(
     State(state): State<AppState>,
     auth: AuthContext,
     query: QueryPairs,
 ) -> Result<Json<Page<WorkflowBody>>> {
     auth.require(Permission::WorkflowsRead)?;
-    let page = query
-        .positive("page", u64::MAX / MAX_PAGE_SIZE)?
-        .unwrap_or(1);
-    let size = match query.positive("size", MAX_PAGE_SIZE)? {
-        Some(size) => size,
-        None => query
-            .positive("page_size", MAX_PAGE_SIZE)?
-            .unwrap_or(DEFAULT_PAGE_SIZE),
-    };
+    let page = query.int(&PAGE)?.unwrap_or(1);
+    // Both are checked, `size` wins (the official client sends both, equal).
+    let page_size = query.int(&PAGE_SIZE)?;
+    let size = query.int(&SIZE)?.or(page_size).unwrap_or(DEFAULT_PAGE_SIZE);
     let kind = query
         .get("type")
         .map(validation::workflow_kind)
@@ -210,7 +237,9 @@ async fn list_workflows(
 /// an empty flow. Node types must exist in `/v1/nodes`. 409 when the
 /// workspace holds its most workflows or definition bytes.
 #[utoipa::path(post, path = "/v1/workflows", tag = "workflows", request_body = WorkflowWrite,
-    responses((status = 201, body = Workflow), (status = 409, body = noxus_api::ErrorBody)))]
+    responses((status = 201, body = Workflow),
+              (status = 403, description = "Needs `workflows:write` (`insufficient_permissions`)", body = ErrorBody),
+              (status = 409, description = "The workspace holds its most workflows or definition bytes (`conflict`)", body = ErrorBody)))]
 async fn create_workflow(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -225,14 +254,141 @@ async fn create_workflow(
     Ok((StatusCode::CREATED, Json(workflow_body(record))))
 }
 
+/// How `POST /v1/workflows/import` imports (for the OpenAPI document).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ImportMode {
+    /// The import becomes a new workflow.
+    Clone,
+}
+
+/// Imports a workflow exported as JSON (the object `GET /v1/workflows/{id}`
+/// answers, or its JSON text, which the official client's `import_`
+/// sends): the same as `POST /v1/workflows` with its `name`, `type`,
+/// `definition` and `error_handler`, as a new workflow of the key's
+/// workspace. `dry_run=true` checks everything and writes nothing.
+/// Answers the imported workflows: one, none for a dry run.
+#[utoipa::path(post, path = "/v1/workflows/import", tag = "workflows",
+    params(("mode" = inline(Option<ImportMode>), Query, description = "`clone` (the default): the import is a new workflow. The hosted platform's `version` and `replace` are refused (422)"),
+           ("activate" = Option<bool>, Query, description = "Accepted for the official client, without effect: workflows here have no separate active version"),
+           ("dry_run" = Option<bool>, Query, description = "Check without writing (`true`/`false`, any case, or `1`/`0`)")),
+    request_body = ImportWorkflow,
+    responses((status = 201, description = "The imported workflow, in a list", body = Vec<Workflow>),
+              (status = 200, description = "A dry run: nothing was written; an empty list", body = Vec<Workflow>),
+              (status = 403, description = "Needs `workflows:write` (`insufficient_permissions`)", body = ErrorBody),
+              (status = 409, description = "The workspace holds its most workflows or definition bytes (`conflict`)", body = ErrorBody)))]
+async fn import_workflow(
+    State(state): State<AppState>,
+    auth: AuthContext,
+    query: QueryPairs,
+    ApiJson(body): ApiJson<ImportWorkflow>,
+) -> Result<(StatusCode, Json<Vec<WorkflowBody>>)> {
+    auth.require(Permission::WorkflowsWrite)?;
+    match query.get("mode") {
+        None | Some("clone") => {}
+        Some(other) => {
+            return Err(ApiError::validation(
+                "mode",
+                format!(
+                    "mode must be `clone` (an import is a new workflow), not `{}`",
+                    validation::truncate(other)
+                ),
+            ))
+        }
+    }
+    query.boolean("activate")?;
+    let dry_run = query.boolean("dry_run")?.unwrap_or(false);
+    match body.version.as_deref() {
+        None | Some("auto") => {}
+        Some(other) => {
+            return Err(ApiError::validation(
+                "version",
+                format!(
+                    "version must be `auto`: this server imports the exported JSON of a workflow, not `{}` bundles",
+                    validation::truncate(other)
+                ),
+            ))
+        }
+    }
+    let exported = exported_workflow(body.definition)?;
+    let fields = fields(
+        &state,
+        WorkflowWrite {
+            name: exported.name,
+            kind: exported.kind,
+            definition: exported.definition,
+            error_handler: exported.error_handler,
+        },
+    )
+    .map_err(|err| within("definition", err))?;
+    if dry_run {
+        return Ok((StatusCode::OK, Json(Vec::new())));
+    }
+    let record = state
+        .store()
+        .create_workflow(&auth.actor(), auth.workspace_id(), fields, &quotas(&state))
+        .await?;
+    Ok((StatusCode::CREATED, Json(vec![workflow_body(record)])))
+}
+
+/// The exported workflow of an import: the object, or its JSON text.
+fn exported_workflow(definition: Value) -> Result<ExportedWorkflow> {
+    let value = match definition {
+        Value::String(text) => serde_json::from_str::<Value>(&text).map_err(|e| {
+            ApiError::validation(
+                "definition",
+                format!(
+                    "definition is a string but not the JSON text of an exported workflow: {e}"
+                ),
+            )
+        })?,
+        other => other,
+    };
+    if !value.is_object() {
+        return Err(ApiError::validation(
+            "definition",
+            "definition must be the exported workflow: the object GET /v1/workflows/{id} answers, or its JSON text",
+        ));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." {
+            "definition".to_owned()
+        } else {
+            format!("definition.{path}")
+        };
+        let detail = format!("Invalid value for `{field}`: {}", err.into_inner());
+        ApiError::Validation {
+            field: Some(field),
+            detail,
+        }
+    })
+}
+
+/// A validation error about a part of `outer`, named from `outer`.
+fn within(outer: &str, err: ApiError) -> ApiError {
+    match err {
+        ApiError::Validation {
+            field: Some(field),
+            detail,
+        } => ApiError::Validation {
+            detail: format!("{outer}.{detail}"),
+            field: Some(format!("{outer}.{field}")),
+        },
+        other => other,
+    }
+}
+
 /// One workflow.
 #[utoipa::path(get, path = "/v1/workflows/{id}", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id")),
-    responses((status = 200, body = Workflow)))]
+    params(("id" = Uuid, Path, description = "Workflow id")),
+    responses((status = 200, body = Workflow),
+              (status = 403, description = "Needs `workflows:read` (`insufficient_permissions`)", body = ErrorBody)))]
 async fn get_workflow(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WorkflowBody>> {
     auth.require(Permission::WorkflowsRead)?;
     let id = workflow_id(&id)?;
@@ -248,14 +404,16 @@ async fn get_workflow(
 /// `force=true` (the official client sends `False`/`True`). A larger
 /// definition must fit the workspace's definition bytes quota (409).
 #[utoipa::path(patch, path = "/v1/workflows/{id}", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id"),
-           ("force" = Option<bool>, Query, description = "Allow changing the workflow's type")),
+    params(("id" = Uuid, Path, description = "Workflow id"),
+           ("force" = Option<bool>, Query, description = "Allow changing the workflow's type (`true`/`false`, any case, or `1`/`0`)")),
     request_body = WorkflowWrite,
-    responses((status = 200, body = Workflow), (status = 409, body = noxus_api::ErrorBody)))]
+    responses((status = 200, body = Workflow),
+              (status = 403, description = "Needs `workflows:write` (`insufficient_permissions`)", body = ErrorBody),
+              (status = 409, description = "Changing the type without `force=true`, or the workspace's definition bytes quota (`conflict`)", body = ErrorBody)))]
 async fn update_workflow(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
     ApiJson(body): ApiJson<WorkflowWrite>,
 ) -> Result<Json<WorkflowBody>> {
@@ -289,12 +447,13 @@ async fn update_workflow(
 
 /// Deletes a workflow and its versions.
 #[utoipa::path(delete, path = "/v1/workflows/{id}", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id")),
-    responses((status = 200, body = Deleted)))]
+    params(("id" = Uuid, Path, description = "Workflow id")),
+    responses((status = 200, body = Deleted),
+              (status = 403, description = "Needs `workflows:write` (`insufficient_permissions`)", body = ErrorBody)))]
 async fn delete_workflow(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Deleted>> {
     auth.require(Permission::WorkflowsWrite)?;
     let id = workflow_id(&id)?;
@@ -313,25 +472,22 @@ async fn delete_workflow(
 /// page in the `items` envelope, without definitions unless
 /// `include_definition=true`.
 #[utoipa::path(get, path = "/v1/workflows/{id}/versions", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id"),
-           ("page" = Option<u64>, Query, description = "Page number, from 1 (answers a page)"),
-           ("size" = Option<u64>, Query, description = "Page size, 1 to 100 (default 50; answers a page)"),
-           ("page_size" = Option<u64>, Query, description = "Alias of size"),
+    params(("id" = Uuid, Path, description = "Workflow id"),
+           VersionListQuery,
            ("include_definition" = Option<bool>, Query, description = "Include each version's definition (default: only in the bare array)")),
-    responses((status = 200, body = VersionList)))]
+    responses((status = 200, body = VersionList),
+              (status = 403, description = "Needs `workflows:read` (`insufficient_permissions`)", body = ErrorBody)))]
 async fn list_versions(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> Result<Json<VersionListBody>> {
     auth.require(Permission::WorkflowsRead)?;
     let id = workflow_id(&id)?;
-    let page = query.positive("page", u64::MAX / MAX_PAGE_SIZE)?;
-    let size = match query.positive("size", MAX_PAGE_SIZE)? {
-        Some(size) => Some(size),
-        None => query.positive("page_size", MAX_PAGE_SIZE)?,
-    };
+    let page = query.int(&PAGE)?;
+    let page_size = query.int(&PAGE_SIZE)?;
+    let size = query.int(&VERSION_SIZE)?.or(page_size);
     let include_definition = query.boolean("include_definition")?;
     if page.is_none() && size.is_none() {
         let (versions, _) = state
@@ -385,19 +541,25 @@ fn not_found(what: &'static str) -> impl Fn(crate::store::StoreError) -> ApiErro
 /// Saves a version of a workflow. 409 when the workflow holds its most
 /// versions or the workspace its most definition bytes.
 #[utoipa::path(post, path = "/v1/workflows/{id}/versions", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id")),
+    params(("id" = Uuid, Path, description = "Workflow id")),
     request_body = WorkflowVersionWrite,
-    responses((status = 201, body = WorkflowVersion), (status = 409, body = noxus_api::ErrorBody)))]
+    responses((status = 201, body = WorkflowVersion),
+              (status = 403, description = "Needs `workflows:write` (`insufficient_permissions`)", body = ErrorBody),
+              (status = 409, description = "The workflow holds its most versions, or the workspace its most definition bytes (`conflict`)", body = ErrorBody)))]
 async fn create_version(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<WorkflowVersionWrite>,
 ) -> Result<(StatusCode, Json<WorkflowVersionBody>)> {
     auth.require(Permission::WorkflowsWrite)?;
     let id = workflow_id(&id)?;
-    let name = validation::name("name", &body.name, 200)?;
-    let description = validation::description("description", body.description.as_deref(), 2000)?;
+    let name = validation::name("name", &body.name, WORKFLOW_NAME_MAX_CHARS)?;
+    let description = validation::description(
+        "description",
+        body.description.as_deref(),
+        VERSION_DESCRIPTION_MAX_CHARS,
+    )?;
     let definition = validation::definition("definition", Some(body.definition), state.catalog())?;
     let version = state
         .store()
@@ -417,22 +579,28 @@ async fn create_version(
 
 /// Replaces a version's name, description and definition.
 #[utoipa::path(patch, path = "/v1/workflows/{id}/versions/{version_id}", tag = "workflows",
-    params(("id" = String, Path, description = "Workflow id"), ("version_id" = String, Path, description = "Version id")),
+    params(("id" = Uuid, Path, description = "Workflow id"), ("version_id" = Uuid, Path, description = "Version id")),
     request_body = WorkflowVersionWrite,
-    responses((status = 200, body = WorkflowVersion), (status = 409, body = noxus_api::ErrorBody)))]
+    responses((status = 200, body = WorkflowVersion),
+              (status = 403, description = "Needs `workflows:write` (`insufficient_permissions`)", body = ErrorBody),
+              (status = 409, description = "The workspace holds its most definition bytes (`conflict`)", body = ErrorBody)))]
 async fn update_version(
     State(state): State<AppState>,
     auth: AuthContext,
-    Path((id, version_id)): Path<(String, String)>,
+    ApiPath((id, version_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<WorkflowVersionWrite>,
 ) -> Result<Json<WorkflowVersionBody>> {
     auth.require(Permission::WorkflowsWrite)?;
     let id = workflow_id(&id)?;
-    let version_id = Uuid::parse_str(&version_id)
-        .map_err(|_| ApiError::not_found("workflow version"))?
+    let version_id = validation::uuid(&version_id)
+        .ok_or_else(|| ApiError::not_found("workflow version"))?
         .to_string();
-    let name = validation::name("name", &body.name, 200)?;
-    let description = validation::description("description", body.description.as_deref(), 2000)?;
+    let name = validation::name("name", &body.name, WORKFLOW_NAME_MAX_CHARS)?;
+    let description = validation::description(
+        "description",
+        body.description.as_deref(),
+        VERSION_DESCRIPTION_MAX_CHARS,
+    )?;
     let definition = validation::definition("definition", Some(body.definition), state.catalog())?;
     let version = state
         .store()

@@ -179,6 +179,15 @@ async fn bad_query_parameters_are_422_naming_the_parameter() {
         ("/v1/workflows?page_size=-1", "page_size"),
         ("/v1/workflows?type=pipeline", "type"),
         ("/v1/admin/groups?size=0", "size"),
+        // Beyond the documented maximum, even where it fits a u64.
+        ("/v1/admin/groups?page=9223372036854775808", "page"),
+        ("/v1/admin/groups?page=1000001", "page"),
+        ("/v1/admin/audit?before=9223372036854775808", "before"),
+        // Plain decimal integers only.
+        ("/v1/workflows?page=+1", "page"),
+        ("/v1/workflows?size=%201", "size"),
+        // Checked even when `size` is also given.
+        ("/v1/workflows?size=10&page_size=null", "page_size"),
     ] {
         let error = assert_error(
             app.get(path, &app.owner_key).send().await.unwrap(),
@@ -281,5 +290,33 @@ async fn no_malformed_request_ever_causes_a_server_error() {
         }
     }
     assert!(!noxus_testkit::captured_logs().contains("panicked"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_path_id_that_is_not_utf8_is_a_404_saying_so() {
+    let app = TestApp::spawn().await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/workflows/%ff"),
+        (reqwest::Method::GET, "/v1/admin/groups/%ff/api-keys"),
+        (
+            reqwest::Method::GET,
+            "/v1/admin/groups/x/api-keys/%fe%ff/usage",
+        ),
+        (reqwest::Method::DELETE, "/v1/admin/users/%c3%28/sessions"),
+    ] {
+        let response = app
+            .http
+            .request(method, app.url(path))
+            .header("X-API-Key", &app.owner_key)
+            .send()
+            .await
+            .unwrap();
+        let error = assert_error(response, 404, "not_found").await;
+        assert!(
+            error["detail"].as_str().unwrap().contains("UTF-8"),
+            "{path}: {error}"
+        );
+    }
     app.stop().await;
 }

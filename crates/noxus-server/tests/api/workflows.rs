@@ -681,3 +681,136 @@ async fn versions_are_listed_a_page_at_a_time_without_definitions_unless_asked()
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_workflow_exported_as_json_imports_as_a_new_workflow() {
+    let app = TestApp::spawn().await;
+    let definition = input_output_definition();
+    let handler = definition["nodes"][1]["id"].clone();
+    let original = json_ok(
+        app.post("/v1/workflows", &app.owner_key)
+            .json(&json!({"name": "exported", "type": "agent_flow", "definition": definition, "error_handler": handler}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let exported = json_ok(
+        app.get(
+            &format!("/v1/workflows/{}", original["id"].as_str().unwrap()),
+            &app.owner_key,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+
+    // The object GET answers, and its JSON text (what the official client's
+    // `import_` sends), both import as new workflows.
+    for body in [
+        json!({"definition": exported}),
+        json!({"definition": exported.to_string(), "version": "auto"}),
+    ] {
+        let response = app
+            .post(
+                "/v1/workflows/import?mode=clone&activate=False&dry_run=False",
+                &app.owner_key,
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let imported: serde_json::Value = response.json().await.unwrap();
+        let imported = &imported.as_array().unwrap()[..];
+        assert_eq!(imported.len(), 1);
+        let workflow = &imported[0];
+        assert_ne!(workflow["id"], exported["id"], "a new workflow");
+        for field in ["name", "type", "definition", "error_handler", "group_id"] {
+            assert_eq!(workflow[field], exported[field], "{field}");
+        }
+    }
+
+    // A dry run checks and writes nothing.
+    let dry = app
+        .post("/v1/workflows/import?dry_run=true", &app.owner_key)
+        .json(&json!({ "definition": exported }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dry.status(), 200);
+    assert_eq!(dry.json::<serde_json::Value>().await.unwrap(), json!([]));
+    let list = json_ok(
+        app.get("/v1/workflows?type=agent_flow", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list["total"], 3, "the original and two imports");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_import_it_cannot_read_is_a_422_naming_why_never_a_405() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        (
+            "",
+            json!({"definition": {"name": "x"}, "version": "v4"}),
+            "version",
+        ),
+        (
+            "?mode=replace",
+            json!({"definition": {"name": "x"}}),
+            "mode",
+        ),
+        (
+            "?dry_run=maybe",
+            json!({"definition": {"name": "x"}}),
+            "dry_run",
+        ),
+        ("", json!({"definition": "bmFtZQ=="}), "definition"),
+        ("", json!({"definition": [1]}), "definition"),
+        ("", json!({"definition": {"type": "flow"}}), "definition"),
+        ("", json!({"definition": {"name": " "}}), "definition.name"),
+        (
+            "",
+            json!({"definition": {"name": "x", "definition": {"nodes": [{"id": "n", "type": "Nope"}], "edges": []}}}),
+            "definition.definition.nodes[0].type",
+        ),
+        (
+            "",
+            json!({"definition": {"name": "x", "owner": "me"}}),
+            "definition.owner",
+        ),
+    ];
+    for (query, body, field) in cases {
+        let response = app
+            .post(&format!("/v1/workflows/import{query}"), &app.owner_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let error = assert_error(response, 422, "validation_error").await;
+        assert_eq!(error["field"], field, "{body}");
+    }
+    let viewer = app.user_with_role(Role::Viewer).await;
+    let refused = app
+        .post("/v1/workflows/import", &viewer.key)
+        .json(&json!({"definition": {"name": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(refused, 403, "insufficient_permissions").await;
+    let list = json_ok(
+        app.get("/v1/workflows", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(list["total"], 0, "nothing was imported");
+    app.stop().await;
+}
