@@ -75,6 +75,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     /// How failed dashboard logins slow down.
     pub login_throttle: LoginThrottlePolicy,
+    /// Failed API authentications (missing, malformed or unknown keys) an
+    /// address may make before it is answered 429.
+    pub auth_failure_limit: RateLimit,
     /// Addresses remembered per key (IPv6 per /64); beyond that the least
     /// recently seen is forgotten.
     pub max_addresses_per_key: usize,
@@ -121,6 +124,7 @@ impl Config {
             password_hash_concurrency: PasswordPool::default_concurrency(),
             trusted_proxies: Vec::new(),
             login_throttle: LoginThrottlePolicy::default(),
+            auth_failure_limit: crate::rate_limit::DEFAULT_AUTH_FAILURE_LIMIT,
             max_addresses_per_key: crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY,
             max_workflows_per_workspace: 10_000,
             max_versions_per_workflow: 1_000,

@@ -174,14 +174,22 @@ impl Default for AuthFailures {
     }
 }
 
+/// Failed authentications an address may make: a burst of 30, then one a second.
+pub const DEFAULT_AUTH_FAILURE_LIMIT: RateLimit = RateLimit {
+    per_second: 1,
+    burst: 30,
+};
+
 impl AuthFailures {
     /// Remembering at most `capacity` addresses.
     pub fn with_capacity(capacity: usize) -> Self {
+        Self::new(DEFAULT_AUTH_FAILURE_LIMIT, capacity)
+    }
+
+    /// Allowing `limit` failures per address, remembering at most `capacity` addresses.
+    pub fn new(limit: RateLimit, capacity: usize) -> Self {
         Self {
-            gcra: Gcra::new(RateLimit {
-                per_second: 1,
-                burst: 30,
-            }),
+            gcra: Gcra::new(limit),
             addresses: Mutex::new(bounded(capacity)),
             known_valid: Mutex::new(bounded(capacity)),
         }

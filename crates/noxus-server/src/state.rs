@@ -41,7 +41,10 @@ impl AppState {
             rate_limit: config.key_rate_limit.map(Gcra::new),
             clock: Clock::default(),
             usage: UsageRecorder::new(config.max_addresses_per_key),
-            auth_failures: crate::rate_limit::AuthFailures::default(),
+            auth_failures: crate::rate_limit::AuthFailures::new(
+                config.auth_failure_limit,
+                crate::rate_limit::THROTTLE_CAPACITY,
+            ),
             login_throttle: LoginThrottle::new(config.login_throttle),
             store,
             catalog,
