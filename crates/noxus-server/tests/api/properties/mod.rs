@@ -141,8 +141,8 @@ impl Platform {
     }
 
     /// Stops the platform. The property must have reached the handlers:
-    /// some answers were successes, some refusals (else the generators
-    /// only ever produce one kind of input).
+    /// out of 50 answers or more, some were successes and some refusals
+    /// (else the generators only ever produce one kind of input).
     pub fn stop(self, name: &str) {
         let Self {
             runtime,
@@ -152,8 +152,9 @@ impl Platform {
         runtime.block_on(app.stop());
         let statuses = statuses.into_inner().unwrap();
         eprintln!("{name}: answers by status {statuses:?}");
+        let sent: u32 = statuses.values().sum();
         assert!(
-            statuses.keys().any(|s| *s < 300) && statuses.keys().any(|s| *s >= 400),
+            sent < 50 || statuses.keys().any(|s| *s < 300) && statuses.keys().any(|s| *s >= 400),
             "{name}: only {statuses:?}"
         );
         assert!(
