@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+use crate::domain::validation::clip;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -14,6 +15,11 @@ use crate::state::AppState;
 /// limited to the configured size.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+/// Longest field path quoted in a 422 (they name the client's own keys).
+const MAX_QUOTED_FIELD: usize = 200;
+/// Longest parser message quoted in a 422.
+const MAX_QUOTED_MESSAGE: usize = 300;
 
 /// Read at most this much of an oversized body before answering 413, so that
 /// clients which send the whole body before reading get a clean answer.
@@ -41,15 +47,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let path = err.path().to_string();
+            // serde quotes the client's text (an unknown field's name, a
+            // string of the wrong type), of any length, perhaps a key.
+            let path = clip(&err.path().to_string(), MAX_QUOTED_FIELD);
             let inner = err.into_inner();
+            let message = clip(&inner.to_string(), MAX_QUOTED_MESSAGE);
             let field = (path != ".").then_some(path);
             let detail = match (&field, inner.classify()) {
                 (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
-                    format!("The request body is not valid JSON: {inner}")
+                    format!("The request body is not valid JSON: {message}")
                 }
-                (Some(field), _) => format!("Invalid value for `{field}`: {inner}"),
-                (None, _) => format!("Invalid request body: {inner}"),
+                (Some(field), _) => format!("Invalid value for `{field}`: {message}"),
+                (None, _) => format!("Invalid request body: {message}"),
             };
             ApiError::Validation { field, detail }
         })?;
