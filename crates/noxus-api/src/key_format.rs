@@ -162,10 +162,16 @@ pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
             out.push_str(KEY_PREFIX);
             out.push_str(&after[..DISPLAY_PREFIX_LEN - KEY_PREFIX.len()]);
             out.push('…');
+            // A run that ends in `noxus` before a `_` holds the start of the
+            // next key (two keys pasted together): that key is redacted too.
+            let next_key = after[run..].starts_with('_') && after[..run].ends_with("noxus");
+            rest = &after[if next_key { run - "noxus".len() } else { run }..];
         } else {
-            out.push_str(&rest[at..at + KEY_PREFIX.len() + run]);
+            // Not a key; but the run may be the start of one
+            // (`noxus_noxus_<key>`), so the search goes on right after the prefix.
+            out.push_str(KEY_PREFIX);
+            rest = after;
         }
-        rest = &after[run..];
     }
     out.push_str(rest);
     std::borrow::Cow::Owned(out)
@@ -186,6 +192,26 @@ mod tests {
         assert_eq!(super::redact("noxus_session=abc"), "noxus_session=abc");
         assert_eq!(super::redact("nothing here"), "nothing here");
         assert_eq!(super::redact("noxus_"), "noxus_");
+    }
+
+    /// Found by the property `redact_never_leaves_more_than_a_keys_first_characters`:
+    /// the prefix twice, or two keys glued together, let a key through.
+    #[test]
+    fn a_key_glued_to_a_prefix_or_another_key_is_redacted() {
+        let key = super::key_from_body("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345");
+        let other = super::key_from_body("0123456789abcdefghijABCDEFGHIJkl");
+        assert_eq!(
+            super::redact(&format!("noxus_{key}")),
+            format!("noxus_{}…", &key[..10])
+        );
+        assert_eq!(
+            super::redact(&format!("{key}{other}")),
+            format!("{}…{}…", &key[..10], &other[..10])
+        );
+        assert_eq!(
+            super::redact(&format!("noxus_AAAAAAAAAAAAA{key}")),
+            format!("noxus_AAAA…{}…", &key[..10])
+        );
     }
 
     use super::*;

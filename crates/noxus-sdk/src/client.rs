@@ -244,7 +244,41 @@ fn backoff(attempt: u32) -> Duration {
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let raw = headers.get(RETRY_AFTER)?.to_str().ok()?;
     let seconds: f64 = raw.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // Not `from_secs_f64`: it panics on values no `Duration` holds (`1e20`).
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// Longest server sentence an error keeps, in characters.
+const MAX_DETAIL_CHARS: usize = 1000;
+/// Longest plain-text body (not our JSON) kept as the detail.
+const MAX_TEXT_DETAIL_CHARS: usize = 300;
+/// Longest code, request id, field or permission an error keeps.
+const MAX_TOKEN_CHARS: usize = 200;
+/// Longest raw body a decode error keeps.
+const MAX_BODY_CHARS: usize = 4096;
+
+/// Text from a response, as an error keeps it: anything that looks like an
+/// API key cut to its first 10 characters (a proxy may echo the request's
+/// headers), and at most `max` characters (then ending in `…`).
+fn clip(text: &str, max: usize) -> String {
+    let text = noxus_api::key_format::redact(text);
+    match text.char_indices().nth(max) {
+        None => text.into_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// serde's message quotes the body (a string of the wrong type, of any
+/// length): past the bounds of [`clip`], the error is replaced by one with
+/// the clipped message.
+fn clipped_source(err: serde_json::Error) -> serde_json::Error {
+    let message = err.to_string();
+    let clipped = clip(&message, MAX_DETAIL_CHARS);
+    if clipped == message {
+        err
+    } else {
+        <serde_json::Error as serde::de::Error>::custom(clipped)
+    }
 }
 
 fn connection_message(err: &reqwest::Error) -> String {
@@ -273,11 +307,13 @@ async fn decode<T: DeserializeOwned>(url: String, response: reqwest::Response) -
     serde_json::from_slice(&bytes).map_err(|source| Error::Decode {
         url,
         status,
-        body: String::from_utf8_lossy(&bytes).chars().take(4096).collect(),
-        source,
+        body: clip(&String::from_utf8_lossy(&bytes), MAX_BODY_CHARS),
+        source: clipped_source(source),
     })
 }
 
+/// The error a refusal carries: our `{detail, code, request_id}` body, or
+/// whatever another server (a proxy) said, every part of it clipped.
 async fn api_error(response: reqwest::Response) -> ApiError {
     let status = response.status().as_u16();
     let header_id = response
@@ -287,16 +323,25 @@ async fn api_error(response: reqwest::Response) -> ApiError {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let text = response.text().await.unwrap_or_default();
+    let token = |t: &str| clip(t, MAX_TOKEN_CHARS);
+    let sentence = |d: &str| {
+        if d.trim().is_empty() {
+            format!("HTTP {status}")
+        } else {
+            clip(d, MAX_DETAIL_CHARS)
+        }
+    };
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(body) => ApiError {
             status,
-            code: Some(body.code),
-            detail: body.detail,
+            code: Some(token(&body.code)),
+            detail: sentence(&body.detail),
             request_id: Some(body.request_id)
                 .filter(|id| !id.is_empty())
-                .or(header_id),
-            required_permission: body.required_permission,
-            field: body.field,
+                .or(header_id)
+                .map(|id| token(&id)),
+            required_permission: body.required_permission.as_deref().map(token),
+            field: body.field.as_deref().map(token),
         },
         Err(_) => {
             // Not our error shape (a proxy, another server): keep what we can.
@@ -306,21 +351,15 @@ async fn api_error(response: reqwest::Response) -> ApiError {
                 .and_then(|v| {
                     ["detail", "message", "error"]
                         .iter()
-                        .find_map(|k| v.get(*k)?.as_str().map(str::to_owned))
+                        .find_map(|k| v.get(*k)?.as_str())
                 })
-                .unwrap_or_else(|| {
-                    let trimmed: String = text.trim().chars().take(300).collect();
-                    if trimmed.is_empty() {
-                        format!("HTTP {status}")
-                    } else {
-                        trimmed
-                    }
-                });
+                .map(sentence)
+                .unwrap_or_else(|| sentence(&clip(text.trim(), MAX_TEXT_DETAIL_CHARS)));
             ApiError {
                 status,
                 code: None,
                 detail,
-                request_id: header_id,
+                request_id: header_id.as_deref().map(token),
                 required_permission: None,
                 field: None,
             }

@@ -10,7 +10,10 @@ use crate::config::ConfigError;
 /// Result alias of the SDK.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What the server said when it refused a request.
+/// What the server said when it refused a request. Every text comes from
+/// the response, bounded (the detail to 1000 characters, the others to
+/// 200) and with anything that looks like an API key cut to its first 10
+/// characters, whatever the body held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// HTTP status.
@@ -112,9 +115,10 @@ pub enum Error {
         url: String,
         /// The status.
         status: u16,
-        /// The raw body, for debugging.
+        /// The raw body, for debugging: at most 4096 characters, keys cut
+        /// to their first 10.
         body: String,
-        /// The parse error.
+        /// The parse error (its message bounded and keys cut the same way).
         #[source]
         source: serde_json::Error,
     },

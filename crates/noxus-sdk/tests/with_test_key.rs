@@ -6,7 +6,11 @@
 
 fn test_client() -> Option<noxus_sdk::Client> {
     let Ok(key) = std::env::var("NOXUS_TEST_API_KEY") else {
-        eprintln!("skipped: NOXUS_TEST_API_KEY not set - skipping integration tests");
+        // Straight to standard error: the harness would hide an eprintln!.
+        use std::io::Write as _;
+        let _ = std::io::stderr().lock().write_all(
+            b"\nSKIPPED with_test_key: NOXUS_TEST_API_KEY not set - skipping integration tests\n",
+        );
         return None;
     };
     let mut builder = noxus_sdk::Client::builder().api_key(key);

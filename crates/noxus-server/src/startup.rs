@@ -52,6 +52,9 @@ impl Application {
         } else {
             None
         };
+        // The hourly maintenance, once before serving (so that it never races
+        // with the first requests), then every hour while serving.
+        hourly_maintenance(&state).await;
         Ok(Self {
             listener,
             state,
@@ -111,17 +114,9 @@ impl Application {
                 loop {
                     tick.tick().await;
                     state.usage().flush(state.store()).await;
-                    // Once at start and then hourly.
-                    if ticks % 3600 == 0 {
-                        crate::usage::prune(state.store(), state.config().usage_retention_days)
-                            .await;
-                        match purge_expired(&state).await {
-                            Ok(0) => {}
-                            Ok(rows) => {
-                                tracing::info!(rows, "purged ended sessions and used form nonces")
-                            }
-                            Err(err) => tracing::warn!(error = %err, "cannot purge ended sessions"),
-                        }
+                    // Hourly (the first run was before serving).
+                    if ticks > 0 && ticks % 3600 == 0 {
+                        hourly_maintenance(&state).await;
                     }
                     ticks += 1;
                 }
@@ -145,6 +140,17 @@ impl Application {
         self.state.store().close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Prunes usage, addresses and dead keys past the retention, and ended
+/// sessions and old form nonces.
+async fn hourly_maintenance(state: &AppState) {
+    crate::usage::prune(state.store(), state.config().usage_retention_days).await;
+    match purge_expired(state).await {
+        Ok(0) => {}
+        Ok(rows) => tracing::info!(rows, "purged ended sessions and used form nonces"),
+        Err(err) => tracing::warn!(error = %err, "cannot purge ended sessions"),
     }
 }
 

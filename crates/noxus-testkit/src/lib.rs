@@ -416,6 +416,15 @@ fn next_number() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Says, where the person running the tests sees it, that `test` was
+/// skipped and why. The test harness captures what tests print with
+/// `println!` and shows it only for failures; this writes to the process's
+/// standard error directly, so a skip is never silent.
+pub fn report_skip(test: &str, why: &str) {
+    let line = format!("\nSKIPPED {test}: {why}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
     static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     BUFFER.get_or_init(|| Arc::new(Mutex::new(Vec::new())))

@@ -1,14 +1,18 @@
 //! Runs the official Python client's compatibility test
 //! (`tests/python/test_official_client.py`) as part of `cargo test --workspace`.
 //!
-//! It needs the virtualenv `target/python-venv` with the pinned `noxus-sdk`,
-//! made by `tests/python/run.sh --setup-only`. Without it the test is skipped
-//! locally and fails in CI (`CI` set).
+//! It needs the virtualenv `target/python-venv` with the pinned `noxus-sdk`
+//! and pytest. On first use the test makes it itself (`tests/python/run.sh
+//! --setup-only`: `python3 -m venv` and `pip install` from PyPI), so a fresh
+//! checkout's `cargo test --workspace` runs it. Where that cannot work (no
+//! `python3`, no `venv` module — Debian's `python3-venv` needs root — or no
+//! network to PyPI) the test says SKIPPED on standard error, where it is
+//! seen, and passes; in CI (`CI` set) it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SETUP: &str = "tests/python/run.sh --setup-only";
+const SETUP: &str = "tests/python/run.sh";
 
 fn workspace_root() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -33,20 +37,51 @@ fn missing_setup(python: &Path) -> Option<String> {
     }
 }
 
+/// Makes the virtualenv with the pinned client; the reason when it cannot.
+fn set_up(root: &Path) -> Result<(), String> {
+    let out = Command::new("bash")
+        .args([SETUP, "--setup-only"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("bash cannot be run: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{SETUP} --setup-only` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 #[test]
 fn the_official_python_client_works_unmodified() {
     let root = workspace_root();
     let python = root.join("target/python-venv/bin/python");
 
-    if let Some(reason) = missing_setup(&python) {
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "the official Python client is not installed ({reason}); \
-                 .ci/run must run `{SETUP}` before `cargo test`"
+    if missing_setup(&python).is_some() {
+        let why = match set_up(&root) {
+            Ok(()) => missing_setup(&python),
+            Err(why) => Some(why),
+        };
+        if let Some(reason) = why {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "the official Python client cannot be set up ({reason}); \
+                     .ci/run must install python3-venv"
+                );
+            }
+            noxus_testkit::report_skip(
+                "the_official_python_client_works_unmodified",
+                &format!(
+                    "the official Python client could not be set up ({reason}); \
+                     install python3 with its venv module (Debian: python3-venv) \
+                     and allow access to PyPI"
+                ),
             );
+            return;
         }
-        println!("skipped: run tests/python/run.sh to set up the official client ({reason})");
-        return;
     }
 
     let server = env!("CARGO_BIN_EXE_noxus-testserver");

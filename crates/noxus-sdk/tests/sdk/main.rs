@@ -5,6 +5,7 @@
 
 mod blocking;
 mod config;
+mod error_decoding;
 mod examples;
 mod leaks;
 mod resources;

@@ -187,11 +187,16 @@ fn array<'a>(
 /// Shortens client text quoted in an error message, with anything that
 /// looks like an API key cut to its first 10 characters.
 pub fn truncate(s: &str) -> String {
+    clip(s, 40)
+}
+
+/// `s` with anything that looks like an API key cut to its first 10
+/// characters, and at most `max` characters long (then ending in `…`).
+pub fn clip(s: &str, max: usize) -> String {
     let s = noxus_api::key_format::redact(s);
-    if s.chars().count() <= 40 {
-        s.into_owned()
-    } else {
-        format!("{}…", s.chars().take(40).collect::<String>())
+    match s.char_indices().nth(max) {
+        None => s.into_owned(),
+        Some((end, _)) => format!("{}…", &s[..end]),
     }
 }
 

@@ -12,6 +12,7 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
 use utoipa::Number;
 
+use crate::domain::validation::clip;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -142,6 +143,11 @@ where
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
+/// Longest field path quoted in a 422 (they name the client's own keys).
+const MAX_QUOTED_FIELD: usize = 200;
+/// Longest parser message quoted in a 422.
+const MAX_QUOTED_MESSAGE: usize = 300;
+
 /// Read at most this much of an oversized body before answering 413, so that
 /// clients which send the whole body before reading get a clean answer.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
@@ -168,15 +174,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            let path = err.path().to_string();
+            // serde quotes the client's text (an unknown field's name, a
+            // string of the wrong type), of any length, perhaps a key.
+            let path = clip(&err.path().to_string(), MAX_QUOTED_FIELD);
             let inner = err.into_inner();
+            let message = clip(&inner.to_string(), MAX_QUOTED_MESSAGE);
             let field = (path != ".").then_some(path);
             let detail = match (&field, inner.classify()) {
                 (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
-                    format!("The request body is not valid JSON: {inner}")
+                    format!("The request body is not valid JSON: {message}")
                 }
-                (Some(field), _) => format!("Invalid value for `{field}`: {inner}"),
-                (None, _) => format!("Invalid request body: {inner}"),
+                (Some(field), _) => format!("Invalid value for `{field}`: {message}"),
+                (None, _) => format!("Invalid request body: {message}"),
             };
             ApiError::Validation { field, detail }
         })?;

@@ -4,7 +4,7 @@
 
 mod sqlite;
 
-pub use sqlite::{AuditArchive, SqliteStore};
+pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
 use async_trait::async_trait;
 use noxus_api::{Permission, Role};

@@ -22,6 +22,17 @@ mod archive;
 
 pub use archive::AuditArchive;
 
+/// When SQLite makes a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: the write-ahead log is synced to disk at every
+    /// commit, so an acknowledged write survives a power loss. The default.
+    Full,
+    /// `synchronous = NORMAL`: synced at checkpoints only; a power loss (not a
+    /// process crash) may roll back the last commits. For benchmarks.
+    Normal,
+}
+
 /// SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -77,15 +88,28 @@ impl SqliteStore {
     }
 
     /// Opens (creating if needed) `noxus.db` in `data_dir` and migrates it.
+    ///
+    /// Commits are durable ([`Durability::Full`]): what the platform
+    /// acknowledged — a revocation above all — survives a crash of the
+    /// machine, not only of the process.
     pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(data_dir, Durability::Full).await
+    }
+
+    /// [`SqliteStore::open`] with another durability (benchmarks compare them).
+    pub async fn open_with(data_dir: &Path, durability: Durability) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
             anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display())
         })?;
+        let synchronous = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
         let options = SqliteConnectOptions::new()
             .filename(data_dir.join("noxus.db"))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(synchronous)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
@@ -2252,6 +2276,30 @@ impl Store for SqliteStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// An acknowledged commit survives a power loss: every connection of
+    /// the pool syncs the write-ahead log at each commit.
+    #[tokio::test]
+    async fn commits_are_synced_to_disk_at_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut connections = Vec::new();
+        for _ in 0..3 {
+            connections.push(store.pool.acquire().await.unwrap());
+        }
+        for connection in &mut connections {
+            let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            assert_eq!(level, 2, "synchronous = FULL");
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **connection)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+    }
 
     /// The workflow page statements read the page from an index in page
     /// order: no step sorts the matching rows, so page 1 of a workspace with

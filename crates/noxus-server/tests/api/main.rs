@@ -18,6 +18,7 @@ mod login_protection;
 mod malformed_input;
 mod openapi;
 mod people;
+mod properties;
 mod rate_limits;
 mod secrets;
 mod startup_checks;

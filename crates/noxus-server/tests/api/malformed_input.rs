@@ -320,3 +320,42 @@ async fn a_path_id_that_is_not_utf8_is_a_404_saying_so() {
     }
     app.stop().await;
 }
+
+/// Found by the body properties (`tests/api/properties`): serde's message
+/// and the field path quote the client's own text, which was sent back
+/// whole: a field name of any length, or a key pasted as one.
+#[tokio::test]
+async fn a_422_quotes_the_clients_text_short_and_without_keys() {
+    let app = TestApp::spawn().await;
+    let key = noxus_api::key_format::key_from_body("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345");
+    let long = "¡".repeat(300);
+    let deep = format!("{}{}", "[".repeat(140), "]".repeat(140));
+    for body in [
+        format!("{{\"name\": \"a\", \"{key}\": 1}}"),
+        format!("{{\"name\": \"a\", \"{long}\": null}}"),
+        format!("{{\"name\": 5, \"description\": \"{key}\"}}"),
+        format!("{{\"name\": \"a\", \"tenant_admin\": \"{key}\"}}"),
+        format!("{{\"name\": \"a\", \"definition\": {deep}}}"),
+    ] {
+        let keys = format!("/v1/admin/groups/{}/api-keys", app.workspace_id);
+        for path in ["/v1/admin/groups", "/v1/workflows", keys.as_str()] {
+            let response = app
+                .post(path, &app.owner_key)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            let error = assert_error(response, 422, "validation_error").await;
+            let text = error.to_string();
+            assert!(!text.contains(&key[10..]), "{path}: {text}");
+            assert!(!text.contains(&long), "{path}: {text}");
+            assert!(
+                error["detail"].as_str().unwrap().chars().count() < 600,
+                "{path}: {text}"
+            );
+            let field = error["field"].as_str().unwrap_or_default();
+            assert!(field.chars().count() <= 201, "{path}: {text}");
+        }
+    }
+    app.stop().await;
+}

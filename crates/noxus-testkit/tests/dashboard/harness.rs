@@ -69,9 +69,12 @@ pub fn tools() -> Option<Tools> {
                      .ci/run must install the Debian packages `chromium chromium-driver`"
                 );
             }
-            println!(
-                "skipped: {missing} not found in PATH \
-                 (install the Debian packages `chromium chromium-driver` to run the dashboard tests)"
+            noxus_testkit::report_skip(
+                "dashboard browser test",
+                &format!(
+                    "{missing} not found in PATH (install the Debian packages \
+                     `chromium chromium-driver` to run the dashboard tests)"
+                ),
             );
             None
         }
