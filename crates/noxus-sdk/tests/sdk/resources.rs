@@ -249,6 +249,10 @@ async fn key_usage_and_its_addresses() {
     let page = keys.addresses(&app.owner.key_id, 1, 5).await.unwrap();
     assert_eq!((page.total, page.size), (1, 5));
     assert_eq!(page.items[0].addr, "127.0.0.1");
-    assert!(page.items[0].last_seen_at >= usage.addresses[0].last_seen_at);
+    // As instants: RFC 3339 texts with trimmed fractions do not sort as strings.
+    let at = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    assert!(at(&page.items[0].last_seen_at) >= at(&usage.addresses[0].last_seen_at));
     app.stop().await;
 }
