@@ -1,6 +1,12 @@
 //! Request and response bodies of the Noxus HTTP API. Field names follow the
 //! official Python client (`noxus-sdk`), which must parse our responses.
 //! Timestamps are RFC 3339 strings in UTC; ids are strings.
+//!
+//! Every struct is `#[non_exhaustive]` (the API grows by adding fields):
+//! read responses field by field, and build request bodies with their
+//! constructors, such as [`CreateApiKey::new`]. The platform itself builds
+//! them with struct literals through the `server` feature, which clients do
+//! not enable.
 
 use crate::permissions::{Permission, Role};
 use serde::{Deserialize, Serialize};
@@ -12,6 +18,7 @@ use utoipa::ToSchema;
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct ErrorBody {
     /// A sentence for people; what the official client shows.
     pub detail: String,
@@ -31,6 +38,7 @@ pub struct ErrorBody {
 /// do. Shaped as the official client's `ApiKey` (with `value` masked).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct Me {
     /// The key's id.
     pub id: String,
@@ -63,6 +71,7 @@ pub struct Me {
 /// A workspace (the API calls it a *group*).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct Workspace {
     /// Workspace id.
     pub id: String,
@@ -81,6 +90,7 @@ pub struct Workspace {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct CreateWorkspace {
     /// 1 to 100 characters.
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::short_name))]
@@ -95,6 +105,7 @@ pub struct CreateWorkspace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct RateLimitSpec {
     /// Sustained requests per second, 1 to 100000.
     #[serde(deserialize_with = "crate::whole_number::u32")]
@@ -110,6 +121,7 @@ pub struct RateLimitSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct UpdateWorkspace {
     /// Default rate limit of the workspace's keys; `null` returns to the server's default.
     pub rate_limit: Option<RateLimitSpec>,
@@ -119,6 +131,7 @@ pub struct UpdateWorkspace {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct CreateApiKey {
     /// A descriptive name, 1 to 100 characters.
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::short_name))]
@@ -148,6 +161,7 @@ pub struct CreateApiKey {
 /// A key as listed: never the secret, only its display fragments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct ApiKeyInfo {
     /// Key id.
     pub id: String,
@@ -191,6 +205,7 @@ pub struct ApiKeyInfo {
 /// `Debug` shows only the key's first 10 characters.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct CreatedApiKey {
     /// Key id.
     pub id: String,
@@ -243,6 +258,7 @@ impl std::fmt::Debug for CreatedApiKey {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct RotateApiKey {
     /// How long the old key keeps working, 0 to 604800 seconds (7 days).
     #[serde(default, deserialize_with = "crate::whole_number::u64")]
@@ -253,6 +269,7 @@ pub struct RotateApiKey {
 /// A page of items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct Page<T> {
     /// The items of this page.
     pub items: Vec<T>,
@@ -269,6 +286,7 @@ pub struct Page<T> {
 /// A workflow as stored: name, type and definition are returned verbatim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct Workflow {
     /// Workflow id.
     pub id: String,
@@ -296,6 +314,7 @@ pub struct Workflow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct WorkflowWrite {
     /// 1 to 200 characters.
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_name))]
@@ -340,6 +359,7 @@ impl WorkflowKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct ImportWorkflow {
     /// The workflow as exported: the object `GET /v1/workflows/{id}`
     /// answers. Its JSON text (a string, which is what the official
@@ -369,6 +389,7 @@ pub enum ImportFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct ExportedWorkflow {
     /// 1 to 200 characters.
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_name))]
@@ -409,6 +430,7 @@ fn default_workflow_type() -> String {
 /// A saved version of a workflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct WorkflowVersion {
     /// Version id (UUID).
     pub id: String,
@@ -429,6 +451,7 @@ pub struct WorkflowVersion {
 /// its definition only when the page asked for it (`include_definition=true`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct WorkflowVersionInfo {
     /// Version id (UUID).
     pub id: String,
@@ -450,6 +473,7 @@ pub struct WorkflowVersionInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct WorkflowVersionWrite {
     /// 1 to 200 characters.
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::workflow_name))]
@@ -466,6 +490,7 @@ pub struct WorkflowVersionWrite {
 /// The body of a successful DELETE.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct Deleted {
     /// Always true.
     pub deleted: bool,
@@ -476,6 +501,7 @@ pub struct Deleted {
 /// Health and readiness probes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct Health {
     /// `ok`, or what is wrong.
     pub status: String,
@@ -484,6 +510,7 @@ pub struct Health {
 /// Request counts over one bucket (an hour or a day), or a total.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct UsagePoint {
     /// Start of the bucket (RFC 3339); for totals, the start of the range.
     pub start: String,
@@ -517,6 +544,7 @@ pub enum UsageBucket {
 /// An address a key was used from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct KeyAddressInfo {
     /// An IPv4 address (`203.0.113.7`), or an IPv6 /64 network
     /// (`2001:db8:1:2::/64`): IPv6 addresses are counted per /64.
@@ -530,6 +558,7 @@ pub struct KeyAddressInfo {
 /// Usage of one key over a range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct KeyUsage {
     /// The key.
     pub key_id: String,
@@ -568,6 +597,7 @@ pub struct KeyUsage {
 /// Unusual activity of a key, explained in one sentence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct UsageFlag {
     /// `new_address`, `spike`, `forbidden_burst` or `used_after_demotion`.
     pub kind: String,
@@ -584,6 +614,7 @@ pub struct UsageFlag {
 /// One key's total in a workspace's usage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct KeyUsageTotal {
     /// The key.
     pub key_id: String,
@@ -598,6 +629,7 @@ pub struct KeyUsageTotal {
 /// Usage of a workspace's keys over a range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct WorkspaceUsage {
     /// The workspace.
     pub workspace_id: String,
@@ -625,6 +657,7 @@ pub struct WorkspaceUsage {
 /// One row of the audit log: who changed what, when, from where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct AuditEntry {
     /// Sequence number (use it as `before` to page back).
     pub id: i64,
@@ -655,6 +688,7 @@ pub struct AuditEntry {
 /// official client's `TenantUser`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct TenantUser {
     /// User id.
     pub id: String,
@@ -678,6 +712,7 @@ pub struct TenantUser {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct UpdateUser {
     /// `false` deactivates the user: their sessions end and every key of
     /// theirs is revoked at once.
@@ -692,9 +727,169 @@ pub struct UpdateUser {
 /// How many sessions ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct SessionsEnded {
     /// The user.
     pub user_id: String,
     /// True.
     pub ended: bool,
+}
+
+impl CreateWorkspace {
+    /// A workspace named `name`.
+    pub fn new(name: impl Into<String>, description: Option<String>) -> Self {
+        Self {
+            name: name.into(),
+            description,
+        }
+    }
+}
+
+impl RateLimitSpec {
+    /// `per_second` requests per second, bursts of twice that.
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            burst: None,
+        }
+    }
+
+    /// With bursts of `burst` requests.
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+}
+
+impl UpdateWorkspace {
+    /// Sets (or with `None` clears) the workspace's default key rate limit.
+    pub fn new(rate_limit: Option<RateLimitSpec>) -> Self {
+        Self { rate_limit }
+    }
+}
+
+impl CreateApiKey {
+    /// A key named `name`, with the calling key's own permissions, expiry
+    /// and rate limit at most; narrow it with the setters.
+    ///
+    /// ```
+    /// use noxus_api::{CreateApiKey, Permission};
+    ///
+    /// let request = CreateApiKey::new("billing service")
+    ///     .permissions([Permission::WorkflowsRead])
+    ///     .expires_at("2030-01-31T12:00:00Z");
+    /// assert_eq!(request.permissions.as_deref(), Some(&["workflows:read".to_owned()][..]));
+    /// ```
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            tenant_admin: false,
+            permissions: None,
+            expires_at: None,
+            rate_limit: None,
+        }
+    }
+
+    /// A tenant-admin key (only organization admins may create one).
+    pub fn tenant_admin(mut self, tenant_admin: bool) -> Self {
+        self.tenant_admin = tenant_admin;
+        self
+    }
+
+    /// Restricts the key to these permissions.
+    pub fn permissions(mut self, permissions: impl IntoIterator<Item = Permission>) -> Self {
+        self.permissions = Some(
+            permissions
+                .into_iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+        );
+        self
+    }
+
+    /// Stops the key at this RFC 3339 time.
+    pub fn expires_at(mut self, at: impl Into<String>) -> Self {
+        self.expires_at = Some(at.into());
+        self
+    }
+
+    /// Gives the key its own rate limit.
+    pub fn rate_limit(mut self, limit: RateLimitSpec) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+}
+
+impl RotateApiKey {
+    /// The old key keeps working `grace_period_seconds` (0 to 604800).
+    pub fn new(grace_period_seconds: u64) -> Self {
+        Self {
+            grace_period_seconds,
+        }
+    }
+}
+
+impl WorkflowWrite {
+    /// An empty flow named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kind: default_workflow_type(),
+            definition: None,
+            error_handler: None,
+        }
+    }
+
+    /// `flow` or `agent_flow`.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = kind.into();
+        self
+    }
+
+    /// The definition: `{flow_version?, nodes, edges}`.
+    pub fn definition(mut self, definition: Value) -> Self {
+        self.definition = Some(definition);
+        self
+    }
+
+    /// The error-handler node.
+    pub fn error_handler(mut self, node_id: impl Into<String>) -> Self {
+        self.error_handler = Some(node_id.into());
+        self
+    }
+}
+
+impl WorkflowVersionWrite {
+    /// A version named `name` with `definition`.
+    pub fn new(name: impl Into<String>, definition: Value) -> Self {
+        Self {
+            name: name.into(),
+            description: None,
+            definition,
+        }
+    }
+
+    /// With a description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+}
+
+impl UpdateUser {
+    /// Deactivates the user.
+    pub fn deactivate() -> Self {
+        Self {
+            is_active: Some(false),
+            tenant_admin: None,
+        }
+    }
+
+    /// Unmakes an organization admin.
+    pub fn unmake_org_admin() -> Self {
+        Self {
+            is_active: None,
+            tenant_admin: Some(false),
+        }
+    }
 }

@@ -51,9 +51,16 @@ impl ConnectionArgs {
             Some(EnvironmentName::Development) => Environment::Development.key_var(),
             // As the guide's get_client(): ENVIRONMENT picks the variable, but
             // only when that variable exists; NOXUS_API_KEY stays the default.
+            // An ENVIRONMENT that names no environment is an error, never
+            // a silent fall back.
             None => match std::env::var(noxus_sdk::ENVIRONMENT_VAR) {
-                Ok(name) if std::env::var_os(Environment::from_name(&name).key_var()).is_some() => {
-                    Environment::from_name(&name).key_var()
+                Ok(name) if !name.trim().is_empty() => {
+                    let var = Environment::from_name(&name)?.key_var();
+                    if std::env::var_os(var).is_some() {
+                        var
+                    } else {
+                        noxus_sdk::API_KEY_VAR
+                    }
                 }
                 _ => noxus_sdk::API_KEY_VAR,
             },

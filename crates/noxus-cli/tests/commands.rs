@@ -424,6 +424,23 @@ fn the_key_comes_from_flags_then_environment_then_dotenv() {
         ),
         "owner"
     );
+    // Aliases and case do not matter.
+    assert_eq!(
+        role_of(
+            bare(p.cwd.path())
+                .env("ENVIRONMENT", "PROD")
+                .env("NOXUS_API_KEY_PROD", &p.app.owner_key)
+        ),
+        "owner"
+    );
+    // An ENVIRONMENT naming no environment is an error naming it, never a
+    // silent fall back to another key.
+    let typo = run(bare(p.cwd.path())
+        .env("ENVIRONMENT", "prodution")
+        .env("NOXUS_API_KEY", &member.key)
+        .args(["auth", "status"]));
+    assert_eq!(typo.code, 2, "{}", typo.stderr);
+    assert!(typo.stderr.contains("\"prodution\""), "{}", typo.stderr);
     let missing = run(bare(p.cwd.path()).args(["auth", "status", "--environment", "production"]));
     assert_eq!(missing.code, 2);
     assert!(

@@ -1,30 +1,75 @@
-//! A blocking client for programs without an async runtime (scripts, plain
-//! `#[test]`s). It runs the async client on its own single-threaded
-//! runtime; do not call it from inside an async runtime.
+//! The blocking twin of the async client, for programs without an async
+//! runtime (scripts, plain `#[test]`s): every async call has a blocking one
+//! with the same name and the same arguments, without `.await`
+//! (`client.workflows().list()`), and `stream` becomes an iterator. It runs
+//! the async client on its own single-threaded runtime, shared by clones and
+//! resource handles; do not call it from inside an async runtime.
+//!
+//! ```no_run
+//! use noxus_sdk::blocking::Client;
+//!
+//! let client = Client::builder().api_key("noxus_…").base_url("http://127.0.0.1:8080").build()?;
+//! println!("{}", client.me()?.workspace_name);
+//! for workflow in client.workflows().list()? {
+//!     println!("{} {}", workflow.id, workflow.name);
+//! }
+//! for workflow in client.workflows().stream(None) {
+//!     println!("{}", workflow?.name);
+//! }
+//! # Ok::<(), noxus_sdk::Error>(())
+//! ```
+//!
+//! A test checks that the two flavours have the same calls
+//! (`tests/sdk/blocking.rs`).
 
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt as _};
 use noxus_api::{
-    ApiKeyInfo, CreateApiKey, CreatedApiKey, Deleted, Me, Page, Workflow, WorkflowVersion,
-    WorkflowVersionWrite, WorkflowWrite, Workspace,
+    ApiKeyInfo, AuditEntry, CreateApiKey, CreatedApiKey, Deleted, KeyAddressInfo, KeyUsage, Me,
+    Page, RateLimitSpec, Workflow, WorkflowVersion, WorkflowVersionInfo, WorkflowVersionWrite,
+    WorkflowWrite, Workspace, WorkspaceUsage,
 };
 use serde_json::Value;
 
 use crate::config::{Config, ConfigError, Environment};
 use crate::error::Result;
-use crate::resources::ListWorkflows;
+use crate::resources::{AuditFilter, ListWorkflows};
 
-/// The blocking twin of [`crate::Client`]; same methods, without `.await`.
-///
-/// ```no_run
-/// let client = noxus_sdk::blocking::Client::from_env()?;
-/// println!("{}", client.me()?.workspace_name);
-/// # Ok::<(), noxus_sdk::Error>(())
-/// ```
-#[derive(Debug)]
+/// The runtime every blocking call runs on.
+#[derive(Clone)]
+struct Runtime(Arc<tokio::runtime::Runtime>);
+
+impl Runtime {
+    fn new() -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ConfigError::HttpClient(format!("cannot start a runtime: {e}")))?;
+        Ok(Self(Arc::new(runtime)))
+    }
+
+    fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.0.block_on(future)
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Runtime")
+    }
+}
+
+/// The blocking twin of [`crate::Client`]. Cheap to clone (clones share the
+/// connection pool and the runtime).
+#[derive(Debug, Clone)]
 pub struct Client {
     inner: crate::Client,
-    runtime: tokio::runtime::Runtime,
+    runtime: Runtime,
 }
 
 impl Client {
@@ -48,13 +93,19 @@ impl Client {
         Self::wrap(crate::Client::from_config(config)?)
     }
 
-    /// Wraps an async client built with [`crate::Client::builder`].
+    /// See [`crate::Client::builder`].
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            inner: crate::Client::builder(),
+        }
+    }
+
+    /// Wraps an async client.
     pub fn wrap(inner: crate::Client) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ConfigError::HttpClient(format!("cannot start a runtime: {e}")))?;
-        Ok(Self { inner, runtime })
+        Ok(Self {
+            inner,
+            runtime: Runtime::new()?,
+        })
     }
 
     /// The async client inside.
@@ -62,125 +113,375 @@ impl Client {
         &self.inner
     }
 
+    /// See [`crate::Client::config`].
+    pub fn config(&self) -> &Config {
+        self.inner.config()
+    }
+
     /// See [`crate::Client::me`].
     pub fn me(&self) -> Result<Me> {
         self.runtime.block_on(self.inner.me())
     }
 
+    /// See [`crate::Client::models`].
+    pub fn models(&self) -> Models {
+        Models {
+            inner: self.inner.models(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// See [`crate::Client::nodes`].
+    pub fn nodes(&self) -> Nodes {
+        Nodes {
+            inner: self.inner.nodes(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// See [`crate::Client::workflows`].
+    pub fn workflows(&self) -> Workflows {
+        Workflows {
+            inner: self.inner.workflows(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// See [`crate::Client::admin`].
+    pub fn admin(&self) -> Admin {
+        Admin {
+            inner: self.inner.admin(),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+/// The blocking twin of [`crate::ClientBuilder`].
+#[derive(Debug)]
+pub struct ClientBuilder {
+    inner: crate::ClientBuilder,
+}
+
+impl ClientBuilder {
+    /// See [`crate::ClientBuilder::api_key`].
+    pub fn api_key(self, key: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.api_key(key),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::config`].
+    pub fn config(self, config: Config) -> Self {
+        Self {
+            inner: self.inner.config(config),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::base_url`].
+    pub fn base_url(self, url: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.base_url(url),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::timeout`].
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self {
+            inner: self.inner.timeout(timeout),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::max_retries`].
+    pub fn max_retries(self, retries: u32) -> Self {
+        Self {
+            inner: self.inner.max_retries(retries),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::max_retry_wait`].
+    pub fn max_retry_wait(self, wait: Duration) -> Self {
+        Self {
+            inner: self.inner.max_retry_wait(wait),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::header`].
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.header(name, value),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::user_agent`].
+    pub fn user_agent(self, agent: impl Into<String>) -> Self {
+        Self {
+            inner: self.inner.user_agent(agent),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::http_client`].
+    pub fn http_client(self, client: reqwest::Client) -> Self {
+        Self {
+            inner: self.inner.http_client(client),
+        }
+    }
+
+    /// See [`crate::ClientBuilder::build`].
+    pub fn build(self) -> Result<Client> {
+        Client::wrap(self.inner.build()?)
+    }
+}
+
+/// The blocking twin of [`crate::Models`].
+#[derive(Debug, Clone)]
+pub struct Models {
+    inner: crate::Models,
+    runtime: Runtime,
+}
+
+impl Models {
     /// See [`crate::Models::list`].
-    pub fn models(&self) -> Result<Vec<Value>> {
-        self.runtime.block_on(self.inner.models().list())
+    pub fn list(&self) -> Result<Vec<Value>> {
+        self.runtime.block_on(self.inner.list())
     }
 
     /// See [`crate::Models::presets`].
     pub fn presets(&self) -> Result<Vec<Value>> {
-        self.runtime.block_on(self.inner.models().presets())
+        self.runtime.block_on(self.inner.presets())
     }
+}
 
+/// The blocking twin of [`crate::Nodes`].
+#[derive(Debug, Clone)]
+pub struct Nodes {
+    inner: crate::Nodes,
+    runtime: Runtime,
+}
+
+impl Nodes {
     /// See [`crate::Nodes::list`].
-    pub fn nodes(&self) -> Result<Vec<Value>> {
-        self.runtime.block_on(self.inner.nodes().list())
+    pub fn list(&self) -> Result<Vec<Value>> {
+        self.runtime.block_on(self.inner.list())
     }
+}
 
-    /// See [`crate::Workflows::list`].
-    pub fn workflows(&self) -> Result<Vec<Workflow>> {
-        self.runtime.block_on(self.inner.workflows().list())
+/// The blocking twin of [`crate::Workflows`].
+#[derive(Debug, Clone)]
+pub struct Workflows {
+    inner: crate::Workflows,
+    runtime: Runtime,
+}
+
+/// Every workflow, page by page as it is iterated: the blocking twin of
+/// [`crate::Workflows::stream`].
+pub struct WorkflowIter {
+    stream: Pin<Box<dyn Stream<Item = Result<Workflow>> + Send>>,
+    runtime: Runtime,
+}
+
+impl fmt::Debug for WorkflowIter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkflowIter").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for WorkflowIter {
+    type Item = Result<Workflow>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.runtime.block_on(self.stream.next())
+    }
+}
+
+impl Workflows {
+    /// See [`crate::Workflows::list`]: one page.
+    pub fn list(&self) -> Result<Vec<Workflow>> {
+        self.runtime.block_on(self.inner.list())
     }
 
     /// See [`crate::Workflows::page`].
-    pub fn workflows_page(&self, params: &ListWorkflows) -> Result<Page<Workflow>> {
-        self.runtime.block_on(self.inner.workflows().page(params))
+    pub fn page(&self, params: &ListWorkflows) -> Result<Page<Workflow>> {
+        self.runtime.block_on(self.inner.page(params))
+    }
+
+    /// See [`crate::Workflows::stream`]: an iterator here.
+    pub fn stream(&self, kind: Option<&str>) -> WorkflowIter {
+        WorkflowIter {
+            stream: Box::pin(self.inner.stream(kind)),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// See [`crate::Workflows::list_all`].
+    pub fn list_all(&self, kind: Option<&str>) -> Result<Vec<Workflow>> {
+        self.runtime.block_on(self.inner.list_all(kind))
     }
 
     /// See [`crate::Workflows::create`].
-    pub fn create_workflow(&self, name: &str) -> Result<Workflow> {
-        self.runtime.block_on(self.inner.workflows().create(name))
+    pub fn create(&self, name: &str) -> Result<Workflow> {
+        self.runtime.block_on(self.inner.create(name))
     }
 
     /// See [`crate::Workflows::save`].
-    pub fn save_workflow(&self, workflow: &WorkflowWrite) -> Result<Workflow> {
-        self.runtime.block_on(self.inner.workflows().save(workflow))
+    pub fn save(&self, workflow: &WorkflowWrite) -> Result<Workflow> {
+        self.runtime.block_on(self.inner.save(workflow))
     }
 
     /// See [`crate::Workflows::get`].
-    pub fn workflow(&self, id: &str) -> Result<Workflow> {
-        self.runtime.block_on(self.inner.workflows().get(id))
+    pub fn get(&self, id: &str) -> Result<Workflow> {
+        self.runtime.block_on(self.inner.get(id))
     }
 
     /// See [`crate::Workflows::update`].
-    pub fn update_workflow(
-        &self,
-        id: &str,
-        workflow: &WorkflowWrite,
-        force: bool,
-    ) -> Result<Workflow> {
+    pub fn update(&self, id: &str, workflow: &WorkflowWrite, force: bool) -> Result<Workflow> {
         self.runtime
-            .block_on(self.inner.workflows().update(id, workflow, force))
+            .block_on(self.inner.update(id, workflow, force))
     }
 
     /// See [`crate::Workflows::delete`].
-    pub fn delete_workflow(&self, id: &str) -> Result<Deleted> {
-        self.runtime.block_on(self.inner.workflows().delete(id))
+    pub fn delete(&self, id: &str) -> Result<Deleted> {
+        self.runtime.block_on(self.inner.delete(id))
     }
 
     /// See [`crate::Workflows::versions`].
-    pub fn workflow_versions(&self, id: &str) -> Result<Vec<WorkflowVersion>> {
-        self.runtime.block_on(self.inner.workflows().versions(id))
+    pub fn versions(&self, id: &str) -> Result<Vec<WorkflowVersion>> {
+        self.runtime.block_on(self.inner.versions(id))
+    }
+
+    /// See [`crate::Workflows::versions_page`].
+    pub fn versions_page(
+        &self,
+        id: &str,
+        page: u64,
+        size: u64,
+        include_definition: bool,
+    ) -> Result<Page<WorkflowVersionInfo>> {
+        self.runtime
+            .block_on(self.inner.versions_page(id, page, size, include_definition))
     }
 
     /// See [`crate::Workflows::save_version`].
-    pub fn save_workflow_version(
+    pub fn save_version(
         &self,
         id: &str,
         version: &WorkflowVersionWrite,
     ) -> Result<WorkflowVersion> {
-        self.runtime
-            .block_on(self.inner.workflows().save_version(id, version))
+        self.runtime.block_on(self.inner.save_version(id, version))
     }
 
+    /// See [`crate::Workflows::update_version`].
+    pub fn update_version(
+        &self,
+        id: &str,
+        version_id: &str,
+        version: &WorkflowVersionWrite,
+    ) -> Result<WorkflowVersion> {
+        self.runtime
+            .block_on(self.inner.update_version(id, version_id, version))
+    }
+}
+
+/// The blocking twin of [`crate::Admin`].
+#[derive(Debug, Clone)]
+pub struct Admin {
+    inner: crate::Admin,
+    runtime: Runtime,
+}
+
+impl Admin {
     /// See [`crate::Admin::workspaces`].
     pub fn workspaces(&self) -> Result<Vec<Workspace>> {
-        self.runtime.block_on(self.inner.admin().workspaces())
+        self.runtime.block_on(self.inner.workspaces())
     }
 
     /// See [`crate::Admin::create_workspace`].
     pub fn create_workspace(&self, name: &str, description: Option<&str>) -> Result<Workspace> {
         self.runtime
-            .block_on(self.inner.admin().create_workspace(name, description))
+            .block_on(self.inner.create_workspace(name, description))
     }
 
     /// See [`crate::Admin::delete_workspace`].
     pub fn delete_workspace(&self, id: &str) -> Result<Deleted> {
-        self.runtime
-            .block_on(self.inner.admin().delete_workspace(id))
+        self.runtime.block_on(self.inner.delete_workspace(id))
     }
 
-    /// See [`crate::Keys::list`].
-    pub fn keys(&self, workspace_id: &str) -> Result<Vec<ApiKeyInfo>> {
+    /// See [`crate::Admin::workspace_usage`].
+    pub fn workspace_usage(
+        &self,
+        workspace_id: &str,
+        hours: u32,
+        daily: bool,
+    ) -> Result<WorkspaceUsage> {
         self.runtime
-            .block_on(self.inner.admin().keys(workspace_id).list())
+            .block_on(self.inner.workspace_usage(workspace_id, hours, daily))
+    }
+
+    /// See [`crate::Admin::set_workspace_rate_limit`].
+    pub fn set_workspace_rate_limit(
+        &self,
+        workspace_id: &str,
+        limit: Option<RateLimitSpec>,
+    ) -> Result<Workspace> {
+        self.runtime
+            .block_on(self.inner.set_workspace_rate_limit(workspace_id, limit))
+    }
+
+    /// See [`crate::Admin::audit`].
+    pub fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.runtime.block_on(self.inner.audit(filter))
+    }
+
+    /// See [`crate::Admin::keys`].
+    pub fn keys(&self, workspace_id: &str) -> Keys {
+        Keys {
+            inner: self.inner.keys(workspace_id),
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+/// The blocking twin of [`crate::Keys`].
+#[derive(Debug, Clone)]
+pub struct Keys {
+    inner: crate::Keys,
+    runtime: Runtime,
+}
+
+impl Keys {
+    /// See [`crate::Keys::list`].
+    pub fn list(&self) -> Result<Vec<ApiKeyInfo>> {
+        self.runtime.block_on(self.inner.list())
+    }
+
+    /// See [`crate::Keys::get`].
+    pub fn get(&self, key_id: &str) -> Result<ApiKeyInfo> {
+        self.runtime.block_on(self.inner.get(key_id))
     }
 
     /// See [`crate::Keys::create`].
-    pub fn create_key(&self, workspace_id: &str, request: &CreateApiKey) -> Result<CreatedApiKey> {
-        self.runtime
-            .block_on(self.inner.admin().keys(workspace_id).create(request))
+    pub fn create(&self, request: &CreateApiKey) -> Result<CreatedApiKey> {
+        self.runtime.block_on(self.inner.create(request))
     }
 
     /// See [`crate::Keys::revoke`].
-    pub fn revoke_key(&self, workspace_id: &str, key_id: &str) -> Result<ApiKeyInfo> {
+    pub fn revoke(&self, key_id: &str) -> Result<ApiKeyInfo> {
+        self.runtime.block_on(self.inner.revoke(key_id))
+    }
+
+    /// See [`crate::Keys::usage`].
+    pub fn usage(&self, key_id: &str, hours: u32, daily: bool) -> Result<KeyUsage> {
         self.runtime
-            .block_on(self.inner.admin().keys(workspace_id).revoke(key_id))
+            .block_on(self.inner.usage(key_id, hours, daily))
+    }
+
+    /// See [`crate::Keys::addresses`].
+    pub fn addresses(&self, key_id: &str, page: u64, size: u64) -> Result<Page<KeyAddressInfo>> {
+        self.runtime
+            .block_on(self.inner.addresses(key_id, page, size))
     }
 
     /// See [`crate::Keys::rotate`].
-    pub fn rotate_key(
-        &self,
-        workspace_id: &str,
-        key_id: &str,
-        grace: Duration,
-    ) -> Result<CreatedApiKey> {
-        self.runtime
-            .block_on(self.inner.admin().keys(workspace_id).rotate(key_id, grace))
+    pub fn rotate(&self, key_id: &str, grace: Duration) -> Result<CreatedApiKey> {
+        self.runtime.block_on(self.inner.rotate(key_id, grace))
     }
 }

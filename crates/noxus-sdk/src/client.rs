@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError, Environment, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT};
-use crate::error::{ApiError, Error, Result};
+use crate::error::{ApiError, Error, ErrorCode, Result};
 use crate::resources::{Admin, Models, Nodes, Workflows};
 
 /// The longest wait between two attempts, whatever `Retry-After` says.
@@ -93,23 +93,24 @@ impl Client {
         self.get("/v1/admin/me", &[]).await
     }
 
-    /// Models and presets.
-    pub fn models(&self) -> Models<'_> {
+    /// Models and presets. Resource handles such as this one own a clone of
+    /// the client (one `Arc`): keep them, move them into tasks or closures.
+    pub fn models(&self) -> Models {
         Models::new(self)
     }
 
     /// The node catalog.
-    pub fn nodes(&self) -> Nodes<'_> {
+    pub fn nodes(&self) -> Nodes {
         Nodes::new(self)
     }
 
     /// Workflows of the key's workspace.
-    pub fn workflows(&self) -> Workflows<'_> {
+    pub fn workflows(&self) -> Workflows {
         Workflows::new(self)
     }
 
     /// Workspaces and their API keys.
-    pub fn admin(&self) -> Admin<'_> {
+    pub fn admin(&self) -> Admin {
         Admin::new(self)
     }
 
@@ -334,7 +335,7 @@ async fn api_error(response: reqwest::Response) -> ApiError {
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(body) => ApiError {
             status,
-            code: Some(token(&body.code)),
+            code: Some(ErrorCode::parse(&token(&body.code))),
             detail: sentence(&body.detail),
             request_id: Some(body.request_id)
                 .filter(|id| !id.is_empty())

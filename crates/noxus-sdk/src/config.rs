@@ -84,37 +84,62 @@ pub enum ConfigError {
     /// The HTTP client could not be built (e.g. no TLS roots).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
+    /// `ENVIRONMENT` holds a name that is none of the environments.
+    #[error("unknown ENVIRONMENT {value:?}: expected production (or prod), staging (or stage) or development (or dev)")]
+    UnknownEnvironment {
+        /// The value (its first 100 characters).
+        value: String,
+    },
 }
 
 /// The deployment environment, which selects the key variable.
+///
+/// `ENVIRONMENT` is read case-insensitively with the usual aliases; an
+/// unknown value is a configuration error naming it, never a silent fall
+/// back to the development key:
+///
+/// ```
+/// use noxus_sdk::{ConfigError, Environment};
+///
+/// assert_eq!(Environment::from_name("PROD")?, Environment::Production);
+/// assert_eq!(Environment::from_name("stage")?, Environment::Staging);
+/// assert_eq!(Environment::from_name(" Development ")?, Environment::Development);
+/// let err = Environment::from_name("prdo").unwrap_err();
+/// assert!(matches!(err, ConfigError::UnknownEnvironment { .. }));
+/// assert!(err.to_string().contains("\"prdo\""));
+/// # Ok::<(), ConfigError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
-    /// `ENVIRONMENT=production` → `NOXUS_API_KEY_PROD`.
+    /// `production` or `prod` → `NOXUS_API_KEY_PROD`.
     Production,
-    /// `ENVIRONMENT=staging` → `NOXUS_API_KEY_STAGING`.
+    /// `staging` or `stage` → `NOXUS_API_KEY_STAGING`.
     Staging,
-    /// Anything else (the default) → `NOXUS_API_KEY_DEV`.
+    /// `development` or `dev`, or `ENVIRONMENT` unset (the guide's default)
+    /// → `NOXUS_API_KEY_DEV`.
     Development,
 }
 
 impl Environment {
-    /// Reads `ENVIRONMENT`: `production`, `staging`, anything else or unset
-    /// is development (as the guide's `get_client()` does).
-    pub fn from_env() -> Self {
-        Self::from_name(
-            std::env::var(ENVIRONMENT_VAR)
-                .ok()
-                .as_deref()
-                .unwrap_or("development"),
-        )
+    /// Reads `ENVIRONMENT`: unset or empty is development (as the guide's
+    /// `get_client()`); otherwise [`Environment::from_name`].
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var(ENVIRONMENT_VAR) {
+            Ok(name) if !name.trim().is_empty() => Self::from_name(&name),
+            _ => Ok(Self::Development),
+        }
     }
 
-    /// Maps a name as `ENVIRONMENT` would hold it.
-    pub fn from_name(name: &str) -> Self {
-        match name {
-            "production" => Self::Production,
-            "staging" => Self::Staging,
-            _ => Self::Development,
+    /// Maps a name as `ENVIRONMENT` would hold it, case-insensitively:
+    /// `production`/`prod`, `staging`/`stage`, `development`/`dev`.
+    pub fn from_name(name: &str) -> Result<Self, ConfigError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "production" | "prod" => Ok(Self::Production),
+            "staging" | "stage" => Ok(Self::Staging),
+            "development" | "dev" => Ok(Self::Development),
+            _ => Err(ConfigError::UnknownEnvironment {
+                value: name.chars().take(100).collect(),
+            }),
         }
     }
 
@@ -125,6 +150,14 @@ impl Environment {
             Self::Staging => "NOXUS_API_KEY_STAGING",
             Self::Development => "NOXUS_API_KEY_DEV",
         }
+    }
+}
+
+impl std::str::FromStr for Environment {
+    type Err = ConfigError;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::from_name(name)
     }
 }
 

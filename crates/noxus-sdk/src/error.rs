@@ -14,12 +14,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the response, bounded (the detail to 1000 characters, the others to
 /// 200) and with anything that looks like an API key cut to its first 10
 /// characters, whatever the body held.
+///
+/// `#[non_exhaustive]`: read its fields; the SDK makes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ApiError {
     /// HTTP status.
     pub status: u16,
-    /// Machine code, e.g. `invalid_api_key` (absent if the body was not ours).
-    pub code: Option<String>,
+    /// Machine code, e.g. [`ErrorCode::InvalidApiKey`] (absent if the body was not ours).
+    pub code: Option<ErrorCode>,
     /// The server's sentence.
     pub detail: String,
     /// The request id (body or `x-request-id` header), to quote to support.
@@ -42,6 +45,124 @@ impl fmt::Display for ApiError {
     }
 }
 
+/// The machine code of a refusal (`code` in the error body). New codes
+/// arrive as [`ErrorCode::Other`] until the SDK names them.
+///
+/// ```
+/// use noxus_sdk::ErrorCode;
+///
+/// assert_eq!(ErrorCode::parse("revoked_api_key"), ErrorCode::RevokedApiKey);
+/// assert_eq!(ErrorCode::RevokedApiKey.as_str(), "revoked_api_key");
+/// assert_eq!(ErrorCode::parse("brand_new"), ErrorCode::Other("brand_new".to_owned()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 401: no key was sent.
+    MissingApiKey,
+    /// 401: malformed, bad checksum, unknown, or its owner left.
+    InvalidApiKey,
+    /// 401: revoked.
+    RevokedApiKey,
+    /// 401: past its expiry (or a rotated key after its grace period).
+    ExpiredApiKey,
+    /// 403: the key lacks a permission (`required_permission` names it).
+    InsufficientPermissions,
+    /// 403: the request named another workspace than the key's.
+    WrongWorkspace,
+    /// 404.
+    NotFound,
+    /// 405.
+    MethodNotAllowed,
+    /// 408: the request body stopped arriving.
+    RequestTimeout,
+    /// 409: a state refused the change (a duplicate, a quota, …).
+    Conflict,
+    /// 413.
+    PayloadTooLarge,
+    /// 422: `field` names what is wrong.
+    ValidationError,
+    /// 429.
+    RateLimited,
+    /// 400.
+    BadRequest,
+    /// 500.
+    InternalError,
+    /// 503.
+    ServiceUnavailable,
+    /// A code this version of the SDK does not know.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code as the server writes it.
+    pub fn parse(code: &str) -> Self {
+        match code {
+            "missing_api_key" => Self::MissingApiKey,
+            "invalid_api_key" => Self::InvalidApiKey,
+            "revoked_api_key" => Self::RevokedApiKey,
+            "expired_api_key" => Self::ExpiredApiKey,
+            "insufficient_permissions" => Self::InsufficientPermissions,
+            "wrong_workspace" => Self::WrongWorkspace,
+            "not_found" => Self::NotFound,
+            "method_not_allowed" => Self::MethodNotAllowed,
+            "request_timeout" => Self::RequestTimeout,
+            "conflict" => Self::Conflict,
+            "payload_too_large" => Self::PayloadTooLarge,
+            "validation_error" => Self::ValidationError,
+            "rate_limited" => Self::RateLimited,
+            "bad_request" => Self::BadRequest,
+            "internal_error" => Self::InternalError,
+            "service_unavailable" => Self::ServiceUnavailable,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The code as the server writes it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::RevokedApiKey => "revoked_api_key",
+            Self::ExpiredApiKey => "expired_api_key",
+            Self::InsufficientPermissions => "insufficient_permissions",
+            Self::WrongWorkspace => "wrong_workspace",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::RequestTimeout => "request_timeout",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::ValidationError => "validation_error",
+            Self::RateLimited => "rate_limited",
+            Self::BadRequest => "bad_request",
+            Self::InternalError => "internal_error",
+            Self::ServiceUnavailable => "service_unavailable",
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The sentence for a 403 that named another workspace: not a missing permission.
+pub const WRONG_WORKSPACE: &str = "API key belongs to another workspace";
+
 /// The guide's sentence for a 401.
 pub const UNAUTHORIZED: &str = "Invalid API key - please check your credentials";
 /// The guide's sentence for a 403.
@@ -57,6 +178,16 @@ fn prefixed(sentence: &str, api: &ApiError) -> String {
     }
 }
 
+/// A 403's sentence: the guide's "lacks required permissions", unless the
+/// key only named another workspace.
+fn forbidden(api: &ApiError) -> String {
+    if api.code == Some(ErrorCode::WrongWorkspace) {
+        prefixed(WRONG_WORKSPACE, api)
+    } else {
+        prefixed(FORBIDDEN, api)
+    }
+}
+
 /// An SDK error. Messages follow the authentication guide's wording and
 /// never contain the API key.
 #[derive(Debug, thiserror::Error)]
@@ -65,9 +196,10 @@ pub enum Error {
     /// 401: missing, malformed, unknown, revoked or expired key.
     #[error("{}", prefixed(UNAUTHORIZED, .0))]
     Unauthorized(Box<ApiError>),
-    /// 403: the key's role (or restriction) lacks the permission, or the
-    /// request named another workspace.
-    #[error("{}", prefixed(FORBIDDEN, .0))]
+    /// 403: the key's role (or restriction) lacks the permission ("API key
+    /// lacks required permissions"), or the request named another workspace
+    /// ([`ErrorCode::WrongWorkspace`], "API key belongs to another workspace").
+    #[error("{}", forbidden(.0))]
     Forbidden(Box<ApiError>),
     /// 404: no such object in the key's workspace.
     #[error("Not found: {0}")]
@@ -97,12 +229,15 @@ pub enum Error {
         /// The timeout that elapsed.
         timeout: Duration,
     },
-    /// Could not connect, or the connection broke.
-    #[error("Network error: {message} ({url})")]
+    /// Could not connect, or the connection broke. `Display` says what
+    /// happened in a few words; the causes are the error's sources (as
+    /// `{:#}` of anyhow or any error reporter shows them), and all of it
+    /// is in `message`.
+    #[error("Network error: {} ({url})", summary(message))]
     Connection {
         /// The URL.
         url: String,
-        /// What happened.
+        /// What happened, with every cause.
         message: String,
         /// The underlying error.
         #[source]
@@ -127,6 +262,11 @@ pub enum Error {
     Config(#[from] ConfigError),
 }
 
+/// The first part of a connection message, before its causes.
+fn summary(message: &str) -> &str {
+    message.split(": ").next().unwrap_or(message)
+}
+
 impl Error {
     /// The server's answer, for errors that have one.
     pub fn api(&self) -> Option<&ApiError> {
@@ -147,9 +287,9 @@ impl Error {
         self.api().map(|a| a.status)
     }
 
-    /// The server's machine code, e.g. `revoked_api_key`.
-    pub fn code(&self) -> Option<&str> {
-        self.api().and_then(|a| a.code.as_deref())
+    /// The server's machine code, e.g. [`ErrorCode::RevokedApiKey`].
+    pub fn code(&self) -> Option<&ErrorCode> {
+        self.api().and_then(|a| a.code.as_ref())
     }
 
     /// The request id to quote to support.

@@ -15,14 +15,16 @@ use crate::client::Client;
 use crate::error::Result;
 
 /// `GET /v1/models/llms` and `/presets`.
-#[derive(Debug, Clone, Copy)]
-pub struct Models<'c> {
-    client: &'c Client,
+#[derive(Debug, Clone)]
+pub struct Models {
+    client: Client,
 }
 
-impl<'c> Models<'c> {
-    pub(crate) fn new(client: &'c Client) -> Self {
-        Self { client }
+impl Models {
+    pub(crate) fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+        }
     }
 
     /// The language models (objects with at least `id` and `name`).
@@ -37,14 +39,16 @@ impl<'c> Models<'c> {
 }
 
 /// `GET /v1/nodes`.
-#[derive(Debug, Clone, Copy)]
-pub struct Nodes<'c> {
-    client: &'c Client,
+#[derive(Debug, Clone)]
+pub struct Nodes {
+    client: Client,
 }
 
-impl<'c> Nodes<'c> {
-    pub(crate) fn new(client: &'c Client) -> Self {
-        Self { client }
+impl Nodes {
+    pub(crate) fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+        }
     }
 
     /// The node definitions of the workflow builder.
@@ -75,17 +79,21 @@ impl Default for ListWorkflows {
 }
 
 /// `/v1/workflows`.
-#[derive(Debug, Clone, Copy)]
-pub struct Workflows<'c> {
-    client: &'c Client,
+#[derive(Debug, Clone)]
+pub struct Workflows {
+    client: Client,
 }
 
-impl<'c> Workflows<'c> {
-    pub(crate) fn new(client: &'c Client) -> Self {
-        Self { client }
+impl Workflows {
+    pub(crate) fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+        }
     }
 
-    /// The first page of flows (10 per page), as the guide's `workflows.list()`.
+    /// **One page**: the first 10 flows, as the guide's `workflows.list()`.
+    /// [`Workflows::stream`] goes through every page, [`Workflows::list_all`]
+    /// collects them.
     pub async fn list(&self) -> Result<Vec<Workflow>> {
         Ok(self.page(&ListWorkflows::default()).await?.items)
     }
@@ -103,9 +111,21 @@ impl<'c> Workflows<'c> {
     }
 
     /// Every workflow of a type (`None`: all), fetched page by page (100 a
-    /// request) as the stream is consumed.
-    pub fn stream(&self, kind: Option<&str>) -> impl Stream<Item = Result<Workflow>> + 'c {
-        let client = self.client;
+    /// request) as the stream is consumed. The stream owns what it needs
+    /// (`'static`): it can be moved into a spawned task.
+    ///
+    /// ```no_run
+    /// use futures_util::TryStreamExt as _;
+    ///
+    /// # async fn demo(client: noxus_sdk::Client) -> noxus_sdk::Result<()> {
+    /// let mut workflows = std::pin::pin!(client.workflows().stream(Some("flow")));
+    /// while let Some(workflow) = workflows.try_next().await? {
+    ///     println!("{} {}", workflow.id, workflow.name);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn stream(&self, kind: Option<&str>) -> impl Stream<Item = Result<Workflow>> + 'static {
+        let client = self.client.clone();
         let first = ListWorkflows {
             page: 1,
             size: 100,
@@ -113,39 +133,43 @@ impl<'c> Workflows<'c> {
         };
         stream::try_unfold(
             (Some(first), VecDeque::new()),
-            move |(mut next, mut buffer)| async move {
-                loop {
-                    if let Some(item) = buffer.pop_front() {
-                        return Ok(Some((item, (next, buffer))));
+            move |(mut next, mut buffer)| {
+                let client = client.clone();
+                async move {
+                    loop {
+                        if let Some(item) = buffer.pop_front() {
+                            return Ok(Some((item, (next, buffer))));
+                        }
+                        let Some(params) = next.take() else {
+                            return Ok(None);
+                        };
+                        let page = Workflows::new(&client).page(&params).await?;
+                        if page.items.is_empty() {
+                            return Ok(None);
+                        }
+                        if page.page < page.pages {
+                            next = Some(ListWorkflows {
+                                page: params.page + 1,
+                                ..params
+                            });
+                        }
+                        buffer.extend(page.items);
                     }
-                    let Some(params) = next.take() else {
-                        return Ok(None);
-                    };
-                    let page = Workflows::new(client).page(&params).await?;
-                    if page.items.is_empty() {
-                        return Ok(None);
-                    }
-                    if page.page < page.pages {
-                        next = Some(ListWorkflows {
-                            page: params.page + 1,
-                            ..params
-                        });
-                    }
-                    buffer.extend(page.items);
                 }
             },
         )
     }
 
+    /// Every workflow of a type (`None`: all), all pages collected
+    /// ([`Workflows::stream`], gathered).
+    pub async fn list_all(&self, kind: Option<&str>) -> Result<Vec<Workflow>> {
+        use futures_util::TryStreamExt as _;
+        self.stream(kind).try_collect().await
+    }
+
     /// Creates an empty flow named `name` (the guide's `workflows.create(name=...)`).
     pub async fn create(&self, name: &str) -> Result<Workflow> {
-        self.save(&WorkflowWrite {
-            name: name.to_owned(),
-            kind: "flow".to_owned(),
-            definition: None,
-            error_handler: None,
-        })
-        .await
+        self.save(&WorkflowWrite::new(name)).await
     }
 
     /// Saves a new workflow with its definition.
@@ -248,14 +272,16 @@ impl<'c> Workflows<'c> {
 }
 
 /// `/v1/admin/...`: workspaces and API keys.
-#[derive(Debug, Clone, Copy)]
-pub struct Admin<'c> {
-    client: &'c Client,
+#[derive(Debug, Clone)]
+pub struct Admin {
+    client: Client,
 }
 
-impl<'c> Admin<'c> {
-    pub(crate) fn new(client: &'c Client) -> Self {
-        Self { client }
+impl Admin {
+    pub(crate) fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
+        }
     }
 
     /// Workspaces: all of the organization with a tenant-admin key, else the key's own.
@@ -269,10 +295,7 @@ impl<'c> Admin<'c> {
         name: &str,
         description: Option<&str>,
     ) -> Result<Workspace> {
-        let body = CreateWorkspace {
-            name: name.to_owned(),
-            description: description.map(str::to_owned),
-        };
+        let body = CreateWorkspace::new(name, description.map(str::to_owned));
         self.client.post("/v1/admin/groups", &body).await
     }
 
@@ -306,7 +329,7 @@ impl<'c> Admin<'c> {
         workspace_id: &str,
         limit: Option<RateLimitSpec>,
     ) -> Result<Workspace> {
-        let body = UpdateWorkspace { rate_limit: limit };
+        let body = UpdateWorkspace::new(limit);
         self.client
             .patch(
                 &format!("/v1/admin/groups/{}", segment(workspace_id)),
@@ -332,9 +355,9 @@ impl<'c> Admin<'c> {
     }
 
     /// The API keys of a workspace.
-    pub fn keys(&self, workspace_id: &str) -> Keys<'c> {
+    pub fn keys(&self, workspace_id: &str) -> Keys {
         Keys {
-            client: self.client,
+            client: self.client.clone(),
             workspace_id: workspace_id.to_owned(),
         }
     }
@@ -342,12 +365,12 @@ impl<'c> Admin<'c> {
 
 /// `/v1/admin/groups/{id}/api-keys`.
 #[derive(Debug, Clone)]
-pub struct Keys<'c> {
-    client: &'c Client,
+pub struct Keys {
+    client: Client,
     workspace_id: String,
 }
 
-impl Keys<'_> {
+impl Keys {
     fn path(&self) -> String {
         format!("/v1/admin/groups/{}/api-keys", segment(&self.workspace_id))
     }
@@ -405,9 +428,7 @@ impl Keys<'_> {
 
     /// Replaces a key; the old one keeps working for `grace` (at most 7 days).
     pub async fn rotate(&self, key_id: &str, grace: Duration) -> Result<CreatedApiKey> {
-        let body = RotateApiKey {
-            grace_period_seconds: grace.as_secs(),
-        };
+        let body = RotateApiKey::new(grace.as_secs());
         self.client
             .post(
                 &format!("{}/{}/rotate", self.path(), segment(key_id)),

@@ -1,7 +1,72 @@
-//! The blocking client, from a plain `#[test]` without an async runtime.
+//! The blocking client, from a plain `#[test]` without an async runtime,
+//! and its parity with the async client: every async call has a blocking
+//! twin with the same name.
 
-use noxus_api::Role;
+use std::collections::{BTreeMap, BTreeSet};
+
+use noxus_api::{CreateApiKey, Permission, Role, WorkflowVersionWrite, WorkflowWrite};
 use noxus_testkit::TestApp;
+
+/// `pub fn` / `pub async fn` names per `impl Type` block of a source file.
+fn public_methods(source: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut methods: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in source.lines() {
+        if let Some(rest) = line.strip_prefix("impl") {
+            // `impl Type {`, `impl<'c> Type<'c> {`, `impl Iterator for X {` (skipped).
+            let rest = rest.trim_start_matches(|c| c != ' ').trim();
+            current = (!rest.contains(" for "))
+                .then(|| rest.split(['<', ' ', '{']).next().unwrap_or("").to_owned())
+                .filter(|name| !name.is_empty());
+            continue;
+        }
+        if line.starts_with('}') {
+            current = None;
+            continue;
+        }
+        let trimmed = line.trim_start();
+        let name = trimmed
+            .strip_prefix("pub async fn ")
+            .or_else(|| trimmed.strip_prefix("pub fn "));
+        if let (Some(ty), Some(name)) = (&current, name) {
+            let name = name.split(['(', '<']).next().unwrap_or("").to_owned();
+            methods.entry(ty.clone()).or_default().insert(name);
+        }
+    }
+    methods
+}
+
+#[test]
+fn every_async_call_has_a_blocking_twin_with_the_same_name() {
+    let mut async_api = public_methods(include_str!("../../src/client.rs"));
+    async_api.extend(public_methods(include_str!("../../src/resources.rs")));
+    let blocking_api = public_methods(include_str!("../../src/blocking.rs"));
+    for ty in [
+        "Client",
+        "ClientBuilder",
+        "Models",
+        "Nodes",
+        "Workflows",
+        "Admin",
+        "Keys",
+    ] {
+        let theirs = async_api
+            .get(ty)
+            .unwrap_or_else(|| panic!("async {ty} found"));
+        let ours = blocking_api
+            .get(ty)
+            .unwrap_or_else(|| panic!("blocking::{ty} is missing"));
+        let missing: Vec<&String> = theirs.difference(ours).collect();
+        assert!(missing.is_empty(), "blocking::{ty} lacks {missing:?}");
+        assert!(!theirs.is_empty(), "the scan found {ty}'s methods");
+    }
+    // The scan reads every call, not a few.
+    let total: usize = async_api.values().map(BTreeSet::len).sum();
+    assert!(
+        total >= 40,
+        "only {total} async methods found: {async_api:?}"
+    );
+}
 
 #[test]
 fn the_blocking_client_works_without_async() {
@@ -9,21 +74,59 @@ fn the_blocking_client_works_without_async() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let app = runtime.block_on(TestApp::spawn());
     let member = runtime.block_on(app.user_with_role(Role::Member));
-    let client = noxus_sdk::blocking::Client::wrap(
-        noxus_sdk::Client::builder()
-            .api_key(&member.key)
-            .base_url(&app.base_url)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let client = noxus_sdk::blocking::Client::builder()
+        .api_key(&member.key)
+        .base_url(&app.base_url)
+        .build()
+        .unwrap();
     assert_eq!(client.me().unwrap().role, Role::Member);
-    let created = client.create_workflow("from a script").unwrap();
-    assert_eq!(client.workflow(&created.id).unwrap().name, "from a script");
-    assert_eq!(client.workflows().unwrap().len(), 1);
-    assert!(!client.models().unwrap().is_empty());
-    assert!(client.delete_workflow(&created.id).unwrap().deleted);
-    let err = client.workflow(&created.id).unwrap_err();
+    let workflows = client.workflows();
+    let created = workflows.create("from a script").unwrap();
+    assert_eq!(workflows.get(&created.id).unwrap().name, "from a script");
+    assert_eq!(workflows.list().unwrap().len(), 1);
+    let renamed = workflows
+        .update(&created.id, &WorkflowWrite::new("renamed"), false)
+        .unwrap();
+    assert_eq!(renamed.name, "renamed");
+    let version = workflows
+        .save_version(
+            &created.id,
+            &WorkflowVersionWrite::new("v1", serde_json::json!({"nodes": [], "edges": []})),
+        )
+        .unwrap();
+    assert_eq!(workflows.versions(&created.id).unwrap()[0].id, version.id);
+    // The stream is an iterator here, and clones work from other threads.
+    let names: Vec<String> = workflows.stream(None).map(|w| w.unwrap().name).collect();
+    assert_eq!(names, vec!["renamed"]);
+    let clone = client.clone();
+    let from_thread = std::thread::spawn(move || clone.models().list().unwrap().len())
+        .join()
+        .unwrap();
+    assert!(from_thread > 0);
+    assert!(!client.nodes().list().unwrap().is_empty());
+    assert_eq!(workflows.list_all(None).unwrap().len(), 1);
+    assert!(workflows.delete(&created.id).unwrap().deleted);
+    let err = workflows.get(&created.id).unwrap_err();
     assert_eq!(err.status(), Some(404));
+
+    // Keys, through the admin handle, with a key that may manage keys.
+    let owner = noxus_sdk::blocking::Client::builder()
+        .api_key(&app.owner_key)
+        .base_url(&app.base_url)
+        .build()
+        .unwrap();
+    let keys = owner.admin().keys(&app.workspace_id);
+    let made = keys
+        .create(&CreateApiKey::new("script key").permissions([Permission::WorkflowsRead]))
+        .unwrap();
+    assert_eq!(keys.get(&made.id).unwrap().name, "script key");
+    assert!(keys.list().unwrap().iter().any(|k| k.id == made.id));
+    assert_eq!(keys.revoke(&made.id).unwrap().status, "revoked");
+    assert!(owner
+        .admin()
+        .workspaces()
+        .unwrap()
+        .iter()
+        .any(|w| w.id == app.workspace_id));
     runtime.block_on(app.stop());
 }

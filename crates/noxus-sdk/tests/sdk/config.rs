@@ -124,19 +124,34 @@ fn malformed_keys_fail_before_any_request() {
 
 #[test]
 fn environment_selects_the_key_variable() {
-    assert_eq!(
-        Environment::from_name("production").key_var(),
-        "NOXUS_API_KEY_PROD"
-    );
-    assert_eq!(
-        Environment::from_name("staging").key_var(),
-        "NOXUS_API_KEY_STAGING"
-    );
-    assert_eq!(
-        Environment::from_name("development").key_var(),
-        "NOXUS_API_KEY_DEV"
-    );
-    assert_eq!(Environment::from_name("qa").key_var(), "NOXUS_API_KEY_DEV");
+    for (names, var) in [
+        (
+            &["production", "prod", "PROD", " Production "][..],
+            "NOXUS_API_KEY_PROD",
+        ),
+        (
+            &["staging", "stage", "Staging"][..],
+            "NOXUS_API_KEY_STAGING",
+        ),
+        (&["development", "dev", "DEV"][..], "NOXUS_API_KEY_DEV"),
+    ] {
+        for name in names {
+            assert_eq!(
+                Environment::from_name(name).unwrap().key_var(),
+                var,
+                "{name}"
+            );
+        }
+    }
+    // An unknown value is an error naming it, never the development key.
+    for name in ["qa", "prodution", "", "production2"] {
+        let err = Environment::from_name(name).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::UnknownEnvironment { .. }),
+            "{name}"
+        );
+        assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
+    }
     let key = valid_key();
     let config = Config::from_lookup(
         Environment::Staging.key_var(),

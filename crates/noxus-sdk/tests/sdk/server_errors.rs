@@ -9,7 +9,8 @@ use noxus_testkit::{noxus_server, KeyOptions, TestApp};
 
 fn assert_api(err: &Error, status: u16, code: &str) {
     assert_eq!(err.status(), Some(status), "{err:?}");
-    assert_eq!(err.code(), Some(code), "{err:?}");
+    assert_eq!(err.code().map(|c| c.as_str()), Some(code), "{err:?}");
+    assert_eq!(err.code(), Some(&noxus_sdk::ErrorCode::parse(code)));
     let id = err.request_id().expect("a request id");
     assert!(id.starts_with("req_"), "{id}");
     assert!(
