@@ -35,6 +35,9 @@
 //! assert_eq!(err.to_string(), "NOXUS_API_KEY environment variable is required");
 //! ```
 
+// docs.rs (nightly, `--cfg docsrs`) marks feature-gated items, like `blocking`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod client;
