@@ -3,6 +3,9 @@
 //! The types the API returns and takes (`Me`, `Workflow`, `Role`, …) are
 //! re-exported here from [`types`] (the `noxus-api` crate).
 
+// docs.rs (nightly, `--cfg docsrs`) marks feature-gated items, like `blocking`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod client;

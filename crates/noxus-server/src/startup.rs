@@ -115,7 +115,7 @@ impl Application {
                     tick.tick().await;
                     state.usage().flush(state.store()).await;
                     // Hourly (the first run was before serving).
-                    if ticks > 0 && ticks % 3600 == 0 {
+                    if ticks > 0 && ticks.is_multiple_of(3600) {
                         hourly_maintenance(&state).await;
                     }
                     ticks += 1;

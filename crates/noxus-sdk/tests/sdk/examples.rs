@@ -127,7 +127,48 @@ async fn the_guides_examples_run_against_the_local_platform() {
 
     let (code, out) = run("blocking", &env, &[]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = run("testing", &[], &[]);
-    assert_eq!(code, 0, "{out}");
     app.stop().await;
+}
+
+/// The `testing` example starts `noxus-testserver` itself: the one built
+/// next to the examples (`cargo test --workspace` builds it; `cargo test -p
+/// noxus-sdk` alone does not, and then this test skips, except under `CI`).
+#[test]
+fn the_testing_example_starts_noxus_testserver_and_tests_against_it() {
+    let testserver = example("testing")
+        .parent()
+        .and_then(|examples| examples.parent())
+        .unwrap()
+        .join("noxus-testserver");
+    if !testserver.exists() {
+        let why = format!(
+            "{} is not built (build it with `cargo build -p noxus-testkit`, or run `cargo test --workspace`)",
+            testserver.display()
+        );
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        noxus_testkit::report_skip(
+            "the_testing_example_starts_noxus_testserver_and_tests_against_it",
+            &why,
+        );
+        return;
+    }
+    let (code, out) = run(
+        "testing",
+        &[("NOXUS_TESTSERVER", testserver.to_str().unwrap())],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("viewer refused as expected") && out.contains("✅ done"),
+        "{out}"
+    );
+
+    // Without the program, the example says how to get it, and fails.
+    let (code, out) = run(
+        "testing",
+        &[("NOXUS_TESTSERVER", "/nonexistent/noxus-testserver")],
+        &[],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("set NOXUS_TESTSERVER"), "{out}");
 }
