@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use noxus_api::ErrorBody;
-use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -239,7 +238,21 @@ fn backoff(attempt: u32) -> Duration {
         .saturating_mul(1u32 << attempt.min(10))
         .min(BACKOFF_CAP);
     let half = full / 2;
-    half + half.mul_f64(rand::thread_rng().gen::<f64>())
+    half + half.mul_f64(jitter())
+}
+
+/// A number in [0, 1) that differs from call to call and process to
+/// process: the standard library's randomly keyed hasher, which is plenty
+/// to spread retries (no cryptography needed, and no `rand` to compile).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -520,5 +533,30 @@ impl ClientBuilder {
                 max_retry_wait: self.max_retry_wait.unwrap_or(DEFAULT_MAX_RETRY_WAIT),
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_waits_are_spread_within_their_bounds() {
+        let samples: Vec<f64> = (0..200).map(|_| jitter()).collect();
+        assert!(samples.iter().all(|j| (0.0..1.0).contains(j)));
+        let distinct: std::collections::BTreeSet<u64> =
+            samples.iter().map(|j| (j * 1e6) as u64).collect();
+        assert!(distinct.len() > 150, "jitter repeats: {distinct:?}");
+        assert!(samples.iter().any(|j| *j < 0.5) && samples.iter().any(|j| *j >= 0.5));
+        for attempt in 0..12 {
+            let full = BACKOFF_BASE
+                .saturating_mul(1u32 << attempt.min(10))
+                .min(BACKOFF_CAP);
+            let wait = backoff(attempt);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "attempt {attempt}: {wait:?}"
+            );
+        }
     }
 }
