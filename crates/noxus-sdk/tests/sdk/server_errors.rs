@@ -211,3 +211,24 @@ async fn a_closed_port_is_a_connection_error() {
     assert!(err.to_string().starts_with("Network error"), "{err}");
     assert!(err.is_network());
 }
+
+#[tokio::test]
+async fn a_key_naming_another_workspace_is_not_said_to_lack_permissions() {
+    let app = TestApp::spawn().await;
+    let other = app.second_workspace("Other").await;
+    let member = app.user_with_role(Role::Member).await;
+    let err = app
+        .client(&member.key)
+        .admin()
+        .keys(&other.workspace_id)
+        .list()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+    assert_api(&err, 403, "wrong_workspace");
+    assert_eq!(err.code(), Some(&noxus_sdk::ErrorCode::WrongWorkspace));
+    let message = err.to_string();
+    assert!(message.starts_with(noxus_sdk::WRONG_WORKSPACE), "{message}");
+    assert!(!message.contains(noxus_sdk::FORBIDDEN), "{message}");
+    app.stop().await;
+}
