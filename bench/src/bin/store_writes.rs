@@ -17,9 +17,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use noxus_server::domain::keys::KeyHasher;
-use noxus_server::store::{
-    Actor, BootstrapRequest, Durability, KeyQuotas, NewKey, SqliteStore, Store,
-};
+use noxus_server::store::prelude::*;
+use noxus_server::store::{Actor, BootstrapRequest, Durability, KeyQuotas, NewKey, SqliteStore};
 
 #[derive(Debug, Parser)]
 #[command(about = "Acknowledged writes per second: synchronous FULL against NORMAL")]

@@ -2,12 +2,8 @@
 //! architecture: header present → format + checksum → digest lookup (cached)
 //! → revoked / expired / owner still a member → permission for the route.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -17,128 +13,12 @@ use noxus_api::{Permission, Role};
 
 use crate::domain::keys::KeyDigest;
 use crate::error::{ApiError, INVALID_KEY_DETAIL};
-use crate::rate_limit::Gcra;
+pub use crate::key_cache::{KeyCache, PermissionSet, VerifiedKey};
 use crate::state::AppState;
 use crate::store::{Actor, KeyAuthRecord, RevokedReason};
 use crate::time_fmt::rfc3339;
-use crate::usage::KeyHot;
 
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-
-/// A set of permissions as bits (one per [`Permission`]), so that checking
-/// and copying them on every request costs nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PermissionSet(u32);
-
-impl PermissionSet {
-    /// The permissions a key has (see [`noxus_api::effective_permissions`]):
-    /// its owner's role, plus the organization permissions for a tenant-admin
-    /// key of an organization admin, narrowed by its restriction; without a
-    /// restriction, no management permission unless it is a tenant-admin key.
-    pub fn of(role: Option<Role>, tenant_admin: bool, restriction: Option<&[Permission]>) -> Self {
-        Self::from_slice(&noxus_api::effective_permissions(
-            role,
-            tenant_admin,
-            restriction,
-        ))
-    }
-
-    /// The set of the given permissions.
-    pub fn from_slice(permissions: &[Permission]) -> Self {
-        Self(
-            permissions
-                .iter()
-                .fold(0u32, |acc, p| acc | (1 << (*p as u32))),
-        )
-    }
-
-    /// Whether `permission` is in the set.
-    pub fn contains(self, permission: Permission) -> bool {
-        self.0 & (1 << (permission as u32)) != 0
-    }
-
-    /// Whether every permission of `self` is in `other`.
-    pub fn is_subset_of(self, other: Self) -> bool {
-        self.0 & !other.0 == 0
-    }
-
-    /// The permissions of `self` missing from `other`.
-    pub fn missing_from(self, other: Self) -> Vec<Permission> {
-        Self(self.0 & !other.0).to_vec()
-    }
-
-    /// Both sets.
-    pub fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
-
-    /// Only the permissions in both.
-    pub fn intersection(self, other: Self) -> Self {
-        Self(self.0 & other.0)
-    }
-
-    /// Only the organization permissions.
-    pub fn organization_part(self) -> Self {
-        self.intersection(Self::from_slice(Permission::ORGANIZATION))
-    }
-
-    /// The permissions, in the order of [`Permission::ALL`].
-    pub fn to_vec(self) -> Vec<Permission> {
-        Permission::ALL
-            .iter()
-            .copied()
-            .filter(|p| self.contains(*p))
-            .collect()
-    }
-}
-
-/// A key as the cache holds it: the stored record and the verdict computed
-/// from it once, plus the key's hot state (rate limit, last use).
-#[derive(Debug)]
-pub struct VerifiedKey {
-    /// The key and its owner, as loaded.
-    pub record: KeyAuthRecord,
-    /// Effective permissions (role narrowed by restriction); empty without a role.
-    pub permissions: PermissionSet,
-    /// A tenant-admin key whose owner is still an active organization admin.
-    pub tenant_admin: bool,
-    /// Expiry in Unix milliseconds.
-    expires_at_ms: Option<i64>,
-    /// Rate-limit and last-use state.
-    pub hot: Arc<KeyHot>,
-    /// The key's limit: its own, else its workspace's, else the server's.
-    pub gcra: Option<Gcra>,
-}
-
-impl VerifiedKey {
-    fn new(record: KeyAuthRecord, hot: Arc<KeyHot>, server_default: Option<Gcra>) -> Self {
-        let gcra = record
-            .key
-            .rate_limit
-            .or(record.workspace_rate_limit)
-            .map(Gcra::new)
-            .or(server_default);
-        let tenant_admin =
-            record.key.tenant_admin && record.user_is_org_admin && record.user_active;
-        let permissions = if record.user_active {
-            PermissionSet::of(record.role, tenant_admin, record.key.restriction.as_deref())
-        } else {
-            PermissionSet::default()
-        };
-        let expires_at_ms = record
-            .key
-            .expires_at
-            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
-        Self {
-            record,
-            permissions,
-            tenant_admin,
-            expires_at_ms,
-            hot,
-            gcra,
-        }
-    }
-}
 
 /// The identity and rights of the key that made the request.
 #[derive(Debug, Clone)]
@@ -259,141 +139,6 @@ impl AuthContext {
             key_id: Some(self.record().key.id.clone()),
             client_addr: self.client_addr.map(|a| a.to_string()),
         }
-    }
-}
-
-/// Hashes a key digest for the cache map by taking 8 of its bytes: the
-/// digest is already uniformly distributed, so hashing it again is waste.
-#[derive(Debug, Default)]
-pub struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8).take(1) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(word);
-        }
-    }
-
-    fn write_usize(&mut self, _length_prefix: usize) {}
-}
-
-type DigestMap<V> = HashMap<KeyDigest, V, BuildHasherDefault<DigestHasher>>;
-
-/// Verified keys by digest. Entries are dropped exactly when something that
-/// decides a key's rights changes in this process (revoke, rotate, role
-/// change, removal, workspace deletion); the TTL bounds staleness from
-/// changes made by other processes.
-#[derive(Debug)]
-pub struct KeyCache {
-    entries: RwLock<DigestMap<CacheEntry>>,
-    /// Bumped on every invalidation; a lookup that started before an
-    /// invalidation must not insert what it read.
-    generation: AtomicU64,
-    ttl: Duration,
-    capacity: usize,
-}
-
-#[derive(Debug, Clone)]
-struct CacheEntry {
-    key: Arc<VerifiedKey>,
-    loaded_at: Instant,
-}
-
-impl KeyCache {
-    /// A cache with the given time-to-live and maximum number of keys.
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
-        Self {
-            entries: RwLock::new(DigestMap::default()),
-            generation: AtomicU64::new(0),
-            ttl,
-            capacity,
-        }
-    }
-
-    fn get(&self, digest: &KeyDigest, now: Instant) -> Option<Arc<VerifiedKey>> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let entries = self
-            .entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries
-            .get(digest)
-            .filter(|e| now.saturating_duration_since(e.loaded_at) < self.ttl)
-            .map(|e| Arc::clone(&e.key))
-    }
-
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    fn insert(&self, digest: KeyDigest, key: Arc<VerifiedKey>, seen_generation: u64) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Checked under the write lock, which invalidations also take.
-        if self.generation() != seen_generation {
-            return;
-        }
-        if entries.len() >= self.capacity {
-            let ttl = self.ttl;
-            entries.retain(|_, e| e.loaded_at.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
-            }
-        }
-        entries.insert(
-            digest,
-            CacheEntry {
-                key,
-                loaded_at: Instant::now(),
-            },
-        );
-    }
-
-    fn invalidate_where(&self, matches: impl Fn(&KeyAuthRecord) -> bool) {
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        entries.retain(|_, e| !matches(&e.key.record));
-    }
-
-    /// Forgets one key (revoked or rotated).
-    pub fn invalidate_key(&self, key_id: &str) {
-        self.invalidate_where(|r| r.key.id == key_id);
-    }
-
-    /// Forgets the keys of a user (role change, removal, org-admin change).
-    pub fn invalidate_user(&self, user_id: &str) {
-        self.invalidate_where(|r| r.key.user_id == user_id);
-    }
-
-    /// Forgets the keys of a workspace (deleted).
-    pub fn invalidate_workspace(&self, workspace_id: &str) {
-        self.invalidate_where(|r| r.key.workspace_id == workspace_id);
-    }
-
-    /// How many keys are cached.
-    pub fn len(&self) -> usize {
-        self.entries.read().map(|e| e.len()).unwrap_or(0)
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -547,7 +292,7 @@ pub async fn authenticate(
             rfc3339(revoked_at)
         )));
     }
-    if verified.expires_at_ms.is_some_and(|at| at <= now.unix_ms) {
+    if verified.expired_at(now.unix_ms) {
         let expires_at = key.expires_at.map(rfc3339).unwrap_or_default();
         let detail = if key.replaced_by.is_some() {
             format!("This API key ({}…) was rotated and its grace period ended at {expires_at}; use the new key", key.prefix)

@@ -161,11 +161,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound => Self::not_found("object"),
             StoreError::Precondition(why) => Self::Conflict(sentence(&why.to_string())),
-            StoreError::Conflict(constraint) => Self::Conflict(match constraint {
-                "workspaces_org_name_key" => "a workspace with this name already exists".to_owned(),
-                "users_email_key" => "a user with this email already exists".to_owned(),
-                other => format!("conflicts with an existing object ({other})"),
-            }),
+            StoreError::Conflict(kind) => Self::Conflict(sentence(&kind.to_string())),
             StoreError::QuotaExceeded { quota, limit } => Self::Conflict(quota.sentence(limit)),
             other => Self::Internal(other.into()),
         }

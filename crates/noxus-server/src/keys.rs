@@ -15,8 +15,8 @@
 //! - [`may_see`]: own keys with `keys:read`, everybody's with `keys:manage`,
 //!   other workspaces' with `org:keys:read`.
 //!
-//! Each change invalidates the verified-key cache after it is committed, so
-//! the very next request sees it.
+//! The store publishes each change once it is committed and the key cache
+//! applies it (see [`crate::key_cache`]), so the very next request sees it.
 
 use noxus_api::{Permission, Role};
 use secrecy::SecretString;
@@ -609,7 +609,6 @@ pub async fn revoke(
         .store()
         .revoke_key(actor, workspace_id, key_id)
         .await?;
-    state.cache().invalidate_key(&revoked.id);
     tracing::info!(key_id = %revoked.id, prefix = %revoked.prefix, "api key revoked");
     Ok(revoked)
 }
@@ -678,7 +677,6 @@ pub async fn rotate(
             valid_until,
         )
         .await?;
-    state.cache().invalidate_key(&old.id);
     tracing::info!(old_key_id = %old.id, new_key_id = %new.id, prefix = %new.prefix, "api key rotated");
     let old_valid_until = old.revoked_at.or(old.expires_at).unwrap_or(now);
     Ok(Rotated {

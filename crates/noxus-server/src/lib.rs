@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod flags;
 pub mod http;
+pub mod key_cache;
 pub mod keys;
 pub mod members;
 pub mod rate_limit;

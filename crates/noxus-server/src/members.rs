@@ -47,12 +47,11 @@ pub async fn set_role(
     user_id: &str,
     role: Role,
 ) -> StoreResult<()> {
-    let result = state
+    state
         .store()
         .set_membership(actor, workspace_id, user_id, role)
-        .await;
-    state.cache().invalidate_user(user_id);
-    result.map(|_| ())
+        .await
+        .map(|_| ())
 }
 
 /// Removes `user_id` from `workspace_id`, without the actor's rule checks;
@@ -63,12 +62,11 @@ pub async fn remove(
     workspace_id: &str,
     user_id: &str,
 ) -> StoreResult<()> {
-    let result = state
+    state
         .store()
         .remove_membership(actor, workspace_id, user_id)
-        .await;
-    state.cache().invalidate_user(user_id);
-    result.map(|_| ())
+        .await
+        .map(|_| ())
 }
 
 fn require_members_write(actor_role: Role) -> Result<(), MemberError> {

@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use crate::auth::KeyCache;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
 use crate::domain::passwords::{PasswordPool, QUEUE_WAIT};
+use crate::key_cache::KeyCache;
 use crate::rate_limit::{Gcra, LoginThrottle};
 use crate::store::Store;
 use crate::usage::{Clock, UsageRecorder};
@@ -21,7 +21,7 @@ struct Inner {
     store: Arc<dyn Store>,
     hasher: KeyHasher,
     passwords: PasswordPool,
-    cache: KeyCache,
+    cache: Arc<KeyCache>,
     catalog: Catalog,
     rate_limit: Option<Gcra>,
     clock: Clock,
@@ -32,12 +32,24 @@ struct Inner {
 }
 
 impl AppState {
-    /// Assembles the state.
+    /// Assembles the state, and starts the task that applies the store's
+    /// events to the key cache (so it must be called inside a Tokio runtime;
+    /// the task ends with the store).
     pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> Self {
+        let cache = Arc::new(KeyCache::new(
+            config.key_cache_ttl,
+            config.key_cache_capacity,
+            store.events(),
+        ));
+        let events = store.subscribe();
+        tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.run_invalidation(events).await }
+        });
         Self(Arc::new(Inner {
             hasher: KeyHasher::rotating(config.pepper.as_ref(), config.previous_pepper.as_ref()),
             passwords: PasswordPool::new(config.password_hash_concurrency, QUEUE_WAIT),
-            cache: KeyCache::new(config.key_cache_ttl, config.key_cache_capacity),
+            cache,
             rate_limit: config.key_rate_limit.map(Gcra::new),
             clock: Clock::default(),
             usage: UsageRecorder::new(config.max_addresses_per_key),

@@ -19,12 +19,10 @@ pub async fn set_active(
     user_id: &str,
     active: bool,
 ) -> StoreResult<(UserRecord, Vec<String>)> {
-    let result = state
+    let (user, revoked) = state
         .store()
         .set_user_active(actor, organization_id, user_id, active)
-        .await;
-    state.cache().invalidate_user(user_id);
-    let (user, revoked) = result?;
+        .await?;
     tracing::info!(
         user_id,
         active,
@@ -42,10 +40,8 @@ pub async fn set_org_admin(
     user_id: &str,
     is_org_admin: bool,
 ) -> StoreResult<UserRecord> {
-    let result = state
+    state
         .store()
         .set_org_admin(actor, organization_id, user_id, is_org_admin)
-        .await;
-    state.cache().invalidate_user(user_id);
-    result
+        .await
 }

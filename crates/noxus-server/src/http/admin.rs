@@ -326,7 +326,6 @@ async fn update_workspace(
         .store()
         .set_workspace_rate_limit(&auth.actor(), auth.organization_id(), &workspace.id, limit)
         .await?;
-    state.cache().invalidate_workspace(&workspace.id);
     Ok(Json(workspace_body(&updated)))
 }
 
@@ -355,7 +354,6 @@ async fn delete_workspace(
         .store()
         .delete_workspace(&auth.actor(), auth.organization_id(), &workspace.id)
         .await?;
-    state.cache().invalidate_workspace(&workspace.id);
     Ok(Json(Deleted {
         deleted: true,
         id: workspace.id,

@@ -2,9 +2,20 @@
 //! PostgreSQL (scale-out) are interchangeable without touching callers.
 //! Every mutating call writes its audit-log row in the same transaction.
 
+pub mod events;
 mod sqlite;
 
+pub use events::{EventBus, EventSubscription, StoreEvent};
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
+
+/// The store's traits, for callers: `use crate::store::prelude::*;` brings
+/// every aspect's methods into scope on a `&dyn Store`.
+pub mod prelude {
+    pub use super::{
+        AuditStore, KeyStore, MemberStore, SessionStore, Store, UsageStore, WorkflowStore,
+        WorkspaceStore,
+    };
+}
 
 use async_trait::async_trait;
 use noxus_api::{Permission, Role};
@@ -21,9 +32,9 @@ pub enum StoreError {
     /// The object does not exist (or is not visible in this scope).
     #[error("not found")]
     NotFound,
-    /// A uniqueness constraint was hit; the name is the constraint's.
-    #[error("conflict on {0}")]
-    Conflict(&'static str),
+    /// The write would duplicate what must be unique; nothing changed.
+    #[error("{0}")]
+    Conflict(ConflictKind),
     /// A rule checked inside the write's transaction refused it; nothing changed.
     #[error("{0}")]
     Precondition(Precondition),
@@ -43,6 +54,21 @@ pub enum StoreError {
         /// Its configured limit.
         limit: u64,
     },
+}
+
+/// What a refused write would have duplicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConflictKind {
+    /// A workspace of the organization already has this name.
+    #[error("a workspace with this name already exists")]
+    WorkspaceName,
+    /// A user already logs in with this email.
+    #[error("a user with this email already exists")]
+    UserEmail,
+    /// A key with this digest exists (a generated key collided: never in
+    /// practice, 190 random bits).
+    #[error("a key with this value already exists")]
+    KeyDigest,
 }
 
 /// A limit on what a workspace may store.
@@ -655,24 +681,113 @@ pub struct AuditRecord {
     pub created_at: OffsetDateTime,
 }
 
-/// Storage of the platform. Implementations must be safe to share between
-/// request handlers and must make every method atomic.
+/// API keys. The authentication hot path needs only this aspect.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    /// Checks that the database answers (for `/readyz`).
-    async fn ping(&self) -> StoreResult<()>;
+pub trait KeyStore: Send + Sync {
+    /// Looks a key up by digest, with its owner's current role (the hot path
+    /// behind the cache).
+    async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>>;
+    /// Inserts a key, unless its owner or its workspace already has as many
+    /// live keys as `quotas` allows (checked in the same transaction:
+    /// [`Precondition::TooManyKeysForUser`], [`Precondition::TooManyKeysInWorkspace`]).
+    async fn create_key(
+        &self,
+        actor: &Actor,
+        key: NewKey,
+        quotas: KeyQuotas,
+    ) -> StoreResult<KeyRecord>;
+    /// Keys of a workspace, newest first; only `user_id`'s when given.
+    async fn list_keys(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+    ) -> StoreResult<Vec<KeyRecord>>;
+    /// One page of [`KeyStore::list_keys`], with the total.
+    async fn list_keys_page(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<KeyRecord>, u64)>;
+    /// Replaces a key's stored digest (a key verified under the previous
+    /// pepper is re-hashed under the current one).
+    async fn replace_key_digest(
+        &self,
+        key_id: &str,
+        old: &KeyDigest,
+        new: &KeyDigest,
+    ) -> StoreResult<()>;
+    /// One key of a workspace.
+    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>>;
+    /// Revokes a key (idempotent: revoking twice keeps the first time).
+    async fn revoke_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> StoreResult<KeyRecord>;
+    /// Inserts `new` as the successor of key `id`, whose expiry becomes
+    /// `old_valid_until` (or which is revoked at once when that is `None`).
+    /// Only a live key that was not rotated yet can be rotated; the check is a
+    /// conditional write in the same transaction, so of two concurrent
+    /// rotations exactly one wins ([`Precondition::KeyAlreadyRotated`],
+    /// [`Precondition::KeyRevoked`], [`Precondition::KeyExpired`]).
+    async fn rotate_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        new: NewKey,
+        old_valid_until: Option<OffsetDateTime>,
+    ) -> StoreResult<(KeyRecord, KeyRecord)>;
+}
 
-    /// Flushes and closes connections (graceful shutdown).
-    async fn close(&self);
+/// Workspaces of the organization and their settings.
+#[async_trait]
+pub trait WorkspaceStore: Send + Sync {
+    /// Creates a workspace with `owner_user_id` as its owner.
+    async fn create_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        name: &str,
+        description: Option<&str>,
+        owner_user_id: &str,
+    ) -> StoreResult<WorkspaceRecord>;
+    /// Workspaces of the organization, by creation time.
+    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>>;
+    /// One workspace of the organization.
+    async fn workspace(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<WorkspaceRecord>>;
+    /// Sets (or clears) the default rate limit of a workspace's keys.
+    async fn set_workspace_rate_limit(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        workspace_id: &str,
+        limit: Option<RateLimit>,
+    ) -> StoreResult<WorkspaceRecord>;
+    /// Deletes a workspace with its keys, memberships and workflows.
+    async fn delete_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<()>;
+}
 
+/// The organization, its users, and who is a member of which workspace with which role.
+#[async_trait]
+pub trait MemberStore: Send + Sync {
     /// First start, in one transaction: creates the organization, its first
     /// owner (an organization admin), a workspace and, if given, a
     /// tenant-admin key. Returns `None`, changing nothing, when an
     /// organization already exists.
     async fn bootstrap(&self, request: BootstrapRequest) -> StoreResult<Option<BootstrapOutcome>>;
-
-    // --- identity ---
-
     /// The organization, if the platform has been set up.
     async fn organization(&self) -> StoreResult<Option<Organization>>;
     /// Creates the organization (first start).
@@ -745,9 +860,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_members(&self, workspace_id: &str) -> StoreResult<Vec<(UserRecord, Role)>>;
     /// Workspaces the user is a member of, with the role.
     async fn workspaces_of_user(&self, user_id: &str) -> StoreResult<Vec<(WorkspaceRecord, Role)>>;
+}
 
-    // --- dashboard sessions ---
-
+/// Dashboard sessions (only token digests are stored) and single-use form nonces.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Stores a session (only the digest of its token).
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
     /// A live session and its user, by token digest.
@@ -781,10 +898,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         idle_before: OffsetDateTime,
         nonces_before: OffsetDateTime,
     ) -> StoreResult<u64>;
-    /// A platform setting.
-    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
-    /// Sets a platform setting.
-    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// Marks a form nonce used; `false` if it already was.
+    async fn use_nonce(&self, nonce: &str) -> StoreResult<bool>;
+}
+
+/// Per-key usage: hourly counts, last use, the addresses a key was used from.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
     /// Adds a batch of usage (counts, last use, addresses) in one
     /// transaction, and keeps at most `max_addresses_per_key` addresses per
     /// key (the most recently seen).
@@ -813,106 +933,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyAddress>, u64)>;
-    /// Marks a form nonce used; `false` if it already was.
-    async fn use_nonce(&self, nonce: &str) -> StoreResult<bool>;
+}
 
-    // --- workspaces ---
-
-    /// Creates a workspace with `owner_user_id` as its owner.
-    async fn create_workspace(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        name: &str,
-        description: Option<&str>,
-        owner_user_id: &str,
-    ) -> StoreResult<WorkspaceRecord>;
-    /// Workspaces of the organization, by creation time.
-    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>>;
-    /// One workspace of the organization.
-    async fn workspace(
-        &self,
-        organization_id: &str,
-        id: &str,
-    ) -> StoreResult<Option<WorkspaceRecord>>;
-    /// Sets (or clears) the default rate limit of a workspace's keys.
-    async fn set_workspace_rate_limit(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        workspace_id: &str,
-        limit: Option<RateLimit>,
-    ) -> StoreResult<WorkspaceRecord>;
-    /// Deletes a workspace with its keys, memberships and workflows.
-    async fn delete_workspace(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        id: &str,
-    ) -> StoreResult<()>;
-
-    // --- keys ---
-
-    /// Looks a key up by digest, with its owner's current role (the hot path
-    /// behind the cache).
-    async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>>;
-    /// Inserts a key, unless its owner or its workspace already has as many
-    /// live keys as `quotas` allows (checked in the same transaction:
-    /// [`Precondition::TooManyKeysForUser`], [`Precondition::TooManyKeysInWorkspace`]).
-    async fn create_key(
-        &self,
-        actor: &Actor,
-        key: NewKey,
-        quotas: KeyQuotas,
-    ) -> StoreResult<KeyRecord>;
-    /// Keys of a workspace, newest first; only `user_id`'s when given.
-    async fn list_keys(
-        &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
-    ) -> StoreResult<Vec<KeyRecord>>;
-    /// One page of [`Store::list_keys`], with the total.
-    async fn list_keys_page(
-        &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
-        offset: u64,
-        limit: u64,
-    ) -> StoreResult<(Vec<KeyRecord>, u64)>;
-    /// Replaces a key's stored digest (a key verified under the previous
-    /// pepper is re-hashed under the current one).
-    async fn replace_key_digest(
-        &self,
-        key_id: &str,
-        old: &KeyDigest,
-        new: &KeyDigest,
-    ) -> StoreResult<()>;
-    /// One key of a workspace.
-    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>>;
-    /// Revokes a key (idempotent: revoking twice keeps the first time).
-    async fn revoke_key(
-        &self,
-        actor: &Actor,
-        workspace_id: &str,
-        id: &str,
-    ) -> StoreResult<KeyRecord>;
-    /// Inserts `new` as the successor of key `id`, whose expiry becomes
-    /// `old_valid_until` (or which is revoked at once when that is `None`).
-    /// Only a live key that was not rotated yet can be rotated; the check is a
-    /// conditional write in the same transaction, so of two concurrent
-    /// rotations exactly one wins ([`Precondition::KeyAlreadyRotated`],
-    /// [`Precondition::KeyRevoked`], [`Precondition::KeyExpired`]).
-    async fn rotate_key(
-        &self,
-        actor: &Actor,
-        workspace_id: &str,
-        id: &str,
-        new: NewKey,
-        old_valid_until: Option<OffsetDateTime>,
-    ) -> StoreResult<(KeyRecord, KeyRecord)>;
-
-    // --- audit ---
-
+/// The append-only audit log (every mutating call of every aspect writes its row in its own transaction).
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// The newest audit rows of an organization, optionally from one workspace.
     async fn audit_log(
         &self,
@@ -931,9 +956,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     }
     /// Audit rows matching a query, newest first.
     async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
+}
 
-    // --- workflows ---
-
+/// Workflows and their versions, within the workspace's quotas.
+#[async_trait]
+pub trait WorkflowStore: Send + Sync {
     /// Inserts a workflow, within the workspace's quotas.
     async fn create_workflow(
         &self,
@@ -986,7 +1013,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         slice: VersionSlice,
     ) -> StoreResult<(Vec<WorkflowVersionRecord>, u64)>;
     /// Replaces a version's name, description and definition (within the
-    /// definition bytes quota, as [`Store::update_workflow`]).
+    /// definition bytes quota, as [`WorkflowStore::update_workflow`]).
     #[allow(clippy::too_many_arguments)]
     async fn update_workflow_version(
         &self,
@@ -999,4 +1026,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         definition: Value,
         quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowVersionRecord>;
+}
+
+/// Storage of the platform: every aspect, plus what concerns the database
+/// as a whole. Implementations must be safe to share between request
+/// handlers, must make every method atomic, and must publish the
+/// [`StoreEvent`]s of every committed change (never of a rolled-back one)
+/// on [`Store::events`].
+#[async_trait]
+pub trait Store:
+    KeyStore
+    + WorkspaceStore
+    + MemberStore
+    + SessionStore
+    + UsageStore
+    + AuditStore
+    + WorkflowStore
+    + std::fmt::Debug
+    + 'static
+{
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+    /// Flushes and closes connections (graceful shutdown).
+    async fn close(&self);
+    /// A platform setting.
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Sets a platform setting.
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// Where this store publishes the events of committed changes (its own,
+    /// and with a shared database those of other processes).
+    fn events(&self) -> &EventBus;
+    /// A subscription to [`Store::events`].
+    fn subscribe(&self) -> EventSubscription {
+        self.events().subscribe()
+    }
 }

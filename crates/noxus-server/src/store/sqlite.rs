@@ -37,6 +37,7 @@ pub enum Durability {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    events: EventBus,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -49,6 +50,20 @@ impl SqliteStore {
     /// immediate one waits for the busy timeout.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Commits a write and then publishes its events: after the commit, so
+    /// that no subscriber hears of a change that was rolled back, and
+    /// before returning, so that the caller's next read through the key
+    /// cache sees it (see [`super::events`]).
+    async fn commit(
+        &self,
+        tx: Transaction<'static, Sqlite>,
+        events: impl IntoIterator<Item = StoreEvent>,
+    ) -> StoreResult<()> {
+        tx.commit().await?;
+        self.events.publish(events);
+        Ok(())
     }
 
     /// Deletes one row of a workspace (`sql` binds the workspace id, then
@@ -121,7 +136,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            events: EventBus::new(),
+        })
     }
 }
 
@@ -309,13 +327,12 @@ fn new_id() -> String {
     Uuid::new_v4().to_string()
 }
 
-/// Maps a unique violation to [`StoreError::Conflict`] with the constraint's
-/// name (each statement this is used on has exactly one such constraint
-/// besides its random primary key).
-fn on_unique(constraint: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+/// Maps a unique violation to [`StoreError::Conflict`] (each statement this
+/// is used on has exactly one such constraint besides its random primary key).
+fn on_unique(kind: ConflictKind) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |err| match &err {
         sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
-            StoreError::Conflict(constraint)
+            StoreError::Conflict(kind)
         }
         _ => StoreError::Database(err),
     }
@@ -576,7 +593,7 @@ async fn insert_key(
     .bind(key.rate_limit.map(|l| i64::from(l.burst)))
     .execute(&mut **tx)
     .await
-    .map_err(on_unique("api_keys_digest_key"))?;
+    .map_err(on_unique(ConflictKind::KeyDigest))?;
     Ok(KeyRecord {
         id,
         workspace_id: key.workspace_id.clone(),
@@ -625,16 +642,436 @@ fn key_audit_details(key: &KeyRecord) -> Value {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+impl KeyStore for SqliteStore {
+    async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, w.organization_id, w.name AS workspace_name, m.role,
+                    u.email AS user_email, u.is_org_admin, u.deactivated_at AS user_deactivated_at,
+                    w.rate_limit_per_second AS ws_rate, w.rate_limit_burst AS ws_burst
+             FROM api_keys k
+             JOIN workspaces w ON w.id = k.workspace_id
+             JOIN users u ON u.id = k.user_id
+             LEFT JOIN memberships m ON m.workspace_id = k.workspace_id AND m.user_id = k.user_id
+             WHERE k.digest = ?"
+        ))
+        .bind(digest.as_hex())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let role: Option<String> = row.try_get("role")?;
+        Ok(Some(KeyAuthRecord {
+            key: key_from_row(&row)?,
+            organization_id: row.try_get("organization_id")?,
+            workspace_name: row.try_get("workspace_name")?,
+            role: role.as_deref().map(parse_role).transpose()?,
+            user_email: row.try_get("user_email")?,
+            user_is_org_admin: row.try_get("is_org_admin")?,
+            user_active: row
+                .try_get::<Option<i64>, _>("user_deactivated_at")?
+                .is_none(),
+            workspace_rate_limit: rate_limit_from(&row, "ws_rate", "ws_burst")?,
+        }))
+    }
+
+    async fn create_key(
+        &self,
+        actor: &Actor,
+        key: NewKey,
+        quotas: KeyQuotas,
+    ) -> StoreResult<KeyRecord> {
+        let mut tx = self.begin_write().await?;
+        let org = org_of_workspace(&mut tx, &key.workspace_id).await?;
+        let at = now();
+        let (for_user, in_workspace): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(user_id = ?2), 0), COUNT(*) FROM api_keys
+             WHERE workspace_id = ?1 AND revoked_at IS NULL AND replaced_by IS NULL
+               AND (expires_at IS NULL OR expires_at > ?3)",
+        )
+        .bind(&key.workspace_id)
+        .bind(&key.user_id)
+        .bind(to_ms(at))
+        .fetch_one(&mut *tx)
+        .await?;
+        if for_user >= i64::from(quotas.per_user) {
+            return Err(StoreError::Precondition(Precondition::TooManyKeysForUser {
+                limit: quotas.per_user,
+            }));
+        }
+        if in_workspace >= i64::from(quotas.per_workspace) {
+            return Err(StoreError::Precondition(
+                Precondition::TooManyKeysInWorkspace {
+                    limit: quotas.per_workspace,
+                },
+            ));
+        }
+        let record = insert_key(&mut tx, &key, at).await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(&key.workspace_id),
+            "api_key.create",
+            ("api_key", &record.id),
+            key_audit_details(&record),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::KeyChanged(record.id.clone())])
+            .await?;
+        Ok(record)
+    }
+
+    async fn list_keys(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+    ) -> StoreResult<Vec<KeyRecord>> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k
+             WHERE k.workspace_id = ? AND (? IS NULL OR k.user_id = ?)
+             ORDER BY k.rowid DESC"
+        ))
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(key_from_row)
+        .collect()
+    }
+
+    async fn list_keys_page(
+        &self,
+        workspace_id: &str,
+        user_id: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<KeyRecord>, u64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS}, COUNT(*) OVER () AS total FROM api_keys k
+             WHERE k.workspace_id = ?1 AND (?2 IS NULL OR k.user_id = ?2)
+             ORDER BY k.rowid DESC LIMIT ?3 OFFSET ?4"
+        ))
+        .bind(workspace_id)
+        .bind(user_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = match rows.first() {
+            Some(row) => row.try_get("total")?,
+            None => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM api_keys WHERE workspace_id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+                )
+                .bind(workspace_id)
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
+        let keys = rows.iter().map(key_from_row).collect::<StoreResult<_>>()?;
+        Ok((keys, u64::try_from(total).unwrap_or(0)))
+    }
+
+    async fn replace_key_digest(
+        &self,
+        key_id: &str,
+        old: &KeyDigest,
+        new: &KeyDigest,
+    ) -> StoreResult<()> {
+        let changed = sqlx::query("UPDATE api_keys SET digest = ? WHERE id = ? AND digest = ?")
+            .bind(new.as_hex())
+            .bind(key_id)
+            .bind(old.as_hex())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if changed > 0 {
+            self.events
+                .publish([StoreEvent::KeyChanged(key_id.to_owned())]);
+        }
         Ok(())
     }
 
-    async fn close(&self) {
-        self.pool.close().await;
+    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>> {
+        sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
+        ))
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(key_from_row)
+        .transpose()
     }
 
+    async fn revoke_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+    ) -> StoreResult<KeyRecord> {
+        let mut tx = self.begin_write().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let mut key = key_in_tx(&mut tx, workspace_id, id).await?;
+        let mut events = Vec::new();
+        if key.revoked_at.is_none() {
+            events.push(StoreEvent::KeyChanged(id.to_owned()));
+            let at = now();
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = ?, revoked_reason = 'revoked' WHERE id = ?",
+            )
+            .bind(to_ms(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            key.revoked_at = Some(at);
+            key.revoked_reason = Some(RevokedReason::Revoked);
+            audit(
+                &mut tx,
+                actor,
+                &org,
+                Some(workspace_id),
+                "api_key.revoke",
+                ("api_key", id),
+                key_audit_details(&key),
+            )
+            .await?;
+        }
+        self.commit(tx, events).await?;
+        Ok(key)
+    }
+
+    async fn rotate_key(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        id: &str,
+        new: NewKey,
+        old_valid_until: Option<OffsetDateTime>,
+    ) -> StoreResult<(KeyRecord, KeyRecord)> {
+        let mut tx = self.begin_write().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let mut old = key_in_tx(&mut tx, workspace_id, id).await?;
+        let at = now();
+        let successor = insert_key(&mut tx, &new, at).await?;
+        // Never extend a key's life by rotating it.
+        let expires_at =
+            old_valid_until.map(|until| old.expires_at.map_or(until, |e| e.min(until)));
+        // The rule and the write in one statement: only a live key that was
+        // not rotated yet changes.
+        let changed = sqlx::query(
+            "UPDATE api_keys SET
+                 revoked_at = CASE WHEN ?1 IS NULL THEN ?2 ELSE revoked_at END,
+                 revoked_reason = CASE WHEN ?1 IS NULL THEN 'rotated' ELSE revoked_reason END,
+                 expires_at = COALESCE(?1, expires_at),
+                 replaced_by = ?3
+             WHERE id = ?4 AND workspace_id = ?5 AND revoked_at IS NULL AND replaced_by IS NULL
+               AND (expires_at IS NULL OR expires_at > ?2)",
+        )
+        .bind(expires_at.map(to_ms))
+        .bind(to_ms(at))
+        .bind(&successor.id)
+        .bind(id)
+        .bind(workspace_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            let why = if old.revoked_at.is_some() {
+                Precondition::KeyRevoked
+            } else if old.replaced_by.is_some() {
+                Precondition::KeyAlreadyRotated
+            } else {
+                Precondition::KeyExpired
+            };
+            return Err(StoreError::Precondition(why));
+        }
+        match expires_at {
+            None => {
+                old.revoked_at = Some(at);
+                old.revoked_reason = Some(RevokedReason::Rotated);
+            }
+            Some(until) => old.expires_at = Some(until),
+        }
+        old.replaced_by = Some(successor.id.clone());
+        let mut details = key_audit_details(&old);
+        details["new_key_id"] = json!(successor.id);
+        details["old_key_valid_until"] = json!(old_valid_until.map(to_ms));
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "api_key.rotate",
+            ("api_key", id),
+            details,
+        )
+        .await?;
+        self.commit(
+            tx,
+            [
+                StoreEvent::KeyChanged(old.id.clone()),
+                StoreEvent::KeyChanged(successor.id.clone()),
+            ],
+        )
+        .await?;
+        Ok((old, successor))
+    }
+}
+
+#[async_trait]
+impl WorkspaceStore for SqliteStore {
+    async fn create_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        name: &str,
+        description: Option<&str>,
+        owner_user_id: &str,
+    ) -> StoreResult<WorkspaceRecord> {
+        let id = new_id();
+        let created_at = now();
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO workspaces (id, organization_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(organization_id)
+        .bind(name)
+        .bind(description)
+        .bind(to_ms(created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique(ConflictKind::WorkspaceName))?;
+        sqlx::query("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)")
+            .bind(&id)
+            .bind(owner_user_id)
+            .bind(to_ms(created_at))
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(&id),
+            "workspace.create",
+            ("workspace", &id),
+            json!({"name": name, "owner_user_id": owner_user_id}),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::WorkspaceChanged(id.clone())])
+            .await?;
+        Ok(WorkspaceRecord {
+            id,
+            organization_id: organization_id.to_owned(),
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+            created_at,
+            rate_limit: None,
+        })
+    }
+
+    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
+        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? ORDER BY rowid")
+            .bind(organization_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(workspace_from_row)
+            .collect()
+    }
+
+    async fn workspace(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<WorkspaceRecord>> {
+        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? AND id = ?")
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(workspace_from_row)
+            .transpose()
+    }
+
+    async fn set_workspace_rate_limit(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        workspace_id: &str,
+        limit: Option<RateLimit>,
+    ) -> StoreResult<WorkspaceRecord> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE workspaces SET rate_limit_per_second = ?, rate_limit_burst = ?
+             WHERE organization_id = ? AND id = ? RETURNING *",
+        )
+        .bind(limit.map(|l| i64::from(l.per_second)))
+        .bind(limit.map(|l| i64::from(l.burst)))
+        .bind(organization_id)
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let workspace = workspace_from_row(&row)?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(workspace_id),
+            "workspace.rate_limit",
+            ("workspace", workspace_id),
+            json!({"per_second": limit.map(|l| l.per_second), "burst": limit.map(|l| l.burst)}),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::WorkspaceChanged(workspace_id.to_owned())])
+            .await?;
+        Ok(workspace)
+    }
+
+    async fn delete_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM workspaces WHERE organization_id = ? AND id = ?")
+                .bind(organization_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(name) = name else {
+            return Err(StoreError::NotFound);
+        };
+        sqlx::query("DELETE FROM workspaces WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(id),
+            "workspace.delete",
+            ("workspace", id),
+            json!({"name": name}),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::WorkspaceChanged(id.to_owned())])
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MemberStore for SqliteStore {
     async fn bootstrap(&self, request: BootstrapRequest) -> StoreResult<Option<BootstrapOutcome>> {
         let mut tx = self.begin_write().await?;
         let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
@@ -795,7 +1232,7 @@ impl Store for SqliteStore {
         .bind(to_ms(now()))
         .execute(&mut *tx)
         .await
-        .map_err(on_unique("users_email_key"))?;
+        .map_err(on_unique(ConflictKind::UserEmail))?;
         audit(
             &mut tx,
             actor,
@@ -887,7 +1324,8 @@ impl Store for SqliteStore {
             json!({"role": role, "previous_role": previous}),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::UserChanged(user_id.to_owned())])
+            .await?;
         Ok(previous)
     }
 
@@ -929,7 +1367,12 @@ impl Store for SqliteStore {
             json!({"previous_role": removed, "revoked_key_ids": revoked}),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(
+            tx,
+            std::iter::once(StoreEvent::UserChanged(user_id.to_owned()))
+                .chain(revoked.iter().cloned().map(StoreEvent::KeyChanged)),
+        )
+        .await?;
         Ok(revoked)
     }
 
@@ -982,7 +1425,12 @@ impl Store for SqliteStore {
             json!({"email": user.email, "revoked_key_ids": revoked}),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(
+            tx,
+            std::iter::once(StoreEvent::UserChanged(user_id.to_owned()))
+                .chain(revoked.iter().cloned().map(StoreEvent::KeyChanged)),
+        )
+        .await?;
         Ok((user, revoked))
     }
 
@@ -1017,7 +1465,8 @@ impl Store for SqliteStore {
             json!({"email": user.email, "is_org_admin": is_org_admin}),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::UserChanged(user_id.to_owned())])
+            .await?;
         Ok(user)
     }
 
@@ -1117,7 +1566,10 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+}
 
+#[async_trait]
+impl SessionStore for SqliteStore {
     async fn create_session(&self, session: &SessionRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sessions (token_digest, user_id, csrf_token, created_at, expires_at,
@@ -1258,27 +1710,20 @@ impl Store for SqliteStore {
         Ok(sessions + nonces)
     }
 
-    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    async fn use_nonce(&self, nonce: &str) -> StoreResult<bool> {
+        let inserted =
+            sqlx::query("INSERT OR IGNORE INTO form_nonces (nonce, used_at) VALUES (?, ?)")
+                .bind(nonce)
+                .bind(to_ms(now()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(inserted == 1)
     }
+}
 
-    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO settings (name, value) VALUES (?, ?)
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        )
-        .bind(name)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
+#[async_trait]
+impl UsageStore for SqliteStore {
     async fn record_usage(
         &self,
         batch: &[KeyUsageFlush],
@@ -1474,423 +1919,10 @@ impl Store for SqliteStore {
             .collect::<StoreResult<_>>()?;
         Ok((addresses, u64::try_from(total).unwrap_or(0)))
     }
+}
 
-    async fn use_nonce(&self, nonce: &str) -> StoreResult<bool> {
-        let inserted =
-            sqlx::query("INSERT OR IGNORE INTO form_nonces (nonce, used_at) VALUES (?, ?)")
-                .bind(nonce)
-                .bind(to_ms(now()))
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
-        Ok(inserted == 1)
-    }
-
-    async fn create_workspace(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        name: &str,
-        description: Option<&str>,
-        owner_user_id: &str,
-    ) -> StoreResult<WorkspaceRecord> {
-        let id = new_id();
-        let created_at = now();
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO workspaces (id, organization_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(organization_id)
-        .bind(name)
-        .bind(description)
-        .bind(to_ms(created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(on_unique("workspaces_org_name_key"))?;
-        sqlx::query("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)")
-            .bind(&id)
-            .bind(owner_user_id)
-            .bind(to_ms(created_at))
-            .execute(&mut *tx)
-            .await?;
-        audit(
-            &mut tx,
-            actor,
-            organization_id,
-            Some(&id),
-            "workspace.create",
-            ("workspace", &id),
-            json!({"name": name, "owner_user_id": owner_user_id}),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(WorkspaceRecord {
-            id,
-            organization_id: organization_id.to_owned(),
-            name: name.to_owned(),
-            description: description.map(str::to_owned),
-            created_at,
-            rate_limit: None,
-        })
-    }
-
-    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
-        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? ORDER BY rowid")
-            .bind(organization_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(workspace_from_row)
-            .collect()
-    }
-
-    async fn workspace(
-        &self,
-        organization_id: &str,
-        id: &str,
-    ) -> StoreResult<Option<WorkspaceRecord>> {
-        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? AND id = ?")
-            .bind(organization_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(workspace_from_row)
-            .transpose()
-    }
-
-    async fn set_workspace_rate_limit(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        workspace_id: &str,
-        limit: Option<RateLimit>,
-    ) -> StoreResult<WorkspaceRecord> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE workspaces SET rate_limit_per_second = ?, rate_limit_burst = ?
-             WHERE organization_id = ? AND id = ? RETURNING *",
-        )
-        .bind(limit.map(|l| i64::from(l.per_second)))
-        .bind(limit.map(|l| i64::from(l.burst)))
-        .bind(organization_id)
-        .bind(workspace_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let workspace = workspace_from_row(&row)?;
-        audit(
-            &mut tx,
-            actor,
-            organization_id,
-            Some(workspace_id),
-            "workspace.rate_limit",
-            ("workspace", workspace_id),
-            json!({"per_second": limit.map(|l| l.per_second), "burst": limit.map(|l| l.burst)}),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(workspace)
-    }
-
-    async fn delete_workspace(
-        &self,
-        actor: &Actor,
-        organization_id: &str,
-        id: &str,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let name: Option<String> =
-            sqlx::query_scalar("SELECT name FROM workspaces WHERE organization_id = ? AND id = ?")
-                .bind(organization_id)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(name) = name else {
-            return Err(StoreError::NotFound);
-        };
-        sqlx::query("DELETE FROM workspaces WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        audit(
-            &mut tx,
-            actor,
-            organization_id,
-            Some(id),
-            "workspace.delete",
-            ("workspace", id),
-            json!({"name": name}),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS}, w.organization_id, w.name AS workspace_name, m.role,
-                    u.email AS user_email, u.is_org_admin, u.deactivated_at AS user_deactivated_at,
-                    w.rate_limit_per_second AS ws_rate, w.rate_limit_burst AS ws_burst
-             FROM api_keys k
-             JOIN workspaces w ON w.id = k.workspace_id
-             JOIN users u ON u.id = k.user_id
-             LEFT JOIN memberships m ON m.workspace_id = k.workspace_id AND m.user_id = k.user_id
-             WHERE k.digest = ?"
-        ))
-        .bind(digest.as_hex())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: Option<String> = row.try_get("role")?;
-        Ok(Some(KeyAuthRecord {
-            key: key_from_row(&row)?,
-            organization_id: row.try_get("organization_id")?,
-            workspace_name: row.try_get("workspace_name")?,
-            role: role.as_deref().map(parse_role).transpose()?,
-            user_email: row.try_get("user_email")?,
-            user_is_org_admin: row.try_get("is_org_admin")?,
-            user_active: row
-                .try_get::<Option<i64>, _>("user_deactivated_at")?
-                .is_none(),
-            workspace_rate_limit: rate_limit_from(&row, "ws_rate", "ws_burst")?,
-        }))
-    }
-
-    async fn create_key(
-        &self,
-        actor: &Actor,
-        key: NewKey,
-        quotas: KeyQuotas,
-    ) -> StoreResult<KeyRecord> {
-        let mut tx = self.begin_write().await?;
-        let org = org_of_workspace(&mut tx, &key.workspace_id).await?;
-        let at = now();
-        let (for_user, in_workspace): (i64, i64) = sqlx::query_as(
-            "SELECT COALESCE(SUM(user_id = ?2), 0), COUNT(*) FROM api_keys
-             WHERE workspace_id = ?1 AND revoked_at IS NULL AND replaced_by IS NULL
-               AND (expires_at IS NULL OR expires_at > ?3)",
-        )
-        .bind(&key.workspace_id)
-        .bind(&key.user_id)
-        .bind(to_ms(at))
-        .fetch_one(&mut *tx)
-        .await?;
-        if for_user >= i64::from(quotas.per_user) {
-            return Err(StoreError::Precondition(Precondition::TooManyKeysForUser {
-                limit: quotas.per_user,
-            }));
-        }
-        if in_workspace >= i64::from(quotas.per_workspace) {
-            return Err(StoreError::Precondition(
-                Precondition::TooManyKeysInWorkspace {
-                    limit: quotas.per_workspace,
-                },
-            ));
-        }
-        let record = insert_key(&mut tx, &key, at).await?;
-        audit(
-            &mut tx,
-            actor,
-            &org,
-            Some(&key.workspace_id),
-            "api_key.create",
-            ("api_key", &record.id),
-            key_audit_details(&record),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(record)
-    }
-
-    async fn list_keys(
-        &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
-    ) -> StoreResult<Vec<KeyRecord>> {
-        sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k
-             WHERE k.workspace_id = ? AND (? IS NULL OR k.user_id = ?)
-             ORDER BY k.rowid DESC"
-        ))
-        .bind(workspace_id)
-        .bind(user_id)
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(key_from_row)
-        .collect()
-    }
-
-    async fn list_keys_page(
-        &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
-        offset: u64,
-        limit: u64,
-    ) -> StoreResult<(Vec<KeyRecord>, u64)> {
-        let rows = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS}, COUNT(*) OVER () AS total FROM api_keys k
-             WHERE k.workspace_id = ?1 AND (?2 IS NULL OR k.user_id = ?2)
-             ORDER BY k.rowid DESC LIMIT ?3 OFFSET ?4"
-        ))
-        .bind(workspace_id)
-        .bind(user_id)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        let total: i64 = match rows.first() {
-            Some(row) => row.try_get("total")?,
-            None => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM api_keys WHERE workspace_id = ?1 AND (?2 IS NULL OR user_id = ?2)",
-                )
-                .bind(workspace_id)
-                .bind(user_id)
-                .fetch_one(&self.pool)
-                .await?
-            }
-        };
-        let keys = rows.iter().map(key_from_row).collect::<StoreResult<_>>()?;
-        Ok((keys, u64::try_from(total).unwrap_or(0)))
-    }
-
-    async fn replace_key_digest(
-        &self,
-        key_id: &str,
-        old: &KeyDigest,
-        new: &KeyDigest,
-    ) -> StoreResult<()> {
-        sqlx::query("UPDATE api_keys SET digest = ? WHERE id = ? AND digest = ?")
-            .bind(new.as_hex())
-            .bind(key_id)
-            .bind(old.as_hex())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>> {
-        sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
-        ))
-        .bind(workspace_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(key_from_row)
-        .transpose()
-    }
-
-    async fn revoke_key(
-        &self,
-        actor: &Actor,
-        workspace_id: &str,
-        id: &str,
-    ) -> StoreResult<KeyRecord> {
-        let mut tx = self.begin_write().await?;
-        let org = org_of_workspace(&mut tx, workspace_id).await?;
-        let mut key = key_in_tx(&mut tx, workspace_id, id).await?;
-        if key.revoked_at.is_none() {
-            let at = now();
-            sqlx::query(
-                "UPDATE api_keys SET revoked_at = ?, revoked_reason = 'revoked' WHERE id = ?",
-            )
-            .bind(to_ms(at))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            key.revoked_at = Some(at);
-            key.revoked_reason = Some(RevokedReason::Revoked);
-            audit(
-                &mut tx,
-                actor,
-                &org,
-                Some(workspace_id),
-                "api_key.revoke",
-                ("api_key", id),
-                key_audit_details(&key),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(key)
-    }
-
-    async fn rotate_key(
-        &self,
-        actor: &Actor,
-        workspace_id: &str,
-        id: &str,
-        new: NewKey,
-        old_valid_until: Option<OffsetDateTime>,
-    ) -> StoreResult<(KeyRecord, KeyRecord)> {
-        let mut tx = self.begin_write().await?;
-        let org = org_of_workspace(&mut tx, workspace_id).await?;
-        let mut old = key_in_tx(&mut tx, workspace_id, id).await?;
-        let at = now();
-        let successor = insert_key(&mut tx, &new, at).await?;
-        // Never extend a key's life by rotating it.
-        let expires_at =
-            old_valid_until.map(|until| old.expires_at.map_or(until, |e| e.min(until)));
-        // The rule and the write in one statement: only a live key that was
-        // not rotated yet changes.
-        let changed = sqlx::query(
-            "UPDATE api_keys SET
-                 revoked_at = CASE WHEN ?1 IS NULL THEN ?2 ELSE revoked_at END,
-                 revoked_reason = CASE WHEN ?1 IS NULL THEN 'rotated' ELSE revoked_reason END,
-                 expires_at = COALESCE(?1, expires_at),
-                 replaced_by = ?3
-             WHERE id = ?4 AND workspace_id = ?5 AND revoked_at IS NULL AND replaced_by IS NULL
-               AND (expires_at IS NULL OR expires_at > ?2)",
-        )
-        .bind(expires_at.map(to_ms))
-        .bind(to_ms(at))
-        .bind(&successor.id)
-        .bind(id)
-        .bind(workspace_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
-            let why = if old.revoked_at.is_some() {
-                Precondition::KeyRevoked
-            } else if old.replaced_by.is_some() {
-                Precondition::KeyAlreadyRotated
-            } else {
-                Precondition::KeyExpired
-            };
-            return Err(StoreError::Precondition(why));
-        }
-        match expires_at {
-            None => {
-                old.revoked_at = Some(at);
-                old.revoked_reason = Some(RevokedReason::Rotated);
-            }
-            Some(until) => old.expires_at = Some(until),
-        }
-        old.replaced_by = Some(successor.id.clone());
-        let mut details = key_audit_details(&old);
-        details["new_key_id"] = json!(successor.id);
-        details["old_key_valid_until"] = json!(old_valid_until.map(to_ms));
-        audit(
-            &mut tx,
-            actor,
-            &org,
-            Some(workspace_id),
-            "api_key.rotate",
-            ("api_key", id),
-            details,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((old, successor))
-    }
-
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
         let (sql, args) = audit_search(query);
         let rows = bind_args(sqlx::query(&sql), &args)
@@ -1914,7 +1946,10 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+}
 
+#[async_trait]
+impl WorkflowStore for SqliteStore {
     async fn create_workflow(
         &self,
         actor: &Actor,
@@ -2269,6 +2304,43 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(record)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn events(&self) -> &EventBus {
+        &self.events
     }
 }
 

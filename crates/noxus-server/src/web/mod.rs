@@ -221,11 +221,9 @@ impl From<crate::store::StoreError> for WebError {
             crate::store::StoreError::Precondition(why) => {
                 Self::Conflict(crate::error::sentence(&why.to_string()))
             }
-            crate::store::StoreError::Conflict(c) => Self::Conflict(match c {
-                "workspaces_org_name_key" => "A workspace with this name already exists".to_owned(),
-                "users_email_key" => "A user with this email already exists".to_owned(),
-                other => format!("This conflicts with an existing object ({other})"),
-            }),
+            crate::store::StoreError::Conflict(kind) => {
+                Self::Conflict(crate::error::sentence(&kind.to_string()))
+            }
             crate::store::StoreError::QuotaExceeded { quota, limit } => {
                 Self::Conflict(quota.sentence(limit))
             }

@@ -1,0 +1,216 @@
+//! What changed, as the store tells it: every mutating store call publishes
+//! the events of its change once its transaction committed (never after a
+//! rollback). One task per process feeds them to the verified-key cache
+//! ([`crate::key_cache::KeyCache`]), so no handler invalidates anything by hand.
+//!
+//! Read-your-writes within a process: a change is published before the
+//! store call returns, and the cache is bypassed while any published event
+//! has not been applied yet ([`EventBus::published`] against the cache's
+//! applied count), so the response to a revocation is never followed by a
+//! request that the stale cache lets through, however late the task runs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+/// A change that can alter what a key may do.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StoreEvent {
+    /// A key was created, revoked, rotated or re-hashed.
+    KeyChanged(String),
+    /// A user's standing changed: a role in a workspace, removal from one,
+    /// (de)activation, organization admin or not.
+    UserChanged(String),
+    /// A workspace was created, deleted, or its settings (rate limit) changed.
+    WorkspaceChanged(String),
+    /// Events may have been missed (another process's changes could not be
+    /// heard for a while): forget everything.
+    Resync,
+}
+
+impl StoreEvent {
+    /// The event as one short line (`k:<id>`, `u:<id>`, `w:<id>`, `*`), as
+    /// sent between processes.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::KeyChanged(id) => format!("k:{id}"),
+            Self::UserChanged(id) => format!("u:{id}"),
+            Self::WorkspaceChanged(id) => format!("w:{id}"),
+            Self::Resync => "*".to_owned(),
+        }
+    }
+
+    /// The event back from [`StoreEvent::encode`]; anything unknown is a
+    /// [`StoreEvent::Resync`] (forgetting too much is safe, too little is not).
+    pub fn decode(text: &str) -> Self {
+        match text.split_once(':') {
+            Some(("k", id)) if !id.is_empty() => Self::KeyChanged(id.to_owned()),
+            Some(("u", id)) if !id.is_empty() => Self::UserChanged(id.to_owned()),
+            Some(("w", id)) if !id.is_empty() => Self::WorkspaceChanged(id.to_owned()),
+            _ => Self::Resync,
+        }
+    }
+}
+
+/// How many events a slow subscriber may fall behind before it is told it
+/// lagged (and then forgets everything).
+const CAPACITY: usize = 4096;
+
+/// The store's channel of committed changes. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sender: broadcast::Sender<(u64, StoreEvent)>,
+    /// Sequence number of the last published event.
+    published: Arc<AtomicU64>,
+    /// Numbering and sending under one lock, so that subscribers receive
+    /// events in the order of their numbers.
+    order: Mutex<()>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    /// A bus with no subscriber yet.
+    pub fn new() -> Self {
+        let (sender, _) = broadcast::channel(CAPACITY);
+        Self {
+            inner: Arc::new(Inner {
+                sender,
+                published: Arc::new(AtomicU64::new(0)),
+                order: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Publishes committed changes (called after the commit, before the
+    /// store call returns).
+    pub fn publish(&self, events: impl IntoIterator<Item = StoreEvent>) {
+        let _order = self
+            .inner
+            .order
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for event in events {
+            let seq = self.inner.published.fetch_add(1, Ordering::AcqRel) + 1;
+            // No subscriber is fine (a store used without a server).
+            let _ = self.inner.sender.send((seq, event));
+        }
+    }
+
+    /// The sequence number of the last published event.
+    pub fn published(&self) -> u64 {
+        self.inner.published.load(Ordering::Acquire)
+    }
+
+    /// The counter behind [`EventBus::published`], for a reader on the hot
+    /// path that must not hold the bus.
+    pub fn published_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.inner.published)
+    }
+
+    /// Receives every event published from now on.
+    pub fn subscribe(&self) -> EventSubscription {
+        EventSubscription {
+            receiver: self.inner.sender.subscribe(),
+        }
+    }
+}
+
+/// A subscriber's end of the [`EventBus`].
+#[derive(Debug)]
+pub struct EventSubscription {
+    receiver: broadcast::Receiver<(u64, StoreEvent)>,
+}
+
+impl EventSubscription {
+    /// The next event with its sequence number; a subscriber that fell
+    /// behind gets [`StoreEvent::Resync`] (numbered 0: it proves nothing
+    /// about what was applied) and then the events still held. `None` when
+    /// the bus is gone.
+    pub async fn next(&mut self) -> Option<(u64, StoreEvent)> {
+        match self.receiver.recv().await {
+            Ok(item) => Some(item),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some((0, StoreEvent::Resync)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+/// Events gathered by a write while its transaction is open, published only
+/// when it commits ([`Pending::commit`]); dropped with a rolled-back write.
+#[derive(Debug, Default)]
+pub struct Pending(Vec<StoreEvent>);
+
+impl Pending {
+    /// Nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an event.
+    pub fn push(&mut self, event: StoreEvent) {
+        self.0.push(event);
+    }
+
+    /// The gathered events.
+    pub fn into_events(self) -> Vec<StoreEvent> {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_and_unknown_lines_forget_everything() {
+        for event in [
+            StoreEvent::KeyChanged("a-b".into()),
+            StoreEvent::UserChanged("u".into()),
+            StoreEvent::WorkspaceChanged("w:x".into()),
+            StoreEvent::Resync,
+        ] {
+            assert_eq!(StoreEvent::decode(&event.encode()), event);
+        }
+        for junk in ["", "k:", "x:1", "k", "hello"] {
+            assert_eq!(StoreEvent::decode(junk), StoreEvent::Resync, "{junk}");
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_events_in_order_with_their_numbers() {
+        let bus = EventBus::new();
+        let mut sub = bus.subscribe();
+        bus.publish([
+            StoreEvent::KeyChanged("1".into()),
+            StoreEvent::UserChanged("2".into()),
+        ]);
+        assert_eq!(bus.published(), 2);
+        assert_eq!(
+            sub.next().await,
+            Some((1, StoreEvent::KeyChanged("1".into())))
+        );
+        assert_eq!(
+            sub.next().await,
+            Some((2, StoreEvent::UserChanged("2".into())))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_told_to_resync() {
+        let bus = EventBus::new();
+        let mut sub = bus.subscribe();
+        bus.publish((0..CAPACITY + 10).map(|i| StoreEvent::KeyChanged(i.to_string())));
+        assert_eq!(sub.next().await, Some((0, StoreEvent::Resync)));
+    }
+}
