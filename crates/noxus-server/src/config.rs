@@ -12,15 +12,17 @@ pub use ipnet::IpNet;
 use crate::domain::keys::PreviousPepper;
 use crate::domain::passwords::PasswordPool;
 use crate::rate_limit::{LoginThrottlePolicy, RateLimit};
-use crate::store::KeyQuotas;
+use crate::store::{DatabaseConfig, KeyQuotas, PostgresOptions};
 
 /// How the platform runs.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// Where the SQLite database lives.
+    /// Where the SQLite database lives (when `postgres` is not set).
     pub data_dir: PathBuf,
+    /// Run on this PostgreSQL database instead of SQLite in `data_dir`.
+    pub postgres: Option<PostgresOptions>,
     /// Server-side secret mixed into key digests (HMAC-SHA-256), at least 32
     /// bytes. Its fingerprint is stored in the database: starting with another
     /// (or none) is refused, unless the stored one is `previous_pepper`.
@@ -91,11 +93,22 @@ pub struct Config {
 }
 
 impl Config {
+    /// The database this configuration runs on.
+    pub fn database(&self) -> DatabaseConfig {
+        match &self.postgres {
+            Some(options) => DatabaseConfig::Postgres(options.clone()),
+            None => DatabaseConfig::Sqlite {
+                data_dir: self.data_dir.clone(),
+            },
+        }
+    }
+
     /// Defaults for a data directory: listen on 127.0.0.1:8080.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: data_dir.into(),
+            postgres: None,
             pepper: None,
             previous_pepper: None,
             catalog_file: None,

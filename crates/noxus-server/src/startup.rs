@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -12,7 +11,6 @@ use crate::bootstrap::{first_start, prepare_setup, SetupLink, Welcome};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::state::AppState;
-use crate::store::SqliteStore;
 
 /// A built, bound, not yet serving platform.
 #[derive(Debug)]
@@ -29,9 +27,7 @@ impl Application {
     /// first start if the data directory is new.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let catalog = Catalog::load(config.catalog_file.as_deref())?;
-        let store = SqliteStore::open(&config.data_dir).await.with_context(|| {
-            format!("cannot open the database in {}", config.data_dir.display())
-        })?;
+        let store = crate::store::connect(&config.database()).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -44,7 +40,7 @@ impl Application {
             };
             format!("http://{host}:{}", local.port())
         });
-        let state = AppState::new(Arc::new(store), catalog, config);
+        let state = AppState::new(store, catalog, config);
         crate::bootstrap::check_pepper(state.store(), state.hasher(), state.config()).await?;
         let welcome = first_start(state.store(), state.hasher(), state.config(), &base_url).await?;
         let setup_link = if welcome.is_none() {

@@ -8,6 +8,72 @@ mod sqlite;
 pub use events::{EventBus, EventSubscription, StoreEvent};
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
+/// Which database the platform runs on.
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    /// The embedded default: `noxus.db` in a data directory, one process.
+    Sqlite {
+        /// The directory.
+        data_dir: std::path::PathBuf,
+    },
+    /// A PostgreSQL database shared by any number of processes.
+    Postgres(PostgresOptions),
+}
+
+/// How to reach PostgreSQL.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// `postgres://user:password@host:port/database?...` (secret: it may
+    /// hold a password; never logged).
+    pub url: secrecy::SecretString,
+    /// Most connections in the pool.
+    pub max_connections: u32,
+    /// Longest wait for a connection (new or from the pool).
+    pub connect_timeout: std::time::Duration,
+    /// Longest a statement may run (PostgreSQL's `statement_timeout`).
+    pub statement_timeout: std::time::Duration,
+}
+
+impl PostgresOptions {
+    /// Defaults for `url`: 16 connections, 5 s to connect, 10 s per statement.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: secrecy::SecretString::from(url.into()),
+            max_connections: 16,
+            connect_timeout: std::time::Duration::from_secs(5),
+            statement_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &"[redacted]")
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
+}
+
+/// Opens (and migrates) the configured database.
+pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    match database {
+        DatabaseConfig::Sqlite { data_dir } => Ok(std::sync::Arc::new(
+            SqliteStore::open(data_dir).await.map_err(|e| {
+                e.context(format!(
+                    "cannot open the database in {}",
+                    data_dir.display()
+                ))
+            })?,
+        )),
+        DatabaseConfig::Postgres(_) => {
+            anyhow::bail!("the PostgreSQL backend is not built yet")
+        }
+    }
+}
+
 /// The store's traits, for callers: `use crate::store::prelude::*;` brings
 /// every aspect's methods into scope on a `&dyn Store`.
 pub mod prelude {
