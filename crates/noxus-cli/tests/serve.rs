@@ -439,3 +439,73 @@ fn after_a_sigkill_at_most_one_flush_interval_of_usage_is_lost() {
     let (exit, _) = terminate(child);
     assert!(exit.success());
 }
+
+#[test]
+fn a_second_serve_on_the_same_data_directory_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let first = noxus()
+        .args([
+            "serve",
+            "--no-welcome",
+            "--admin-email",
+            "ops@example.com",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&format!("http://127.0.0.1:{port}"));
+
+    let second = noxus()
+        .args([
+            "serve",
+            "--no-welcome",
+            "--admin-email",
+            "ops@example.com",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "the second process started");
+    assert!(
+        stderr.contains(&format!(
+            "in use by another noxus process (pid {})",
+            first.id()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--database-url"), "{stderr}");
+
+    // Once the first one is gone (however it ended), the directory is free.
+    let (exit, _) = terminate(first);
+    assert!(exit.success());
+    let port = free_port();
+    let mut third = noxus()
+        .args([
+            "serve",
+            "--no-welcome",
+            "--admin-email",
+            "ops@example.com",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&format!("http://127.0.0.1:{port}"));
+    third.kill().unwrap();
+    third.wait().unwrap();
+}

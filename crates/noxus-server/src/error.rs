@@ -11,6 +11,10 @@ use crate::store::StoreError;
 /// The invalid-key sentence of the guide, which the official client shows.
 pub const INVALID_KEY_DETAIL: &str = "Invalid API key - please check your credentials";
 
+/// `Retry-After` of a 503 when the database does not answer: the pool
+/// reconnects on the next request, so a second is enough once it is back.
+pub const DATABASE_RETRY_AFTER_SECONDS: u64 = 1;
+
 /// Result alias for handlers.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -76,6 +80,19 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after: u64,
     },
+    /// 503 `service_unavailable`, with `Retry-After`: the database does not
+    /// answer. Authentication fails closed: a key that is not in the cache
+    /// is never let through because it could not be checked.
+    #[error("{detail}")]
+    ServiceUnavailable {
+        /// The sentence.
+        detail: String,
+        /// Seconds to wait.
+        retry_after: u64,
+        /// The cause, for the log only.
+        #[source]
+        cause: anyhow::Error,
+    },
     /// 500 `internal_error`: the cause is logged with the request id, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -87,6 +104,15 @@ impl ApiError {
         Self::Validation {
             field: Some(field.into()),
             detail: detail.into(),
+        }
+    }
+
+    /// A 503: the database did not answer.
+    pub fn database_unavailable(cause: StoreError) -> Self {
+        Self::ServiceUnavailable {
+            detail: "The platform cannot reach its database right now; retry in a moment (if this was a change, check whether it was made before repeating it)".to_owned(),
+            retry_after: DATABASE_RETRY_AFTER_SECONDS,
+            cause: cause.into(),
         }
     }
 
@@ -109,6 +135,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -128,6 +155,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Validation { .. } => "validation_error",
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => "rate_limited",
+            Self::ServiceUnavailable { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -163,6 +191,7 @@ impl From<StoreError> for ApiError {
             StoreError::Precondition(why) => Self::Conflict(sentence(&why.to_string())),
             StoreError::Conflict(kind) => Self::Conflict(sentence(&kind.to_string())),
             StoreError::QuotaExceeded { quota, limit } => Self::Conflict(quota.sentence(limit)),
+            other if other.is_unavailable() => Self::database_unavailable(other),
             other => Self::Internal(other.into()),
         }
     }
@@ -197,9 +226,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let code = self.code();
         let retry_after = match &self {
-            Self::RateLimited { retry_after, .. } | Self::AuthThrottled { retry_after } => {
-                Some(*retry_after)
-            }
+            Self::RateLimited { retry_after, .. }
+            | Self::AuthThrottled { retry_after }
+            | Self::ServiceUnavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         };
         let (detail, required_permission, field, internal) = match self {
@@ -207,6 +236,9 @@ impl IntoResponse for ApiError {
                 (detail, Some(permission), None, None)
             }
             Self::Validation { field, detail } => (detail, None, field, None),
+            Self::ServiceUnavailable { detail, cause, .. } => {
+                (detail, None, None, Some(format!("{cause:#}")))
+            }
             Self::Internal(cause) => (
                 "Internal server error; the request id identifies it in the server log".to_owned(),
                 None,

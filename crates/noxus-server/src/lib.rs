@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod client_addr;
 pub mod config;
 pub mod connections;
+pub mod data_dir_lock;
 pub mod domain;
 pub mod error;
 pub mod flags;

@@ -10,7 +10,9 @@ use tokio::net::TcpListener;
 use crate::bootstrap::{first_start, prepare_setup, SetupLink, Welcome};
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::data_dir_lock::DataDirLock;
 use crate::state::AppState;
+use crate::store::DatabaseConfig;
 
 /// A built, bound, not yet serving platform.
 #[derive(Debug)]
@@ -20,6 +22,8 @@ pub struct Application {
     welcome: Option<Welcome>,
     setup_link: Option<SetupLink>,
     base_url: String,
+    /// SQLite: this process's hold on the data directory, for its whole life.
+    data_dir_lock: Option<DataDirLock>,
 }
 
 impl Application {
@@ -27,7 +31,13 @@ impl Application {
     /// first start if the data directory is new.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let catalog = Catalog::load(config.catalog_file.as_deref())?;
-        let store = crate::store::connect(&config.database()).await?;
+        let database = config.database();
+        // One data directory, one process: refused before anything is opened.
+        let data_dir_lock = match &database {
+            DatabaseConfig::Sqlite { data_dir } => Some(DataDirLock::acquire(data_dir)?),
+            DatabaseConfig::Postgres(_) => None,
+        };
+        let store = crate::store::connect(&database).await?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -57,6 +67,7 @@ impl Application {
             welcome,
             setup_link,
             base_url,
+            data_dir_lock,
         })
     }
 
@@ -134,6 +145,7 @@ impl Application {
         // Whatever was counted after the last tick.
         self.state.usage().flush(self.state.store()).await;
         self.state.store().close().await;
+        drop(self.data_dir_lock);
         tracing::info!("stopped");
         Ok(())
     }

@@ -141,7 +141,7 @@ impl Shape {
         errors.push((
             "503",
             error_response(
-                "The server is at its connection limit (`service_unavailable`)",
+                "The server is at its connection limit, or cannot reach its database (`service_unavailable`); `Retry-After` says when to retry",
                 true,
             ),
         ));

@@ -122,6 +122,44 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached or could not answer
+    /// (connection refused or lost, pool exhausted, statement timeout, disk
+    /// I/O, locked): the request may succeed later, and callers answer 503
+    /// `service_unavailable` with `Retry-After`, never "allowed because we
+    /// could not check".
+    pub fn is_unavailable(&self) -> bool {
+        let Self::Database(err) = self else {
+            return false;
+        };
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or("");
+                // PostgreSQL: connection exceptions (class 08), operator
+                // intervention (57: shutdown, cannot connect now, statement
+                // timeout / cancel), insufficient resources (53).
+                code.starts_with("08")
+                    || code.starts_with("57")
+                    || code.starts_with("53")
+                    // SQLite primary codes (extended codes keep them in the
+                    // low byte): BUSY 5, LOCKED 6, NOMEM 7, READONLY 8,
+                    // IOERR 10, CORRUPT-free FULL 13, CANTOPEN 14, PROTOCOL 15.
+                    || code
+                        .parse::<i64>()
+                        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What a refused write would have duplicated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConflictKind {

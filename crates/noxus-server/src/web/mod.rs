@@ -209,6 +209,9 @@ pub enum WebError {
     /// 503 with `Retry-After`: too much password hashing at once.
     #[error("The server is busy; try again in a moment")]
     Busy,
+    /// 503 with `Retry-After`: the database does not answer (logged).
+    #[error("The platform cannot reach its database right now; try again in a moment")]
+    Unavailable(#[source] anyhow::Error),
     /// 500, logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -227,6 +230,7 @@ impl From<crate::store::StoreError> for WebError {
             crate::store::StoreError::QuotaExceeded { quota, limit } => {
                 Self::Conflict(quota.sentence(limit))
             }
+            other if other.is_unavailable() => Self::Unavailable(other.into()),
             other => Self::Internal(other.into()),
         }
     }
@@ -285,6 +289,7 @@ impl IntoResponse for WebError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
             Self::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "Too many attempts"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "Busy"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
         };
         let message = match &self {
@@ -302,7 +307,7 @@ impl IntoResponse for WebError {
         );
         let retry_after = match &self {
             Self::TooManyAttempts(seconds) => Some(*seconds),
-            Self::Busy => Some(1),
+            Self::Busy | Self::Unavailable(_) => Some(1),
             _ => None,
         };
         if let Some(seconds) = retry_after {
@@ -317,7 +322,7 @@ impl IntoResponse for WebError {
             required_permission: None,
             field: None,
             internal: match self {
-                Self::Internal(cause) => Some(format!("{cause:#}")),
+                Self::Internal(cause) | Self::Unavailable(cause) => Some(format!("{cause:#}")),
                 _ => None,
             },
             keep_body: true,

@@ -8,6 +8,7 @@ mod helpers;
 mod admin;
 mod audit;
 mod dashboard;
+mod database_outage;
 mod error_table;
 mod escalation;
 mod flags;
