@@ -44,8 +44,8 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use noxus_server::app::app_with_routes;
 use noxus_server::catalog::Catalog;
-use noxus_server::http::app_with_routes;
 use noxus_server::rate_limit::RateLimit;
 use noxus_server::{AppState, Application, Config};
 use secrecy::ExposeSecret;
@@ -535,12 +535,15 @@ async fn time_authenticate(
     let mut headers = HeaderMap::new();
     headers.insert("x-api-key", HeaderValue::from_str(key)?);
     let mut refused = 0;
+    // As the request layer gives it (the slot is what a request allocates).
+    let slot = noxus_server::usage::KeySlot::default();
     let started = Instant::now();
     for _ in 0..iterations {
         if noxus_server::auth::authenticate(
             state,
             &headers,
             Some(std::net::IpAddr::from([127, 0, 0, 1])),
+            Some(&slot),
         )
         .await
         .is_err()

@@ -12,11 +12,12 @@ use noxus_api::key_format::{self, check_key_format};
 use noxus_api::{Permission, Role};
 
 use crate::domain::keys::KeyDigest;
-use crate::error::{ApiError, INVALID_KEY_DETAIL};
+use crate::http::error::{ApiError, INVALID_KEY_DETAIL};
 pub use crate::key_cache::{KeyCache, PermissionSet, VerifiedKey};
 use crate::state::AppState;
 use crate::store::{Actor, KeyAuthRecord, RevokedReason};
 use crate::time_fmt::rfc3339;
+use crate::usage::KeySlot;
 
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -227,10 +228,13 @@ async fn rehash_under_current_pepper(
 }
 
 /// Runs the verification order on a request's headers.
+/// `slot` (from the request's extensions) learns the key and its rate-limit
+/// state, so that the answer is counted against the key.
 pub async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     client_addr: Option<IpAddr>,
+    slot: Option<&KeySlot>,
 ) -> Result<AuthContext, ApiError> {
     let now = state.clock().now();
     let failed = |err: ApiError| failed_authentication(state, client_addr, now.mono_ns, err);
@@ -275,7 +279,14 @@ pub async fn authenticate(
     };
 
     // From here on the answer is counted against this key.
-    crate::usage::set_request_key(&verified.hot, now.unix_ms);
+    if let Some(slot) = slot {
+        slot.set_key(&verified.hot, now.unix_ms);
+    }
+    let set_rate = |rate| {
+        if let Some(slot) = slot {
+            slot.set_rate(rate);
+        }
+    };
     let key = &verified.record.key;
     if let Some(revoked_at) = key.revoked_at {
         let why = match key.revoked_reason {
@@ -322,10 +333,10 @@ pub async fn authenticate(
             gcra.check(&verified.hot.tat, at)
         });
         match checked {
-            Ok(tat) => crate::usage::set_request_rate(gcra.info(tat, at)),
+            Ok(tat) => set_rate(gcra.info(tat, at)),
             Err(wait) => {
                 let limit = gcra.limit();
-                crate::usage::set_request_rate(crate::rate_limit::RateInfo {
+                set_rate(crate::rate_limit::RateInfo {
                     limit: limit.burst,
                     remaining: 0,
                     reset_seconds: wait.whole_seconds(),
@@ -360,7 +371,8 @@ impl FromRequestParts<AppState> for AuthContext {
     ) -> Result<Self, Self::Rejection> {
         let client_addr =
             crate::client_addr::request_client_ip(parts, &state.config().trusted_proxies);
-        authenticate(state, &parts.headers, client_addr).await
+        let slot = parts.extensions.get::<KeySlot>().cloned();
+        authenticate(state, &parts.headers, client_addr, slot.as_ref()).await
     }
 }
 

@@ -4,21 +4,23 @@
 //! Start it with [`Application::build`] and [`Application::run_until_stopped`]
 //! (what `noxus serve` does), or mount [`http::app`] in your own server.
 
+pub mod app;
 pub mod auth;
 pub mod bootstrap;
 pub mod catalog;
 pub mod client_addr;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod data_dir_lock;
 pub mod domain;
-pub mod error;
 pub mod flags;
 pub mod http;
 pub mod key_cache;
 pub mod keys;
 pub mod members;
 pub mod rate_limit;
+pub mod reports;
 pub mod startup;
 pub mod state;
 pub mod store;

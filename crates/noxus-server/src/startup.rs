@@ -111,7 +111,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = crate::http::app(self.state.clone());
+        let app = crate::app::app(self.state.clone());
         let flusher = {
             let state = self.state.clone();
             tokio::spawn(async move {

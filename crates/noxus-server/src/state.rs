@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
 use crate::domain::passwords::{PasswordPool, QUEUE_WAIT};
 use crate::key_cache::KeyCache;
 use crate::rate_limit::{Gcra, LoginThrottle};
 use crate::store::Store;
-use crate::usage::{Clock, UsageRecorder};
+use crate::usage::UsageRecorder;
 
 /// Cheap to clone: one `Arc`.
 #[derive(Debug, Clone)]

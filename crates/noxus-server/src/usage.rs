@@ -8,12 +8,11 @@
 //! evicted first. If the process is killed, at most one flush interval
 //! (1 s) of counts is lost.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
@@ -21,50 +20,6 @@ use crate::store::{KeyUsageFlush, Store, UsageCounts};
 
 /// How often pending usage is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// One clock for the hot path: a monotonic reading, and the wall-clock time
-/// derived from it without a second system call.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    started: Instant,
-    started_unix_ms: i64,
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        let started_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        Self {
-            started: Instant::now(),
-            started_unix_ms,
-        }
-    }
-}
-
-/// A moment on the hot path.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    /// Monotonic.
-    pub instant: Instant,
-    /// Nanoseconds since the clock started (for the rate limiter).
-    pub mono_ns: u64,
-    /// Unix milliseconds.
-    pub unix_ms: i64,
-}
-
-impl Clock {
-    /// Reads the clock once.
-    pub fn now(&self) -> Now {
-        let instant = Instant::now();
-        let since = instant.duration_since(self.started);
-        Now {
-            instant,
-            mono_ns: since.as_nanos() as u64,
-            unix_ms: self.started_unix_ms + since.as_millis() as i64,
-        }
-    }
-}
 
 /// Default of [`crate::Config::max_addresses_per_key`].
 pub const DEFAULT_MAX_ADDRESSES_PER_KEY: usize = 100;
@@ -435,41 +390,34 @@ pub async fn prune(store: &dyn Store, retention_days: u32) {
     }
 }
 
-tokio::task_local! {
-    /// The key a request was made with, once known.
-    static REQUEST_KEY: RefCell<Option<RequestKey>>;
-}
+/// A request's slot for its key: the request layer puts one in the
+/// request's extensions, authentication fills it (the key, then its
+/// rate-limit state), and the request layer reads it back to count the
+/// answer against the key and to add the `RateLimit-*` headers.
+#[derive(Debug, Clone, Default)]
+pub struct KeySlot(Arc<Mutex<Option<RequestKey>>>);
 
-/// Runs a request with a slot for its key, and returns the key (if the
-/// request presented a known one) with the answer.
-pub async fn with_key_slot<F: std::future::Future>(future: F) -> (F::Output, Option<RequestKey>) {
-    REQUEST_KEY
-        .scope(RefCell::new(None), async move {
-            let output = future.await;
-            let key = REQUEST_KEY.with(|slot| slot.borrow_mut().take());
-            (output, key)
-        })
-        .await
-}
-
-/// Names the key of the current request (no-op outside a request).
-pub fn set_request_key(key: &Arc<KeyHot>, unix_ms: i64) {
-    let _ = REQUEST_KEY.try_with(|slot| {
-        *slot.borrow_mut() = Some(RequestKey {
+impl KeySlot {
+    /// Names the key of the request.
+    pub fn set_key(&self, key: &Arc<KeyHot>, unix_ms: i64) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(RequestKey {
             hot: Arc::clone(key),
             rate: None,
             unix_ms,
-        })
-    });
-}
+        });
+    }
 
-/// Notes the current request's rate-limit state (no-op outside a request).
-pub fn set_request_rate(rate: crate::rate_limit::RateInfo) {
-    let _ = REQUEST_KEY.try_with(|slot| {
-        if let Some(key) = slot.borrow_mut().as_mut() {
+    /// Notes the request's rate-limit state.
+    pub fn set_rate(&self, rate: crate::rate_limit::RateInfo) {
+        if let Some(key) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             key.rate = Some(rate);
         }
-    });
+    }
+
+    /// The key, if the request presented a known one.
+    pub fn take(&self) -> Option<RequestKey> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 #[cfg(test)]

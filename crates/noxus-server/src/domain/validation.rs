@@ -5,28 +5,48 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use crate::catalog::Catalog;
-use crate::error::ApiError;
+/// A value that breaks a rule: which field, and a sentence saying why. The
+/// API answers it as a 422 `validation_error` naming the field; the
+/// dashboard shows the sentence on the form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{detail}")]
+pub struct ValidationError {
+    /// The field or parameter, e.g. `definition.nodes[0].type`.
+    pub field: String,
+    /// The sentence.
+    pub detail: String,
+}
+
+impl ValidationError {
+    /// A rule broken by `field`.
+    pub fn new(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+}
 
 /// A name of at most `max` characters (surrounding spaces count) without
 /// control characters, not only white space; returned trimmed. The same
 /// rule as [`noxus_api::limits::is_valid_name`], which the OpenAPI document
 /// states as a pattern.
-pub fn name(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+pub fn name(field: &str, value: &str, max: usize) -> Result<String, ValidationError> {
     if value.chars().any(char::is_control) {
-        return Err(ApiError::validation(
+        return Err(ValidationError::new(
             field,
             format!("{field} must not contain control characters"),
         ));
     }
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::validation(
+        return Err(ValidationError::new(
             field,
             format!("{field} must not be empty"),
         ));
     }
     if value.chars().count() > max {
-        return Err(ApiError::validation(
+        return Err(ValidationError::new(
             field,
             format!("{field} must be at most {max} characters"),
         ));
@@ -49,9 +69,9 @@ pub fn description(
     field: &str,
     value: Option<&str>,
     max: usize,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<String>, ValidationError> {
     match value {
-        Some(text) if text.chars().count() > max => Err(ApiError::validation(
+        Some(text) if text.chars().count() > max => Err(ValidationError::new(
             field,
             format!("{field} must be at most {max} characters"),
         )),
@@ -61,10 +81,10 @@ pub fn description(
 }
 
 /// `flow` or `agent_flow`.
-pub fn workflow_kind(value: &str) -> Result<String, ApiError> {
+pub fn workflow_kind(value: &str) -> Result<String, ValidationError> {
     match value {
         "flow" | "agent_flow" => Ok(value.to_owned()),
-        other => Err(ApiError::validation(
+        other => Err(ValidationError::new(
             "type",
             format!(
                 "type must be `flow` or `agent_flow`, not `{}`",
@@ -75,11 +95,11 @@ pub fn workflow_kind(value: &str) -> Result<String, ApiError> {
 }
 
 /// A UUID string or null.
-pub fn error_handler(value: Option<&str>) -> Result<Option<String>, ApiError> {
+pub fn error_handler(value: Option<&str>) -> Result<Option<String>, ValidationError> {
     value
         .map(|s| {
             uuid(s).map(|_| s.to_owned()).ok_or_else(|| {
-                ApiError::validation(
+                ValidationError::new(
                     "error_handler",
                     "error_handler must be a node id (a UUID such as 123e4567-e89b-12d3-a456-426614174000) or null",
                 )
@@ -92,19 +112,23 @@ pub fn error_handler(value: Option<&str>) -> Result<Option<String>, ApiError> {
 /// each node with a string `id` and a `type` of the catalog, each edge with
 /// `from_id`/`to_id` (or V2 `source`/`target`). `None` gives an empty flow.
 /// Everything else is kept verbatim.
-pub fn definition(field: &str, value: Option<Value>, catalog: &Catalog) -> Result<Value, ApiError> {
+pub fn definition(
+    field: &str,
+    value: Option<Value>,
+    catalog: &Catalog,
+) -> Result<Value, ValidationError> {
     let Some(value) = value else {
         return Ok(json!({"flow_version": "v1", "nodes": [], "edges": []}));
     };
     let Value::Object(map) = &value else {
-        return Err(ApiError::validation(
+        return Err(ValidationError::new(
             field,
             format!("{field} must be an object with `nodes` and `edges`"),
         ));
     };
     if let Some(v) = map.get("flow_version") {
         if !v.is_string() {
-            return Err(ApiError::validation(
+            return Err(ValidationError::new(
                 format!("{field}.flow_version"),
                 "flow_version must be a string",
             ));
@@ -114,12 +138,12 @@ pub fn definition(field: &str, value: Option<Value>, catalog: &Catalog) -> Resul
     for (i, node) in nodes.iter().enumerate() {
         let at = format!("{field}.nodes[{i}]");
         let Value::Object(node) = node else {
-            return Err(ApiError::validation(&at, format!("{at} must be an object")));
+            return Err(ValidationError::new(&at, format!("{at} must be an object")));
         };
         match node.get("id") {
             Some(Value::String(id)) if !id.is_empty() => {}
             _ => {
-                return Err(ApiError::validation(
+                return Err(ValidationError::new(
                     format!("{at}.id"),
                     format!("{at}.id must be a non-empty string"),
                 ))
@@ -128,7 +152,7 @@ pub fn definition(field: &str, value: Option<Value>, catalog: &Catalog) -> Resul
         match node.get("type") {
             Some(Value::String(kind)) if catalog.has_node_type(kind) => {}
             Some(Value::String(kind)) => {
-                return Err(ApiError::validation(
+                return Err(ValidationError::new(
                     format!("{at}.type"),
                     format!(
                         "{at}.type: unknown node type `{}`; GET /v1/nodes lists the types",
@@ -137,7 +161,7 @@ pub fn definition(field: &str, value: Option<Value>, catalog: &Catalog) -> Resul
                 ))
             }
             _ => {
-                return Err(ApiError::validation(
+                return Err(ValidationError::new(
                     format!("{at}.type"),
                     format!("{at}.type must be a string"),
                 ))
@@ -148,7 +172,7 @@ pub fn definition(field: &str, value: Option<Value>, catalog: &Catalog) -> Resul
     for (i, edge) in edges.iter().enumerate() {
         let at = format!("{field}.edges[{i}]");
         let Value::Object(edge) = edge else {
-            return Err(ApiError::validation(&at, format!("{at} must be an object")));
+            return Err(ValidationError::new(&at, format!("{at} must be an object")));
         };
         let v1 = ["from_id", "to_id"]
             .iter()
@@ -157,7 +181,7 @@ pub fn definition(field: &str, value: Option<Value>, catalog: &Catalog) -> Resul
             .iter()
             .all(|k| edge.get(*k).is_some_and(Value::is_string));
         if !v1 && !v2 {
-            return Err(ApiError::validation(
+            return Err(ValidationError::new(
                 &at,
                 format!("{at} must have `from_id` and `to_id` objects (or `source` and `target`)"),
             ));
@@ -170,14 +194,14 @@ fn array<'a>(
     map: &'a Map<String, Value>,
     field: &str,
     key: &str,
-) -> Result<&'a Vec<Value>, ApiError> {
+) -> Result<&'a Vec<Value>, ValidationError> {
     match map.get(key) {
         Some(Value::Array(items)) => Ok(items),
-        Some(_) => Err(ApiError::validation(
+        Some(_) => Err(ValidationError::new(
             format!("{field}.{key}"),
             format!("{field}.{key} must be an array"),
         )),
-        None => Err(ApiError::validation(
+        None => Err(ValidationError::new(
             format!("{field}.{key}"),
             format!("{field}.{key} is required"),
         )),

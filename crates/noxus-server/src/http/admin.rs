@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{masked_value, AuthContext};
 use crate::domain::validation;
-use crate::error::{ApiError, Result};
+use crate::http::error::{ApiError, Result};
 use crate::http::extract::{
     int_query_params, ApiJson, ApiPath, IntParam, QueryPairs, MAX_PAGE_SIZE, PAGE,
 };

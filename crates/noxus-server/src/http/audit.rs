@@ -1,7 +1,5 @@
 //! `GET /v1/admin/audit`: the append-only audit log, newest first.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::Json;
 use noxus_api::{AuditEntry, ErrorBody, Permission};
@@ -9,12 +7,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthContext;
-use crate::error::{ApiError, Result};
 use crate::http::admin::target_workspace;
+use crate::http::error::{ApiError, Result};
 use crate::http::extract::{int_query_params, IntParam, QueryPairs};
 use crate::state::AppState;
-use crate::store::{AuditQuery, AuditRecord};
-use crate::time_fmt::rfc3339;
+use crate::store::AuditQuery;
 
 /// Most characters of the `action` filter.
 const MAX_ACTION_CHARS: usize = 100;
@@ -43,40 +40,6 @@ int_query_params!(
 /// The audit routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit))
-}
-
-/// Turns rows into wire entries, with the actors' emails.
-pub async fn entries(
-    state: &AppState,
-    organization_id: &str,
-    rows: Vec<AuditRecord>,
-) -> Result<Vec<AuditEntry>> {
-    let emails: HashMap<String, String> = state
-        .store()
-        .list_users(organization_id)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.email))
-        .collect();
-    Ok(rows
-        .into_iter()
-        .map(|r| AuditEntry {
-            id: r.id,
-            at: rfc3339(r.created_at),
-            actor_email: r
-                .actor_user_id
-                .as_ref()
-                .and_then(|id| emails.get(id).cloned()),
-            action: r.action,
-            target_type: r.target_type,
-            target_id: r.target_id,
-            workspace_id: r.workspace_id,
-            actor_user_id: r.actor_user_id,
-            actor_key_id: r.actor_key_id,
-            client_addr: r.client_addr,
-            details: r.details,
-        })
-        .collect())
 }
 
 /// The audit log: with `org:audit:read` (a tenant-admin key) the whole
@@ -126,5 +89,7 @@ async fn list_audit(
             limit,
         })
         .await?;
-    Ok(Json(entries(&state, auth.organization_id(), rows).await?))
+    Ok(Json(
+        crate::reports::audit_entries(state.store(), auth.organization_id(), rows).await?,
+    ))
 }

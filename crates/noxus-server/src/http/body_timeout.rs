@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use tower_http::timeout::{TimeoutBody, TimeoutError};
 
-use crate::error::ErrorPayload;
+use crate::http::error::ErrorPayload;
 use crate::state::AppState;
 
 /// Wraps the request body in the timeout and turns a timed-out read into 408.

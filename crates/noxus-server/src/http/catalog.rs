@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthContext;
-use crate::error::Result;
+use crate::http::error::Result;
 use crate::state::AppState;
 
 /// The catalog routes.

@@ -13,7 +13,7 @@ use utoipa::openapi::{ObjectBuilder, Required, Type};
 use utoipa::Number;
 
 use crate::domain::validation::clip;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 /// Highest page number of every paged list: pages hold at most

@@ -13,7 +13,8 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use tracing::Instrument;
 
-use crate::error::{ApiError, ErrorPayload};
+use crate::http::error::{ApiError, ErrorPayload};
+use crate::usage::KeySlot;
 
 /// The id of the current request, in request extensions.
 #[derive(Debug, Clone)]
@@ -48,9 +49,10 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let span =
         tracing::debug_span!("request", %request_id, %method, %path, key = tracing::field::Empty);
 
-    let (mut response, key) =
-        crate::usage::with_key_slot(next.run(request).instrument(span.clone())).await;
-    if let Some(key) = key {
+    let slot = KeySlot::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Some(key) = slot.take() {
         key.hot.count(response.status().as_u16(), key.unix_ms);
         if let Some(rate) = key.rate {
             let headers = response.headers_mut();

@@ -1,10 +1,12 @@
 //! The HTTP API: each resource module owns its routes; this module merges
-//! them, adds the OpenAPI document and the per-request layers.
+//! them with their OpenAPI description. [`crate::app`] mounts it beside the
+//! dashboard, behind the per-request layers.
 
 pub mod admin;
 pub mod audit;
 pub mod body_timeout;
 pub mod catalog;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
@@ -13,10 +15,7 @@ pub mod usage;
 pub mod users;
 pub mod workflows;
 
-use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -67,61 +66,4 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(catalog::router())
         .merge(health::router())
         .split_for_parts()
-}
-
-/// The whole application.
-pub fn app(state: AppState) -> Router {
-    app_with_routes(state, Router::new())
-}
-
-/// The application with extra routes behind the same layers (request id,
-/// error bodies, panic handling). Benchmarks use it to add a comparison
-/// route; they are not part of the API or its OpenAPI document.
-pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
-    let https = state
-        .config()
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
-    let (router, mut generated) = router_with_openapi();
-    let router = router.merge(extra).merge(crate::web::router());
-    generated.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    // Built once: the document depends only on the routes and the configuration.
-    let document = axum::body::Bytes::from(
-        serde_json::to_vec(&openapi::document(&generated, &state)).unwrap_or_default(),
-    );
-    let body_timeout =
-        axum::middleware::from_fn_with_state(state.clone(), body_timeout::request_body_timeout);
-    router
-        .route(
-            "/openapi.json",
-            get(move || {
-                let document = document.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        document,
-                    )
-                        .into_response()
-                }
-            }),
-        )
-        .fallback(middleware::fallback)
-        .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(body_timeout)
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(axum::middleware::from_fn(middleware::request_context))
-        .layer(axum::middleware::map_response(
-            move |mut response: axum::response::Response| async move {
-                if https {
-                    // Served over HTTPS: browsers must never come back over plain HTTP.
-                    response.headers_mut().insert(
-                        axum::http::header::STRICT_TRANSPORT_SECURITY,
-                        axum::http::HeaderValue::from_static("max-age=31536000"),
-                    );
-                }
-                response
-            },
-        ))
-        .with_state(state)
 }

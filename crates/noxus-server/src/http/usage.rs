@@ -7,19 +7,19 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::Json;
 use noxus_api::{
-    ErrorBody, KeyAddressInfo, KeyUsage, KeyUsageTotal, Page, Permission, UsageBucket, UsagePoint,
+    ErrorBody, KeyAddressInfo, KeyUsage, KeyUsageTotal, Page, Permission, UsageBucket,
     WorkspaceUsage,
 };
-use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{masked_value, AuthContext};
-use crate::error::{ApiError, Result};
 use crate::http::admin::{caller_in, target_workspace, visible_key};
+use crate::http::error::{ApiError, Result};
 use crate::http::extract::{int_query_params, ApiPath, IntParam, QueryPairs, MAX_PAGE_SIZE, PAGE};
+use crate::reports::{buckets, hour_time, point, Range};
 use crate::state::AppState;
-use crate::store::{KeyAddress, KeyRecord, UsageCounts, UsageHour, WorkspaceRecord};
+use crate::store::{KeyAddress, KeyRecord, UsageCounts, WorkspaceRecord};
 use crate::time_fmt::rfc3339;
 
 /// The usage routes.
@@ -84,109 +84,23 @@ async fn readable_key(
     Ok((workspace, key))
 }
 
-/// The range and bucket of a usage query.
-#[derive(Debug, Clone, Copy)]
-pub struct Range {
-    /// First hour (Unix time / 3600), inclusive.
-    pub from_hour: i64,
-    /// Last hour, inclusive.
-    pub to_hour: i64,
-    /// Hours per bucket: 1 or 24.
-    pub bucket_hours: i64,
-}
-
-impl Range {
-    /// The last `hours` hours up to now, in buckets of `bucket_hours`.
-    pub fn last(hours: i64, bucket_hours: i64) -> Self {
-        let now_hour = OffsetDateTime::now_utc().unix_timestamp().div_euclid(3600);
-        // Daily buckets start at midnight UTC.
-        let to_hour = now_hour;
-        let mut from_hour = now_hour - hours + 1;
-        if bucket_hours == 24 {
-            from_hour = from_hour.div_euclid(24) * 24;
+/// `hours` and `bucket` of a usage query.
+fn parse_range(query: &QueryPairs) -> Result<Range> {
+    let hours = query.int(&HOURS)?.unwrap_or(24) as i64;
+    let bucket_hours = match query
+        .get("bucket")
+        .unwrap_or(if hours > 48 { "day" } else { "hour" })
+    {
+        "hour" => 1,
+        "day" => 24,
+        _ => {
+            return Err(ApiError::validation(
+                "bucket",
+                "bucket must be `hour` or `day`",
+            ))
         }
-        Self {
-            from_hour,
-            to_hour,
-            bucket_hours,
-        }
-    }
-
-    fn parse(query: &QueryPairs) -> Result<Self> {
-        let hours = query.int(&HOURS)?.unwrap_or(24) as i64;
-        let bucket_hours =
-            match query
-                .get("bucket")
-                .unwrap_or(if hours > 48 { "day" } else { "hour" })
-            {
-                "hour" => 1,
-                "day" => 24,
-                _ => {
-                    return Err(ApiError::validation(
-                        "bucket",
-                        "bucket must be `hour` or `day`",
-                    ))
-                }
-            };
-        Ok(Self::last(hours, bucket_hours))
-    }
-
-    fn bucket_name(self) -> &'static str {
-        if self.bucket_hours == 24 {
-            "day"
-        } else {
-            "hour"
-        }
-    }
-
-    fn bucket_start(self, hour: i64) -> i64 {
-        self.from_hour + (hour - self.from_hour).div_euclid(self.bucket_hours) * self.bucket_hours
-    }
-}
-
-fn hour_time(hour: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(hour * 3600)
-        .map(rfc3339)
-        .unwrap_or_default()
-}
-
-fn point(start_hour: i64, c: &UsageCounts) -> UsagePoint {
-    UsagePoint {
-        start: hour_time(start_hour),
-        requests: c.requests,
-        ok: c.ok,
-        client_errors: c.client_errors,
-        server_errors: c.server_errors,
-        unauthorized: c.unauthorized,
-        forbidden: c.forbidden,
-        rate_limited: c.rate_limited,
-    }
-}
-
-/// Sums hours into the range's buckets (zeros included) and a total.
-pub fn buckets(range: Range, hours: &[UsageHour]) -> (Vec<UsagePoint>, UsagePoint) {
-    let mut sums: Vec<UsageCounts> = Vec::new();
-    let mut starts = Vec::new();
-    let mut start = range.from_hour;
-    while start <= range.to_hour {
-        starts.push(start);
-        sums.push(UsageCounts::default());
-        start += range.bucket_hours;
-    }
-    let mut total = UsageCounts::default();
-    for h in hours {
-        let index = ((range.bucket_start(h.hour) - range.from_hour) / range.bucket_hours) as usize;
-        if let Some(sum) = sums.get_mut(index) {
-            sum.add(&h.counts);
-            total.add(&h.counts);
-        }
-    }
-    let points = starts
-        .iter()
-        .zip(&sums)
-        .map(|(s, c)| point(*s, c))
-        .collect();
-    (points, point(range.from_hour, &total))
+    };
+    Ok(Range::last(hours, bucket_hours))
 }
 
 /// Usage of one key: hourly (default, last 24 h) or daily (`bucket=day`,
@@ -204,7 +118,7 @@ async fn key_usage(
     ApiPath((id, key_id)): ApiPath<(String, String)>,
     query: QueryPairs,
 ) -> Result<Json<KeyUsage>> {
-    let range = Range::parse(&query)?;
+    let range = parse_range(&query)?;
     let (workspace, key) = readable_key(&state, &auth, &id, &key_id).await?;
     state.usage().flush(state.store()).await;
     let key = state
@@ -293,7 +207,7 @@ async fn workspace_usage(
     ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> Result<Json<WorkspaceUsage>> {
-    let range = Range::parse(&query)?;
+    let range = parse_range(&query)?;
     let workspace = target_workspace(&state, &auth, &id).await?;
     auth.require_in(
         &workspace.id,

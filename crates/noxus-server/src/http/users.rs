@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::AuthContext;
-use crate::error::{ApiError, Result};
+use crate::http::error::{ApiError, Result};
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
 use crate::store::UserRecord;

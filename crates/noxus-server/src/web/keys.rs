@@ -135,7 +135,7 @@ pub async fn keys_page(
         .collect();
     let now = OffsetDateTime::now_utc();
     state.usage().flush(state.store()).await;
-    let day = crate::http::usage::Range::last(24, 1);
+    let day = crate::reports::Range::last(24, 1);
     let hours = state
         .store()
         .usage_hours(&access.workspace.id, None, day.from_hour, day.to_hour)
@@ -570,7 +570,7 @@ pub async fn rotate_key(
         .await
         .map_err(|e| match e {
             RotateError::Store(e) => e.into(),
-            RotateError::GraceTooLong => WebError::Invalid(crate::error::sentence(&e.to_string())),
+            RotateError::GraceTooLong => WebError::Invalid(crate::domain::sentence(&e.to_string())),
         })?;
     let note = if grace == 0 {
         "The old key was revoked.".to_owned()

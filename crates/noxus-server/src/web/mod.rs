@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::error::ErrorPayload;
+use crate::http::error::ErrorPayload;
 use crate::state::AppState;
 
 const APP_CSS: &str = include_str!("../../static/app.css");
@@ -222,10 +222,10 @@ impl From<crate::store::StoreError> for WebError {
         match err {
             crate::store::StoreError::NotFound => Self::NotFound("Not found".to_owned()),
             crate::store::StoreError::Precondition(why) => {
-                Self::Conflict(crate::error::sentence(&why.to_string()))
+                Self::Conflict(crate::domain::sentence(&why.to_string()))
             }
             crate::store::StoreError::Conflict(kind) => {
-                Self::Conflict(crate::error::sentence(&kind.to_string()))
+                Self::Conflict(crate::domain::sentence(&kind.to_string()))
             }
             crate::store::StoreError::QuotaExceeded { quota, limit } => {
                 Self::Conflict(quota.sentence(limit))
@@ -236,14 +236,20 @@ impl From<crate::store::StoreError> for WebError {
     }
 }
 
+impl From<crate::domain::validation::ValidationError> for WebError {
+    fn from(err: crate::domain::validation::ValidationError) -> Self {
+        Self::Invalid(crate::domain::sentence(&err.detail))
+    }
+}
+
 impl From<crate::keys::KeyRuleError> for WebError {
     fn from(err: crate::keys::KeyRuleError) -> Self {
         match err {
             crate::keys::KeyRuleError::Forbidden { detail, .. } => {
-                Self::Forbidden(crate::error::sentence(&detail))
+                Self::Forbidden(crate::domain::sentence(&detail))
             }
             crate::keys::KeyRuleError::Invalid { detail, .. } => {
-                Self::Invalid(crate::error::sentence(&detail))
+                Self::Invalid(crate::domain::sentence(&detail))
             }
         }
     }

@@ -12,7 +12,7 @@ use super::keys::WorkspaceNav;
 use super::organization::access;
 use super::session::CurrentUser;
 use super::{page, WebResult};
-use crate::http::usage::{buckets, Range};
+use crate::reports::{buckets, Range};
 use crate::state::AppState;
 use crate::store::{AuditQuery, UsageCounts, UsageHour};
 
@@ -294,7 +294,7 @@ pub async fn audit_page(
     let next_before = (rows.len() == 50)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    let entries = crate::http::audit::entries(&state, &user.user.organization_id, rows)
+    let entries = crate::reports::audit_entries(state.store(), &user.user.organization_id, rows)
         .await
         .map_err(|e| super::WebError::Internal(anyhow::anyhow!("{e}")))?;
     let rows = entries

@@ -6,6 +6,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::domain::sentence;
+use crate::domain::validation::ValidationError;
 use crate::store::StoreError;
 
 /// The invalid-key sentence of the guide, which the official client shows.
@@ -172,16 +174,13 @@ impl From<crate::keys::KeyRuleError> for ApiError {
     }
 }
 
-/// A message used as a sentence: first letter capitalized, final period.
-pub fn sentence(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut out: String = chars.next().map_or_else(String::new, |first| {
-        first.to_uppercase().chain(chars).collect()
-    });
-    if !out.ends_with('.') {
-        out.push('.');
+impl From<ValidationError> for ApiError {
+    fn from(err: ValidationError) -> Self {
+        Self::Validation {
+            field: Some(err.field),
+            detail: err.detail,
+        }
     }
-    out
 }
 
 impl From<StoreError> for ApiError {
