@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod bootstrap;
 pub mod catalog;
 pub mod client_addr;

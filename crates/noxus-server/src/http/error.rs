@@ -174,6 +174,18 @@ impl From<crate::keys::KeyRuleError> for ApiError {
     }
 }
 
+impl From<crate::body::BodyError> for ApiError {
+    fn from(err: crate::body::BodyError) -> Self {
+        match err {
+            crate::body::BodyError::TooLarge { .. } => Self::PayloadTooLarge(err.to_string()),
+            crate::body::BodyError::Unreadable(_) => Self::Validation {
+                field: None,
+                detail: err.to_string(),
+            },
+        }
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(err: ValidationError) -> Self {
         Self::Validation {

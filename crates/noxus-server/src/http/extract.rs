@@ -1,12 +1,10 @@
 //! Extractors that turn bad input into our 422/413 errors (naming the
 //! field) instead of the framework's plain-text rejections.
 
-use axum::body::Body;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::{ObjectBuilder, Required, Type};
@@ -148,16 +146,12 @@ const MAX_QUOTED_FIELD: usize = 200;
 /// Longest parser message quoted in a 422.
 const MAX_QUOTED_MESSAGE: usize = 300;
 
-/// Read at most this much of an oversized body before answering 413, so that
-/// clients which send the whole body before reading get a clean answer.
-const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
-
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.config().max_body_bytes;
-        let bytes = read_limited(request.into_body(), limit).await?;
+        let bytes = crate::body::read_limited(request.into_body(), limit).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::Validation {
                 field: None,
@@ -195,35 +189,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         })?;
         Ok(Self(value))
     }
-}
-
-pub(crate) async fn read_limited(mut body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut buffer = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::Validation {
-            field: None,
-            detail: format!("The request body could not be read: {e}"),
-        })?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        seen = seen.saturating_add(data.len());
-        if seen > limit {
-            if seen > DRAIN_LIMIT {
-                break;
-            }
-            continue;
-        }
-        buffer.extend_from_slice(&data);
-    }
-    if seen > limit {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "The request body is {} bytes or more; the limit is {limit} bytes",
-            seen
-        )));
-    }
-    Ok(buffer)
 }
 
 /// The query string as ordered pairs, for routes that parse it by hand.

@@ -195,7 +195,7 @@ impl FromRequest<AppState> for Form {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let limit = state.config().max_body_bytes.min(64 * 1024);
-        let bytes = crate::http::extract::read_limited(request.into_body(), limit)
+        let bytes = crate::body::read_limited(request.into_body(), limit)
             .await
             .map_err(|e| WebError::Invalid(e.to_string()))?;
         serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
