@@ -1,0 +1,400 @@
+//! What a key lookup costs as the key table grows, and how fast keys are
+//! created, on each backend: the uncached lookup (`KeyStore::key_for_auth`,
+//! what a request whose key is not in the cache pays) with 1,000 keys in
+//! the table and again with 1,000,000, in the same run on the same
+//! database, and the ratio between them (goal: at most 1.2).
+//!
+//! The keys beyond the first few are seeded in bulk with SQL (one statement
+//! per 50,000 rows), not through the API: a million API calls would measure
+//! the API, not the table. Lookups pick seeded keys at random, so most of
+//! them are not in any cache the database keeps warm for a few hot rows.
+//!
+//! ```sh
+//! cargo run --release -p noxus-bench --bin key_lookup_scale
+//! cargo run --release -p noxus-bench --bin key_lookup_scale -- \
+//!     --database-url postgres://postgres@127.0.0.1:5432/postgres
+//! ```
+//!
+//! With `--database-url` the benchmark creates a database of its own on
+//! that server (and drops it at the end); without it, SQLite in a fresh
+//! directory under `target/`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use noxus_server::domain::keys::{KeyDigest, KeyHasher};
+use noxus_server::store::prelude::*;
+use noxus_server::store::{
+    Actor, BootstrapOutcome, BootstrapRequest, DatabaseConfig, KeyQuotas, NewKey,
+};
+use sqlx::Connection;
+
+#[derive(Debug, Parser)]
+#[command(about = "Uncached key lookup with 1,000 and 1,000,000 keys; keys created per second")]
+struct Args {
+    /// A PostgreSQL server to run on (a database of its own is created and
+    /// dropped); SQLite without it.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Keys in the large table.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Keys in the small table.
+    #[arg(long, default_value_t = 1_000)]
+    small: u64,
+    /// Lookups per round.
+    #[arg(long, default_value_t = 2_000)]
+    lookups: usize,
+    /// Rounds per table size (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Keys created through the store, one after the other, for the
+    /// creation rate.
+    #[arg(long, default_value_t = 300)]
+    creates: usize,
+    /// Where SQLite's database goes (a real disk, not tmpfs).
+    #[arg(long, default_value = "target/bench-scale")]
+    dir: PathBuf,
+}
+
+/// The database under test, reached two ways: through the store (what is
+/// measured) and directly (to seed keys in bulk).
+enum Backend {
+    Sqlite {
+        url: String,
+        _dir: PathBuf,
+    },
+    Postgres {
+        server_url: String,
+        database: String,
+        url: String,
+    },
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "sqlite",
+            Self::Postgres { .. } => "postgres",
+        }
+    }
+
+    async fn open(args: &Args) -> anyhow::Result<(Self, Arc<dyn Store>)> {
+        match &args.database_url {
+            None => {
+                let dir = args.dir.join(format!("run-{}", std::process::id()));
+                let _ = std::fs::remove_dir_all(&dir);
+                let store = noxus_server::store::connect(&DatabaseConfig::Sqlite {
+                    data_dir: dir.clone(),
+                })
+                .await?;
+                let url = format!("sqlite://{}", dir.join("noxus.db").display());
+                Ok((Self::Sqlite { url, _dir: dir }, store))
+            }
+            Some(server_url) => {
+                let database = format!("noxus_bench_{}", std::process::id());
+                let mut admin = sqlx::PgConnection::connect(server_url)
+                    .await
+                    .context("cannot reach the PostgreSQL server")?;
+                sqlx::query(&format!("CREATE DATABASE {database}"))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await?;
+                let url = with_database(server_url, &database)?;
+                let store = noxus_server::store::connect(&DatabaseConfig::Postgres(
+                    noxus_server::store::PostgresOptions::new(url.clone()),
+                ))
+                .await?;
+                Ok((
+                    Self::Postgres {
+                        server_url: server_url.clone(),
+                        database,
+                        url,
+                    },
+                    store,
+                ))
+            }
+        }
+    }
+
+    /// Seeds keys `from..=to` of the first workspace, in statements of at
+    /// most 50,000 rows; returns how long it took.
+    async fn seed(
+        &self,
+        outcome: &BootstrapOutcome,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Duration> {
+        const CHUNK: u64 = 50_000;
+        let started = Instant::now();
+        let created_at = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+        match self {
+            Self::Sqlite { url, .. } => {
+                let mut db = sqlx::SqliteConnection::connect(url).await?;
+                let mut start = from;
+                while start <= to {
+                    let end = (start + CHUNK - 1).min(to);
+                    sqlx::query(
+                        "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2)
+                         INSERT INTO api_keys (id, workspace_id, user_id, name, digest, prefix, suffix, tenant_admin, created_at)
+                         SELECT 'seed-' || i, ?3, ?4, 'seed', lower(hex(randomblob(32))), 'noxus_Seed', 'seed', 0, ?5 FROM n",
+                    )
+                    .bind(start as i64)
+                    .bind(end as i64)
+                    .bind(&outcome.workspace.id)
+                    .bind(&outcome.user.id)
+                    .bind(created_at)
+                    .execute(&mut db)
+                    .await?;
+                    start = end + 1;
+                }
+                db.close().await?;
+            }
+            Self::Postgres { url, .. } => {
+                let mut db = sqlx::PgConnection::connect(url).await?;
+                let mut start = from;
+                while start <= to {
+                    let end = (start + CHUNK - 1).min(to);
+                    sqlx::query(
+                        "INSERT INTO api_keys (id, workspace_id, user_id, name, digest, prefix, suffix, tenant_admin, created_at)
+                         SELECT 'seed-' || i, $3, $4, 'seed', md5(i::text || 'a') || md5(i::text || 'b'), 'noxus_Seed', 'seed', false, $5
+                         FROM generate_series($1::bigint, $2::bigint) AS i",
+                    )
+                    .bind(start as i64)
+                    .bind(end as i64)
+                    .bind(&outcome.workspace.id)
+                    .bind(&outcome.user.id)
+                    .bind(created_at)
+                    .execute(&mut db)
+                    .await?;
+                    start = end + 1;
+                }
+                sqlx::query("ANALYZE api_keys").execute(&mut db).await?;
+                db.close().await?;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// The digests of `count` seeded keys among the first `of`, at random.
+    async fn sample(&self, of: u64, count: usize) -> anyhow::Result<Vec<KeyDigest>> {
+        let ids: Vec<String> = (0..count)
+            .map(|_| format!("seed-{}", 1 + random_below(of)))
+            .collect();
+        let mut digests = Vec::with_capacity(count);
+        match self {
+            Self::Sqlite { url, .. } => {
+                let mut db = sqlx::SqliteConnection::connect(url).await?;
+                for id in &ids {
+                    let hex: String = sqlx::query_scalar("SELECT digest FROM api_keys WHERE id = ?")
+                        .bind(id)
+                        .fetch_one(&mut db)
+                        .await?;
+                    digests.push(KeyDigest::from_hex(&hex).context("a stored digest")?);
+                }
+                db.close().await?;
+            }
+            Self::Postgres { url, .. } => {
+                let mut db = sqlx::PgConnection::connect(url).await?;
+                for id in &ids {
+                    let hex: String =
+                        sqlx::query_scalar("SELECT digest FROM api_keys WHERE id = $1")
+                            .bind(id)
+                            .fetch_one(&mut db)
+                            .await?;
+                    digests.push(KeyDigest::from_hex(&hex).context("a stored digest")?);
+                }
+                db.close().await?;
+            }
+        }
+        Ok(digests)
+    }
+
+    async fn drop_database(&self) -> anyhow::Result<()> {
+        if let Self::Postgres {
+            server_url,
+            database,
+            ..
+        } = self
+        {
+            let mut admin = sqlx::PgConnection::connect(server_url).await?;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await?;
+            admin.close().await?;
+        }
+        Ok(())
+    }
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").context("a URL")? + 3;
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{database}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Ok(out)
+}
+
+/// A random number below `n` (xorshift seeded from the clock: spread, not secrecy).
+fn random_below(n: u64) -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64)
+                | 1,
+        );
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x % n.max(1)
+    })
+}
+
+/// Median time of one uncached lookup, over `rounds` rounds of `lookups`
+/// random seeded keys among the first `of`.
+async fn lookup_cost(
+    backend: &Backend,
+    store: &dyn Store,
+    of: u64,
+    lookups: usize,
+    rounds: usize,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let mut per_round = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let digests = backend.sample(of, lookups).await?;
+        let started = Instant::now();
+        for digest in &digests {
+            let found = store.key_for_auth(digest).await?;
+            anyhow::ensure!(found.is_some(), "a seeded key was not found");
+        }
+        per_round.push(started.elapsed() / lookups as u32);
+    }
+    let mut sorted = per_round.clone();
+    sorted.sort();
+    Ok((sorted[sorted.len() / 2], per_round))
+}
+
+async fn creates_per_second(
+    store: &dyn Store,
+    outcome: &BootstrapOutcome,
+    creates: usize,
+) -> anyhow::Result<f64> {
+    let hasher = KeyHasher::new(None);
+    let actor = Actor::system();
+    let quotas = KeyQuotas {
+        per_user: u32::MAX,
+        per_workspace: u32::MAX,
+    };
+    let started = Instant::now();
+    for _ in 0..creates {
+        let issued = hasher.issue();
+        store
+            .create_key(
+                &actor,
+                NewKey {
+                    workspace_id: outcome.workspace.id.clone(),
+                    user_id: outcome.user.id.clone(),
+                    name: "bench".to_owned(),
+                    digest: issued.digest,
+                    prefix: issued.prefix,
+                    suffix: issued.suffix,
+                    tenant_admin: false,
+                    restriction: None,
+                    expires_at: None,
+                    rate_limit: None,
+                },
+                quotas,
+            )
+            .await?;
+    }
+    Ok(creates as f64 / started.elapsed().as_secs_f64())
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.small >= 1 && args.keys > args.small, "--keys must exceed --small");
+    let (backend, store) = Backend::open(&args).await?;
+    let result = run(&args, &backend, store.as_ref()).await;
+    store.close().await;
+    backend.drop_database().await?;
+    result
+}
+
+async fn run(args: &Args, backend: &Backend, store: &dyn Store) -> anyhow::Result<()> {
+    let outcome = store
+        .bootstrap(BootstrapRequest {
+            organization_name: "Bench".to_owned(),
+            admin_email: "bench@example.com".to_owned(),
+            admin_name: "Bench".to_owned(),
+            password_hash: "not a real hash".to_owned(),
+            workspace_name: "Default".to_owned(),
+            first_key: None,
+        })
+        .await?
+        .context("a fresh database")?;
+    println!("backend: {}", backend.name());
+
+    let rate = creates_per_second(store, &outcome, args.creates).await?;
+    println!(
+        "keys created through the store, one after the other: {rate:.0}/s ({} keys)",
+        args.creates
+    );
+
+    let seeded = backend.seed(&outcome, 1, args.small).await?;
+    let (small, small_rounds) =
+        lookup_cost(backend, store, args.small, args.lookups, args.rounds).await?;
+    println!(
+        "{:>9} keys: uncached lookup {} µs (median of {} rounds of {}; rounds: {}); seeded in {:.1} s",
+        args.small,
+        micros(small),
+        args.rounds,
+        args.lookups,
+        small_rounds.iter().map(|d| micros(*d)).collect::<Vec<_>>().join(" "),
+        seeded.as_secs_f64()
+    );
+
+    let seeded = backend.seed(&outcome, args.small + 1, args.keys).await?;
+    let (large, large_rounds) =
+        lookup_cost(backend, store, args.keys, args.lookups, args.rounds).await?;
+    println!(
+        "{:>9} keys: uncached lookup {} µs (median of {} rounds of {}; rounds: {}); seeded in {:.1} s",
+        args.keys,
+        micros(large),
+        args.rounds,
+        args.lookups,
+        large_rounds.iter().map(|d| micros(*d)).collect::<Vec<_>>().join(" "),
+        seeded.as_secs_f64()
+    );
+    let ratio = large.as_secs_f64() / small.as_secs_f64();
+    println!(
+        "ratio {}/{} keys: {ratio:.3} (goal <= 1.2: {})",
+        args.keys,
+        args.small,
+        if ratio <= 1.2 { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
