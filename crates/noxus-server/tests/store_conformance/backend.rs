@@ -85,9 +85,16 @@ impl Backend {
                 let name = format!("noxus_c_{}", uuid::Uuid::new_v4().simple());
                 pg_admin::create_database(&admin_url, &name).await;
                 let url = with_database(&admin_url, &name);
-                let store = connect(&DatabaseConfig::Postgres(PostgresOptions::new(url.clone())))
-                    .await
-                    .expect("open the PostgreSQL store");
+                let store =
+                    match connect(&DatabaseConfig::Postgres(PostgresOptions::new(url.clone())))
+                        .await
+                    {
+                        Ok(store) => store,
+                        Err(e) => {
+                            pg_admin::drop_database(&admin_url, &name).await;
+                            panic!("open the PostgreSQL store: {e:#}");
+                        }
+                    };
                 Some(Fresh {
                     store,
                     place: Place::Postgres {
