@@ -880,10 +880,12 @@ impl KeyStore for SqliteStore {
         .await?
         .rows_affected();
         if changed == 0 {
-            let why = if old.revoked_at.is_some() {
-                Precondition::KeyRevoked
-            } else if old.replaced_by.is_some() {
+            // A key rotated without a grace period is revoked too: it was
+            // rotated first of all (its replacement is what to rotate).
+            let why = if old.replaced_by.is_some() {
                 Precondition::KeyAlreadyRotated
+            } else if old.revoked_at.is_some() {
+                Precondition::KeyRevoked
             } else {
                 Precondition::KeyExpired
             };
@@ -1166,7 +1168,9 @@ impl MemberStore for SqliteStore {
                 Some(record)
             }
         };
-        tx.commit().await?;
+        let events = std::iter::once(StoreEvent::WorkspaceChanged(workspace.id.clone()))
+            .chain(key.iter().map(|k| StoreEvent::KeyChanged(k.id.clone())));
+        self.commit(tx, events).await?;
         Ok(Some(BootstrapOutcome {
             organization,
             user,

@@ -1,0 +1,21 @@
+//! The checks, one `pub async fn` each (see `main.rs`).
+
+mod audit;
+mod auth;
+mod cascade;
+mod concurrency;
+mod events;
+mod ordering;
+mod refusals;
+mod sessions;
+mod usage;
+
+pub use audit::*;
+pub use auth::*;
+pub use cascade::*;
+pub use concurrency::*;
+pub use events::*;
+pub use ordering::*;
+pub use refusals::*;
+pub use sessions::*;
+pub use usage::*;
