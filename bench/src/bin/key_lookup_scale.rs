@@ -49,7 +49,7 @@ struct Args {
     #[arg(long, default_value_t = 2_000)]
     lookups: usize,
     /// Rounds per table size (the median is reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
     /// Keys created through the store, one after the other, for the
     /// creation rate.
@@ -82,10 +82,10 @@ impl Backend {
         }
     }
 
-    async fn open(args: &Args) -> anyhow::Result<(Self, Arc<dyn Store>)> {
+    async fn open(args: &Args, label: &str) -> anyhow::Result<(Self, Arc<dyn Store>)> {
         match &args.database_url {
             None => {
-                let dir = args.dir.join(format!("run-{}", std::process::id()));
+                let dir = args.dir.join(format!("run-{}-{label}", std::process::id()));
                 let _ = std::fs::remove_dir_all(&dir);
                 let store = noxus_server::store::connect(&DatabaseConfig::Sqlite {
                     data_dir: dir.clone(),
@@ -95,7 +95,7 @@ impl Backend {
                 Ok((Self::Sqlite { url, _dir: dir }, store))
             }
             Some(server_url) => {
-                let database = format!("noxus_bench_{}", std::process::id());
+                let database = format!("noxus_bench_{}_{label}", std::process::id());
                 let mut admin = sqlx::PgConnection::connect(server_url)
                     .await
                     .context("cannot reach the PostgreSQL server")?;
@@ -189,10 +189,11 @@ impl Backend {
             Self::Sqlite { url, .. } => {
                 let mut db = sqlx::SqliteConnection::connect(url).await?;
                 for id in &ids {
-                    let hex: String = sqlx::query_scalar("SELECT digest FROM api_keys WHERE id = ?")
-                        .bind(id)
-                        .fetch_one(&mut db)
-                        .await?;
+                    let hex: String =
+                        sqlx::query_scalar("SELECT digest FROM api_keys WHERE id = ?")
+                            .bind(id)
+                            .fetch_one(&mut db)
+                            .await?;
                     digests.push(KeyDigest::from_hex(&hex).context("a stored digest")?);
                 }
                 db.close().await?;
@@ -269,28 +270,27 @@ fn random_below(n: u64) -> u64 {
     })
 }
 
-/// Median time of one uncached lookup, over `rounds` rounds of `lookups`
-/// random seeded keys among the first `of`.
-async fn lookup_cost(
+/// Time of one uncached lookup, over `lookups` random seeded keys among
+/// the first `of`.
+async fn lookup_round(
     backend: &Backend,
     store: &dyn Store,
     of: u64,
     lookups: usize,
-    rounds: usize,
-) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let mut per_round = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let digests = backend.sample(of, lookups).await?;
-        let started = Instant::now();
-        for digest in &digests {
-            let found = store.key_for_auth(digest).await?;
-            anyhow::ensure!(found.is_some(), "a seeded key was not found");
-        }
-        per_round.push(started.elapsed() / lookups as u32);
+) -> anyhow::Result<Duration> {
+    let digests = backend.sample(of, lookups).await?;
+    let started = Instant::now();
+    for digest in &digests {
+        let found = store.key_for_auth(digest).await?;
+        anyhow::ensure!(found.is_some(), "a seeded key was not found");
     }
-    let mut sorted = per_round.clone();
-    sorted.sort();
-    Ok((sorted[sorted.len() / 2], per_round))
+    Ok(started.elapsed() / lookups as u32)
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 async fn creates_per_second(
@@ -329,23 +329,37 @@ async fn creates_per_second(
     Ok(creates as f64 / started.elapsed().as_secs_f64())
 }
 
-fn micros(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e6)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.small >= 1 && args.keys > args.small, "--keys must exceed --small");
-    let (backend, store) = Backend::open(&args).await?;
-    let result = run(&args, &backend, store.as_ref()).await;
-    store.close().await;
-    backend.drop_database().await?;
+    anyhow::ensure!(
+        args.small >= 1 && args.keys > args.small,
+        "--keys must exceed --small"
+    );
+    let small = Backend::open(&args, "small").await?;
+    let large = match Backend::open(&args, "large").await {
+        Ok(large) => large,
+        Err(err) => {
+            small.1.close().await;
+            small.0.drop_database().await?;
+            return Err(err);
+        }
+    };
+    let result = run(
+        &args,
+        (&small.0, small.1.as_ref()),
+        (&large.0, large.1.as_ref()),
+    )
+    .await;
+    for (backend, store) in [small, large] {
+        store.close().await;
+        backend.drop_database().await?;
+    }
     result
 }
 
-async fn run(args: &Args, backend: &Backend, store: &dyn Store) -> anyhow::Result<()> {
-    let outcome = store
+async fn bootstrap(store: &dyn Store) -> anyhow::Result<BootstrapOutcome> {
+    store
         .bootstrap(BootstrapRequest {
             organization_name: "Bench".to_owned(),
             admin_email: "bench@example.com".to_owned(),
@@ -355,43 +369,77 @@ async fn run(args: &Args, backend: &Backend, store: &dyn Store) -> anyhow::Resul
             first_key: None,
         })
         .await?
-        .context("a fresh database")?;
-    println!("backend: {}", backend.name());
+        .context("a fresh database")
+}
 
-    let rate = creates_per_second(store, &outcome, args.creates).await?;
+/// Two databases of the same backend, one with `--small` keys and one with
+/// `--keys`, measured in alternating rounds so that the machine's noise
+/// falls on both alike.
+async fn run(
+    args: &Args,
+    small: (&Backend, &dyn Store),
+    large: (&Backend, &dyn Store),
+) -> anyhow::Result<()> {
+    let small_outcome = bootstrap(small.1).await?;
+    let large_outcome = bootstrap(large.1).await?;
+    println!("backend: {}", small.0.name());
+
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        rates.push(creates_per_second(small.1, &small_outcome, args.creates).await?);
+    }
     println!(
-        "keys created through the store, one after the other: {rate:.0}/s ({} keys)",
-        args.creates
+        "keys created through the store, one after the other: {:.0}/s (median of 3 runs of {}: {})",
+        median(&rates),
+        args.creates,
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 
-    let seeded = backend.seed(&outcome, 1, args.small).await?;
-    let (small, small_rounds) =
-        lookup_cost(backend, store, args.small, args.lookups, args.rounds).await?;
+    small.0.seed(&small_outcome, 1, args.small).await?;
+    let seeded = large.0.seed(&large_outcome, 1, args.keys).await?;
+    println!("{} keys seeded in {:.1} s", args.keys, seeded.as_secs_f64());
+
+    let (mut at_small, mut at_large, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     println!(
-        "{:>9} keys: uncached lookup {} µs (median of {} rounds of {}; rounds: {}); seeded in {:.1} s",
+        "round  {:>9} keys µs  {:>9} keys µs  ratio",
+        args.small, args.keys
+    );
+    for round in 0..args.rounds {
+        let (s, l) = if round % 2 == 0 {
+            let s = lookup_round(small.0, small.1, args.small, args.lookups).await?;
+            (
+                s,
+                lookup_round(large.0, large.1, args.keys, args.lookups).await?,
+            )
+        } else {
+            let l = lookup_round(large.0, large.1, args.keys, args.lookups).await?;
+            (
+                lookup_round(small.0, small.1, args.small, args.lookups).await?,
+                l,
+            )
+        };
+        let (s, l) = (s.as_secs_f64() * 1e6, l.as_secs_f64() * 1e6);
+        println!("{round:>5}  {s:>17.1}  {l:>17.1}  {:.3}", l / s);
+        at_small.push(s);
+        at_large.push(l);
+        ratios.push(l / s);
+    }
+    let ratio = median(&ratios);
+    println!(
+        "uncached lookup: {:.1} µs with {} keys, {:.1} µs with {} keys (medians of {} rounds of {})",
+        median(&at_small),
         args.small,
-        micros(small),
-        args.rounds,
-        args.lookups,
-        small_rounds.iter().map(|d| micros(*d)).collect::<Vec<_>>().join(" "),
-        seeded.as_secs_f64()
-    );
-
-    let seeded = backend.seed(&outcome, args.small + 1, args.keys).await?;
-    let (large, large_rounds) =
-        lookup_cost(backend, store, args.keys, args.lookups, args.rounds).await?;
-    println!(
-        "{:>9} keys: uncached lookup {} µs (median of {} rounds of {}; rounds: {}); seeded in {:.1} s",
+        median(&at_large),
         args.keys,
-        micros(large),
         args.rounds,
-        args.lookups,
-        large_rounds.iter().map(|d| micros(*d)).collect::<Vec<_>>().join(" "),
-        seeded.as_secs_f64()
+        args.lookups
     );
-    let ratio = large.as_secs_f64() / small.as_secs_f64();
     println!(
-        "ratio {}/{} keys: {ratio:.3} (goal <= 1.2: {})",
+        "ratio {}/{} keys: {ratio:.3} (median of the rounds' ratios; goal <= 1.2: {})",
         args.keys,
         args.small,
         if ratio <= 1.2 { "met" } else { "NOT met" }
