@@ -12,6 +12,8 @@
 //! # }
 //! ```
 
+pub mod proxy;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
