@@ -25,6 +25,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod postgres;
+
 pub use noxus_api;
 pub use noxus_sdk;
 pub use noxus_server;
@@ -87,6 +89,9 @@ pub struct TestApp {
     /// The first workspace.
     pub workspace_id: String,
     data_dir: Option<TempDir>,
+    /// The PostgreSQL database, when tests run on PostgreSQL
+    /// (`NOXUS_TEST_DATABASE_URL`): dropped at [`TestApp::stop`].
+    database: Option<postgres::FreshDatabase>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -105,10 +110,17 @@ impl TestApp {
         app
     }
 
-    /// Starts the platform on an existing data directory (first start if it is empty).
+    /// Starts the platform on an existing data directory (first start if it
+    /// is empty). With `NOXUS_TEST_DATABASE_URL` set, it runs on a
+    /// PostgreSQL database of that server instead: a fresh one, or the one
+    /// an earlier start on this directory used (see [`postgres::database_for_dir`]).
     pub async fn start_in(data_dir: &Path, configure: impl FnOnce(&mut Config)) -> Self {
         init_logging();
+        let database = postgres::database_for_dir(data_dir).await;
         let mut config = Config::new(data_dir);
+        config.postgres = database
+            .as_ref()
+            .map(|db| noxus_server::store::PostgresOptions::new(db.url()));
         config.listen = "127.0.0.1:0".parse().expect("address");
         configure(&mut config);
         let mut application = Application::build(config)
@@ -206,9 +218,15 @@ impl TestApp {
             organization_id: org.id,
             workspace_id,
             data_dir: None,
+            database,
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// Whether this platform runs on PostgreSQL (`NOXUS_TEST_DATABASE_URL`).
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_some()
     }
 
     /// The data directory (SQLite files).
@@ -369,6 +387,9 @@ impl TestApp {
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown_and_wait().await;
+        if let Some(database) = self.database.take() {
+            database.drop_database().await;
+        }
     }
 
     async fn shutdown_and_wait(&mut self) {
@@ -383,10 +404,27 @@ impl TestApp {
     /// Stops the server and hands over the data directory (to restart on it).
     pub async fn stop_keep_data(mut self) -> TempDir {
         self.shutdown_and_wait().await;
+        if let Some(database) = self.database.take() {
+            // Named in the directory: a start on it reopens the database.
+            database.keep();
+        }
         self.data_dir
             .take()
             .expect("a data directory made by spawn")
     }
+}
+
+/// The configuration [`TestApp::start_in`] starts from for `data_dir`
+/// (on PostgreSQL: the directory's database, which this leaves in place),
+/// for tests that build the platform themselves.
+pub async fn config_in(data_dir: &Path) -> Config {
+    let mut config = Config::new(data_dir);
+    if let Some(database) = postgres::database_for_dir(data_dir).await {
+        config.postgres = Some(noxus_server::store::PostgresOptions::new(database.url()));
+        database.keep();
+    }
+    config.listen = "127.0.0.1:0".parse().expect("address");
+    config
 }
 
 async fn issue(
