@@ -90,7 +90,9 @@ pub struct TestApp {
     pub workspace_id: String,
     data_dir: Option<TempDir>,
     /// The PostgreSQL database, when tests run on PostgreSQL
-    /// (`NOXUS_TEST_DATABASE_URL`): dropped at [`TestApp::stop`].
+    /// (`NOXUS_TEST_DATABASE_URL`): dropped at [`TestApp::stop`] when this
+    /// app made it in a directory of its own ([`TestApp::spawn`]), handed
+    /// over by [`TestApp::stop_keep_data`].
     database: Option<postgres::FreshDatabase>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -388,7 +390,12 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.shutdown_and_wait().await;
         if let Some(database) = self.database.take() {
-            database.drop_database().await;
+            if self.data_dir.is_some() && database.owned() {
+                database.drop_database().await;
+            } else {
+                // The caller's directory names it: a start on it reopens it.
+                database.keep();
+            }
         }
     }
 
@@ -401,16 +408,41 @@ impl TestApp {
         }
     }
 
-    /// Stops the server and hands over the data directory (to restart on it).
-    pub async fn stop_keep_data(mut self) -> TempDir {
+    /// Stops the server and hands over the data directory (to restart on
+    /// it) with, on PostgreSQL, its database (dropped with it).
+    pub async fn stop_keep_data(mut self) -> KeptData {
         self.shutdown_and_wait().await;
-        if let Some(database) = self.database.take() {
-            // Named in the directory: a start on it reopens the database.
-            database.keep();
+        KeptData {
+            database: self.database.take(),
+            dir: self
+                .data_dir
+                .take()
+                .expect("a data directory made by spawn"),
         }
-        self.data_dir
-            .take()
-            .expect("a data directory made by spawn")
+    }
+}
+
+/// A stopped [`TestApp`]'s data: its directory and, on PostgreSQL, its
+/// database (named in the directory), which goes when this is dropped.
+/// Derefs to the directory's [`TempDir`].
+#[derive(Debug)]
+pub struct KeptData {
+    // Fields drop in order: the database, then the directory.
+    database: Option<postgres::FreshDatabase>,
+    dir: TempDir,
+}
+
+impl KeptData {
+    /// The PostgreSQL database, when tests run on PostgreSQL.
+    pub fn database(&self) -> Option<&postgres::FreshDatabase> {
+        self.database.as_ref()
+    }
+}
+
+impl std::ops::Deref for KeptData {
+    type Target = TempDir;
+    fn deref(&self) -> &TempDir {
+        &self.dir
     }
 }
 
@@ -421,6 +453,7 @@ pub async fn config_in(data_dir: &Path) -> Config {
     let mut config = Config::new(data_dir);
     if let Some(database) = postgres::database_for_dir(data_dir).await {
         config.postgres = Some(noxus_server::store::PostgresOptions::new(database.url()));
+        // Whoever holds the directory owns its database.
         database.keep();
     }
     config.listen = "127.0.0.1:0".parse().expect("address");

@@ -127,6 +127,11 @@ impl FreshDatabase {
         &self.name
     }
 
+    /// Whether dropping this handle drops the database.
+    pub fn owned(&self) -> bool {
+        self.owned
+    }
+
     /// Leaves the database in place when this handle is dropped.
     pub fn keep(mut self) -> String {
         self.owned = false;
@@ -198,15 +203,18 @@ pub async fn fresh_database_or_skip(test: &str) -> Option<FreshDatabase> {
 }
 
 /// The database of a [`crate::TestApp`] data directory: the one named in
-/// it (a restart), else a fresh one, whose name is written there. `None`
-/// when tests run on SQLite.
+/// it (a restart; the handle does not own it: whoever holds the directory
+/// does, see [`crate::KeptData`]), else a fresh one (owned), whose name is
+/// written there. `None` when tests run on SQLite.
 pub async fn database_for_dir(data_dir: &Path) -> Option<FreshDatabase> {
     let server = server_url()?;
     let file = data_dir.join(DATABASE_FILE);
     if let Ok(name) = std::fs::read_to_string(&file) {
         let name = name.trim().to_owned();
         if !name.is_empty() {
-            return Some(FreshDatabase::adopt(&server, name));
+            let mut database = FreshDatabase::adopt(&server, name);
+            database.owned = false;
+            return Some(database);
         }
     }
     let database = FreshDatabase::create(&server).await;

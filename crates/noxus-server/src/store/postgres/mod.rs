@@ -153,9 +153,26 @@ fn pool_options(options: &PostgresOptions) -> PgPoolOptions {
         .test_before_acquire(true)
 }
 
-/// Connects (without echoing the URL in errors).
+/// Connects (without echoing the URL in errors). One connection is opened
+/// directly first, so that a failure says why (refused, unknown host,
+/// authentication...) rather than only that the pool timed out.
 async fn connect_pool(options: &PostgresOptions) -> anyhow::Result<PgPool> {
+    use sqlx::{ConnectOptions as _, Connection as _};
     let connect = connect_options(options)?;
+    let url = options.url.expose_secret();
+    match tokio::time::timeout(options.connect_timeout, connect.connect()).await {
+        Err(_) => anyhow::bail!(
+            "cannot connect to PostgreSQL: no connection within {} ms",
+            options.connect_timeout.as_millis()
+        ),
+        Ok(Err(e)) => anyhow::bail!(
+            "cannot connect to PostgreSQL: {}",
+            redact(&e.to_string(), url)
+        ),
+        Ok(Ok(probe)) => {
+            let _ = probe.close().await;
+        }
+    }
     pool_options(options)
         .connect_with(connect)
         .await

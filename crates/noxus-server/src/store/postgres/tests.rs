@@ -124,6 +124,12 @@ async fn migrations_apply_twice_and_a_store_reopens_its_database() {
     let store = open(&db).await;
     assert_eq!(store.organization().await.unwrap().unwrap().id, w.org.id);
     store.ping().await.unwrap();
+    // Every pooled connection has the statement timeout.
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "10s");
     store.close().await;
     // The pool is gone after close: the listener says so too.
     assert!(!store.listener_connected());

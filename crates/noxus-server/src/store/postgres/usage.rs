@@ -2,7 +2,8 @@
 //! whatever its size, each taking whole arrays (`UNNEST`), and counts merge
 //! by addition in the database so that several writers add up exactly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::rows::{AddressRow, UsageRow};
 use super::*;
@@ -41,8 +42,11 @@ impl UsageStore for PostgresStore {
         // Last use per key (the latest of the batch).
         let mut last_used: BTreeMap<&str, (i64, Option<&str>)> = BTreeMap::new();
         let mut hours: Hours = BTreeMap::new();
-        // Per (key, address): first and latest sighting in the batch.
-        let mut addresses: BTreeMap<(&str, &str), (i64, i64)> = BTreeMap::new();
+        // Per (key, address): first and latest sighting, in the order the
+        // batch first names them (new addresses are inserted in that order,
+        // which breaks ties between equal sightings, as SQLite's rowid does).
+        let mut addresses: Vec<((&str, &str), (i64, i64))> = Vec::new();
+        let mut address_index: HashMap<(&str, &str), usize> = HashMap::new();
         for flush in flushes {
             let key = flush.key_id.as_str();
             if let Some((at, addr)) = &flush.last_used {
@@ -61,10 +65,16 @@ impl UsageStore for PostgresStore {
             }
             for (addr, at) in &flush.addresses {
                 let at = to_ms(*at);
-                addresses
-                    .entry((key, addr.as_str()))
-                    .and_modify(|(_, last)| *last = (*last).max(at))
-                    .or_insert((at, at));
+                match address_index.entry((key, addr.as_str())) {
+                    Entry::Occupied(seen) => {
+                        let last = &mut addresses[*seen.get()].1 .1;
+                        *last = (*last).max(at);
+                    }
+                    Entry::Vacant(new) => {
+                        new.insert(addresses.len());
+                        addresses.push(((key, addr.as_str()), (at, at)));
+                    }
+                }
             }
         }
 
@@ -148,7 +158,10 @@ impl UsageStore for PostgresStore {
             // tells the rows that were inserted.
             let inserted: Vec<(String, bool)> = sqlx::query_as(
                 "INSERT INTO key_addresses (key_id, addr, first_seen_at, last_seen_at)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+                 SELECT key_id, addr, first_seen_at, last_seen_at
+                 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+                     WITH ORDINALITY AS u(key_id, addr, first_seen_at, last_seen_at, n)
+                 ORDER BY n
                  ON CONFLICT (key_id, addr) DO UPDATE SET
                      last_seen_at = GREATEST(key_addresses.last_seen_at, EXCLUDED.last_seen_at)
                  RETURNING key_id, (xmax = 0) AS inserted",
