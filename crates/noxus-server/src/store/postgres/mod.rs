@@ -547,9 +547,15 @@ async fn revoke_live_keys(
 ) -> StoreResult<Vec<String>> {
     let at = binds.len() + 1;
     let why = binds.len() + 2;
+    // The rows are locked in id order first, as the usage flusher locks
+    // them, so that the two never deadlock.
     let sql = format!(
         "UPDATE api_keys SET revoked_at = ${at}, revoked_reason = ${why}
-         WHERE {filter} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${at})
+         WHERE id IN (
+             SELECT id FROM api_keys
+             WHERE {filter} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${at})
+             ORDER BY id FOR NO KEY UPDATE)
+           AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${at})
          RETURNING id"
     );
     let mut query = sqlx::query_scalar::<_, String>(&sql);
