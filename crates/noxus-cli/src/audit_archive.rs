@@ -21,6 +21,11 @@ pub struct AuditArchiveArgs {
     #[arg(long, env = "NOXUS_DATA_DIR", default_value = "./noxus-data")]
     data_dir: PathBuf,
 
+    /// A PostgreSQL database: refused, archives are not available on
+    /// PostgreSQL yet.
+    #[arg(long, env = "NOXUS_DATABASE_URL", hide_env_values = true, value_name = "URL", value_parser = crate::database::secret_url)]
+    database_url: Option<crate::database::DatabaseUrl>,
+
     /// Archive the rows written before this time: RFC 3339
     /// (2026-01-01T00:00:00Z) or a date (2026-01-01, midnight UTC). Not in
     /// the future.
@@ -48,6 +53,15 @@ fn parse_before(text: &str) -> Result<OffsetDateTime, String> {
 /// Writes the rows older than `--before` to `--out`, verifies the file,
 /// deletes the rows and records an `audit.archive` row, in one transaction.
 pub fn run(out: &Output, args: AuditArchiveArgs) -> Result<(), Failure> {
+    if args
+        .database_url
+        .as_ref()
+        .is_some_and(|url| !url.is_empty())
+    {
+        return Err(Failure::config(anyhow::anyhow!(
+            "noxus audit-archive is not available on PostgreSQL yet: it archives a SQLite database in --data-dir. On PostgreSQL the audit log stays append-only; keep it with your database backups (pg_dump)"
+        )));
+    }
     if args.before > OffsetDateTime::now_utc() {
         return Err(Failure::config(anyhow::anyhow!(
             "--before {} is in the future; only rows already written can be archived",

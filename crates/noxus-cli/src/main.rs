@@ -4,7 +4,9 @@
 mod audit_archive;
 mod commands;
 mod connection;
+mod database;
 mod exit;
+mod migrate;
 mod output;
 mod serve;
 
@@ -41,8 +43,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the platform (HTTP API) on its embedded SQLite database.
-    Serve(serve::ServeArgs),
+    /// Run the platform (HTTP API and dashboard) on SQLite in --data-dir, or
+    /// on PostgreSQL with --database-url.
+    Serve(Box<serve::ServeArgs>),
+    /// Operators: apply the PostgreSQL migrations and exit (`serve` also
+    /// applies them at start).
+    Migrate(migrate::MigrateArgs),
     /// Check the API key: who it is, its workspace, role and permissions.
     #[command(subcommand)]
     Auth(commands::auth::AuthCommand),
@@ -74,7 +80,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = Output::new(cli.json);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
+        Command::Migrate(args) => migrate::run(&out, args),
         Command::AuditArchive(args) => audit_archive::run(&out, args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "noxus", &mut std::io::stdout());

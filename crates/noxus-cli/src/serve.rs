@@ -21,9 +21,13 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
 
-    /// Directory of the SQLite database; created if missing.
+    /// Directory of the SQLite database; created if missing. Unused with
+    /// --database-url.
     #[arg(long, env = "NOXUS_DATA_DIR", default_value = "./noxus-data")]
     data_dir: PathBuf,
+
+    #[command(flatten)]
+    database: crate::database::DatabaseArgs,
 
     /// JSON file with `nodes`, `models` and/or `presets` replacing the built-in catalog.
     #[arg(long, env = "NOXUS_CATALOG")]
@@ -160,10 +164,15 @@ pub fn run(mut args: ServeArgs) -> Result<(), Failure> {
             )))
         }
     };
-    serve(args, admin_email).map_err(Failure::from)
+    let postgres = args.database.postgres()?;
+    serve(args, admin_email, postgres).map_err(Failure::from)
 }
 
-fn serve(args: ServeArgs, admin_email: String) -> anyhow::Result<()> {
+fn serve(
+    args: ServeArgs,
+    admin_email: String,
+    postgres: Option<noxus_server::store::PostgresOptions>,
+) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NOXUS_LOG")
@@ -174,6 +183,7 @@ fn serve(args: ServeArgs, admin_email: String) -> anyhow::Result<()> {
         .init();
 
     let mut config = Config::new(args.data_dir);
+    config.postgres = postgres;
     config.listen = args.listen;
     config.catalog_file = args.catalog;
     config.welcome = !args.no_welcome;

@@ -27,6 +27,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod postgres;
+
 pub use noxus_api;
 pub use noxus_sdk;
 pub use noxus_server;
@@ -89,6 +91,11 @@ pub struct TestApp {
     /// The first workspace.
     pub workspace_id: String,
     data_dir: Option<TempDir>,
+    /// The PostgreSQL database, when tests run on PostgreSQL
+    /// (`NOXUS_TEST_DATABASE_URL`): dropped at [`TestApp::stop`] when this
+    /// app made it in a directory of its own ([`TestApp::spawn`]), handed
+    /// over by [`TestApp::stop_keep_data`].
+    database: Option<postgres::FreshDatabase>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -107,10 +114,17 @@ impl TestApp {
         app
     }
 
-    /// Starts the platform on an existing data directory (first start if it is empty).
+    /// Starts the platform on an existing data directory (first start if it
+    /// is empty). With `NOXUS_TEST_DATABASE_URL` set, it runs on a
+    /// PostgreSQL database of that server instead: a fresh one, or the one
+    /// an earlier start on this directory used (see [`postgres::database_for_dir`]).
     pub async fn start_in(data_dir: &Path, configure: impl FnOnce(&mut Config)) -> Self {
         init_logging();
+        let database = postgres::database_for_dir(data_dir).await;
         let mut config = Config::new(data_dir);
+        config.postgres = database
+            .as_ref()
+            .map(|db| noxus_server::store::PostgresOptions::new(db.url()));
         config.listen = "127.0.0.1:0".parse().expect("address");
         configure(&mut config);
         let mut application = Application::build(config)
@@ -208,9 +222,15 @@ impl TestApp {
             organization_id: org.id,
             workspace_id,
             data_dir: None,
+            database,
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// Whether this platform runs on PostgreSQL (`NOXUS_TEST_DATABASE_URL`).
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_some()
     }
 
     /// The data directory (SQLite files).
@@ -371,6 +391,14 @@ impl TestApp {
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown_and_wait().await;
+        if let Some(database) = self.database.take() {
+            if self.data_dir.is_some() && database.owned() {
+                database.drop_database().await;
+            } else {
+                // The caller's directory names it: a start on it reopens it.
+                database.keep();
+            }
+        }
     }
 
     async fn shutdown_and_wait(&mut self) {
@@ -382,13 +410,56 @@ impl TestApp {
         }
     }
 
-    /// Stops the server and hands over the data directory (to restart on it).
-    pub async fn stop_keep_data(mut self) -> TempDir {
+    /// Stops the server and hands over the data directory (to restart on
+    /// it) with, on PostgreSQL, its database (dropped with it).
+    pub async fn stop_keep_data(mut self) -> KeptData {
         self.shutdown_and_wait().await;
-        self.data_dir
-            .take()
-            .expect("a data directory made by spawn")
+        KeptData {
+            database: self.database.take(),
+            dir: self
+                .data_dir
+                .take()
+                .expect("a data directory made by spawn"),
+        }
     }
+}
+
+/// A stopped [`TestApp`]'s data: its directory and, on PostgreSQL, its
+/// database (named in the directory), which goes when this is dropped.
+/// Derefs to the directory's [`TempDir`].
+#[derive(Debug)]
+pub struct KeptData {
+    // Fields drop in order: the database, then the directory.
+    database: Option<postgres::FreshDatabase>,
+    dir: TempDir,
+}
+
+impl KeptData {
+    /// The PostgreSQL database, when tests run on PostgreSQL.
+    pub fn database(&self) -> Option<&postgres::FreshDatabase> {
+        self.database.as_ref()
+    }
+}
+
+impl std::ops::Deref for KeptData {
+    type Target = TempDir;
+    fn deref(&self) -> &TempDir {
+        &self.dir
+    }
+}
+
+/// The configuration [`TestApp::start_in`] starts from for `data_dir`
+/// (on PostgreSQL: the directory's database, which this leaves in place),
+/// for tests that build the platform themselves.
+pub async fn config_in(data_dir: &Path) -> Config {
+    let mut config = Config::new(data_dir);
+    if let Some(database) = postgres::database_for_dir(data_dir).await {
+        config.postgres = Some(noxus_server::store::PostgresOptions::new(database.url()));
+        // Whoever holds the directory owns its database.
+        database.keep();
+    }
+    config.listen = "127.0.0.1:0".parse().expect("address");
+    config
 }
 
 async fn issue(

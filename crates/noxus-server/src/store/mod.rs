@@ -3,9 +3,11 @@
 //! Every mutating call writes its audit-log row in the same transaction.
 
 pub mod events;
+mod postgres;
 mod sqlite;
 
 pub use events::{EventBus, EventSubscription, StoreEvent};
+pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
 /// Which database the platform runs on.
@@ -68,8 +70,8 @@ pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<std::sync::Arc
                 ))
             })?,
         )),
-        DatabaseConfig::Postgres(_) => {
-            anyhow::bail!("the PostgreSQL backend is not built yet")
+        DatabaseConfig::Postgres(options) => {
+            Ok(std::sync::Arc::new(PostgresStore::open(options).await?))
         }
     }
 }

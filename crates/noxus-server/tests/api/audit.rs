@@ -139,6 +139,12 @@ async fn only_admins_read_their_workspaces_log_and_tenant_admins_the_organizatio
 
 #[tokio::test]
 async fn the_database_itself_refuses_to_edit_or_delete_audit_rows() {
+    if noxus_testkit::postgres::skip_on_postgres(
+        "the_database_itself_refuses_to_edit_or_delete_audit_rows",
+        "opens the SQLite file; the PostgreSQL store has its own test of the triggers",
+    ) {
+        return;
+    }
     let app = TestApp::spawn().await;
     let dir = app.stop_keep_data().await;
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("noxus.db"));
@@ -193,6 +199,12 @@ async fn audit_rows(app: &TestApp) -> Vec<Value> {
 /// The server keeps running on the same database meanwhile.
 #[tokio::test]
 async fn an_archive_moves_old_rows_to_a_verified_file_and_audits_itself() {
+    if noxus_testkit::postgres::skip_on_postgres(
+        "an_archive_moves_old_rows_to_a_verified_file_and_audits_itself",
+        "audit archives are SQLite only",
+    ) {
+        return;
+    }
     use sha2::Digest;
     let app = TestApp::spawn().await;
     for i in 0..3 {
@@ -296,6 +308,12 @@ async fn an_archive_moves_old_rows_to_a_verified_file_and_audits_itself() {
 
 #[tokio::test]
 async fn an_archive_refuses_a_future_date_and_an_existing_file() {
+    if noxus_testkit::postgres::skip_on_postgres(
+        "an_archive_refuses_a_future_date_and_an_existing_file",
+        "audit archives are SQLite only",
+    ) {
+        return;
+    }
     let app = TestApp::spawn().await;
     let operator = noxus_server::store::SqliteStore::open(app.data_dir())
         .await

@@ -14,8 +14,8 @@ fn pepper(c: char) -> SecretString {
 }
 
 async fn build_error(dir: &std::path::Path, configure: impl FnOnce(&mut Config)) -> String {
-    let mut config = Config::new(dir);
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    // The directory's PostgreSQL database when tests run on PostgreSQL.
+    let mut config = noxus_testkit::config_in(dir).await;
     configure(&mut config);
     match Application::build(config).await {
         Ok(_) => panic!("the platform started"),

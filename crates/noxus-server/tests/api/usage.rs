@@ -286,6 +286,17 @@ async fn get_from(local: std::net::Ipv4Addr, port: u16, path: &str, key: &str) -
 /// The addresses stored for a key, most recently seen first, read from the
 /// database file itself.
 async fn stored_address_list(app: &TestApp, key_id: &str) -> Vec<String> {
+    if app.is_postgres() {
+        // The store's own listing has the same order (last seen, then
+        // insertion, newest first).
+        let (addresses, _) = app
+            .state
+            .store()
+            .key_addresses(key_id, 0, u64::MAX)
+            .await
+            .unwrap();
+        return addresses.into_iter().map(|a| a.addr).collect();
+    }
     let options =
         sqlx::sqlite::SqliteConnectOptions::new().filename(app.data_dir().join("noxus.db"));
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
