@@ -92,7 +92,7 @@ pub struct TestApp {
     pub workspace_id: String,
     data_dir: Option<TempDir>,
     /// The PostgreSQL database, when tests run on PostgreSQL
-    /// (`NOXUS_TEST_DATABASE_URL`): dropped at [`TestApp::stop`] when this
+    /// (`NOXUS_TEST_BACKEND=postgres`): dropped at [`TestApp::stop`] when this
     /// app made it in a directory of its own ([`TestApp::spawn`]), handed
     /// over by [`TestApp::stop_keep_data`].
     database: Option<postgres::FreshDatabase>,
@@ -115,7 +115,7 @@ impl TestApp {
     }
 
     /// Starts the platform on an existing data directory (first start if it
-    /// is empty). With `NOXUS_TEST_DATABASE_URL` set, it runs on a
+    /// is empty). With `NOXUS_TEST_BACKEND=postgres`, it runs on a
     /// PostgreSQL database of that server instead: a fresh one, or the one
     /// an earlier start on this directory used (see [`postgres::database_for_dir`]).
     pub async fn start_in(data_dir: &Path, configure: impl FnOnce(&mut Config)) -> Self {
@@ -228,7 +228,7 @@ impl TestApp {
         }
     }
 
-    /// Whether this platform runs on PostgreSQL (`NOXUS_TEST_DATABASE_URL`).
+    /// Whether this platform runs on PostgreSQL (`NOXUS_TEST_BACKEND=postgres`).
     pub fn is_postgres(&self) -> bool {
         self.database.is_some()
     }

@@ -2,6 +2,12 @@
 //! `NOXUS_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/postgres`;
 //! its role must be allowed to create databases).
 //!
+//! Two switches: `NOXUS_TEST_DATABASE_URL` alone runs the tests that are
+//! about PostgreSQL (the store conformance suite's PostgreSQL half, the
+//! backend's own tests, the outage tests) next to the whole suite on SQLite;
+//! `NOXUS_TEST_BACKEND=postgres` as well runs every [`crate::TestApp`] (the
+//! whole HTTP, SDK, CLI and dashboard suite) on PostgreSQL.
+//!
 //! Each [`FreshDatabase`] is `noxus_t_<random>` on that server, dropped
 //! (`WITH (FORCE)`) by [`FreshDatabase::drop_database`] or, best effort,
 //! when it is dropped. Without the variable, [`fresh_database_or_skip`]
@@ -25,9 +31,27 @@ pub fn server_url() -> Option<String> {
     std::env::var(ENV).ok().filter(|url| !url.trim().is_empty())
 }
 
-/// Whether tests run on PostgreSQL (`NOXUS_TEST_DATABASE_URL` is set).
+/// The variable choosing the backend of every [`crate::TestApp`]:
+/// `postgres`, or `sqlite` (the default).
+pub const BACKEND_ENV: &str = "NOXUS_TEST_BACKEND";
+
+/// Whether every [`crate::TestApp`] runs on PostgreSQL
+/// (`NOXUS_TEST_BACKEND=postgres`, with `NOXUS_TEST_DATABASE_URL` naming
+/// the server). Panics on an unknown backend, or on `postgres` without a
+/// server: a misspelt switch must not quietly test SQLite again.
 pub fn enabled() -> bool {
-    server_url().is_some()
+    let backend = std::env::var(BACKEND_ENV).unwrap_or_default();
+    match backend.trim().to_ascii_lowercase().as_str() {
+        "" | "sqlite" => false,
+        "postgres" | "postgresql" => {
+            assert!(
+                server_url().is_some(),
+                "{BACKEND_ENV}=postgres needs {ENV} (the PostgreSQL server to create test databases on)"
+            );
+            true
+        }
+        other => panic!("{BACKEND_ENV} is `{other}`: expected `sqlite` or `postgres`"),
+    }
 }
 
 fn skip_line(test: &str, why: &str) {
@@ -205,8 +229,11 @@ pub async fn fresh_database_or_skip(test: &str) -> Option<FreshDatabase> {
 /// The database of a [`crate::TestApp`] data directory: the one named in
 /// it (a restart; the handle does not own it: whoever holds the directory
 /// does, see [`crate::KeptData`]), else a fresh one (owned), whose name is
-/// written there. `None` when tests run on SQLite.
+/// written there. `None` when [`crate::TestApp`]s run on SQLite.
 pub async fn database_for_dir(data_dir: &Path) -> Option<FreshDatabase> {
+    if !enabled() {
+        return None;
+    }
     let server = server_url()?;
     let file = data_dir.join(DATABASE_FILE);
     if let Ok(name) = std::fs::read_to_string(&file) {

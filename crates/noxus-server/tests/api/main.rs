@@ -19,6 +19,7 @@ mod login_protection;
 mod malformed_input;
 mod openapi;
 mod people;
+mod postgres_outage;
 mod properties;
 mod rate_limits;
 mod secrets;

@@ -6,11 +6,7 @@ use std::sync::Arc;
 
 use noxus_server::store::{connect, DatabaseConfig, PostgresOptions, Store};
 
-// TODO(postgres): when noxus-server's dev-dependencies enable sqlx's
-// `postgres` feature (`sqlx = { workspace = true, features = ["postgres"] }`),
-// point this at `pg_admin.rs` (which creates and drops the per-test database
-// through a `sqlx::PgConnection`) and delete `pg_admin_pending.rs`.
-#[path = "pg_admin_pending.rs"]
+#[path = "pg_admin.rs"]
 mod pg_admin;
 
 /// The environment variable naming the PostgreSQL server to test against:

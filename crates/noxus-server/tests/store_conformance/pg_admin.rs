@@ -1,5 +1,4 @@
-//! Creates and drops the per-test PostgreSQL database (needs sqlx's
-//! `postgres` feature; see the TODO(postgres) in `backend.rs`).
+//! Creates and drops the per-test PostgreSQL database.
 
 use sqlx::Connection;
 

@@ -296,10 +296,12 @@ impl KeyStore for PostgresStore {
         .await?
         .rows_affected();
         if changed == 0 {
-            let why = if old.revoked_at.is_some() {
-                Precondition::KeyRevoked
-            } else if old.replaced_by.is_some() {
+            // A key rotated without a grace period is revoked too: it was
+            // rotated first of all (its replacement is what to rotate).
+            let why = if old.replaced_by.is_some() {
                 Precondition::KeyAlreadyRotated
+            } else if old.revoked_at.is_some() {
+                Precondition::KeyRevoked
             } else {
                 Precondition::KeyExpired
             };

@@ -120,7 +120,9 @@ impl MemberStore for PostgresStore {
                 Some(record)
             }
         };
-        tx.commit().await?;
+        let events = std::iter::once(StoreEvent::WorkspaceChanged(workspace.id.clone()))
+            .chain(key.iter().map(|k| StoreEvent::KeyChanged(k.id.clone())));
+        self.commit(tx, events).await?;
         Ok(Some(BootstrapOutcome {
             organization,
             user,
