@@ -617,6 +617,12 @@ fn keys_usage_and_audit_show_what_happened() {
 
 #[test]
 fn audit_archive_moves_old_rows_to_a_file_and_refuses_careless_runs() {
+    if noxus_testkit::postgres::skip_on_postgres(
+        "audit_archive_moves_old_rows_to_a_file_and_refuses_careless_runs",
+        "`noxus audit-archive` works on SQLite only",
+    ) {
+        return;
+    }
     let p = Platform::start();
     let data_dir = p.app.data_dir().to_str().unwrap().to_owned();
     let out = p.cwd.path().join("audit.jsonl");

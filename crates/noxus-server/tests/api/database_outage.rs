@@ -15,6 +15,12 @@ use crate::helpers::{assert_error, json_ok};
 
 #[tokio::test]
 async fn a_locked_sqlite_database_answers_503_with_retry_after_then_recovers_losing_nothing() {
+    if noxus_testkit::postgres::skip_on_postgres(
+        "database_outage::a_locked_sqlite_database_answers_503_with_retry_after_then_recovers_losing_nothing",
+        "it locks the SQLite file",
+    ) {
+        return;
+    }
     let app = TestApp::spawn().await;
     let key = app.owner_key.clone();
     let ws = app.workspace_id.clone();
