@@ -3,6 +3,7 @@
 //! `noxus migrate`. The URL may hold a password: it is kept secret, never
 //! printed (not in `--help`, not in errors, not in `Debug`).
 
+use noxus_server::config::defaults;
 use std::time::Duration;
 
 use clap::Args;
@@ -44,17 +45,17 @@ pub struct DatabaseArgs {
     database_url: Option<DatabaseUrl>,
 
     /// Most PostgreSQL connections this process opens (its pool).
-    #[arg(long, env = "NOXUS_DATABASE_MAX_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "NOXUS_DATABASE_MAX_CONNECTIONS", default_value_t = defaults::DATABASE_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     database_max_connections: u32,
 
     /// Milliseconds to wait for a PostgreSQL connection (a new one, or a
     /// free one of the pool) before the request fails.
-    #[arg(long, env = "NOXUS_DATABASE_CONNECT_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    #[arg(long, env = "NOXUS_DATABASE_CONNECT_TIMEOUT_MS", default_value_t = defaults::DATABASE_CONNECT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     database_connect_timeout_ms: u64,
 
     /// Milliseconds a PostgreSQL statement may run before the server
     /// cancels it (PostgreSQL's statement_timeout).
-    #[arg(long, env = "NOXUS_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    #[arg(long, env = "NOXUS_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = defaults::DATABASE_STATEMENT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     database_statement_timeout_ms: u64,
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use noxus_server::config::defaults;
 use noxus_server::{shutdown_signal, Application, Config};
 use secrecy::SecretString;
 
@@ -18,12 +19,12 @@ use crate::exit::Failure;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on (port 0 picks a free one).
-    #[arg(long, env = "NOXUS_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "NOXUS_LISTEN", default_value_t = defaults::LISTEN)]
     listen: SocketAddr,
 
     /// Directory of the SQLite database; created if missing. Unused with
     /// --database-url.
-    #[arg(long, env = "NOXUS_DATA_DIR", default_value = "./noxus-data")]
+    #[arg(long, env = "NOXUS_DATA_DIR", default_value = defaults::DATA_DIR)]
     data_dir: PathBuf,
 
     #[command(flatten)]
@@ -50,81 +51,81 @@ pub struct ServeArgs {
 
     /// How long, in milliseconds, a verified key is trusted without a
     /// database lookup (changes made through this process apply at once).
-    #[arg(long, env = "NOXUS_KEY_CACHE_TTL_MS", default_value_t = 1000)]
+    #[arg(long, env = "NOXUS_KEY_CACHE_TTL_MS", default_value_t = defaults::KEY_CACHE_TTL_MS)]
     key_cache_ttl_ms: u64,
 
     /// Requests per second allowed per API key (0 turns limiting off).
-    #[arg(long, env = "NOXUS_RATE_LIMIT_PER_KEY", default_value_t = 100)]
+    #[arg(long, env = "NOXUS_RATE_LIMIT_PER_KEY", default_value_t = defaults::RATE_LIMIT_PER_KEY)]
     rate_limit_per_key: u32,
 
     /// Requests per key allowed at once, above the sustained rate.
-    #[arg(long, env = "NOXUS_RATE_LIMIT_BURST", default_value_t = 200)]
+    #[arg(long, env = "NOXUS_RATE_LIMIT_BURST", default_value_t = defaults::RATE_LIMIT_BURST)]
     rate_limit_burst: u32,
 
     /// Days of hourly usage to keep; older hours, and key addresses not
     /// seen since, are deleted.
-    #[arg(long, env = "NOXUS_USAGE_RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    #[arg(long, env = "NOXUS_USAGE_RETENTION_DAYS", default_value_t = defaults::USAGE_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
     usage_retention_days: u32,
 
     /// Addresses remembered per API key (IPv6 counted per /64); beyond that
     /// the least recently seen is forgotten.
-    #[arg(long, env = "NOXUS_MAX_ADDRESSES_PER_KEY", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    #[arg(long, env = "NOXUS_MAX_ADDRESSES_PER_KEY", default_value_t = defaults::MAX_ADDRESSES_PER_KEY, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_addresses_per_key: u64,
 
     /// Workflows one workspace may hold (409 above it).
-    #[arg(long, env = "NOXUS_MAX_WORKFLOWS_PER_WORKSPACE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "NOXUS_MAX_WORKFLOWS_PER_WORKSPACE", default_value_t = defaults::MAX_WORKFLOWS_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
     max_workflows_per_workspace: u64,
 
     /// Versions one workflow may hold (409 above it).
-    #[arg(long, env = "NOXUS_MAX_VERSIONS_PER_WORKFLOW", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "NOXUS_MAX_VERSIONS_PER_WORKFLOW", default_value_t = defaults::MAX_VERSIONS_PER_WORKFLOW, value_parser = clap::value_parser!(u64).range(1..))]
     max_versions_per_workflow: u64,
 
     /// Bytes of stored workflow and version definitions one workspace may
     /// hold (409 above it).
-    #[arg(long, env = "NOXUS_MAX_DEFINITION_BYTES_PER_WORKSPACE", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "NOXUS_MAX_DEFINITION_BYTES_PER_WORKSPACE", default_value_t = defaults::MAX_DEFINITION_BYTES_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
     max_definition_bytes_per_workspace: u64,
 
     /// Live API keys one user may have in one workspace (409 above it).
-    #[arg(long, env = "NOXUS_MAX_KEYS_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "NOXUS_MAX_KEYS_PER_USER", default_value_t = defaults::MAX_KEYS_PER_USER, value_parser = clap::value_parser!(u32).range(1..))]
     max_keys_per_user: u32,
 
     /// Live API keys one workspace may have (409 above it).
-    #[arg(long, env = "NOXUS_MAX_KEYS_PER_WORKSPACE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "NOXUS_MAX_KEYS_PER_WORKSPACE", default_value_t = defaults::MAX_KEYS_PER_WORKSPACE, value_parser = clap::value_parser!(u32).range(1..))]
     max_keys_per_workspace: u32,
 
     /// The highest rate limit (requests per second; bursts up to twice
     /// that) anyone may give a key or a workspace.
-    #[arg(long, env = "NOXUS_MAX_RATE_LIMIT_PER_KEY", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "NOXUS_MAX_RATE_LIMIT_PER_KEY", default_value_t = defaults::MAX_RATE_LIMIT_PER_KEY, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_rate_limit_per_key: u32,
 
     /// Minutes after which an unused dashboard session ends (sessions also
     /// end 12 hours after login).
-    #[arg(long, env = "NOXUS_SESSION_IDLE_TIMEOUT_MINS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=720))]
+    #[arg(long, env = "NOXUS_SESSION_IDLE_TIMEOUT_MINS", default_value_t = defaults::SESSION_IDLE_TIMEOUT_MINS, value_parser = clap::value_parser!(u64).range(1..=720))]
     session_idle_timeout_mins: u64,
 
     /// Largest accepted request body, in bytes.
-    #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
+    #[arg(long, env = "NOXUS_MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     max_body_bytes: usize,
 
     /// Seconds a client has to send a request's line and headers (from the
     /// connection's start, or from the first byte of a later request); then
     /// the connection is closed.
-    #[arg(long, env = "NOXUS_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "NOXUS_HEADER_READ_TIMEOUT_SECS", default_value_t = defaults::HEADER_READ_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_read_timeout_secs: u64,
 
     /// Seconds a kept-alive connection may wait for its next request. Keep it
     /// above the idle timeout of a reverse proxy in front.
-    #[arg(long, env = "NOXUS_IDLE_TIMEOUT_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "NOXUS_IDLE_TIMEOUT_SECS", default_value_t = defaults::IDLE_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     idle_timeout_secs: u64,
 
     /// Seconds to wait for the next piece of a request body; then 408 and the
     /// connection is closed.
-    #[arg(long, env = "NOXUS_REQUEST_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env = "NOXUS_REQUEST_BODY_TIMEOUT_SECS", default_value_t = defaults::REQUEST_BODY_TIMEOUT_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     request_body_timeout_secs: u64,
 
     /// Most connections open at once; more are answered 503. Never more than
     /// the file-descriptor limit (ulimit -n) minus 128.
-    #[arg(long, env = "NOXUS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    #[arg(long, env = "NOXUS_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_connections: u64,
 
     /// Dashboard password hashes (argon2) computed at once; a login that
@@ -157,7 +158,7 @@ pub fn run(mut args: ServeArgs) -> Result<(), Failure> {
     // Production must not get the predictable default owner login.
     let admin_email = match (admin_email, args.no_welcome) {
         (Some(email), _) => email,
-        (None, false) => "admin@noxus.local".to_owned(),
+        (None, false) => defaults::ADMIN_EMAIL.to_owned(),
         (None, true) => {
             return Err(Failure::config(anyhow::anyhow!(
                 "--no-welcome needs --admin-email (or NOXUS_ADMIN_EMAIL): choose the first owner's login instead of the predictable admin@noxus.local"

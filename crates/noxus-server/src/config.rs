@@ -14,6 +14,61 @@ use crate::domain::passwords::PasswordPool;
 use crate::rate_limit::{LoginThrottlePolicy, RateLimit};
 use crate::store::{DatabaseConfig, KeyQuotas, PostgresOptions};
 
+/// The defaults of every setting, in one place: [`Config::new`] and the
+/// `noxus serve` flags (whose `--help` shows them) both take them from here.
+pub mod defaults {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+    /// `--listen`.
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
+    /// `--data-dir`.
+    pub const DATA_DIR: &str = "./noxus-data";
+    /// `--admin-email` with the welcome on.
+    pub const ADMIN_EMAIL: &str = "admin@noxus.local";
+    /// `--key-cache-ttl-ms`.
+    pub const KEY_CACHE_TTL_MS: u64 = 1_000;
+    /// Keys kept in the verified-key cache.
+    pub const KEY_CACHE_CAPACITY: usize = 100_000;
+    /// `--max-body-bytes`.
+    pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+    /// `--rate-limit-per-key`.
+    pub const RATE_LIMIT_PER_KEY: u32 = 100;
+    /// `--rate-limit-burst`.
+    pub const RATE_LIMIT_BURST: u32 = 200;
+    /// `--usage-retention-days`.
+    pub const USAGE_RETENTION_DAYS: u32 = 90;
+    /// `--max-rate-limit-per-key` (the burst ceiling is twice it).
+    pub const MAX_RATE_LIMIT_PER_KEY: u32 = 10_000;
+    /// `--max-keys-per-user`.
+    pub const MAX_KEYS_PER_USER: u32 = 100;
+    /// `--max-keys-per-workspace`.
+    pub const MAX_KEYS_PER_WORKSPACE: u32 = 1_000;
+    /// `--session-idle-timeout-mins`.
+    pub const SESSION_IDLE_TIMEOUT_MINS: u64 = 30;
+    /// `--header-read-timeout-secs`.
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    /// `--idle-timeout-secs`.
+    pub const IDLE_TIMEOUT_SECS: u64 = 75;
+    /// `--request-body-timeout-secs`.
+    pub const REQUEST_BODY_TIMEOUT_SECS: u64 = 30;
+    /// `--max-connections`.
+    pub const MAX_CONNECTIONS: u64 = 10_000;
+    /// `--max-addresses-per-key`.
+    pub const MAX_ADDRESSES_PER_KEY: u64 = crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY as u64;
+    /// `--max-workflows-per-workspace`.
+    pub const MAX_WORKFLOWS_PER_WORKSPACE: u64 = 10_000;
+    /// `--max-versions-per-workflow`.
+    pub const MAX_VERSIONS_PER_WORKFLOW: u64 = 1_000;
+    /// `--max-definition-bytes-per-workspace`.
+    pub const MAX_DEFINITION_BYTES_PER_WORKSPACE: u64 = 256 * 1024 * 1024;
+    /// `--database-max-connections`.
+    pub const DATABASE_MAX_CONNECTIONS: u32 = 16;
+    /// `--database-connect-timeout-ms`.
+    pub const DATABASE_CONNECT_TIMEOUT_MS: u64 = 5_000;
+    /// `--database-statement-timeout-ms`.
+    pub const DATABASE_STATEMENT_TIMEOUT_MS: u64 = 10_000;
+}
+
 /// How the platform runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -106,42 +161,45 @@ impl Config {
     /// Defaults for a data directory: listen on 127.0.0.1:8080.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: defaults::LISTEN,
             data_dir: data_dir.into(),
             postgres: None,
             pepper: None,
             previous_pepper: None,
             catalog_file: None,
             welcome: true,
-            admin_email: "admin@noxus.local".to_owned(),
+            admin_email: defaults::ADMIN_EMAIL.to_owned(),
             admin_password: None,
             public_url: None,
-            key_cache_ttl: Duration::from_secs(1),
-            key_cache_capacity: 100_000,
-            max_body_bytes: 2 * 1024 * 1024,
+            key_cache_ttl: Duration::from_millis(defaults::KEY_CACHE_TTL_MS),
+            key_cache_capacity: defaults::KEY_CACHE_CAPACITY,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
             key_rate_limit: Some(RateLimit {
-                per_second: 100,
-                burst: 200,
+                per_second: defaults::RATE_LIMIT_PER_KEY,
+                burst: defaults::RATE_LIMIT_BURST,
             }),
-            usage_retention_days: 90,
+            usage_retention_days: defaults::USAGE_RETENTION_DAYS,
             max_rate_limit_per_key: RateLimit {
-                per_second: 10_000,
-                burst: 20_000,
+                per_second: defaults::MAX_RATE_LIMIT_PER_KEY,
+                burst: defaults::MAX_RATE_LIMIT_PER_KEY * 2,
             },
-            key_quotas: KeyQuotas::default(),
-            session_idle_timeout: Duration::from_secs(30 * 60),
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(75),
-            request_body_timeout: Duration::from_secs(30),
-            max_connections: 10_000,
+            key_quotas: KeyQuotas {
+                per_user: defaults::MAX_KEYS_PER_USER,
+                per_workspace: defaults::MAX_KEYS_PER_WORKSPACE,
+            },
+            session_idle_timeout: Duration::from_secs(defaults::SESSION_IDLE_TIMEOUT_MINS * 60),
+            header_read_timeout: Duration::from_secs(defaults::HEADER_READ_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(defaults::IDLE_TIMEOUT_SECS),
+            request_body_timeout: Duration::from_secs(defaults::REQUEST_BODY_TIMEOUT_SECS),
+            max_connections: defaults::MAX_CONNECTIONS as usize,
             password_hash_concurrency: PasswordPool::default_concurrency(),
             trusted_proxies: Vec::new(),
             login_throttle: LoginThrottlePolicy::default(),
             auth_failure_limit: crate::rate_limit::DEFAULT_AUTH_FAILURE_LIMIT,
             max_addresses_per_key: crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY,
-            max_workflows_per_workspace: 10_000,
-            max_versions_per_workflow: 1_000,
-            max_definition_bytes_per_workspace: 256 * 1024 * 1024,
+            max_workflows_per_workspace: defaults::MAX_WORKFLOWS_PER_WORKSPACE,
+            max_versions_per_workflow: defaults::MAX_VERSIONS_PER_WORKFLOW,
+            max_definition_bytes_per_workspace: defaults::MAX_DEFINITION_BYTES_PER_WORKSPACE,
         }
     }
 }

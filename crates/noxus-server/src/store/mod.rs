@@ -41,9 +41,13 @@ impl PostgresOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: secrecy::SecretString::from(url.into()),
-            max_connections: 16,
-            connect_timeout: std::time::Duration::from_secs(5),
-            statement_timeout: std::time::Duration::from_secs(10),
+            max_connections: crate::config::defaults::DATABASE_MAX_CONNECTIONS,
+            connect_timeout: std::time::Duration::from_millis(
+                crate::config::defaults::DATABASE_CONNECT_TIMEOUT_MS,
+            ),
+            statement_timeout: std::time::Duration::from_millis(
+                crate::config::defaults::DATABASE_STATEMENT_TIMEOUT_MS,
+            ),
         }
     }
 }
@@ -277,8 +281,8 @@ pub struct KeyQuotas {
 impl Default for KeyQuotas {
     fn default() -> Self {
         Self {
-            per_user: 100,
-            per_workspace: 1000,
+            per_user: crate::config::defaults::MAX_KEYS_PER_USER,
+            per_workspace: crate::config::defaults::MAX_KEYS_PER_WORKSPACE,
         }
     }
 }
