@@ -68,8 +68,7 @@ enum Backend {
         _dir: PathBuf,
     },
     Postgres {
-        server_url: String,
-        database: String,
+        database: noxus_bench::BenchDatabase,
         url: String,
     },
 }
@@ -95,27 +94,13 @@ impl Backend {
                 Ok((Self::Sqlite { url, _dir: dir }, store))
             }
             Some(server_url) => {
-                let database = format!("noxus_bench_{}_{label}", std::process::id());
-                let mut admin = sqlx::PgConnection::connect(server_url)
-                    .await
-                    .context("cannot reach the PostgreSQL server")?;
-                sqlx::query(&format!("CREATE DATABASE {database}"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await?;
-                let url = with_database(server_url, &database)?;
+                let database = noxus_bench::BenchDatabase::create(server_url, label).await?;
+                let url = database.url().to_owned();
                 let store = noxus_server::store::connect(&DatabaseConfig::Postgres(
                     noxus_server::store::PostgresOptions::new(url.clone()),
                 ))
                 .await?;
-                Ok((
-                    Self::Postgres {
-                        server_url: server_url.clone(),
-                        database,
-                        url,
-                    },
-                    store,
-                ))
+                Ok((Self::Postgres { database, url }, store))
             }
         }
     }
@@ -214,39 +199,12 @@ impl Backend {
         Ok(digests)
     }
 
-    async fn drop_database(&self) -> anyhow::Result<()> {
-        if let Self::Postgres {
-            server_url,
-            database,
-            ..
-        } = self
-        {
-            let mut admin = sqlx::PgConnection::connect(server_url).await?;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await?;
-            admin.close().await?;
+    async fn drop_database(self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres { database, .. } => database.drop_database().await,
+            Self::Sqlite { .. } => Ok(()),
         }
-        Ok(())
     }
-}
-
-/// `url` with its database replaced by `database`.
-fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").context("a URL")? + 3;
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{database}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    Ok(out)
 }
 
 /// A random number below `n` (xorshift seeded from the clock: spread, not secrecy).
