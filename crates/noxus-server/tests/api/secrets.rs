@@ -1,7 +1,6 @@
 //! Key plaintexts exist only in the responses that create them: never in
-//! the database files, the logs, or `Debug` output.
-
-use std::path::Path;
+//! the database (SQLite's files, or a `pg_dump` of the PostgreSQL
+//! database), the logs, or `Debug` output.
 
 use noxus_api::Role;
 use noxus_server::{Application, Config};
@@ -11,28 +10,42 @@ use serde_json::json;
 
 use crate::helpers::json_ok;
 
-fn files_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut hits = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let bytes = std::fs::read(&path).unwrap();
-            if bytes.windows(needle.len()).any(|w| w == needle) {
-                hits.push(path.display().to_string());
-            }
+/// Everything the database holds, as bytes to scan: SQLite's files, or a
+/// full dump of the PostgreSQL database.
+fn stored(dir: &noxus_testkit::KeptData) -> Vec<(String, Vec<u8>)> {
+    match dir.database() {
+        Some(database) => {
+            let dump = std::process::Command::new("pg_dump")
+                .arg("--dbname")
+                .arg(database.url())
+                .output()
+                .expect("pg_dump runs (Debian: postgresql-client)");
+            assert!(
+                dump.status.success(),
+                "pg_dump: {}",
+                String::from_utf8_lossy(&dump.stderr)
+            );
+            vec![(format!("pg_dump of {}", database.name()), dump.stdout)]
         }
+        None => std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.is_file())
+            .map(|path| (path.display().to_string(), std::fs::read(&path).unwrap()))
+            .collect(),
     }
-    hits
+}
+
+fn contain(stored: &[(String, Vec<u8>)], needle: &[u8]) -> Vec<String> {
+    stored
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 #[tokio::test]
-async fn key_plaintexts_are_in_neither_the_database_files_nor_the_logs() {
-    if noxus_testkit::postgres::skip_on_postgres(
-        "key_plaintexts_are_in_neither_the_database_files_nor_the_logs",
-        "scans the SQLite files",
-    ) {
-        return;
-    }
+async fn key_plaintexts_are_in_neither_the_database_nor_the_logs() {
     let app = TestApp::spawn().await;
     let member = app.user_with_role(Role::Member).await;
     let keys_path = format!("/v1/admin/groups/{}/api-keys", app.workspace_id);
@@ -93,9 +106,10 @@ async fn key_plaintexts_are_in_neither_the_database_files_nor_the_logs() {
 
     let owner_key = app.owner_key.clone();
     let dir = app.stop_keep_data().await;
+    let stored = stored(&dir);
     let digest_of_owner = noxus_server::domain::keys::KeyHasher::new(None).digest(&created_secret);
     assert!(
-        !files_contain(dir.path(), digest_of_owner.as_hex().as_bytes()).is_empty(),
+        !contain(&stored, digest_of_owner.as_hex().as_bytes()).is_empty(),
         "the scan works: the digest is stored"
     );
     let logs = noxus_testkit::captured_logs();
@@ -106,8 +120,8 @@ async fn key_plaintexts_are_in_neither_the_database_files_nor_the_logs() {
     for secret in [&owner_key, &member.key, &created_secret, &rotated_secret] {
         let body = &secret[6..];
         assert!(
-            files_contain(dir.path(), body.as_bytes()).is_empty(),
-            "plaintext found in the database files"
+            contain(&stored, body.as_bytes()).is_empty(),
+            "plaintext found in the database"
         );
         assert!(!logs.contains(body), "plaintext found in the logs");
     }
