@@ -1,7 +1,6 @@
 //! [`AuditStore`] on SQLite.
 
-use sqlx::Row;
-
+use super::rows::{records, AuditRow};
 use super::*;
 
 /// A value bound to a statement built at run time.
@@ -68,10 +67,10 @@ pub(super) fn audit_search(query: &AuditQuery) -> (String, Vec<Arg>) {
     (sql, args)
 }
 
-pub(super) fn bind_args<'q>(
-    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+pub(super) fn bind_args<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>,
     args: &'q [Arg],
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+) -> sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>> {
     for arg in args {
         query = match arg {
             Arg::Text(text) => query.bind(text.as_str()),
@@ -85,25 +84,9 @@ pub(super) fn bind_args<'q>(
 impl AuditStore for SqliteStore {
     async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
         let (sql, args) = audit_search(query);
-        let rows = bind_args(sqlx::query(&sql), &args)
+        let rows = bind_args(sqlx::query_as::<_, AuditRow>(&sql), &args)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(AuditRecord {
-                    id: row.try_get("id")?,
-                    organization_id: row.try_get("organization_id")?,
-                    workspace_id: row.try_get("workspace_id")?,
-                    actor_user_id: row.try_get("actor_user_id")?,
-                    actor_key_id: row.try_get("actor_key_id")?,
-                    action: row.try_get("action")?,
-                    target_type: row.try_get("target_type")?,
-                    target_id: row.try_get("target_id")?,
-                    details: json_column(row, "details")?,
-                    client_addr: row.try_get("client_addr")?,
-                    created_at: from_ms(row.try_get("created_at")?)?,
-                })
-            })
-            .collect()
+        records(rows)
     }
 }

@@ -1,7 +1,6 @@
 //! [`KeyStore`] on SQLite.
 
-use sqlx::Row;
-
+use super::rows::{page, records, KeyAuthRow, KeyRow, PageRow, KEY_COLUMNS};
 use super::*;
 
 pub(super) async fn insert_key(
@@ -57,21 +56,21 @@ async fn key_in_tx(
     workspace_id: &str,
     id: &str,
 ) -> StoreResult<KeyRecord> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as::<_, KeyRow>(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
     ))
     .bind(workspace_id)
     .bind(id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or(StoreError::NotFound)?;
-    key_from_row(&row)
+    .ok_or(StoreError::NotFound)?
+    .try_into()
 }
 
 #[async_trait]
 impl KeyStore for SqliteStore {
     async fn key_for_auth(&self, digest: &KeyDigest) -> StoreResult<Option<KeyAuthRecord>> {
-        let row = sqlx::query(&format!(
+        sqlx::query_as::<_, KeyAuthRow>(&format!(
             "SELECT {KEY_COLUMNS}, w.organization_id, w.name AS workspace_name, m.role,
                     u.email AS user_email, u.is_org_admin, u.deactivated_at AS user_deactivated_at,
                     w.rate_limit_per_second AS ws_rate, w.rate_limit_burst AS ws_burst
@@ -83,21 +82,9 @@ impl KeyStore for SqliteStore {
         ))
         .bind(digest.as_hex())
         .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: Option<String> = row.try_get("role")?;
-        Ok(Some(KeyAuthRecord {
-            key: key_from_row(&row)?,
-            organization_id: row.try_get("organization_id")?,
-            workspace_name: row.try_get("workspace_name")?,
-            role: role.as_deref().map(parse_role).transpose()?,
-            user_email: row.try_get("user_email")?,
-            user_is_org_admin: row.try_get("is_org_admin")?,
-            user_active: row
-                .try_get::<Option<i64>, _>("user_deactivated_at")?
-                .is_none(),
-            workspace_rate_limit: rate_limit_from(&row, "ws_rate", "ws_burst")?,
-        }))
+        .await?
+        .map(KeyAuthRecord::try_from)
+        .transpose()
     }
 
     async fn create_key(
@@ -152,7 +139,7 @@ impl KeyStore for SqliteStore {
         workspace_id: &str,
         user_id: Option<&str>,
     ) -> StoreResult<Vec<KeyRecord>> {
-        sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, KeyRow>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k
              WHERE k.workspace_id = ? AND (? IS NULL OR k.user_id = ?)
              ORDER BY k.rowid DESC"
@@ -161,10 +148,8 @@ impl KeyStore for SqliteStore {
         .bind(user_id)
         .bind(user_id)
         .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(key_from_row)
-        .collect()
+        .await?;
+        records(rows)
     }
 
     async fn list_keys_page(
@@ -174,7 +159,7 @@ impl KeyStore for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyRecord>, u64)> {
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, PageRow<KeyRow>>(&format!(
             "SELECT {KEY_COLUMNS}, COUNT(*) OVER () AS total FROM api_keys k
              WHERE k.workspace_id = ?1 AND (?2 IS NULL OR k.user_id = ?2)
              ORDER BY k.rowid DESC LIMIT ?3 OFFSET ?4"
@@ -185,8 +170,9 @@ impl KeyStore for SqliteStore {
         .bind(i64::try_from(offset).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let total: i64 = match rows.first() {
-            Some(row) => row.try_get("total")?,
+        let (keys, total) = page(rows)?;
+        let total: i64 = match total {
+            Some(total) => total,
             None => {
                 sqlx::query_scalar(
                     "SELECT COUNT(*) FROM api_keys WHERE workspace_id = ?1 AND (?2 IS NULL OR user_id = ?2)",
@@ -197,7 +183,6 @@ impl KeyStore for SqliteStore {
                 .await?
             }
         };
-        let keys = rows.iter().map(key_from_row).collect::<StoreResult<_>>()?;
         Ok((keys, u64::try_from(total).unwrap_or(0)))
     }
 
@@ -222,15 +207,14 @@ impl KeyStore for SqliteStore {
     }
 
     async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>> {
-        sqlx::query(&format!(
+        sqlx::query_as::<_, KeyRow>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
         ))
         .bind(workspace_id)
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
-        .as_ref()
-        .map(key_from_row)
+        .map(KeyRecord::try_from)
         .transpose()
     }
 

@@ -1,8 +1,7 @@
 //! [`MemberStore`] on SQLite.
 
-use sqlx::Row;
-
 use super::keys::insert_key;
+use super::rows::{records, MemberRow, OrganizationRow, UserRow, WorkspaceRoleRow};
 use super::*;
 
 #[async_trait]
@@ -113,16 +112,12 @@ impl MemberStore for SqliteStore {
     }
 
     async fn organization(&self) -> StoreResult<Option<Organization>> {
-        let row = sqlx::query("SELECT id, name FROM organizations ORDER BY rowid LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(Organization {
-                id: r.try_get("id")?,
-                name: r.try_get("name")?,
-            })
-        })
-        .transpose()
+        Ok(sqlx::query_as::<_, OrganizationRow>(
+            "SELECT id, name FROM organizations ORDER BY rowid LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .map(Organization::from))
     }
 
     async fn create_organization(&self, actor: &Actor, name: &str) -> StoreResult<Organization> {
@@ -194,22 +189,20 @@ impl MemberStore for SqliteStore {
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
-        sqlx::query("SELECT * FROM users WHERE email = ?")
+        sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE email = ?")
             .bind(email)
             .fetch_optional(&self.pool)
             .await?
-            .as_ref()
-            .map(user_from_row)
+            .map(UserRecord::try_from)
             .transpose()
     }
 
     async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
-        sqlx::query("SELECT * FROM users WHERE id = ?")
+        sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .as_ref()
-            .map(user_from_row)
+            .map(UserRecord::try_from)
             .transpose()
     }
 
@@ -321,7 +314,7 @@ impl MemberStore for SqliteStore {
         active: bool,
     ) -> StoreResult<(UserRecord, Vec<String>)> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
+        let user: UserRecord = sqlx::query_as::<_, UserRow>(
             "UPDATE users SET deactivated_at = CASE WHEN ? THEN NULL ELSE COALESCE(deactivated_at, ?) END
              WHERE organization_id = ? AND id = ? RETURNING *",
         )
@@ -331,8 +324,8 @@ impl MemberStore for SqliteStore {
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound)?;
-        let user = user_from_row(&row)?;
+        .ok_or(StoreError::NotFound)?
+        .try_into()?;
         let mut revoked = Vec::new();
         if !active {
             keeps_an_org_admin(&mut tx, organization_id).await?;
@@ -379,7 +372,7 @@ impl MemberStore for SqliteStore {
         is_org_admin: bool,
     ) -> StoreResult<UserRecord> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
+        let user: UserRecord = sqlx::query_as::<_, UserRow>(
             "UPDATE users SET is_org_admin = ? WHERE organization_id = ? AND id = ? RETURNING *",
         )
         .bind(is_org_admin)
@@ -387,8 +380,8 @@ impl MemberStore for SqliteStore {
         .bind(user_id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound)?;
-        let user = user_from_row(&row)?;
+        .ok_or(StoreError::NotFound)?
+        .try_into()?;
         if !is_org_admin {
             keeps_an_org_admin(&mut tx, organization_id).await?;
         }
@@ -463,44 +456,34 @@ impl MemberStore for SqliteStore {
     }
 
     async fn list_users(&self, organization_id: &str) -> StoreResult<Vec<UserRecord>> {
-        sqlx::query("SELECT * FROM users WHERE organization_id = ? ORDER BY email")
-            .bind(organization_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(user_from_row)
-            .collect()
+        let rows = sqlx::query_as::<_, UserRow>(
+            "SELECT * FROM users WHERE organization_id = ? ORDER BY email",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await?;
+        records(rows)
     }
 
     async fn list_members(&self, workspace_id: &str) -> StoreResult<Vec<(UserRecord, Role)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, MemberRow>(
             "SELECT u.*, m.role FROM memberships m JOIN users u ON u.id = m.user_id
              WHERE m.workspace_id = ? ORDER BY u.email",
         )
         .bind(workspace_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let role: String = row.try_get("role")?;
-                Ok((user_from_row(row)?, parse_role(&role)?))
-            })
-            .collect()
+        records(rows)
     }
 
     async fn workspaces_of_user(&self, user_id: &str) -> StoreResult<Vec<(WorkspaceRecord, Role)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, WorkspaceRoleRow>(
             "SELECT w.*, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
              WHERE m.user_id = ? ORDER BY w.rowid",
         )
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let role: String = row.try_get("role")?;
-                Ok((workspace_from_row(row)?, parse_role(&role)?))
-            })
-            .collect()
+        records(rows)
     }
 }

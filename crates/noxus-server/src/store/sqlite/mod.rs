@@ -9,10 +9,8 @@ use async_trait::async_trait;
 use noxus_api::{Permission, Role};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -22,6 +20,7 @@ mod archive;
 mod audit;
 mod keys;
 mod members;
+mod rows;
 mod sessions;
 mod usage;
 mod workflows;
@@ -345,122 +344,10 @@ fn restriction_to_text(r: &Option<Vec<Permission>>) -> Option<String> {
         .map(|perms| serde_json::to_string(perms).unwrap_or_else(|_| "[]".to_owned()))
 }
 
-fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
-    Ok(UserRecord {
-        id: row.try_get("id")?,
-        organization_id: row.try_get("organization_id")?,
-        email: row.try_get("email")?,
-        name: row.try_get("name")?,
-        password_hash: row.try_get("password_hash")?,
-        is_org_admin: row.try_get("is_org_admin")?,
-        deactivated_at: opt_from_ms(row.try_get("deactivated_at")?)?,
-        must_change_password: row.try_get("must_change_password")?,
-    })
-}
-
-fn workspace_from_row(row: &SqliteRow) -> StoreResult<WorkspaceRecord> {
-    Ok(WorkspaceRecord {
-        id: row.try_get("id")?,
-        organization_id: row.try_get("organization_id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        rate_limit: rate_limit_from(row, "rate_limit_per_second", "rate_limit_burst")?,
-    })
-}
-
-const KEY_COLUMNS: &str = "k.id, k.workspace_id, k.user_id, k.name, k.digest, k.prefix, k.suffix,
-    k.tenant_admin, k.restriction, k.created_at, k.expires_at, k.revoked_at, k.replaced_by,
-    k.last_used_at, k.last_used_addr, k.rate_limit_per_second, k.rate_limit_burst, k.revoked_reason";
-
-fn key_from_row(row: &SqliteRow) -> StoreResult<KeyRecord> {
-    let restriction: Option<String> = row.try_get("restriction")?;
-    let restriction = restriction
-        .map(|text| {
-            serde_json::from_str::<Vec<Permission>>(&text)
-                .map_err(|e| StoreError::Corrupt(format!("key restriction: {e}")))
-        })
-        .transpose()?;
-    Ok(KeyRecord {
-        id: row.try_get("id")?,
-        workspace_id: row.try_get("workspace_id")?,
-        user_id: row.try_get("user_id")?,
-        name: row.try_get("name")?,
-        digest: {
-            let hex_digest: String = row.try_get("digest")?;
-            KeyDigest::from_hex(&hex_digest)
-                .ok_or_else(|| StoreError::Corrupt("key digest is not 64 hex digits".to_owned()))?
-        },
-        prefix: row.try_get("prefix")?,
-        suffix: row.try_get("suffix")?,
-        tenant_admin: row.try_get("tenant_admin")?,
-        restriction,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        expires_at: opt_from_ms(row.try_get("expires_at")?)?,
-        revoked_at: opt_from_ms(row.try_get("revoked_at")?)?,
-        replaced_by: row.try_get("replaced_by")?,
-        last_used_at: opt_from_ms(row.try_get("last_used_at")?)?,
-        last_used_addr: row.try_get("last_used_addr")?,
-        rate_limit: rate_limit_from(row, "rate_limit_per_second", "rate_limit_burst")?,
-        revoked_reason: row
-            .try_get::<Option<String>, _>("revoked_reason")?
-            .map(|r| RevokedReason::parse(&r)),
-    })
-}
-
-fn rate_limit_from(row: &SqliteRow, rate: &str, burst: &str) -> StoreResult<Option<RateLimit>> {
-    let rate: Option<i64> = row.try_get(rate)?;
-    let burst: Option<i64> = row.try_get(burst)?;
-    Ok(rate.map(|r| RateLimit {
-        per_second: u32::try_from(r).unwrap_or(u32::MAX),
-        burst: burst.and_then(|b| u32::try_from(b).ok()).unwrap_or(1),
-    }))
-}
-
-fn json_column(row: &SqliteRow, column: &str) -> StoreResult<Value> {
-    let text: String = row.try_get(column)?;
-    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
-/// A stored JSON text as it is: checked to be JSON, not parsed into a tree.
-fn raw_json_column(row: &SqliteRow, column: &str) -> StoreResult<Box<RawValue>> {
-    let text: String = row.try_get(column)?;
-    RawValue::from_string(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
-}
-
 /// A validated definition as JSON text, for storing and for the record.
 fn raw_json(value: &Value) -> StoreResult<Box<RawValue>> {
     serde_json::value::to_raw_value(value)
         .map_err(|e| StoreError::Corrupt(format!("definition: {e}")))
-}
-
-fn workflow_from_row(row: &SqliteRow) -> StoreResult<WorkflowRecord> {
-    Ok(WorkflowRecord {
-        id: row.try_get("id")?,
-        workspace_id: row.try_get("workspace_id")?,
-        name: row.try_get("name")?,
-        kind: row.try_get("kind")?,
-        definition: raw_json_column(row, "definition")?,
-        error_handler: row.try_get("error_handler")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-        updated_at: from_ms(row.try_get("updated_at")?)?,
-    })
-}
-
-fn version_from_row(row: &SqliteRow) -> StoreResult<WorkflowVersionRecord> {
-    let definition = match row.try_column("definition") {
-        Ok(_) => Some(raw_json_column(row, "definition")?),
-        Err(_) => None,
-    };
-    Ok(WorkflowVersionRecord {
-        id: row.try_get("id")?,
-        workflow_id: row.try_get("workflow_id")?,
-        name: row.try_get("name")?,
-        description: row.try_get("description")?,
-        definition,
-        created_by: row.try_get("created_by")?,
-        created_at: from_ms(row.try_get("created_at")?)?,
-    })
 }
 
 fn key_audit_details(key: &KeyRecord) -> Value {

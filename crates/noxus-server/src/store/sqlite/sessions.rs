@@ -1,7 +1,6 @@
 //! [`SessionStore`] on SQLite.
 
-use sqlx::Row;
-
+use super::rows::SessionUserRow;
 use super::*;
 
 #[async_trait]
@@ -29,7 +28,7 @@ impl SessionStore for SqliteStore {
         token_digest: &str,
         now: OffsetDateTime,
     ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
-        let row = sqlx::query(
+        sqlx::query_as::<_, SessionUserRow>(
             "SELECT s.token_digest, s.csrf_token, s.created_at AS session_created_at,
                     s.expires_at AS session_expires_at,
                     COALESCE(s.last_seen_at, s.created_at) AS session_last_seen_at,
@@ -40,19 +39,9 @@ impl SessionStore for SqliteStore {
         .bind(token_digest)
         .bind(to_ms(now))
         .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let user = user_from_row(&row)?;
-        let session = SessionRecord {
-            token_digest: row.try_get("token_digest")?,
-            user_id: user.id.clone(),
-            csrf_token: row.try_get("csrf_token")?,
-            created_at: from_ms(row.try_get("session_created_at")?)?,
-            expires_at: from_ms(row.try_get("session_expires_at")?)?,
-            last_seen_at: from_ms(row.try_get("session_last_seen_at")?)?,
-            reauth_at: opt_from_ms(row.try_get("session_reauth_at")?)?,
-        };
-        Ok(Some((session, user)))
+        .await?
+        .map(<(SessionRecord, UserRecord)>::try_from)
+        .transpose()
     }
 
     async fn delete_session(&self, token_digest: &str) -> StoreResult<()> {

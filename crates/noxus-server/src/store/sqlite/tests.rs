@@ -61,14 +61,20 @@ async fn workflow_pages_are_read_in_index_order_without_sorting() {
     }
 }
 
+/// A step of `EXPLAIN QUERY PLAN`.
+#[derive(sqlx::FromRow)]
+struct PlanStep {
+    detail: String,
+}
+
 async fn plan(store: &SqliteStore, sql: &str, args: &[Arg]) -> String {
     let explain = format!("EXPLAIN QUERY PLAN {sql}");
-    bind_args(sqlx::query(&explain), args)
+    bind_args(sqlx::query_as::<_, PlanStep>(&explain), args)
         .fetch_all(&store.pool)
         .await
         .unwrap()
-        .iter()
-        .map(|row| row.get::<String, _>("detail"))
+        .into_iter()
+        .map(|step| step.detail)
         .collect::<Vec<_>>()
         .join("\n")
 }

@@ -1,7 +1,6 @@
 //! [`UsageStore`] on SQLite.
 
-use sqlx::Row;
-
+use super::rows::{records, AddressRow, UsageRow};
 use super::*;
 
 /// Deletes a key's addresses beyond the `?2` most recently seen (binds the
@@ -120,7 +119,7 @@ impl UsageStore for SqliteStore {
         from_hour: i64,
         to_hour: i64,
     ) -> StoreResult<Vec<UsageHour>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, UsageRow>(
             "SELECT * FROM key_usage_hourly
              WHERE workspace_id = ? AND (? IS NULL OR key_id = ?) AND hour BETWEEN ? AND ?
              ORDER BY hour, key_id",
@@ -132,25 +131,7 @@ impl UsageStore for SqliteStore {
         .bind(to_hour)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let n =
-                    |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)?.max(0) as u64) };
-                Ok(UsageHour {
-                    key_id: row.try_get("key_id")?,
-                    hour: row.try_get("hour")?,
-                    counts: UsageCounts {
-                        requests: n("requests")?,
-                        ok: n("ok")?,
-                        client_errors: n("client_errors")?,
-                        server_errors: n("server_errors")?,
-                        unauthorized: n("unauthorized")?,
-                        forbidden: n("forbidden")?,
-                        rate_limited: n("rate_limited")?,
-                    },
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(UsageHour::from).collect())
     }
 
     async fn prune_usage(&self, before_hour: i64) -> StoreResult<u64> {
@@ -183,7 +164,7 @@ impl UsageStore for SqliteStore {
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyAddress>, u64)> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, AddressRow>(
             "SELECT addr, first_seen_at, last_seen_at FROM key_addresses WHERE key_id = ?
              ORDER BY last_seen_at DESC, rowid DESC LIMIT ? OFFSET ?",
         )
@@ -196,16 +177,7 @@ impl UsageStore for SqliteStore {
             .bind(key_id)
             .fetch_one(&self.pool)
             .await?;
-        let addresses = rows
-            .iter()
-            .map(|row| {
-                Ok(KeyAddress {
-                    addr: row.try_get("addr")?,
-                    first_seen_at: from_ms(row.try_get("first_seen_at")?)?,
-                    last_seen_at: from_ms(row.try_get("last_seen_at")?)?,
-                })
-            })
-            .collect::<StoreResult<_>>()?;
+        let addresses = records(rows)?;
         Ok((addresses, u64::try_from(total).unwrap_or(0)))
     }
 }

@@ -1,7 +1,6 @@
 //! [`WorkflowStore`] on SQLite.
 
-use sqlx::Row;
-
+use super::rows::{page, PageRow, VersionRow, WorkflowRow};
 use super::*;
 
 /// A page of a workspace's workflows of one type, with the total, in one
@@ -115,13 +114,20 @@ impl WorkflowStore for SqliteStore {
         // apart.
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-        let page = match kind {
-            Some(kind) => sqlx::query(PAGE_OF_KIND).bind(workspace_id).bind(kind),
-            None => sqlx::query(PAGE_OF_ALL).bind(workspace_id),
+        let statement = match kind {
+            Some(kind) => sqlx::query_as::<_, PageRow<WorkflowRow>>(PAGE_OF_KIND)
+                .bind(workspace_id)
+                .bind(kind),
+            None => sqlx::query_as::<_, PageRow<WorkflowRow>>(PAGE_OF_ALL).bind(workspace_id),
         };
-        let rows = page.bind(limit).bind(offset).fetch_all(&self.pool).await?;
-        let total: i64 = match rows.first() {
-            Some(row) => row.try_get("total")?,
+        let rows = statement
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let (items, total) = page(rows)?;
+        let total: i64 = match total {
+            Some(total) => total,
             None => {
                 let count = match kind {
                     Some(kind) => sqlx::query_scalar(
@@ -137,22 +143,19 @@ impl WorkflowStore for SqliteStore {
                 count.fetch_one(&self.pool).await?
             }
         };
-        let items = rows
-            .iter()
-            .map(workflow_from_row)
-            .collect::<StoreResult<_>>()?;
         Ok((items, u64::try_from(total).unwrap_or(0)))
     }
 
     async fn workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<WorkflowRecord>> {
-        sqlx::query("SELECT * FROM workflows WHERE workspace_id = ? AND id = ?")
-            .bind(workspace_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(workflow_from_row)
-            .transpose()
+        sqlx::query_as::<_, WorkflowRow>(
+            "SELECT * FROM workflows WHERE workspace_id = ? AND id = ?",
+        )
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(WorkflowRecord::try_from)
+        .transpose()
     }
 
     async fn update_workflow(
@@ -181,7 +184,7 @@ impl WorkflowStore for SqliteStore {
             definition.len() as u64,
             quotas,
         )?;
-        let updated = sqlx::query(
+        let record: WorkflowRecord = sqlx::query_as::<_, WorkflowRow>(
             "UPDATE workflows SET name = ?, kind = ?, definition = ?, error_handler = ?, updated_at = ?
              WHERE workspace_id = ? AND id = ? RETURNING *",
         )
@@ -194,8 +197,8 @@ impl WorkflowStore for SqliteStore {
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound)?;
-        let record = workflow_from_row(&updated)?;
+        .ok_or(StoreError::NotFound)?
+        .try_into()?;
         audit(
             &mut tx,
             actor,
@@ -318,14 +321,15 @@ impl WorkflowStore for SqliteStore {
         } else {
             VERSION_PAGE_WITHOUT_DEFINITIONS
         };
-        let rows = sqlx::query(sql)
+        let rows = sqlx::query_as::<_, PageRow<VersionRow>>(sql)
             .bind(workflow_id)
             .bind(i64::try_from(slice.limit).unwrap_or(i64::MAX))
             .bind(i64::try_from(slice.offset).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
-        let total: i64 = match rows.first() {
-            Some(row) => row.try_get("total")?,
+        let (versions, total) = page(rows)?;
+        let total: i64 = match total {
+            Some(total) => total,
             None => {
                 sqlx::query_scalar("SELECT COUNT(*) FROM workflow_versions WHERE workflow_id = ?")
                     .bind(workflow_id)
@@ -333,10 +337,6 @@ impl WorkflowStore for SqliteStore {
                     .await?
             }
         };
-        let versions = rows
-            .iter()
-            .map(version_from_row)
-            .collect::<StoreResult<_>>()?;
         Ok((versions, u64::try_from(total).unwrap_or(0)))
     }
 
@@ -372,7 +372,7 @@ impl WorkflowStore for SqliteStore {
             definition.len() as u64,
             quotas,
         )?;
-        let row = sqlx::query(
+        let record: WorkflowVersionRecord = sqlx::query_as::<_, VersionRow>(
             "UPDATE workflow_versions SET name = ?, description = ?, definition = ?
              WHERE id = ? AND workflow_id = ?
                AND workflow_id IN (SELECT id FROM workflows WHERE workspace_id = ?)
@@ -386,8 +386,8 @@ impl WorkflowStore for SqliteStore {
         .bind(workspace_id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound)?;
-        let record = version_from_row(&row)?;
+        .ok_or(StoreError::NotFound)?
+        .try_into()?;
         audit(
             &mut tx,
             actor,

@@ -1,5 +1,6 @@
 //! [`WorkspaceStore`] on SQLite.
 
+use super::rows::{records, WorkspaceRow};
 use super::*;
 
 #[async_trait]
@@ -55,13 +56,13 @@ impl WorkspaceStore for SqliteStore {
     }
 
     async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
-        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? ORDER BY rowid")
-            .bind(organization_id)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(workspace_from_row)
-            .collect()
+        let rows = sqlx::query_as::<_, WorkspaceRow>(
+            "SELECT * FROM workspaces WHERE organization_id = ? ORDER BY rowid",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await?;
+        records(rows)
     }
 
     async fn workspace(
@@ -69,14 +70,15 @@ impl WorkspaceStore for SqliteStore {
         organization_id: &str,
         id: &str,
     ) -> StoreResult<Option<WorkspaceRecord>> {
-        sqlx::query("SELECT * FROM workspaces WHERE organization_id = ? AND id = ?")
-            .bind(organization_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(workspace_from_row)
-            .transpose()
+        sqlx::query_as::<_, WorkspaceRow>(
+            "SELECT * FROM workspaces WHERE organization_id = ? AND id = ?",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(WorkspaceRecord::try_from)
+        .transpose()
     }
 
     async fn set_workspace_rate_limit(
@@ -87,7 +89,7 @@ impl WorkspaceStore for SqliteStore {
         limit: Option<RateLimit>,
     ) -> StoreResult<WorkspaceRecord> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
+        let workspace: WorkspaceRecord = sqlx::query_as::<_, WorkspaceRow>(
             "UPDATE workspaces SET rate_limit_per_second = ?, rate_limit_burst = ?
              WHERE organization_id = ? AND id = ? RETURNING *",
         )
@@ -97,8 +99,8 @@ impl WorkspaceStore for SqliteStore {
         .bind(workspace_id)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound)?;
-        let workspace = workspace_from_row(&row)?;
+        .ok_or(StoreError::NotFound)?
+        .try_into()?;
         audit(
             &mut tx,
             actor,
