@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use time::OffsetDateTime;
 
+use super::rows::AuditRow;
 use super::{audit, from_ms, now, to_ms, Actor, SqliteStore};
 use crate::time_fmt::rfc3339;
 
@@ -57,21 +57,21 @@ async fn span(
     Ok((u64::try_from(count).unwrap_or(0), first, last))
 }
 
-fn row_json(row: &sqlx::sqlite::SqliteRow) -> anyhow::Result<Value> {
-    let details: String = row.try_get("details")?;
-    let created_at: i64 = row.try_get("created_at")?;
+fn row_json(row: &AuditRow) -> anyhow::Result<Value> {
+    let details = &row.details;
+    let created_at = row.created_at;
     Ok(json!({
-        "id": row.try_get::<i64, _>("id")?,
-        "organization_id": row.try_get::<String, _>("organization_id")?,
-        "workspace_id": row.try_get::<Option<String>, _>("workspace_id")?,
-        "actor_user_id": row.try_get::<Option<String>, _>("actor_user_id")?,
-        "actor_key_id": row.try_get::<Option<String>, _>("actor_key_id")?,
-        "action": row.try_get::<String, _>("action")?,
-        "target_type": row.try_get::<String, _>("target_type")?,
-        "target_id": row.try_get::<String, _>("target_id")?,
+        "id": row.id,
+        "organization_id": row.organization_id,
+        "workspace_id": row.workspace_id,
+        "actor_user_id": row.actor_user_id,
+        "actor_key_id": row.actor_key_id,
+        "action": row.action,
+        "target_type": row.target_type,
+        "target_id": row.target_id,
         // Kept as written if it somehow is not JSON: an archive loses nothing.
-        "details": serde_json::from_str::<Value>(&details).unwrap_or(Value::String(details)),
-        "client_addr": row.try_get::<Option<String>, _>("client_addr")?,
+        "details": serde_json::from_str::<Value>(details).unwrap_or_else(|_| Value::String(details.clone())),
+        "client_addr": row.client_addr,
         "created_at": rfc3339(from_ms(created_at)?),
         "created_at_ms": created_at,
     }))
@@ -155,7 +155,7 @@ impl SqliteStore {
         let mut written = 0u64;
         let mut after = first - 1;
         loop {
-            let chunk = sqlx::query(
+            let chunk = sqlx::query_as::<_, AuditRow>(
                 "SELECT * FROM audit_log WHERE id > ? AND id <= ? AND created_at < ?
                  ORDER BY id LIMIT ?",
             )
@@ -168,7 +168,7 @@ impl SqliteStore {
             let Some(tail) = chunk.last() else {
                 break;
             };
-            after = tail.try_get("id")?;
+            after = tail.id;
             for row in &chunk {
                 let mut line = serde_json::to_string(&row_json(row)?)?;
                 line.push('\n');

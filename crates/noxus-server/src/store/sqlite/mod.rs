@@ -1,0 +1,398 @@
+//! The embedded store: SQLite in WAL mode with foreign keys on, migrations
+//! embedded in the binary and applied at start.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use noxus_api::{Permission, Role};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::*;
+
+mod archive;
+mod audit;
+mod keys;
+mod members;
+mod rows;
+mod sessions;
+mod usage;
+mod workflows;
+mod workspaces;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
+
+pub use archive::AuditArchive;
+
+/// When SQLite makes a commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous = FULL`: the write-ahead log is synced to disk at every
+    /// commit, so an acknowledged write survives a power loss. The default.
+    Full,
+    /// `synchronous = NORMAL`: synced at checkpoints only; a power loss (not a
+    /// process crash) may roll back the last commits. For benchmarks.
+    Normal,
+}
+
+/// How much of the database file SQLite maps into memory (address space,
+/// not resident memory: pages are shared with the operating system's cache).
+const MMAP_SIZE: u64 = 1 << 30;
+
+/// SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    events: EventBus,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl SqliteStore {
+    /// A write transaction that takes SQLite's write lock at once
+    /// (`BEGIN IMMEDIATE`). A deferred transaction that reads before it
+    /// writes fails with "database is locked" when another writer (such as
+    /// the usage flusher) got in between, instead of waiting its turn; an
+    /// immediate one waits for the busy timeout.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// Commits a write and then publishes its events: after the commit, so
+    /// that no subscriber hears of a change that was rolled back, and
+    /// before returning, so that the caller's next read through the key
+    /// cache sees it (see [`super::events`]).
+    async fn commit(
+        &self,
+        tx: Transaction<'static, Sqlite>,
+        events: impl IntoIterator<Item = StoreEvent>,
+    ) -> StoreResult<()> {
+        tx.commit().await?;
+        self.events.publish(events);
+        Ok(())
+    }
+
+    /// Deletes one row of a workspace (`sql` binds the workspace id, then
+    /// `id`) and audits it, in one transaction; `NotFound` if nothing matched.
+    async fn delete_audited(
+        &self,
+        actor: &Actor,
+        workspace_id: &str,
+        sql: &str,
+        id: &str,
+        action: &str,
+        target_type: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        let deleted = sqlx::query(sql)
+            .bind(workspace_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            action,
+            (target_type, id),
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Opens (creating if needed) `noxus.db` in `data_dir` and migrates it.
+    ///
+    /// Commits are durable ([`Durability::Full`]): what the platform
+    /// acknowledged — a revocation above all — survives a crash of the
+    /// machine, not only of the process.
+    pub async fn open(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with(data_dir, Durability::Full).await
+    }
+
+    /// [`SqliteStore::open`] with another durability (benchmarks compare them).
+    pub async fn open_with(data_dir: &Path, durability: Durability) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data directory {}: {e}", data_dir.display())
+        })?;
+        let synchronous = match durability {
+            Durability::Full => SqliteSynchronous::Full,
+            Durability::Normal => SqliteSynchronous::Normal,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(data_dir.join("noxus.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5))
+            // Reads straight from the operating system's page cache instead
+            // of copying each page through a read() call into SQLite's own
+            // small cache: an uncached key lookup in a million keys costs
+            // about what it costs in a thousand (bench/key_lookup_scale).
+            .pragma("mmap_size", MMAP_SIZE.to_string());
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            // A pinged SQLite connection is a round trip to its worker
+            // thread before every query, and an embedded file has no peer
+            // that could have dropped it: don't.
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            events: EventBus::new(),
+        })
+    }
+}
+
+/// A workspace's stored workflows and definition bytes (`workspace_totals`,
+/// kept by triggers; zero before its first workflow).
+async fn workspace_totals(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &str,
+) -> StoreResult<(u64, u64)> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT workflows, definition_bytes FROM workspace_totals WHERE workspace_id = ?",
+    )
+    .bind(workspace_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (workflows, bytes) = row.unwrap_or((0, 0));
+    Ok((
+        u64::try_from(workflows).unwrap_or(0),
+        u64::try_from(bytes).unwrap_or(0),
+    ))
+}
+
+/// Refuses a write that grows the workspace's definitions from
+/// `stored` bytes by `old_len` → `new_len` past the quota. Shrinking (or
+/// keeping the size) is always allowed, so that a full workspace can be
+/// cleaned up.
+fn check_definition_bytes(
+    stored: u64,
+    old_len: u64,
+    new_len: u64,
+    quotas: &WorkflowQuotas,
+) -> StoreResult<()> {
+    let limit = quotas.definition_bytes_per_workspace;
+    if new_len > old_len && stored.saturating_sub(old_len).saturating_add(new_len) > limit {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::DefinitionBytesPerWorkspace,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn to_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_ms(ms: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
+}
+
+fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    ms.map(from_ms).transpose()
+}
+
+fn new_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// Maps a unique violation to [`StoreError::Conflict`] (each statement this
+/// is used on has exactly one such constraint besides its random primary key).
+fn on_unique(kind: ConflictKind) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |err| match &err {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            StoreError::Conflict(kind)
+        }
+        _ => StoreError::Database(err),
+    }
+}
+
+async fn audit(
+    tx: &mut Transaction<'_, Sqlite>,
+    actor: &Actor,
+    organization_id: &str,
+    workspace_id: Option<&str>,
+    action: &str,
+    target: (&str, &str),
+    details: Value,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (organization_id, workspace_id, actor_user_id, actor_key_id,
+             action, target_type, target_id, details, client_addr, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(organization_id)
+    .bind(workspace_id)
+    .bind(actor.user_id.as_deref())
+    .bind(actor.key_id.as_deref())
+    .bind(action)
+    .bind(target.0)
+    .bind(target.1)
+    .bind(details.to_string())
+    .bind(actor.client_addr.as_deref())
+    .bind(to_ms(now()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn org_of_workspace(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &str,
+) -> StoreResult<String> {
+    sqlx::query_scalar("SELECT organization_id FROM workspaces WHERE id = ?")
+        .bind(workspace_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// Refuses (rolling back) a change that left the workspace without an owner.
+async fn keeps_an_owner(tx: &mut Transaction<'_, Sqlite>, workspace_id: &str) -> StoreResult<()> {
+    let owners: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM memberships WHERE workspace_id = ? AND role = 'owner'",
+    )
+    .bind(workspace_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if owners == 0 {
+        return Err(StoreError::Precondition(Precondition::LastOwner));
+    }
+    Ok(())
+}
+
+/// Refuses (rolling back) a change that left the organization without an
+/// active organization admin.
+async fn keeps_an_org_admin(
+    tx: &mut Transaction<'_, Sqlite>,
+    organization_id: &str,
+) -> StoreResult<()> {
+    let admins: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM users
+         WHERE organization_id = ? AND is_org_admin = 1 AND deactivated_at IS NULL",
+    )
+    .bind(organization_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    if admins == 0 {
+        return Err(StoreError::Precondition(Precondition::LastOrgAdmin));
+    }
+    Ok(())
+}
+
+/// Revokes, for `reason`, every key matching `filter` (whose `?1`, `?2`…
+/// take `binds`) that still works (not revoked, not expired, including
+/// rotated keys in their grace period). Returns their ids.
+async fn revoke_live_keys(
+    tx: &mut Transaction<'_, Sqlite>,
+    filter: &str,
+    binds: &[&str],
+    reason: RevokedReason,
+) -> StoreResult<Vec<String>> {
+    let at = binds.len() + 1;
+    let why = binds.len() + 2;
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = ?{at}, revoked_reason = ?{why}
+         WHERE {filter} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?{at})
+         RETURNING id"
+    );
+    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let mut ids = query
+        .bind(to_ms(now()))
+        .bind(reason.as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+    ids.sort();
+    Ok(ids)
+}
+
+fn parse_role(s: &str) -> StoreResult<Role> {
+    Role::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn restriction_to_text(r: &Option<Vec<Permission>>) -> Option<String> {
+    r.as_ref()
+        .map(|perms| serde_json::to_string(perms).unwrap_or_else(|_| "[]".to_owned()))
+}
+
+/// A validated definition as JSON text, for storing and for the record.
+fn raw_json(value: &Value) -> StoreResult<Box<RawValue>> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| StoreError::Corrupt(format!("definition: {e}")))
+}
+
+fn key_audit_details(key: &KeyRecord) -> Value {
+    json!({
+        "name": key.name,
+        "prefix": key.prefix,
+        "owner_user_id": key.user_id,
+        "tenant_admin": key.tenant_admin,
+        "restriction": key.restriction,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES (?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    fn events(&self) -> &EventBus {
+        &self.events
+    }
+}

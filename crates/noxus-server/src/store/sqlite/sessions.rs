@@ -1,0 +1,148 @@
+//! [`SessionStore`] on SQLite.
+
+use super::rows::SessionUserRow;
+use super::*;
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, session: &SessionRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (token_digest, user_id, csrf_token, created_at, expires_at,
+                 last_seen_at, reauth_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.token_digest)
+        .bind(&session.user_id)
+        .bind(&session.csrf_token)
+        .bind(to_ms(session.created_at))
+        .bind(to_ms(session.expires_at))
+        .bind(to_ms(session.last_seen_at))
+        .bind(session.reauth_at.map(to_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        token_digest: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        sqlx::query_as::<_, SessionUserRow>(
+            "SELECT s.token_digest, s.csrf_token, s.created_at AS session_created_at,
+                    s.expires_at AS session_expires_at,
+                    COALESCE(s.last_seen_at, s.created_at) AS session_last_seen_at,
+                    s.reauth_at AS session_reauth_at, u.*
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_digest = ? AND s.expires_at > ?",
+        )
+        .bind(token_digest)
+        .bind(to_ms(now))
+        .fetch_optional(&self.pool)
+        .await?
+        .map(<(SessionRecord, UserRecord)>::try_from)
+        .transpose()
+    }
+
+    async fn delete_session(&self, token_digest: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_digest = ?")
+            .bind(token_digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn end_sessions(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        keep: Option<&str>,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let org: String = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = ?")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_digest IS NOT ?")
+            .bind(user_id)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            None,
+            "user.sessions_end",
+            ("user", user_id),
+            json!({"sessions_ended": ended, "kept_current": keep.is_some()}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    async fn touch_session(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE token_digest = ?")
+            .bind(to_ms(at))
+            .bind(token_digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_session_reauth(&self, token_digest: &str, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET reauth_at = ?, last_seen_at = ? WHERE token_digest = ?")
+            .bind(to_ms(at))
+            .bind(to_ms(at))
+            .bind(token_digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn purge_expired(
+        &self,
+        now: OffsetDateTime,
+        idle_before: OffsetDateTime,
+        nonces_before: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let sessions = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= ? OR COALESCE(last_seen_at, created_at) < ?",
+        )
+        .bind(to_ms(now))
+        .bind(to_ms(idle_before))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let nonces = sqlx::query("DELETE FROM form_nonces WHERE used_at < ?")
+            .bind(to_ms(nonces_before))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(sessions + nonces)
+    }
+
+    async fn use_nonce(&self, nonce: &str) -> StoreResult<bool> {
+        let inserted =
+            sqlx::query("INSERT OR IGNORE INTO form_nonces (nonce, used_at) VALUES (?, ?)")
+                .bind(nonce)
+                .bind(to_ms(now()))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(inserted == 1)
+    }
+}

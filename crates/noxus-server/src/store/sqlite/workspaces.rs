@@ -1,0 +1,153 @@
+//! [`WorkspaceStore`] on SQLite.
+
+use super::rows::{records, WorkspaceRow};
+use super::*;
+
+#[async_trait]
+impl WorkspaceStore for SqliteStore {
+    async fn create_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        name: &str,
+        description: Option<&str>,
+        owner_user_id: &str,
+    ) -> StoreResult<WorkspaceRecord> {
+        let id = new_id();
+        let created_at = now();
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO workspaces (id, organization_id, name, description, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(organization_id)
+        .bind(name)
+        .bind(description)
+        .bind(to_ms(created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique(ConflictKind::WorkspaceName))?;
+        sqlx::query("INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, 'owner', ?)")
+            .bind(&id)
+            .bind(owner_user_id)
+            .bind(to_ms(created_at))
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(&id),
+            "workspace.create",
+            ("workspace", &id),
+            json!({"name": name, "owner_user_id": owner_user_id}),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::WorkspaceChanged(id.clone())])
+            .await?;
+        Ok(WorkspaceRecord {
+            id,
+            organization_id: organization_id.to_owned(),
+            name: name.to_owned(),
+            description: description.map(str::to_owned),
+            created_at,
+            rate_limit: None,
+        })
+    }
+
+    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
+        let rows = sqlx::query_as::<_, WorkspaceRow>(
+            "SELECT * FROM workspaces WHERE organization_id = ? ORDER BY rowid",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await?;
+        records(rows)
+    }
+
+    async fn workspace(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<WorkspaceRecord>> {
+        sqlx::query_as::<_, WorkspaceRow>(
+            "SELECT * FROM workspaces WHERE organization_id = ? AND id = ?",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(WorkspaceRecord::try_from)
+        .transpose()
+    }
+
+    async fn set_workspace_rate_limit(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        workspace_id: &str,
+        limit: Option<RateLimit>,
+    ) -> StoreResult<WorkspaceRecord> {
+        let mut tx = self.begin_write().await?;
+        let workspace: WorkspaceRecord = sqlx::query_as::<_, WorkspaceRow>(
+            "UPDATE workspaces SET rate_limit_per_second = ?, rate_limit_burst = ?
+             WHERE organization_id = ? AND id = ? RETURNING *",
+        )
+        .bind(limit.map(|l| i64::from(l.per_second)))
+        .bind(limit.map(|l| i64::from(l.burst)))
+        .bind(organization_id)
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .try_into()?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(workspace_id),
+            "workspace.rate_limit",
+            ("workspace", workspace_id),
+            json!({"per_second": limit.map(|l| l.per_second), "burst": limit.map(|l| l.burst)}),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::WorkspaceChanged(workspace_id.to_owned())])
+            .await?;
+        Ok(workspace)
+    }
+
+    async fn delete_workspace(
+        &self,
+        actor: &Actor,
+        organization_id: &str,
+        id: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM workspaces WHERE organization_id = ? AND id = ?")
+                .bind(organization_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(name) = name else {
+            return Err(StoreError::NotFound);
+        };
+        sqlx::query("DELETE FROM workspaces WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(id),
+            "workspace.delete",
+            ("workspace", id),
+            json!({"name": name}),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::WorkspaceChanged(id.to_owned())])
+            .await?;
+        Ok(())
+    }
+}
