@@ -58,6 +58,11 @@ struct Args {
     /// Where SQLite's database goes (a real disk, not tmpfs).
     #[arg(long, default_value = "target/bench-scale")]
     dir: PathBuf,
+    /// Read every key once through the store's connections before measuring
+    /// (as a server that has been running a while has), so that the first
+    /// touch of each page is not what is measured.
+    #[arg(long)]
+    warm: bool,
 }
 
 /// The database under test, reached two ways: through the store (what is
@@ -361,6 +366,15 @@ async fn run(
     let seeded = large.0.seed(&large_outcome, 1, args.keys).await?;
     println!("{} keys seeded in {:.1} s", args.keys, seeded.as_secs_f64());
 
+    if args.warm {
+        for (backend, store, of) in [(small.0, small.1, args.small), (large.0, large.1, args.keys)] {
+            let started = Instant::now();
+            for digest in backend.sample(of, of.min(200_000) as usize).await? {
+                store.key_for_auth(&digest).await?;
+            }
+            println!("warmed {of} keys in {:.1} s", started.elapsed().as_secs_f64());
+        }
+    }
     let (mut at_small, mut at_large, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     println!(
         "round  {:>9} keys µs  {:>9} keys µs  ratio",
