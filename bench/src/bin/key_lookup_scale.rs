@@ -367,12 +367,18 @@ async fn run(
     println!("{} keys seeded in {:.1} s", args.keys, seeded.as_secs_f64());
 
     if args.warm {
-        for (backend, store, of) in [(small.0, small.1, args.small), (large.0, large.1, args.keys)] {
+        for (backend, store, of) in [
+            (small.0, small.1, args.small),
+            (large.0, large.1, args.keys),
+        ] {
             let started = Instant::now();
             for digest in backend.sample(of, of.min(200_000) as usize).await? {
                 store.key_for_auth(&digest).await?;
             }
-            println!("warmed {of} keys in {:.1} s", started.elapsed().as_secs_f64());
+            println!(
+                "warmed {of} keys in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     let (mut at_small, mut at_large, mut ratios) = (Vec::new(), Vec::new(), Vec::new());

@@ -20,90 +20,106 @@ impl UsageStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin_write().await?;
+        // The whole batch in a few statements, whatever its size: each
+        // takes its rows as one JSON array (`json_each`), as PostgreSQL's
+        // store takes arrays (`UNNEST`). Keys deleted meanwhile (with their
+        // workspace) are skipped by each statement.
+        let mut last_used = Vec::new();
+        let mut hours = Vec::new();
+        let mut addresses = Vec::new();
+        let mut key_ids = Vec::new();
         for flush in batch {
-            // A key deleted meanwhile (with its workspace) has nothing to update.
-            let exists: Option<String> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = ?")
-                .bind(&flush.key_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                continue;
-            }
+            key_ids.push(json!(flush.key_id));
             if let Some((at, addr)) = &flush.last_used {
-                sqlx::query(
-                    "UPDATE api_keys SET last_used_at = ?, last_used_addr = ?
-                     WHERE id = ? AND (last_used_at IS NULL OR last_used_at <= ?)",
-                )
-                .bind(to_ms(*at))
-                .bind(addr.as_deref())
-                .bind(&flush.key_id)
-                .bind(to_ms(*at))
-                .execute(&mut *tx)
-                .await?;
+                last_used.push(json!([flush.key_id, to_ms(*at), addr]));
             }
             for (hour, c) in &flush.hours {
-                sqlx::query(
-                    "INSERT INTO key_usage_hourly (key_id, workspace_id, hour, requests, ok, client_errors,
-                         server_errors, unauthorized, forbidden, rate_limited)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (key_id, hour) DO UPDATE SET
-                         requests = requests + excluded.requests, ok = ok + excluded.ok,
-                         client_errors = client_errors + excluded.client_errors,
-                         server_errors = server_errors + excluded.server_errors,
-                         unauthorized = unauthorized + excluded.unauthorized,
-                         forbidden = forbidden + excluded.forbidden,
-                         rate_limited = rate_limited + excluded.rate_limited",
-                )
-                .bind(&flush.key_id)
-                .bind(&flush.workspace_id)
-                .bind(hour)
-                .bind(c.requests as i64)
-                .bind(c.ok as i64)
-                .bind(c.client_errors as i64)
-                .bind(c.server_errors as i64)
-                .bind(c.unauthorized as i64)
-                .bind(c.forbidden as i64)
-                .bind(c.rate_limited as i64)
-                .execute(&mut *tx)
-                .await?;
+                hours.push(json!([
+                    flush.key_id,
+                    flush.workspace_id,
+                    hour,
+                    c.requests,
+                    c.ok,
+                    c.client_errors,
+                    c.server_errors,
+                    c.unauthorized,
+                    c.forbidden,
+                    c.rate_limited
+                ]));
             }
-            // Known addresses only move their last sighting; a new one may
-            // take the key past its bound, and only then is anything evicted.
-            let mut inserted = false;
             for (addr, at) in &flush.addresses {
-                let new = sqlx::query(
-                    "INSERT INTO key_addresses (key_id, addr, first_seen_at, last_seen_at) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (key_id, addr) DO NOTHING",
-                )
-                .bind(&flush.key_id)
-                .bind(addr)
-                .bind(to_ms(*at))
-                .bind(to_ms(*at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if new {
-                    inserted = true;
-                } else {
-                    sqlx::query(
-                        "UPDATE key_addresses SET last_seen_at = MAX(last_seen_at, ?)
-                         WHERE key_id = ? AND addr = ?",
-                    )
-                    .bind(to_ms(*at))
-                    .bind(&flush.key_id)
-                    .bind(addr)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                addresses.push(json!([flush.key_id, addr, to_ms(*at)]));
             }
-            if inserted {
-                // Keep the most recently seen; the rest are forgotten (and
-                // count as new if they come back).
+        }
+        let mut tx = self.begin_write().await?;
+        if !last_used.is_empty() {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = j.at, last_used_addr = j.addr
+                 FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at,
+                              json_extract(value, '$[2]') AS addr
+                       FROM json_each(?1)) AS j
+                 WHERE api_keys.id = j.id
+                   AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at <= j.at)",
+            )
+            .bind(Value::Array(last_used).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !hours.is_empty() {
+            sqlx::query(
+                "INSERT INTO key_usage_hourly (key_id, workspace_id, hour, requests, ok, client_errors,
+                     server_errors, unauthorized, forbidden, rate_limited)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+                        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                        json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+                        json_extract(value, '$[9]')
+                 FROM json_each(?1)
+                 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = json_extract(value, '$[0]'))
+                 ON CONFLICT (key_id, hour) DO UPDATE SET
+                     requests = requests + excluded.requests, ok = ok + excluded.ok,
+                     client_errors = client_errors + excluded.client_errors,
+                     server_errors = server_errors + excluded.server_errors,
+                     unauthorized = unauthorized + excluded.unauthorized,
+                     forbidden = forbidden + excluded.forbidden,
+                     rate_limited = rate_limited + excluded.rate_limited",
+            )
+            .bind(Value::Array(hours).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !addresses.is_empty() {
+            // Known addresses only move their last sighting; new ones are
+            // added in the order the batch names them (the rowid breaks
+            // ties of last sighting at eviction).
+            sqlx::query(
+                "INSERT INTO key_addresses (key_id, addr, first_seen_at, last_seen_at)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                        json_extract(value, '$[2]'), json_extract(value, '$[2]')
+                 FROM json_each(?1)
+                 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = json_extract(value, '$[0]'))
+                 ORDER BY key
+                 ON CONFLICT (key_id, addr) DO UPDATE SET
+                     last_seen_at = MAX(last_seen_at, excluded.last_seen_at)",
+            )
+            .bind(Value::Array(addresses).to_string())
+            .execute(&mut *tx)
+            .await?;
+            // Keys now past their bound keep the most recently seen; the
+            // rest are forgotten (and count as new if they come back).
+            let bound = i64::try_from(max_addresses_per_key).unwrap_or(i64::MAX);
+            let over: Vec<String> = sqlx::query_scalar(
+                "SELECT key_id FROM key_addresses
+                 WHERE key_id IN (SELECT value FROM json_each(?1))
+                 GROUP BY key_id HAVING COUNT(*) > ?2",
+            )
+            .bind(Value::Array(key_ids).to_string())
+            .bind(bound)
+            .fetch_all(&mut *tx)
+            .await?;
+            for key_id in over {
                 sqlx::query(EVICT_ADDRESSES)
-                    .bind(&flush.key_id)
-                    .bind(i64::try_from(max_addresses_per_key).unwrap_or(i64::MAX))
+                    .bind(&key_id)
+                    .bind(bound)
                     .execute(&mut *tx)
                     .await?;
             }
