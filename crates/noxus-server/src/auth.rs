@@ -15,7 +15,7 @@ use crate::domain::keys::KeyDigest;
 use crate::http::error::{ApiError, INVALID_KEY_DETAIL};
 pub use crate::key_cache::{KeyCache, PermissionSet, VerifiedKey};
 use crate::state::AppState;
-use crate::store::{Actor, KeyAuthRecord, RevokedReason};
+use crate::store::{Actor, KeyAuthRecord, OrganizationId, RevokedReason, UserId, WorkspaceId};
 use crate::time_fmt::rfc3339;
 use crate::usage::KeySlot;
 
@@ -43,17 +43,17 @@ impl AuthContext {
     }
 
     /// The key's workspace.
-    pub fn workspace_id(&self) -> &str {
+    pub fn workspace_id(&self) -> &WorkspaceId {
         &self.key.record.key.workspace_id
     }
 
     /// The key's organization.
-    pub fn organization_id(&self) -> &str {
+    pub fn organization_id(&self) -> &OrganizationId {
         &self.key.record.organization_id
     }
 
     /// The key owner.
-    pub fn user_id(&self) -> &str {
+    pub fn user_id(&self) -> &UserId {
         &self.key.record.key.user_id
     }
 
@@ -103,7 +103,7 @@ impl AuthContext {
     /// `in_workspace` in its own workspace, or `organization_wide` anywhere.
     pub fn can_in(
         &self,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         in_workspace: Permission,
         organization_wide: Permission,
     ) -> bool {
@@ -114,7 +114,7 @@ impl AuthContext {
     /// 403 unless [`AuthContext::can_in`].
     pub fn require_in(
         &self,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         in_workspace: Permission,
         organization_wide: Permission,
     ) -> Result<(), ApiError> {
@@ -136,7 +136,7 @@ impl AuthContext {
     /// Who is acting, for the audit log.
     pub fn actor(&self) -> Actor {
         Actor {
-            user_id: Some(self.user_id().to_owned()),
+            user_id: Some(self.user_id().clone()),
             key_id: Some(self.record().key.id.clone()),
             client_addr: self.client_addr.map(|a| a.to_string()),
         }

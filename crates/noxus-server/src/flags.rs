@@ -13,6 +13,7 @@
 use noxus_api::{Role, UsageFlag};
 use time::OffsetDateTime;
 
+use crate::store::OrganizationId;
 use crate::store::{AuditQuery, AuditRecord, KeyAddress, KeyRecord, Store, StoreResult, UsageHour};
 use crate::time_fmt::rfc3339;
 
@@ -57,7 +58,7 @@ fn short(t: OffsetDateTime) -> String {
 fn flag(kind: &str, key: &KeyRecord, hour: i64, sentence: String) -> UsageFlag {
     UsageFlag {
         kind: kind.to_owned(),
-        key_id: key.id.clone(),
+        key_id: key.id.to_string(),
         key_name: key.name.clone(),
         sentence,
         hour: hour_start(hour),
@@ -70,7 +71,7 @@ fn flag(kind: &str, key: &KeyRecord, hour: i64, sentence: String) -> UsageFlag {
 /// `max_addresses_per_key`, as the store keeps them) once.
 pub async fn flags_of(
     store: &dyn Store,
-    organization_id: &str,
+    organization_id: &OrganizationId,
     keys: &[&KeyRecord],
     from_hour: i64,
     to_hour: i64,

@@ -28,6 +28,7 @@ use crate::state::AppState;
 use crate::store::{
     Actor, KeyRecord, NewKey, RevokedReason, StoreError, UserRecord, WorkspaceRecord,
 };
+use crate::store::{KeyId, UserId, WorkspaceId};
 
 /// Longest grace period of a rotation: 7 days.
 pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
@@ -124,7 +125,7 @@ impl KeyRuleError {
 #[derive(Debug, Clone)]
 pub struct CallerKey {
     /// Its id.
-    pub id: String,
+    pub id: KeyId,
     /// Its restriction, which a child inherits when it names none.
     pub restriction: Option<Vec<Permission>>,
     /// Its expiry: children expire no later.
@@ -137,7 +138,7 @@ pub struct CallerKey {
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The acting user (a key's owner, or the logged-in person).
-    pub user_id: String,
+    pub user_id: UserId,
     /// What the caller may do in that workspace, with its organization permissions.
     pub rights: PermissionSet,
     /// Acting in the workspace itself (a key of that workspace, or a person
@@ -155,7 +156,7 @@ impl Caller {
     /// another workspace than the key's own).
     pub fn key(auth: &AuthContext, workspace: &WorkspaceRecord, role: Option<Role>) -> Self {
         let record = &auth.record().key;
-        let inside = workspace.id == auth.workspace_id();
+        let inside = &workspace.id == auth.workspace_id();
         let rights = if inside {
             auth.permissions
         } else {
@@ -552,9 +553,9 @@ pub fn sees_all(caller: &Caller) -> bool {
 #[derive(Debug, Clone)]
 pub struct IssueRequest {
     /// Workspace.
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Name (validated by the caller).
     pub name: String,
     /// Tenant-admin key.
@@ -602,8 +603,8 @@ pub async fn issue(
 pub async fn revoke(
     state: &AppState,
     actor: &Actor,
-    workspace_id: &str,
-    key_id: &str,
+    workspace_id: &WorkspaceId,
+    key_id: &KeyId,
 ) -> Result<KeyRecord, StoreError> {
     let revoked = state
         .store()

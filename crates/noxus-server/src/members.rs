@@ -11,6 +11,7 @@ use noxus_api::{Permission, Role};
 
 use crate::state::AppState;
 use crate::store::{Actor, Precondition, StoreError, StoreResult};
+use crate::store::{UserId, WorkspaceId};
 
 /// Why a membership change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +44,8 @@ impl From<StoreError> for MemberError {
 pub async fn set_role(
     state: &AppState,
     actor: &Actor,
-    workspace_id: &str,
-    user_id: &str,
+    workspace_id: &WorkspaceId,
+    user_id: &UserId,
     role: Role,
 ) -> StoreResult<()> {
     state
@@ -59,8 +60,8 @@ pub async fn set_role(
 pub async fn remove(
     state: &AppState,
     actor: &Actor,
-    workspace_id: &str,
-    user_id: &str,
+    workspace_id: &WorkspaceId,
+    user_id: &UserId,
 ) -> StoreResult<()> {
     state
         .store()
@@ -84,8 +85,8 @@ pub async fn add_checked(
     state: &AppState,
     actor: &Actor,
     actor_role: Role,
-    workspace_id: &str,
-    user_id: &str,
+    workspace_id: &WorkspaceId,
+    user_id: &UserId,
     role: Role,
 ) -> Result<(), MemberError> {
     change_checked(state, actor, actor_role, workspace_id, user_id, role).await
@@ -96,8 +97,8 @@ pub async fn change_checked(
     state: &AppState,
     actor: &Actor,
     actor_role: Role,
-    workspace_id: &str,
-    user_id: &str,
+    workspace_id: &WorkspaceId,
+    user_id: &UserId,
     role: Role,
 ) -> Result<(), MemberError> {
     require_members_write(actor_role)?;
@@ -117,8 +118,8 @@ pub async fn remove_checked(
     state: &AppState,
     actor: &Actor,
     actor_role: Role,
-    workspace_id: &str,
-    user_id: &str,
+    workspace_id: &WorkspaceId,
+    user_id: &UserId,
 ) -> Result<(), MemberError> {
     require_members_write(actor_role)?;
     let current = state

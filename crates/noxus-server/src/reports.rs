@@ -9,6 +9,7 @@ use noxus_api::{AuditEntry, UsagePoint};
 use time::OffsetDateTime;
 
 use crate::store::{AuditRecord, Store, StoreResult, UsageCounts, UsageHour};
+use crate::store::{OrganizationId, UserId};
 use crate::time_fmt::rfc3339;
 
 /// The range and bucket of a usage query.
@@ -103,10 +104,10 @@ pub fn buckets(range: Range, hours: &[UsageHour]) -> (Vec<UsagePoint>, UsagePoin
 /// Turns rows into wire entries, with the actors' emails.
 pub async fn audit_entries(
     store: &dyn Store,
-    organization_id: &str,
+    organization_id: &OrganizationId,
     rows: Vec<AuditRecord>,
 ) -> StoreResult<Vec<AuditEntry>> {
-    let emails: HashMap<String, String> = store
+    let emails: HashMap<UserId, String> = store
         .list_users(organization_id)
         .await?
         .into_iter()
@@ -124,9 +125,9 @@ pub async fn audit_entries(
             action: r.action,
             target_type: r.target_type,
             target_id: r.target_id,
-            workspace_id: r.workspace_id,
-            actor_user_id: r.actor_user_id,
-            actor_key_id: r.actor_key_id,
+            workspace_id: r.workspace_id.map(String::from),
+            actor_user_id: r.actor_user_id.map(String::from),
+            actor_key_id: r.actor_key_id.map(String::from),
             client_addr: r.client_addr,
             details: r.details,
         })

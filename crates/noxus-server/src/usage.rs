@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::store::{KeyUsageFlush, Store, UsageCounts};
+use crate::store::{KeyId, KeyUsageFlush, Store, UsageCounts, WorkspaceId};
 
 /// How often pending usage is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -137,8 +137,8 @@ struct Addresses {
 /// The hot state of one key.
 #[derive(Debug)]
 pub struct KeyHot {
-    key_id: String,
-    workspace_id: String,
+    key_id: KeyId,
+    workspace_id: WorkspaceId,
     /// GCRA theoretical arrival time, in the clock's nanoseconds.
     pub tat: AtomicU64,
     last_used_ms: AtomicI64,
@@ -304,7 +304,7 @@ fn merge(counts: &mut Vec<(i64, UsageCounts)>, hour: i64, add: &UsageCounts) {
 /// key's rate-limit state and pending counts survive a revocation or a role change.
 #[derive(Debug)]
 pub struct UsageRecorder {
-    keys: Mutex<HashMap<String, Arc<KeyHot>>>,
+    keys: Mutex<HashMap<KeyId, Arc<KeyHot>>>,
     max_addresses_per_key: usize,
 }
 
@@ -325,12 +325,12 @@ impl UsageRecorder {
     }
 
     /// The hot state of a key (created on first use; called on cache misses only).
-    pub fn key(&self, key_id: &str, workspace_id: &str) -> Arc<KeyHot> {
+    pub fn key(&self, key_id: &KeyId, workspace_id: &WorkspaceId) -> Arc<KeyHot> {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(keys.entry(key_id.to_owned()).or_insert_with(|| {
+        Arc::clone(keys.entry(key_id.clone()).or_insert_with(|| {
             Arc::new(KeyHot {
-                key_id: key_id.to_owned(),
-                workspace_id: workspace_id.to_owned(),
+                key_id: key_id.clone(),
+                workspace_id: workspace_id.clone(),
                 tat: AtomicU64::new(0),
                 last_used_ms: AtomicI64::new(0),
                 addresses: Mutex::new(Addresses {
@@ -496,7 +496,7 @@ mod tests {
     #[test]
     fn a_key_used_from_thousands_of_addresses_flushes_at_most_its_bound() {
         let recorder = UsageRecorder::new(50);
-        let key = recorder.key("k", "w");
+        let key = recorder.key(&"k".into(), &"w".into());
         for i in 0..5_000u32 {
             let v6 = Ipv6Addr::from(0x2001_0db8_0000_0001_0000_0000_0000_0000u128 + u128::from(i));
             key.touch(1_000 + i64::from(i), Some(IpAddr::V6(v6)));
@@ -512,7 +512,7 @@ mod tests {
             Some("127.2.19.135"),
             "the last use keeps its exact address"
         );
-        let again = UsageRecorder::new(50).key("k2", "w");
+        let again = UsageRecorder::new(50).key(&"k2".into(), &"w".into());
         for i in 0..5_000u32 {
             let v6 = Ipv6Addr::from(0x2001_0db8_0000_0001_0000_0000_0000_0000u128 + u128::from(i));
             again.touch(1_000 + i64::from(i), Some(IpAddr::V6(v6)));

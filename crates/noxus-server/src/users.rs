@@ -7,6 +7,7 @@
 
 use crate::state::AppState;
 use crate::store::{Actor, StoreResult, UserRecord};
+use crate::store::{KeyId, OrganizationId, UserId};
 
 /// Deactivates (`active = false`) or reactivates a user of `organization_id`.
 /// Deactivation revokes every live key of theirs and ends their sessions
@@ -15,16 +16,16 @@ use crate::store::{Actor, StoreResult, UserRecord};
 pub async fn set_active(
     state: &AppState,
     actor: &Actor,
-    organization_id: &str,
-    user_id: &str,
+    organization_id: &OrganizationId,
+    user_id: &UserId,
     active: bool,
-) -> StoreResult<(UserRecord, Vec<String>)> {
+) -> StoreResult<(UserRecord, Vec<KeyId>)> {
     let (user, revoked) = state
         .store()
         .set_user_active(actor, organization_id, user_id, active)
         .await?;
     tracing::info!(
-        user_id,
+        user_id = %user_id,
         active,
         revoked_keys = revoked.len(),
         "user activity changed"
@@ -36,8 +37,8 @@ pub async fn set_active(
 pub async fn set_org_admin(
     state: &AppState,
     actor: &Actor,
-    organization_id: &str,
-    user_id: &str,
+    organization_id: &OrganizationId,
+    user_id: &UserId,
     is_org_admin: bool,
 ) -> StoreResult<UserRecord> {
     state

@@ -34,6 +34,7 @@ use crate::keys::{
 };
 use crate::rate_limit::RateLimit;
 use crate::state::AppState;
+use crate::store::{KeyId, WorkspaceId};
 use crate::store::{KeyRecord, WorkspaceRecord};
 use crate::time_fmt::{parse_rfc3339, rfc3339};
 
@@ -89,7 +90,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn workspace_body(w: &WorkspaceRecord) -> Workspace {
     Workspace {
-        id: w.id.clone(),
+        id: w.id.to_string(),
         name: w.name.clone(),
         description: w.description.clone(),
         created_at: rfc3339(w.created_at),
@@ -140,13 +141,13 @@ pub(crate) fn rate_limit_of(
 
 fn key_info(k: &KeyRecord) -> ApiKeyInfo {
     ApiKeyInfo {
-        id: k.id.clone(),
+        id: k.id.to_string(),
         name: k.name.clone(),
         tenant_admin: k.tenant_admin,
         value: masked_value(k),
         permissions: k.restriction.clone(),
-        workspace_id: k.workspace_id.clone(),
-        user_id: k.user_id.clone(),
+        workspace_id: k.workspace_id.to_string(),
+        user_id: k.user_id.to_string(),
         status: KeyStatus::of(k, OffsetDateTime::now_utc())
             .as_str()
             .to_owned(),
@@ -154,7 +155,7 @@ fn key_info(k: &KeyRecord) -> ApiKeyInfo {
         created_at: rfc3339(k.created_at),
         expires_at: k.expires_at.map(rfc3339),
         revoked_at: k.revoked_at.map(rfc3339),
-        replaced_by: k.replaced_by.clone(),
+        replaced_by: k.replaced_by.clone().map(String::from),
         rate_limit: k.rate_limit.map(spec),
         last_used_at: k.last_used_at.map(rfc3339),
     }
@@ -164,12 +165,12 @@ fn key_info(k: &KeyRecord) -> ApiKeyInfo {
 pub(crate) async fn target_workspace(
     state: &AppState,
     auth: &AuthContext,
-    id: &str,
+    id: &WorkspaceId,
 ) -> Result<WorkspaceRecord> {
     let found = state.store().workspace(auth.organization_id(), id).await?;
     match found {
         None => Err(ApiError::not_found("workspace")),
-        Some(w) if w.id == auth.workspace_id() || auth.tenant_admin => Ok(w),
+        Some(w) if &w.id == auth.workspace_id() || auth.tenant_admin => Ok(w),
         Some(_) => Err(ApiError::WrongWorkspace(
             "This API key belongs to another workspace; use a key of the workspace you name (or a tenant-admin key)".to_owned(),
         )),
@@ -183,7 +184,7 @@ pub(crate) async fn caller_in(
     auth: &AuthContext,
     workspace: &WorkspaceRecord,
 ) -> Result<(Caller, Option<noxus_api::Role>)> {
-    let role = if workspace.id == auth.workspace_id() {
+    let role = if &workspace.id == auth.workspace_id() {
         Some(auth.role)
     } else {
         state
@@ -200,17 +201,17 @@ pub(crate) async fn caller_in(
 async fn get_me(auth: AuthContext) -> Json<Me> {
     let r = auth.record();
     Json(Me {
-        id: r.key.id.clone(),
+        id: r.key.id.to_string(),
         name: r.key.name.clone(),
         tenant_admin: auth.tenant_admin,
         value: masked_value(&r.key),
         permissions: auth.permissions.to_vec(),
-        workspace_id: r.key.workspace_id.clone(),
+        workspace_id: r.key.workspace_id.to_string(),
         workspace_name: r.workspace_name.clone(),
         role: auth.role,
-        user_id: r.key.user_id.clone(),
+        user_id: r.key.user_id.to_string(),
         user_email: r.user_email.clone(),
-        organization_id: r.organization_id.clone(),
+        organization_id: r.organization_id.to_string(),
         expires_at: r.key.expires_at.map(rfc3339),
         created_at: rfc3339(r.key.created_at),
     })
@@ -308,7 +309,7 @@ async fn create_workspace(
 async fn update_workspace(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<WorkspaceId>,
     ApiJson(body): ApiJson<UpdateWorkspace>,
 ) -> Result<Json<Workspace>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
@@ -340,11 +341,11 @@ async fn update_workspace(
 async fn delete_workspace(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<WorkspaceId>,
 ) -> Result<Json<Deleted>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     auth.require(Permission::OrgWorkspacesWrite)?;
-    if workspace.id == auth.workspace_id() {
+    if &workspace.id == auth.workspace_id() {
         return Err(ApiError::Conflict(
             "A key cannot delete its own workspace; use a tenant-admin key of another workspace"
                 .to_owned(),
@@ -356,7 +357,7 @@ async fn delete_workspace(
         .await?;
     Ok(Json(Deleted {
         deleted: true,
-        id: workspace.id,
+        id: workspace.id.into_string(),
     }))
 }
 
@@ -371,7 +372,7 @@ async fn delete_workspace(
 async fn list_keys(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<WorkspaceId>,
     query: QueryPairs,
 ) -> Result<Response> {
     let page = query.int(&PAGE)?;
@@ -422,7 +423,7 @@ async fn list_keys(
 async fn create_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<WorkspaceId>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<Response> {
     let workspace = target_workspace(&state, &auth, &id).await?;
@@ -504,13 +505,13 @@ fn secret_response(body: CreatedApiKey) -> Response {
 
 fn created_body(record: &KeyRecord, secret: &str) -> CreatedApiKey {
     CreatedApiKey {
-        id: record.id.clone(),
+        id: record.id.to_string(),
         name: record.name.clone(),
         tenant_admin: record.tenant_admin,
         value: secret.to_owned(),
         permissions: record.restriction.clone(),
-        workspace_id: record.workspace_id.clone(),
-        user_id: record.user_id.clone(),
+        workspace_id: record.workspace_id.to_string(),
+        user_id: record.user_id.to_string(),
         created_at: rfc3339(record.created_at),
         expires_at: record.expires_at.map(rfc3339),
         replaces: None,
@@ -524,7 +525,7 @@ pub(crate) async fn visible_key(
     state: &AppState,
     caller: &Caller,
     workspace: &WorkspaceRecord,
-    key_id: &str,
+    key_id: &KeyId,
 ) -> Result<KeyRecord> {
     let key = state
         .store()
@@ -546,7 +547,7 @@ pub(crate) async fn visible_key(
 async fn get_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath((id, key_id)): ApiPath<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(WorkspaceId, KeyId)>,
 ) -> Result<Json<ApiKeyInfo>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     let (caller, _) = caller_in(&state, &auth, &workspace).await?;
@@ -564,13 +565,13 @@ async fn get_key(
 async fn revoke_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath((id, key_id)): ApiPath<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(WorkspaceId, KeyId)>,
 ) -> Result<Json<ApiKeyInfo>> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     let (caller, _) = caller_in(&state, &auth, &workspace).await?;
     let key = match visible_key(&state, &caller, &workspace, &key_id).await {
         // A key may always revoke itself, even when it may not list keys.
-        Err(_) if key_id == auth.record().key.id && workspace.id == auth.workspace_id() => {
+        Err(_) if key_id == auth.record().key.id && &workspace.id == auth.workspace_id() => {
             auth.record().key.clone()
         }
         other => other?,
@@ -596,13 +597,13 @@ async fn revoke_key(
 async fn rotate_key(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath((id, key_id)): ApiPath<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(WorkspaceId, KeyId)>,
     ApiJson(body): ApiJson<RotateApiKey>,
 ) -> Result<Response> {
     let workspace = target_workspace(&state, &auth, &id).await?;
     let (caller, role) = caller_in(&state, &auth, &workspace).await?;
     let old = match visible_key(&state, &caller, &workspace, &key_id).await {
-        Err(_) if key_id == auth.record().key.id && workspace.id == auth.workspace_id() => {
+        Err(_) if key_id == auth.record().key.id && &workspace.id == auth.workspace_id() => {
             auth.record().key.clone()
         }
         other => other?,
@@ -624,7 +625,7 @@ async fn rotate_key(
             RotateError::Store(e) => e.into(),
         })?;
     let mut body = created_body(&rotated.new, rotated.secret.expose_secret());
-    body.replaces = Some(rotated.old.id.clone());
+    body.replaces = Some(rotated.old.id.to_string());
     body.replaced_key_valid_until = Some(rfc3339(rotated.old_valid_until));
     Ok(secret_response(body))
 }

@@ -12,6 +12,7 @@ use crate::http::error::{ApiError, Result};
 use crate::http::extract::{int_query_params, IntParam, QueryPairs};
 use crate::state::AppState;
 use crate::store::AuditQuery;
+use crate::store::WorkspaceId;
 
 /// Most characters of the `action` filter.
 const MAX_ACTION_CHARS: usize = 100;
@@ -62,7 +63,11 @@ async fn list_audit(
     let before_id = query.int(&BEFORE)?.map(|b| b as i64);
     let action_prefix = query.get("action").map(str::to_owned);
     let workspace_id = match query.get("workspace_id") {
-        Some(id) => Some(target_workspace(&state, &auth, id).await?.id),
+        Some(id) => Some(
+            target_workspace(&state, &auth, &WorkspaceId::from(id))
+                .await?
+                .id,
+        ),
         None if auth.has(Permission::OrgAuditRead) => None,
         None => Some(auth.workspace_id().to_owned()),
     };

@@ -20,6 +20,7 @@ use crate::http::extract::{int_query_params, ApiPath, IntParam, QueryPairs, MAX_
 use crate::reports::{buckets, hour_time, point, Range};
 use crate::state::AppState;
 use crate::store::{KeyAddress, KeyRecord, UsageCounts, WorkspaceRecord};
+use crate::store::{KeyId, WorkspaceId};
 use crate::time_fmt::rfc3339;
 
 /// The usage routes.
@@ -75,8 +76,8 @@ fn address_info(a: KeyAddress) -> KeyAddressInfo {
 async fn readable_key(
     state: &AppState,
     auth: &AuthContext,
-    workspace_id: &str,
-    key_id: &str,
+    workspace_id: &WorkspaceId,
+    key_id: &KeyId,
 ) -> Result<(WorkspaceRecord, KeyRecord)> {
     let workspace = target_workspace(state, auth, workspace_id).await?;
     let (caller, _) = caller_in(state, auth, &workspace).await?;
@@ -115,7 +116,7 @@ fn parse_range(query: &QueryPairs) -> Result<Range> {
 async fn key_usage(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath((id, key_id)): ApiPath<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(WorkspaceId, KeyId)>,
     query: QueryPairs,
 ) -> Result<Json<KeyUsage>> {
     let range = parse_range(&query)?;
@@ -145,7 +146,7 @@ async fn key_usage(
     )
     .await?;
     Ok(Json(KeyUsage {
-        key_id: key.id.clone(),
+        key_id: key.id.to_string(),
         name: key.name.clone(),
         bucket: range.bucket_name().to_owned(),
         from: hour_time(range.from_hour),
@@ -173,7 +174,7 @@ async fn key_usage(
 async fn key_addresses(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath((id, key_id)): ApiPath<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(WorkspaceId, KeyId)>,
     query: QueryPairs,
 ) -> Result<Json<Page<KeyAddressInfo>>> {
     let page = query.int(&PAGE)?.unwrap_or(1);
@@ -204,7 +205,7 @@ async fn key_addresses(
 async fn workspace_usage(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<WorkspaceId>,
     query: QueryPairs,
 ) -> Result<Json<WorkspaceUsage>> {
     let range = parse_range(&query)?;
@@ -230,7 +231,7 @@ async fn workspace_usage(
         .filter_map(|k| {
             let c = per_key.get(k.id.as_str())?;
             Some(KeyUsageTotal {
-                key_id: k.id.clone(),
+                key_id: k.id.to_string(),
                 name: k.name.clone(),
                 value: masked_value(k),
                 totals: point(range.from_hour, c),
@@ -252,7 +253,7 @@ async fn workspace_usage(
     )
     .await?;
     Ok(Json(WorkspaceUsage {
-        workspace_id: workspace.id,
+        workspace_id: workspace.id.into_string(),
         bucket: range.bucket_name().to_owned(),
         from: hour_time(range.from_hour),
         to: hour_time(range.to_hour + 1),

@@ -17,6 +17,7 @@ use crate::auth::AuthContext;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
+use crate::store::UserId;
 use crate::store::UserRecord;
 
 /// The user routes.
@@ -29,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn user_body(u: &UserRecord) -> TenantUser {
     TenantUser {
-        id: u.id.clone(),
+        id: u.id.to_string(),
         email: u.email.clone(),
         display_name: Some(u.name.clone()),
         tenant_admin: u.is_org_admin,
@@ -51,12 +52,12 @@ async fn list_users(
     Ok(Json(users.iter().map(user_body).collect()))
 }
 
-async fn target(state: &AppState, auth: &AuthContext, id: &str) -> Result<UserRecord> {
+async fn target(state: &AppState, auth: &AuthContext, id: &UserId) -> Result<UserRecord> {
     state
         .store()
         .user(id)
         .await?
-        .filter(|u| u.organization_id == auth.organization_id())
+        .filter(|u| &u.organization_id == auth.organization_id())
         .ok_or_else(|| ApiError::not_found("user"))
 }
 
@@ -73,7 +74,7 @@ async fn target(state: &AppState, auth: &AuthContext, id: &str) -> Result<UserRe
 async fn update_user(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<UserId>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> Result<Json<TenantUser>> {
     auth.require(Permission::OrgUsersWrite)?;
@@ -91,7 +92,7 @@ async fn update_user(
         }
     }
     let mut user = target(&state, &auth, &id).await?;
-    if user.id == auth.user_id() && (body.is_active == Some(false)) {
+    if &user.id == auth.user_id() && (body.is_active == Some(false)) {
         return Err(ApiError::Conflict(
             "A key cannot deactivate its own owner; ask another organization admin.".to_owned(),
         ));
@@ -128,7 +129,7 @@ async fn update_user(
 async fn end_sessions(
     State(state): State<AppState>,
     auth: AuthContext,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<UserId>,
 ) -> Result<Json<SessionsEnded>> {
     auth.require(Permission::OrgUsersWrite)?;
     let user = target(&state, &auth, &id).await?;
@@ -138,7 +139,7 @@ async fn end_sessions(
         .await?;
     tracing::info!(user_id = %user.id, "sessions ended through the API");
     Ok(Json(SessionsEnded {
-        user_id: user.id,
+        user_id: user.id.into_string(),
         ended: true,
     }))
 }

@@ -26,6 +26,7 @@ use crate::state::AppState;
 use crate::store::{
     VersionSlice, WorkflowFields, WorkflowQuotas, WorkflowRecord, WorkflowVersionRecord,
 };
+use crate::store::{WorkflowId, WorkflowVersionId};
 use crate::time_fmt::rfc3339;
 
 /// Default page size of `GET /v1/workflows`.
@@ -156,10 +157,10 @@ fn flow_version(definition: &RawValue) -> String {
 fn workflow_body(w: WorkflowRecord) -> WorkflowBody {
     WorkflowBody {
         flow_version: flow_version(&w.definition),
-        id: w.id,
+        id: w.id.into_string(),
         name: w.name,
         kind: w.kind,
-        group_id: w.workspace_id,
+        group_id: w.workspace_id.into_string(),
         definition: w.definition,
         error_handler: w.error_handler,
         created_at: rfc3339(w.created_at),
@@ -169,19 +170,19 @@ fn workflow_body(w: WorkflowRecord) -> WorkflowBody {
 
 fn version_body(v: WorkflowVersionRecord) -> WorkflowVersionBody {
     WorkflowVersionBody {
-        id: v.id,
+        id: v.id.into_string(),
         name: v.name,
         description: v.description,
         created_at: rfc3339(v.created_at),
-        created_by: v.created_by,
+        created_by: v.created_by.map(String::from),
         definition: v.definition,
     }
 }
 
 /// Ids are UUIDs; anything else cannot exist, so it is a 404 without a lookup.
-fn workflow_id(raw: &str) -> Result<String> {
+fn workflow_id(raw: &str) -> Result<WorkflowId> {
     validation::uuid(raw)
-        .map(|u| u.to_string())
+        .map(|u| WorkflowId::from(u.to_string()))
         .ok_or_else(|| ApiError::not_found("workflow"))
 }
 
@@ -462,7 +463,10 @@ async fn delete_workflow(
         .delete_workflow(&auth.actor(), auth.workspace_id(), &id)
         .await
         .map_err(not_found("workflow"))?;
-    Ok(Json(Deleted { deleted: true, id }))
+    Ok(Json(Deleted {
+        deleted: true,
+        id: id.into_string(),
+    }))
 }
 
 /// Versions of a workflow, oldest first. Without `page` or `size`: every
@@ -593,8 +597,8 @@ async fn update_version(
     auth.require(Permission::WorkflowsWrite)?;
     let id = workflow_id(&id)?;
     let version_id = validation::uuid(&version_id)
-        .ok_or_else(|| ApiError::not_found("workflow version"))?
-        .to_string();
+        .map(|u| WorkflowVersionId::from(u.to_string()))
+        .ok_or_else(|| ApiError::not_found("workflow version"))?;
     let name = validation::name("name", &body.name, WORKFLOW_NAME_MAX_CHARS)?;
     let description = validation::description(
         "description",

@@ -18,12 +18,12 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StoreEvent {
     /// A key was created, revoked, rotated or re-hashed.
-    KeyChanged(String),
+    KeyChanged(super::KeyId),
     /// A user's standing changed: a role in a workspace, removal from one,
     /// (de)activation, organization admin or not.
-    UserChanged(String),
+    UserChanged(super::UserId),
     /// A workspace was created, deleted, or its settings (rate limit) changed.
-    WorkspaceChanged(String),
+    WorkspaceChanged(super::WorkspaceId),
     /// Events may have been missed (another process's changes could not be
     /// heard for a while): forget everything.
     Resync,
@@ -45,9 +45,9 @@ impl StoreEvent {
     /// [`StoreEvent::Resync`] (forgetting too much is safe, too little is not).
     pub fn decode(text: &str) -> Self {
         match text.split_once(':') {
-            Some(("k", id)) if !id.is_empty() => Self::KeyChanged(id.to_owned()),
-            Some(("u", id)) if !id.is_empty() => Self::UserChanged(id.to_owned()),
-            Some(("w", id)) if !id.is_empty() => Self::WorkspaceChanged(id.to_owned()),
+            Some(("k", id)) if !id.is_empty() => Self::KeyChanged(id.into()),
+            Some(("u", id)) if !id.is_empty() => Self::UserChanged(id.into()),
+            Some(("w", id)) if !id.is_empty() => Self::WorkspaceChanged(id.into()),
             _ => Self::Resync,
         }
     }

@@ -3,10 +3,12 @@
 //! Every mutating call writes its audit-log row in the same transaction.
 
 pub mod events;
+mod ids;
 mod postgres;
 mod sqlite;
 
 pub use events::{EventBus, EventSubscription, StoreEvent};
+pub use ids::*;
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
@@ -344,9 +346,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone, Default)]
 pub struct Actor {
     /// The user acting (through a key or the dashboard), if any.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The key used, if the change came through the API.
-    pub key_id: Option<String>,
+    pub key_id: Option<KeyId>,
     /// The client's address.
     pub client_addr: Option<String>,
 }
@@ -402,7 +404,7 @@ pub struct BootstrapOutcome {
 #[derive(Debug, Clone)]
 pub struct Organization {
     /// Id.
-    pub id: String,
+    pub id: OrganizationId,
     /// Name.
     pub name: String,
 }
@@ -411,9 +413,9 @@ pub struct Organization {
 #[derive(Clone)]
 pub struct UserRecord {
     /// Id.
-    pub id: String,
+    pub id: UserId,
     /// Organization.
-    pub organization_id: String,
+    pub organization_id: OrganizationId,
     /// Login email.
     pub email: String,
     /// Display name.
@@ -458,7 +460,7 @@ pub struct SessionRecord {
     /// SHA-256 of the cookie token, hex.
     pub token_digest: String,
     /// The user.
-    pub user_id: String,
+    pub user_id: UserId,
     /// The per-session CSRF token put in every form.
     pub csrf_token: String,
     /// Created.
@@ -484,9 +486,9 @@ impl std::fmt::Debug for SessionRecord {
 #[derive(Debug, Clone)]
 pub struct WorkspaceRecord {
     /// Id.
-    pub id: String,
+    pub id: WorkspaceId,
     /// Organization.
-    pub organization_id: String,
+    pub organization_id: OrganizationId,
     /// Name.
     pub name: String,
     /// Description.
@@ -501,11 +503,11 @@ pub struct WorkspaceRecord {
 #[derive(Debug, Clone)]
 pub struct KeyRecord {
     /// Id.
-    pub id: String,
+    pub id: KeyId,
     /// Workspace.
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Name.
     pub name: String,
     /// SHA-256 (or HMAC-SHA-256 with the pepper) of the key, hex.
@@ -525,7 +527,7 @@ pub struct KeyRecord {
     /// Revocation time.
     pub revoked_at: Option<OffsetDateTime>,
     /// Successor by rotation.
-    pub replaced_by: Option<String>,
+    pub replaced_by: Option<KeyId>,
     /// Last use (flushed in batches, up to a second late).
     pub last_used_at: Option<OffsetDateTime>,
     /// This key's own rate limit, overriding the workspace's default.
@@ -586,12 +588,12 @@ impl UsageCounts {
 }
 
 /// What the usage recorder writes for one key in one flush.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KeyUsageFlush {
     /// The key.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// Its workspace.
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     /// Latest use and its address.
     pub last_used: Option<(OffsetDateTime, Option<String>)>,
     /// Counts to add, per hour (Unix time / 3600).
@@ -604,7 +606,7 @@ pub struct KeyUsageFlush {
 #[derive(Debug, Clone)]
 pub struct UsageHour {
     /// The key.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// Unix time / 3600.
     pub hour: i64,
     /// The counts.
@@ -628,7 +630,7 @@ pub struct KeyAuthRecord {
     /// The key.
     pub key: KeyRecord,
     /// The workspace's organization.
-    pub organization_id: String,
+    pub organization_id: OrganizationId,
     /// The workspace's name.
     pub workspace_name: String,
     /// The owner's current role in the key's workspace; `None` if no longer a member.
@@ -647,9 +649,9 @@ pub struct KeyAuthRecord {
 #[derive(Debug, Clone)]
 pub struct NewKey {
     /// Workspace.
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     /// Owner.
-    pub user_id: String,
+    pub user_id: UserId,
     /// Name.
     pub name: String,
     /// Digest of the secret.
@@ -672,7 +674,7 @@ pub struct NewKey {
 #[derive(Clone)]
 pub struct NewUser {
     /// Organization.
-    pub organization_id: String,
+    pub organization_id: OrganizationId,
     /// Login email (lowercase).
     pub email: String,
     /// Display name.
@@ -698,9 +700,9 @@ impl std::fmt::Debug for NewUser {
 #[derive(Debug, Clone)]
 pub struct WorkflowRecord {
     /// Id.
-    pub id: String,
+    pub id: WorkflowId,
     /// Workspace.
-    pub workspace_id: String,
+    pub workspace_id: WorkspaceId,
     /// Name.
     pub name: String,
     /// `flow` or `agent_flow`.
@@ -733,9 +735,9 @@ pub struct WorkflowFields {
 #[derive(Debug, Clone)]
 pub struct WorkflowVersionRecord {
     /// Id.
-    pub id: String,
+    pub id: WorkflowVersionId,
     /// Workflow.
-    pub workflow_id: String,
+    pub workflow_id: WorkflowId,
     /// Name.
     pub name: String,
     /// Description.
@@ -744,7 +746,7 @@ pub struct WorkflowVersionRecord {
     /// not ask for it.
     pub definition: Option<Box<RawValue>>,
     /// User who saved it.
-    pub created_by: Option<String>,
+    pub created_by: Option<UserId>,
     /// When.
     pub created_at: OffsetDateTime,
 }
@@ -753,9 +755,9 @@ pub struct WorkflowVersionRecord {
 #[derive(Debug, Clone)]
 pub struct AuditQuery {
     /// The organization.
-    pub organization_id: String,
+    pub organization_id: OrganizationId,
     /// Only this workspace's rows.
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
     /// Only actions starting with this, e.g. `api_key.`.
     pub action_prefix: Option<String>,
     /// Only rows older than this sequence number (paging).
@@ -770,13 +772,13 @@ pub struct AuditRecord {
     /// Sequence number.
     pub id: i64,
     /// Organization.
-    pub organization_id: String,
+    pub organization_id: OrganizationId,
     /// Workspace concerned, if any.
-    pub workspace_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
     /// Acting user.
-    pub actor_user_id: Option<String>,
+    pub actor_user_id: Option<UserId>,
     /// Acting key.
-    pub actor_key_id: Option<String>,
+    pub actor_key_id: Option<KeyId>,
     /// E.g. `api_key.revoke`.
     pub action: String,
     /// E.g. `api_key`.
@@ -809,14 +811,14 @@ pub trait KeyStore: Send + Sync {
     /// Keys of a workspace, newest first; only `user_id`'s when given.
     async fn list_keys(
         &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        user_id: Option<&UserId>,
     ) -> StoreResult<Vec<KeyRecord>>;
     /// One page of [`KeyStore::list_keys`], with the total.
     async fn list_keys_page(
         &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        user_id: Option<&UserId>,
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyRecord>, u64)>;
@@ -824,18 +826,18 @@ pub trait KeyStore: Send + Sync {
     /// pepper is re-hashed under the current one).
     async fn replace_key_digest(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         old: &KeyDigest,
         new: &KeyDigest,
     ) -> StoreResult<()>;
     /// One key of a workspace.
-    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>>;
+    async fn key(&self, workspace_id: &WorkspaceId, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
     /// Revokes a key (idempotent: revoking twice keeps the first time).
     async fn revoke_key(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &KeyId,
     ) -> StoreResult<KeyRecord>;
     /// Inserts `new` as the successor of key `id`, whose expiry becomes
     /// `old_valid_until` (or which is revoked at once when that is `None`).
@@ -846,8 +848,8 @@ pub trait KeyStore: Send + Sync {
     async fn rotate_key(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &KeyId,
         new: NewKey,
         old_valid_until: Option<OffsetDateTime>,
     ) -> StoreResult<(KeyRecord, KeyRecord)>;
@@ -860,33 +862,36 @@ pub trait WorkspaceStore: Send + Sync {
     async fn create_workspace(
         &self,
         actor: &Actor,
-        organization_id: &str,
+        organization_id: &OrganizationId,
         name: &str,
         description: Option<&str>,
-        owner_user_id: &str,
+        owner_user_id: &UserId,
     ) -> StoreResult<WorkspaceRecord>;
     /// Workspaces of the organization, by creation time.
-    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>>;
+    async fn list_workspaces(
+        &self,
+        organization_id: &OrganizationId,
+    ) -> StoreResult<Vec<WorkspaceRecord>>;
     /// One workspace of the organization.
     async fn workspace(
         &self,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrganizationId,
+        id: &WorkspaceId,
     ) -> StoreResult<Option<WorkspaceRecord>>;
     /// Sets (or clears) the default rate limit of a workspace's keys.
     async fn set_workspace_rate_limit(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        workspace_id: &str,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
         limit: Option<RateLimit>,
     ) -> StoreResult<WorkspaceRecord>;
     /// Deletes a workspace with its keys, memberships and workflows.
     async fn delete_workspace(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrganizationId,
+        id: &WorkspaceId,
     ) -> StoreResult<()>;
 }
 
@@ -907,7 +912,7 @@ pub trait MemberStore: Send + Sync {
     /// Finds a user by login email.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     /// Finds a user by id.
-    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>>;
+    async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>>;
     /// Grants or changes a role; returns the previous one. Demoting the
     /// workspace's last owner is refused inside the transaction
     /// ([`Precondition::LastOwner`]), so two owners demoting each other at
@@ -915,8 +920,8 @@ pub trait MemberStore: Send + Sync {
     async fn set_membership(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        user_id: &str,
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
         role: Role,
     ) -> StoreResult<Option<Role>>;
     /// Removes a user from a workspace and, in the same transaction, revokes
@@ -926,9 +931,9 @@ pub trait MemberStore: Send + Sync {
     async fn remove_membership(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        user_id: &str,
-    ) -> StoreResult<Vec<String>>;
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<KeyId>>;
     /// Deactivates a user (`active = false`): in one transaction, marks them
     /// deactivated, revokes every live key of theirs in every workspace
     /// ([`RevokedReason::OwnerDeactivated`]) and ends their sessions; the last
@@ -938,17 +943,17 @@ pub trait MemberStore: Send + Sync {
     async fn set_user_active(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        user_id: &str,
+        organization_id: &OrganizationId,
+        user_id: &UserId,
         active: bool,
-    ) -> StoreResult<(UserRecord, Vec<String>)>;
+    ) -> StoreResult<(UserRecord, Vec<KeyId>)>;
     /// Makes or unmakes an organization admin; never leaves the organization
     /// without an active one ([`Precondition::LastOrgAdmin`]).
     async fn set_org_admin(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        user_id: &str,
+        organization_id: &OrganizationId,
+        user_id: &UserId,
         is_org_admin: bool,
     ) -> StoreResult<UserRecord>;
     /// Replaces a user's password hash and ends their sessions, except
@@ -957,19 +962,29 @@ pub trait MemberStore: Send + Sync {
     async fn set_password(
         &self,
         actor: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: &str,
         must_change: bool,
         keep_session: Option<&str>,
     ) -> StoreResult<()>;
     /// The user's role in a workspace.
-    async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>>;
+    async fn membership(
+        &self,
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
+    ) -> StoreResult<Option<Role>>;
     /// Users of the organization, by email.
-    async fn list_users(&self, organization_id: &str) -> StoreResult<Vec<UserRecord>>;
+    async fn list_users(&self, organization_id: &OrganizationId) -> StoreResult<Vec<UserRecord>>;
     /// Members of a workspace with their roles, by email.
-    async fn list_members(&self, workspace_id: &str) -> StoreResult<Vec<(UserRecord, Role)>>;
+    async fn list_members(
+        &self,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<Vec<(UserRecord, Role)>>;
     /// Workspaces the user is a member of, with the role.
-    async fn workspaces_of_user(&self, user_id: &str) -> StoreResult<Vec<(WorkspaceRecord, Role)>>;
+    async fn workspaces_of_user(
+        &self,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<(WorkspaceRecord, Role)>>;
 }
 
 /// Dashboard sessions (only token digests are stored) and single-use form nonces.
@@ -986,13 +1001,13 @@ pub trait SessionStore: Send + Sync {
     /// Ends a session.
     async fn delete_session(&self, token_digest: &str) -> StoreResult<()>;
     /// Ends every session of a user.
-    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()>;
+    async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()>;
     /// Ends every session of a user but `keep` (a token digest), and audits
     /// it (`user.sessions_end`); returns how many ended.
     async fn end_sessions(
         &self,
         actor: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         keep: Option<&str>,
     ) -> StoreResult<u64>;
     /// Notes a request in a session (its idle timeout counts from it).
@@ -1026,8 +1041,8 @@ pub trait UsageStore: Send + Sync {
     /// Hourly usage of a workspace's keys (or one key) in `[from_hour, to_hour]`.
     async fn usage_hours(
         &self,
-        workspace_id: &str,
-        key_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        key_id: Option<&KeyId>,
         from_hour: i64,
         to_hour: i64,
     ) -> StoreResult<Vec<UsageHour>>;
@@ -1039,7 +1054,7 @@ pub trait UsageStore: Send + Sync {
     /// first, and how many there are.
     async fn key_addresses(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyAddress>, u64)>;
@@ -1051,13 +1066,13 @@ pub trait AuditStore: Send + Sync {
     /// The newest audit rows of an organization, optionally from one workspace.
     async fn audit_log(
         &self,
-        organization_id: &str,
-        workspace_id: Option<&str>,
+        organization_id: &OrganizationId,
+        workspace_id: Option<&WorkspaceId>,
         limit: u32,
     ) -> StoreResult<Vec<AuditRecord>> {
         self.search_audit(&AuditQuery {
-            organization_id: organization_id.to_owned(),
-            workspace_id: workspace_id.map(str::to_owned),
+            organization_id: organization_id.clone(),
+            workspace_id: workspace_id.cloned(),
             action_prefix: None,
             before_id: None,
             limit,
@@ -1075,40 +1090,48 @@ pub trait WorkflowStore: Send + Sync {
     async fn create_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         fields: WorkflowFields,
         quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord>;
     /// One page of a workspace's workflows of a type, oldest first, with the total.
     async fn list_workflows(
         &self,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         kind: Option<&str>,
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<WorkflowRecord>, u64)>;
     /// One workflow of a workspace.
-    async fn workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<WorkflowRecord>>;
+    async fn workflow(
+        &self,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
+    ) -> StoreResult<Option<WorkflowRecord>>;
     /// Replaces a workflow's fields (a larger definition must fit the
     /// workspace's definition bytes quota; a smaller one always may).
     async fn update_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
         fields: WorkflowFields,
         quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord>;
     /// Deletes a workflow and its versions.
-    async fn delete_workflow(&self, actor: &Actor, workspace_id: &str, id: &str)
-        -> StoreResult<()>;
+    async fn delete_workflow(
+        &self,
+        actor: &Actor,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
+    ) -> StoreResult<()>;
     /// Saves a version of a workflow of the workspace, within the quotas.
     #[allow(clippy::too_many_arguments)]
     async fn create_workflow_version(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        workflow_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
         name: &str,
         description: Option<&str>,
         definition: Value,
@@ -1118,8 +1141,8 @@ pub trait WorkflowStore: Send + Sync {
     /// how many it has.
     async fn list_workflow_versions(
         &self,
-        workspace_id: &str,
-        workflow_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
         slice: VersionSlice,
     ) -> StoreResult<(Vec<WorkflowVersionRecord>, u64)>;
     /// Replaces a version's name, description and definition (within the
@@ -1128,9 +1151,9 @@ pub trait WorkflowStore: Send + Sync {
     async fn update_workflow_version(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        workflow_id: &str,
-        version_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
+        version_id: &WorkflowVersionId,
         name: &str,
         description: Option<&str>,
         definition: Value,

@@ -20,19 +20,21 @@ use crate::domain::validation;
 use crate::keys::{self, Caller, KeyStatus, MintRequest, RateBounds, RotateError};
 use crate::state::AppState;
 use crate::store::KeyRecord;
+use crate::store::{KeyId, UserId, WorkspaceId};
 
 /// Keeps an id from the URL safe to put back into a URL.
-pub(super) fn path_segment(id: &str) -> String {
-    id.chars()
+pub(super) fn path_segment(id: impl AsRef<str>) -> String {
+    id.as_ref()
+        .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .collect()
 }
 
-fn new_key_url(workspace_id: &str) -> String {
+fn new_key_url(workspace_id: &WorkspaceId) -> String {
     format!("{}/new", keys_url(workspace_id))
 }
 
-fn keys_url(workspace_id: &str) -> String {
+fn keys_url(workspace_id: &WorkspaceId) -> String {
     format!(
         "/settings/organization/workspaces/{}/api-keys",
         path_segment(workspace_id)
@@ -115,18 +117,18 @@ fn caller(access: &Access, user: &CurrentUser) -> Caller {
 pub async fn keys_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    Path(id): Path<WorkspaceId>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     let caller = caller(&access, &user);
     let bounds = RateBounds::of(&state);
     let showing_all = keys::sees_all(&caller);
-    let only_own = (!showing_all).then_some(user.user.id.as_str());
+    let only_own = (!showing_all).then_some(&user.user.id);
     let records = state
         .store()
         .list_keys(&access.workspace.id, only_own)
         .await?;
-    let emails: HashMap<String, String> = state
+    let emails: HashMap<UserId, String> = state
         .store()
         .list_users(&user.user.organization_id)
         .await?
@@ -145,7 +147,7 @@ pub async fn keys_page(
         .map(|k| {
             let status = KeyStatus::of(k, now);
             KeyRow {
-                id: k.id.clone(),
+                id: k.id.to_string(),
                 name: k.name.clone(),
                 value: masked(&k.prefix, &k.suffix),
                 created_by: emails
@@ -244,7 +246,7 @@ fn require_create(access: &Access) -> WebResult<()> {
 pub async fn new_key_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    Path(id): Path<WorkspaceId>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     require_create(&access)?;
@@ -321,7 +323,7 @@ fn expiry(form: &Form) -> WebResult<Option<OffsetDateTime>> {
 pub async fn create_key(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    Path(id): Path<WorkspaceId>,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;
@@ -399,7 +401,7 @@ async fn visible_key(
     state: &AppState,
     user: &CurrentUser,
     access: &Access,
-    key_id: &str,
+    key_id: &KeyId,
 ) -> WebResult<KeyRecord> {
     let key = state
         .store()
@@ -419,7 +421,7 @@ async fn revocable_key(
     state: &AppState,
     user: &CurrentUser,
     access: &Access,
-    key_id: &str,
+    key_id: &KeyId,
 ) -> WebResult<KeyRecord> {
     let key = visible_key(state, user, access, key_id).await?;
     keys::may_revoke(&caller(access, user), &key)?;
@@ -431,7 +433,7 @@ async fn rotatable_key(
     state: &AppState,
     user: &CurrentUser,
     access: &Access,
-    key_id: &str,
+    key_id: &KeyId,
 ) -> WebResult<KeyRecord> {
     let key = visible_key(state, user, access, key_id).await?;
     keys::may_rotate(
@@ -460,7 +462,7 @@ struct RevokePage<'a> {
 pub async fn revoke_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((id, key_id)): Path<(String, String)>,
+    Path((id, key_id)): Path<(WorkspaceId, KeyId)>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     let key = revocable_key(&state, &user, &access, &key_id).await?;
@@ -482,7 +484,7 @@ pub async fn revoke_page(
 pub async fn revoke_key(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((id, key_id)): Path<(String, String)>,
+    Path((id, key_id)): Path<(WorkspaceId, KeyId)>,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;
@@ -509,7 +511,7 @@ struct RotatePage<'a> {
 pub async fn rotate_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((id, key_id)): Path<(String, String)>,
+    Path((id, key_id)): Path<(WorkspaceId, KeyId)>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     let key = rotatable_key(&state, &user, &access, &key_id).await?;
@@ -537,7 +539,7 @@ pub async fn rotate_page(
 pub async fn rotate_key(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((id, key_id)): Path<(String, String)>,
+    Path((id, key_id)): Path<(WorkspaceId, KeyId)>,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;

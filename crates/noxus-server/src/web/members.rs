@@ -14,6 +14,7 @@ use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
 use crate::members;
 use crate::state::AppState;
+use crate::store::{UserId, WorkspaceId};
 
 struct MemberRow {
     user_id: String,
@@ -83,7 +84,7 @@ async fn render(
                 can_edit && (role != Role::Owner || (access.role == Role::Owner && owners > 1));
             MemberRow {
                 is_you: u.id == user.user.id,
-                user_id: u.id,
+                user_id: u.id.into_string(),
                 email: u.email,
                 name: u.name,
                 role: role.to_string(),
@@ -109,7 +110,7 @@ async fn render(
 pub async fn members_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    Path(id): Path<WorkspaceId>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     access.require(Permission::MembersRead)?;
@@ -127,7 +128,7 @@ fn role_field(form: &Form) -> WebResult<Role> {
 pub async fn add_member(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    Path(id): Path<WorkspaceId>,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;
@@ -167,7 +168,7 @@ pub async fn add_member(
 pub async fn change_role(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((id, user_id)): Path<(String, String)>,
+    Path((id, user_id)): Path<(WorkspaceId, UserId)>,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;
@@ -211,7 +212,7 @@ struct RemovePage<'a> {
 pub async fn remove_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((id, user_id)): Path<(String, String)>,
+    Path((id, user_id)): Path<(WorkspaceId, UserId)>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     access.require(Permission::MembersWrite)?;
@@ -241,7 +242,7 @@ pub async fn remove_page(
 pub async fn remove_member(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path((id, user_id)): Path<(String, String)>,
+    Path((id, user_id)): Path<(WorkspaceId, UserId)>,
     form: Form,
 ) -> WebResult {
     user.check_csrf(&form)?;

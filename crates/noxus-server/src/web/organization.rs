@@ -12,6 +12,7 @@ use super::{page, WebError, WebResult};
 use crate::domain::validation;
 use crate::state::AppState;
 use crate::store::{NewUser, WorkspaceRecord};
+use crate::store::{UserId, WorkspaceId};
 
 /// What the current user may do in one workspace.
 #[derive(Debug)]
@@ -51,7 +52,7 @@ impl Access {
 pub(super) async fn access(
     state: &AppState,
     user: &CurrentUser,
-    workspace_id: &str,
+    workspace_id: &WorkspaceId,
 ) -> WebResult<Access> {
     let not_found = || WebError::NotFound("No such workspace".to_owned());
     let workspace = state
@@ -118,9 +119,9 @@ struct WorkspaceRow {
 
 async fn visible_workspaces(state: &AppState, user: &CurrentUser) -> WebResult<Vec<WorkspaceRow>> {
     let mine = state.store().workspaces_of_user(&user.user.id).await?;
-    let role_of = |id: &str| {
+    let role_of = |id: &WorkspaceId| {
         mine.iter()
-            .find(|(w, _)| w.id == id)
+            .find(|(w, _)| &w.id == id)
             .map(|(_, r)| r.to_string())
     };
     let all: Vec<WorkspaceRecord> = if user.user.is_org_admin {
@@ -136,7 +137,7 @@ async fn visible_workspaces(state: &AppState, user: &CurrentUser) -> WebResult<V
         .map(|w| WorkspaceRow {
             role: role_of(&w.id).unwrap_or_else(|| "organization admin".to_owned()),
             description: w.description.unwrap_or_default(),
-            id: w.id,
+            id: w.id.into_string(),
             name: w.name,
         })
         .collect())
@@ -357,7 +358,7 @@ async fn managed_user(
     state: &AppState,
     user: &CurrentUser,
     form: &Form,
-    user_id: &str,
+    user_id: &UserId,
 ) -> WebResult<crate::store::UserRecord> {
     user.check_csrf(form)?;
     require_org_admin(user)?;
@@ -375,7 +376,7 @@ async fn managed_user(
 pub async fn deactivate_user(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(user_id): Path<String>,
+    Path(user_id): Path<UserId>,
     form: Form,
 ) -> WebResult {
     let target = managed_user(&state, &user, &form, &user_id).await?;
@@ -404,7 +405,7 @@ pub async fn deactivate_user(
 pub async fn reactivate_user(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(user_id): Path<String>,
+    Path(user_id): Path<UserId>,
     form: Form,
 ) -> WebResult {
     let target = managed_user(&state, &user, &form, &user_id).await?;
@@ -428,7 +429,7 @@ pub async fn reactivate_user(
 pub async fn set_org_admin(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(user_id): Path<String>,
+    Path(user_id): Path<UserId>,
     form: Form,
 ) -> WebResult {
     let target = managed_user(&state, &user, &form, &user_id).await?;
@@ -473,7 +474,7 @@ pub async fn set_org_admin(
 pub async fn reset_password(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(user_id): Path<String>,
+    Path(user_id): Path<UserId>,
     form: Form,
 ) -> WebResult {
     let target = managed_user(&state, &user, &form, &user_id).await?;

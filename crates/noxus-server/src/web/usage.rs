@@ -15,6 +15,7 @@ use super::{page, WebResult};
 use crate::reports::{buckets, Range};
 use crate::state::AppState;
 use crate::store::{AuditQuery, UsageCounts, UsageHour};
+use crate::store::{KeyId, WorkspaceId};
 
 /// One bar of a chart, in SVG units.
 pub(super) struct Bar {
@@ -89,10 +90,10 @@ impl Chart {
 }
 
 /// A small line of the last 24 hours, for a key's row.
-pub(super) fn sparkline(hours: &[UsageHour], key_id: &str, range: Range) -> String {
+pub(super) fn sparkline(hours: &[UsageHour], key_id: &KeyId, range: Range) -> String {
     let mine: Vec<UsageHour> = hours
         .iter()
-        .filter(|h| h.key_id == key_id)
+        .filter(|h| &h.key_id == key_id)
         .cloned()
         .collect();
     let (points, _) = buckets(range, &mine);
@@ -142,7 +143,7 @@ struct UsagePage<'a> {
 pub async fn usage_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    Path(id): Path<WorkspaceId>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;
     let showing_all = access.can(Permission::KeysManage);
@@ -151,7 +152,7 @@ pub async fn usage_page(
         .store()
         .list_keys(
             &access.workspace.id,
-            (!showing_all).then_some(user.user.id.as_str()),
+            (!showing_all).then_some(&user.user.id),
         )
         .await?;
     let day_range = Range::last(24, 1);
@@ -201,7 +202,7 @@ pub async fn usage_page(
         .map(|k| {
             let c = per_key.get(k.id.as_str()).copied().unwrap_or_default();
             KeyRow {
-                id: k.id.clone(),
+                id: k.id.to_string(),
                 name: k.name.clone(),
                 value: noxus_api::key_format::masked(&k.prefix, &k.suffix),
                 requests: c.requests,
@@ -269,7 +270,7 @@ pub struct AuditFilter {
 pub async fn audit_page(
     State(state): State<AppState>,
     user: CurrentUser,
-    Path(id): Path<String>,
+    Path(id): Path<WorkspaceId>,
     Query(filter): Query<AuditFilter>,
 ) -> WebResult {
     let access = access(&state, &user, &id).await?;

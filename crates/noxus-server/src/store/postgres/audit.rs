@@ -33,14 +33,18 @@ fn prefix_successor(prefix: &str) -> Option<String> {
 /// (the same four indexes as on SQLite). An action prefix is a range of the
 /// index, in lower case.
 pub(super) fn audit_search(query: &AuditQuery) -> (String, Vec<Arg>) {
-    let mut args = vec![Arg::Text(query.organization_id.clone())];
+    let mut args = vec![Arg::Text(query.organization_id.to_string())];
     let mut sql = String::from("SELECT * FROM audit_log WHERE organization_id = $1");
     let mut push = |sql: &mut String, condition: &str, arg: Arg| {
         args.push(arg);
         sql.push_str(&format!(" AND {condition} ${}", args.len()));
     };
     if let Some(workspace_id) = &query.workspace_id {
-        push(&mut sql, "workspace_id =", Arg::Text(workspace_id.clone()));
+        push(
+            &mut sql,
+            "workspace_id =",
+            Arg::Text(workspace_id.to_string()),
+        );
     }
     if let Some(prefix) = query
         .action_prefix

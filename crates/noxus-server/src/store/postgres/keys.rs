@@ -56,7 +56,11 @@ pub(super) async fn insert_key(
 /// A key of a workspace, its row locked until the transaction ends (so
 /// that a concurrent revocation or rotation of it waits, then sees this
 /// one's outcome).
-async fn key_for_update(tx: &mut Tx, workspace_id: &str, id: &str) -> StoreResult<KeyRecord> {
+async fn key_for_update(
+    tx: &mut Tx,
+    workspace_id: &WorkspaceId,
+    id: &KeyId,
+) -> StoreResult<KeyRecord> {
     sqlx::query_as::<_, KeyRow>(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = $1 AND k.id = $2
          FOR NO KEY UPDATE"
@@ -139,8 +143,8 @@ impl KeyStore for PostgresStore {
 
     async fn list_keys(
         &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        user_id: Option<&UserId>,
     ) -> StoreResult<Vec<KeyRecord>> {
         let rows = sqlx::query_as::<_, KeyRow>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k
@@ -156,8 +160,8 @@ impl KeyStore for PostgresStore {
 
     async fn list_keys_page(
         &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        user_id: Option<&UserId>,
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyRecord>, u64)> {
@@ -193,7 +197,7 @@ impl KeyStore for PostgresStore {
 
     async fn replace_key_digest(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         old: &KeyDigest,
         new: &KeyDigest,
     ) -> StoreResult<()> {
@@ -209,7 +213,7 @@ impl KeyStore for PostgresStore {
         self.commit(tx, events).await
     }
 
-    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>> {
+    async fn key(&self, workspace_id: &WorkspaceId, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         sqlx::query_as::<_, KeyRow>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = $1 AND k.id = $2"
         ))
@@ -224,8 +228,8 @@ impl KeyStore for PostgresStore {
     async fn revoke_key(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &KeyId,
     ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
@@ -261,8 +265,8 @@ impl KeyStore for PostgresStore {
     async fn rotate_key(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &KeyId,
         new: NewKey,
         old_valid_until: Option<OffsetDateTime>,
     ) -> StoreResult<(KeyRecord, KeyRecord)> {

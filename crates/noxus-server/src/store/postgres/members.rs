@@ -218,7 +218,7 @@ impl MemberStore for PostgresStore {
             .transpose()
     }
 
-    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+    async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>> {
         sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -230,8 +230,8 @@ impl MemberStore for PostgresStore {
     async fn set_membership(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        user_id: &str,
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
         role: Role,
     ) -> StoreResult<Option<Role>> {
         let mut tx = self.begin().await?;
@@ -285,9 +285,9 @@ impl MemberStore for PostgresStore {
     async fn remove_membership(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        user_id: &str,
-    ) -> StoreResult<Vec<String>> {
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<KeyId>> {
         let mut tx = self.begin().await?;
         let org = lock_workspace(&mut tx, workspace_id).await?;
         let removed: Option<String> = sqlx::query_scalar(
@@ -306,7 +306,7 @@ impl MemberStore for PostgresStore {
         let revoked = revoke_live_keys(
             &mut tx,
             "user_id = $1 AND workspace_id = $2",
-            &[user_id, workspace_id],
+            &[user_id.as_str(), workspace_id.as_str()],
             RevokedReason::OwnerRemoved,
         )
         .await?;
@@ -332,10 +332,10 @@ impl MemberStore for PostgresStore {
     async fn set_user_active(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        user_id: &str,
+        organization_id: &OrganizationId,
+        user_id: &UserId,
         active: bool,
-    ) -> StoreResult<(UserRecord, Vec<String>)> {
+    ) -> StoreResult<(UserRecord, Vec<KeyId>)> {
         let mut tx = self.begin().await?;
         // Locked: two admins deactivating each other take turns.
         lock_organization(&mut tx, organization_id).await?;
@@ -357,7 +357,7 @@ impl MemberStore for PostgresStore {
             revoked = revoke_live_keys(
                 &mut tx,
                 "user_id = $1",
-                &[user_id],
+                &[user_id.as_str()],
                 RevokedReason::OwnerDeactivated,
             )
             .await?;
@@ -392,8 +392,8 @@ impl MemberStore for PostgresStore {
     async fn set_org_admin(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        user_id: &str,
+        organization_id: &OrganizationId,
+        user_id: &UserId,
         is_org_admin: bool,
     ) -> StoreResult<UserRecord> {
         let mut tx = self.begin().await?;
@@ -429,13 +429,13 @@ impl MemberStore for PostgresStore {
     async fn set_password(
         &self,
         actor: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: &str,
         must_change: bool,
         keep_session: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let org: String = sqlx::query_scalar(
+        let org: OrganizationId = sqlx::query_scalar(
             "UPDATE users SET password_hash = $1, must_change_password = $2 WHERE id = $3
              RETURNING organization_id",
         )
@@ -453,7 +453,7 @@ impl MemberStore for PostgresStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let by_self = actor.user_id.as_deref() == Some(user_id);
+        let by_self = actor.user_id.as_ref() == Some(user_id);
         audit(
             &mut tx,
             actor,
@@ -472,7 +472,11 @@ impl MemberStore for PostgresStore {
         Ok(())
     }
 
-    async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>> {
+    async fn membership(
+        &self,
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
+    ) -> StoreResult<Option<Role>> {
         let role: Option<String> = sqlx::query_scalar(
             "SELECT role FROM memberships WHERE workspace_id = $1 AND user_id = $2",
         )
@@ -484,7 +488,7 @@ impl MemberStore for PostgresStore {
     }
 
     /// By email (bytewise: the column's collation is "C").
-    async fn list_users(&self, organization_id: &str) -> StoreResult<Vec<UserRecord>> {
+    async fn list_users(&self, organization_id: &OrganizationId) -> StoreResult<Vec<UserRecord>> {
         let rows = sqlx::query_as::<_, UserRow>(
             "SELECT * FROM users WHERE organization_id = $1 ORDER BY email",
         )
@@ -494,7 +498,10 @@ impl MemberStore for PostgresStore {
         records(rows)
     }
 
-    async fn list_members(&self, workspace_id: &str) -> StoreResult<Vec<(UserRecord, Role)>> {
+    async fn list_members(
+        &self,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<Vec<(UserRecord, Role)>> {
         let rows = sqlx::query_as::<_, MemberRow>(
             "SELECT u.*, m.role FROM memberships m JOIN users u ON u.id = m.user_id
              WHERE m.workspace_id = $1 ORDER BY u.email",
@@ -506,7 +513,10 @@ impl MemberStore for PostgresStore {
     }
 
     /// By the workspaces' creation (`seq`) order.
-    async fn workspaces_of_user(&self, user_id: &str) -> StoreResult<Vec<(WorkspaceRecord, Role)>> {
+    async fn workspaces_of_user(
+        &self,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<(WorkspaceRecord, Role)>> {
         let rows = sqlx::query_as::<_, WorkspaceRoleRow>(
             "SELECT w.*, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
              WHERE m.user_id = $1 ORDER BY w.seq",

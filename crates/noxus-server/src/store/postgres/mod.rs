@@ -289,7 +289,7 @@ impl PostgresStore {
     async fn delete_audited(
         &self,
         actor: &Actor,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         sql: &str,
         id: &str,
         action: &str,
@@ -427,8 +427,9 @@ pub(super) fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<OffsetDateTime>
     ms.map(from_ms).transpose()
 }
 
-fn new_id() -> String {
-    Uuid::new_v4().to_string()
+/// A fresh id of whichever kind is wanted.
+fn new_id<T: From<String>>() -> T {
+    T::from(Uuid::new_v4().to_string())
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -446,13 +447,13 @@ fn on_unique(kind: ConflictKind) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-async fn audit(
+async fn audit<T: AsRef<str> + ?Sized>(
     tx: &mut Tx,
     actor: &Actor,
-    organization_id: &str,
-    workspace_id: Option<&str>,
+    organization_id: &OrganizationId,
+    workspace_id: Option<&WorkspaceId>,
     action: &str,
-    target: (&str, &str),
+    target: (&str, &T),
     details: Value,
 ) -> StoreResult<()> {
     sqlx::query(
@@ -462,11 +463,11 @@ async fn audit(
     )
     .bind(organization_id)
     .bind(workspace_id)
-    .bind(actor.user_id.as_deref())
-    .bind(actor.key_id.as_deref())
+    .bind(actor.user_id.as_ref())
+    .bind(actor.key_id.as_ref())
     .bind(action)
     .bind(target.0)
-    .bind(target.1)
+    .bind(target.1.as_ref())
     .bind(details.to_string())
     .bind(actor.client_addr.as_deref())
     .bind(to_ms(now()))
@@ -475,7 +476,7 @@ async fn audit(
     Ok(())
 }
 
-async fn org_of_workspace(tx: &mut Tx, workspace_id: &str) -> StoreResult<String> {
+async fn org_of_workspace(tx: &mut Tx, workspace_id: &WorkspaceId) -> StoreResult<OrganizationId> {
     sqlx::query_scalar("SELECT organization_id FROM workspaces WHERE id = $1")
         .bind(workspace_id)
         .fetch_optional(&mut **tx)
@@ -487,7 +488,7 @@ async fn org_of_workspace(tx: &mut Tx, workspace_id: &str) -> StoreResult<String
 /// ends: writes whose rule spans several rows of a workspace (its owners,
 /// its key and workflow quotas) take it first, so that they run one after
 /// another and each checks what the previous one committed.
-async fn lock_workspace(tx: &mut Tx, workspace_id: &str) -> StoreResult<String> {
+async fn lock_workspace(tx: &mut Tx, workspace_id: &WorkspaceId) -> StoreResult<OrganizationId> {
     sqlx::query_scalar("SELECT organization_id FROM workspaces WHERE id = $1 FOR NO KEY UPDATE")
         .bind(workspace_id)
         .fetch_optional(&mut **tx)
@@ -497,7 +498,7 @@ async fn lock_workspace(tx: &mut Tx, workspace_id: &str) -> StoreResult<String> 
 
 /// Locks the organization's row (the "keeps an active admin" rule), as
 /// [`lock_workspace`] does for a workspace. `NotFound` if it does not exist.
-async fn lock_organization(tx: &mut Tx, organization_id: &str) -> StoreResult<()> {
+async fn lock_organization(tx: &mut Tx, organization_id: &OrganizationId) -> StoreResult<()> {
     let found: Option<String> =
         sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE")
             .bind(organization_id)
@@ -507,7 +508,7 @@ async fn lock_organization(tx: &mut Tx, organization_id: &str) -> StoreResult<()
 }
 
 /// Refuses (rolling back) a change that left the workspace without an owner.
-async fn keeps_an_owner(tx: &mut Tx, workspace_id: &str) -> StoreResult<()> {
+async fn keeps_an_owner(tx: &mut Tx, workspace_id: &WorkspaceId) -> StoreResult<()> {
     let owners: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM memberships WHERE workspace_id = $1 AND role = 'owner'",
     )
@@ -522,7 +523,7 @@ async fn keeps_an_owner(tx: &mut Tx, workspace_id: &str) -> StoreResult<()> {
 
 /// Refuses (rolling back) a change that left the organization without an
 /// active organization admin.
-async fn keeps_an_org_admin(tx: &mut Tx, organization_id: &str) -> StoreResult<()> {
+async fn keeps_an_org_admin(tx: &mut Tx, organization_id: &OrganizationId) -> StoreResult<()> {
     let admins: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM users
          WHERE organization_id = $1 AND is_org_admin AND deactivated_at IS NULL",
@@ -544,7 +545,7 @@ async fn revoke_live_keys(
     filter: &str,
     binds: &[&str],
     reason: RevokedReason,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<Vec<KeyId>> {
     let at = binds.len() + 1;
     let why = binds.len() + 2;
     // The rows are locked in id order first, as the usage flusher locks
@@ -558,7 +559,7 @@ async fn revoke_live_keys(
            AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${at})
          RETURNING id"
     );
-    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    let mut query = sqlx::query_scalar::<_, KeyId>(&sql);
     for bind in binds {
         query = query.bind(*bind);
     }
@@ -598,7 +599,7 @@ fn key_audit_details(key: &KeyRecord) -> Value {
 
 /// A workspace's stored workflows and definition bytes (`workspace_totals`,
 /// kept by triggers; zero before its first workflow).
-async fn workspace_totals(tx: &mut Tx, workspace_id: &str) -> StoreResult<(u64, u64)> {
+async fn workspace_totals(tx: &mut Tx, workspace_id: &WorkspaceId) -> StoreResult<(u64, u64)> {
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT workflows, definition_bytes FROM workspace_totals WHERE workspace_id = $1",
     )

@@ -21,7 +21,7 @@ fn raw_json_text(text: String, column: &str) -> StoreResult<Box<RawValue>> {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct OrganizationRow {
-    id: String,
+    id: OrganizationId,
     name: String,
 }
 
@@ -36,8 +36,8 @@ impl From<OrganizationRow> for Organization {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct UserRow {
-    id: String,
-    organization_id: String,
+    id: UserId,
+    organization_id: OrganizationId,
     email: String,
     name: String,
     password_hash: String,
@@ -72,8 +72,8 @@ impl TryFrom<UserRow> for UserRecord {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct WorkspaceRow {
-    id: String,
-    organization_id: String,
+    id: WorkspaceId,
+    organization_id: OrganizationId,
     name: String,
     description: Option<String>,
     created_at: i64,
@@ -127,9 +127,9 @@ impl TryFrom<MemberRow> for (UserRecord, Role) {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct KeyRow {
-    id: String,
-    workspace_id: String,
-    user_id: String,
+    id: KeyId,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
     name: String,
     digest: String,
     prefix: String,
@@ -139,7 +139,7 @@ pub(super) struct KeyRow {
     created_at: i64,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
-    replaced_by: Option<String>,
+    replaced_by: Option<KeyId>,
     last_used_at: Option<i64>,
     last_used_addr: Option<String>,
     rate_limit_per_second: Option<i64>,
@@ -185,7 +185,7 @@ impl TryFrom<KeyRow> for KeyRecord {
 pub(super) struct KeyAuthRow {
     #[sqlx(flatten)]
     key: KeyRow,
-    organization_id: String,
+    organization_id: OrganizationId,
     workspace_name: String,
     role: Option<String>,
     user_email: String,
@@ -243,8 +243,8 @@ impl TryFrom<SessionUserRow> for (SessionRecord, UserRecord) {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct WorkflowRow {
-    id: String,
-    workspace_id: String,
+    id: WorkflowId,
+    workspace_id: WorkspaceId,
     name: String,
     kind: String,
     definition: String,
@@ -273,13 +273,13 @@ impl TryFrom<WorkflowRow> for WorkflowRecord {
 /// ask for it.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct VersionRow {
-    id: String,
-    workflow_id: String,
+    id: WorkflowVersionId,
+    workflow_id: WorkflowId,
     name: String,
     description: Option<String>,
     #[sqlx(default)]
     definition: Option<String>,
-    created_by: Option<String>,
+    created_by: Option<UserId>,
     created_at: i64,
 }
 
@@ -304,10 +304,10 @@ impl TryFrom<VersionRow> for WorkflowVersionRecord {
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct AuditRow {
     id: i64,
-    organization_id: String,
-    workspace_id: Option<String>,
-    actor_user_id: Option<String>,
-    actor_key_id: Option<String>,
+    organization_id: OrganizationId,
+    workspace_id: Option<WorkspaceId>,
+    actor_user_id: Option<UserId>,
+    actor_key_id: Option<KeyId>,
     action: String,
     target_type: String,
     target_id: String,
@@ -338,7 +338,7 @@ impl TryFrom<AuditRow> for AuditRecord {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct UsageRow {
-    key_id: String,
+    key_id: KeyId,
     hour: i64,
     requests: i64,
     ok: i64,

@@ -52,7 +52,7 @@ impl SessionStore for PostgresStore {
         Ok(())
     }
 
-    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+    async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()> {
         sqlx::query("DELETE FROM sessions WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
@@ -63,15 +63,16 @@ impl SessionStore for PostgresStore {
     async fn end_sessions(
         &self,
         actor: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         keep: Option<&str>,
     ) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        let org: String = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let org: OrganizationId =
+            sqlx::query_scalar("SELECT organization_id FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
         let ended = sqlx::query(
             "DELETE FROM sessions WHERE user_id = $1 AND token_digest IS DISTINCT FROM $2",
         )

@@ -37,7 +37,9 @@ impl UsageStore for PostgresStore {
         .await?
         .into_iter()
         .collect();
-        let flushes = batch.iter().filter(|f| existing.contains(&f.key_id));
+        let flushes = batch
+            .iter()
+            .filter(|f| existing.contains(f.key_id.as_str()));
 
         // Last use per key (the latest of the batch).
         let mut last_used: BTreeMap<&str, (i64, Option<&str>)> = BTreeMap::new();
@@ -201,8 +203,8 @@ impl UsageStore for PostgresStore {
 
     async fn usage_hours(
         &self,
-        workspace_id: &str,
-        key_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        key_id: Option<&KeyId>,
         from_hour: i64,
         to_hour: i64,
     ) -> StoreResult<Vec<UsageHour>> {
@@ -246,7 +248,7 @@ impl UsageStore for PostgresStore {
     /// Most recently seen first; among equal sightings, the later inserted first.
     async fn key_addresses(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyAddress>, u64)> {

@@ -56,7 +56,7 @@ impl WorkflowStore for PostgresStore {
     async fn create_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         fields: WorkflowFields,
         quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord> {
@@ -111,7 +111,7 @@ impl WorkflowStore for PostgresStore {
 
     async fn list_workflows(
         &self,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         kind: Option<&str>,
         offset: u64,
         limit: u64,
@@ -147,7 +147,11 @@ impl WorkflowStore for PostgresStore {
         Ok((items, u64::try_from(total).unwrap_or(0)))
     }
 
-    async fn workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<WorkflowRecord>> {
+    async fn workflow(
+        &self,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
+    ) -> StoreResult<Option<WorkflowRecord>> {
         sqlx::query_as::<_, WorkflowRow>(
             "SELECT * FROM workflows WHERE workspace_id = $1 AND id = $2",
         )
@@ -162,8 +166,8 @@ impl WorkflowStore for PostgresStore {
     async fn update_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
         fields: WorkflowFields,
         quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord> {
@@ -217,14 +221,14 @@ impl WorkflowStore for PostgresStore {
     async fn delete_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
     ) -> StoreResult<()> {
         self.delete_audited(
             actor,
             workspace_id,
             "DELETE FROM workflows WHERE workspace_id = $1 AND id = $2",
-            id,
+            id.as_str(),
             "workflow.delete",
             "workflow",
         )
@@ -234,8 +238,8 @@ impl WorkflowStore for PostgresStore {
     async fn create_workflow_version(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        workflow_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
         name: &str,
         description: Option<&str>,
         definition: Value,
@@ -304,8 +308,8 @@ impl WorkflowStore for PostgresStore {
 
     async fn list_workflow_versions(
         &self,
-        workspace_id: &str,
-        workflow_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
         slice: VersionSlice,
     ) -> StoreResult<(Vec<WorkflowVersionRecord>, u64)> {
         let exists: Option<String> =
@@ -345,9 +349,9 @@ impl WorkflowStore for PostgresStore {
     async fn update_workflow_version(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        workflow_id: &str,
-        version_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
+        version_id: &WorkflowVersionId,
         name: &str,
         description: Option<&str>,
         definition: Value,

@@ -8,10 +8,10 @@ impl WorkspaceStore for PostgresStore {
     async fn create_workspace(
         &self,
         actor: &Actor,
-        organization_id: &str,
+        organization_id: &OrganizationId,
         name: &str,
         description: Option<&str>,
-        owner_user_id: &str,
+        owner_user_id: &UserId,
     ) -> StoreResult<WorkspaceRecord> {
         let id = new_id();
         let created_at = now();
@@ -60,7 +60,10 @@ impl WorkspaceStore for PostgresStore {
     }
 
     /// By creation (`seq`) order.
-    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
+    async fn list_workspaces(
+        &self,
+        organization_id: &OrganizationId,
+    ) -> StoreResult<Vec<WorkspaceRecord>> {
         let rows = sqlx::query_as::<_, WorkspaceRow>(
             "SELECT * FROM workspaces WHERE organization_id = $1 ORDER BY seq",
         )
@@ -72,8 +75,8 @@ impl WorkspaceStore for PostgresStore {
 
     async fn workspace(
         &self,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrganizationId,
+        id: &WorkspaceId,
     ) -> StoreResult<Option<WorkspaceRecord>> {
         sqlx::query_as::<_, WorkspaceRow>(
             "SELECT * FROM workspaces WHERE organization_id = $1 AND id = $2",
@@ -89,8 +92,8 @@ impl WorkspaceStore for PostgresStore {
     async fn set_workspace_rate_limit(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        workspace_id: &str,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
         limit: Option<RateLimit>,
     ) -> StoreResult<WorkspaceRecord> {
         let mut tx = self.begin().await?;
@@ -124,8 +127,8 @@ impl WorkspaceStore for PostgresStore {
     async fn delete_workspace(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrganizationId,
+        id: &WorkspaceId,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let name: Option<String> = sqlx::query_scalar(

@@ -223,7 +223,7 @@ impl SqliteStore {
         sqlx::query("DELETE FROM audit_archive_window")
             .execute(&mut *tx)
             .await?;
-        let organization: Option<String> =
+        let organization: Option<crate::store::OrganizationId> =
             sqlx::query_scalar("SELECT id FROM organizations ORDER BY created_at LIMIT 1")
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -235,7 +235,7 @@ impl SqliteStore {
         audit(
             &mut tx,
             actor,
-            organization.as_deref().unwrap_or(""),
+            &organization.unwrap_or_else(|| crate::store::OrganizationId::from("")),
             None,
             "audit.archive",
             ("audit_log", &format!("{first}-{last}")),

@@ -38,10 +38,10 @@ pub(super) fn prefix_successor(prefix: &str) -> Option<String> {
 /// this replaces ignored ASCII case.
 pub(super) fn audit_search(query: &AuditQuery) -> (String, Vec<Arg>) {
     let mut sql = String::from("SELECT * FROM audit_log WHERE organization_id = ?");
-    let mut args = vec![Arg::Text(query.organization_id.clone())];
+    let mut args = vec![Arg::Text(query.organization_id.to_string())];
     if let Some(workspace_id) = &query.workspace_id {
         sql.push_str(" AND workspace_id = ?");
-        args.push(Arg::Text(workspace_id.clone()));
+        args.push(Arg::Text(workspace_id.to_string()));
     }
     if let Some(prefix) = query
         .action_prefix

@@ -53,8 +53,8 @@ pub(super) async fn insert_key(
 
 async fn key_in_tx(
     tx: &mut Transaction<'_, Sqlite>,
-    workspace_id: &str,
-    id: &str,
+    workspace_id: &WorkspaceId,
+    id: &KeyId,
 ) -> StoreResult<KeyRecord> {
     sqlx::query_as::<_, KeyRow>(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
@@ -136,8 +136,8 @@ impl KeyStore for SqliteStore {
 
     async fn list_keys(
         &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        user_id: Option<&UserId>,
     ) -> StoreResult<Vec<KeyRecord>> {
         let rows = sqlx::query_as::<_, KeyRow>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k
@@ -154,8 +154,8 @@ impl KeyStore for SqliteStore {
 
     async fn list_keys_page(
         &self,
-        workspace_id: &str,
-        user_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        user_id: Option<&UserId>,
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyRecord>, u64)> {
@@ -188,7 +188,7 @@ impl KeyStore for SqliteStore {
 
     async fn replace_key_digest(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         old: &KeyDigest,
         new: &KeyDigest,
     ) -> StoreResult<()> {
@@ -206,7 +206,7 @@ impl KeyStore for SqliteStore {
         Ok(())
     }
 
-    async fn key(&self, workspace_id: &str, id: &str) -> StoreResult<Option<KeyRecord>> {
+    async fn key(&self, workspace_id: &WorkspaceId, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         sqlx::query_as::<_, KeyRow>(&format!(
             "SELECT {KEY_COLUMNS} FROM api_keys k WHERE k.workspace_id = ? AND k.id = ?"
         ))
@@ -221,8 +221,8 @@ impl KeyStore for SqliteStore {
     async fn revoke_key(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &KeyId,
     ) -> StoreResult<KeyRecord> {
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
@@ -258,8 +258,8 @@ impl KeyStore for SqliteStore {
     async fn rotate_key(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &KeyId,
         new: NewKey,
         old_valid_until: Option<OffsetDateTime>,
     ) -> StoreResult<(KeyRecord, KeyRecord)> {

@@ -197,7 +197,7 @@ impl MemberStore for SqliteStore {
             .transpose()
     }
 
-    async fn user(&self, id: &str) -> StoreResult<Option<UserRecord>> {
+    async fn user(&self, id: &UserId) -> StoreResult<Option<UserRecord>> {
         sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -209,8 +209,8 @@ impl MemberStore for SqliteStore {
     async fn set_membership(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        user_id: &str,
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
         role: Role,
     ) -> StoreResult<Option<Role>> {
         let mut tx = self.begin_write().await?;
@@ -262,9 +262,9 @@ impl MemberStore for SqliteStore {
     async fn remove_membership(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        user_id: &str,
-    ) -> StoreResult<Vec<String>> {
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<KeyId>> {
         let mut tx = self.begin_write().await?;
         let org = org_of_workspace(&mut tx, workspace_id).await?;
         let removed: Option<String> = sqlx::query_scalar(
@@ -283,7 +283,7 @@ impl MemberStore for SqliteStore {
         let revoked = revoke_live_keys(
             &mut tx,
             "user_id = ?1 AND workspace_id = ?2",
-            &[user_id, workspace_id],
+            &[user_id.as_str(), workspace_id.as_str()],
             RevokedReason::OwnerRemoved,
         )
         .await?;
@@ -309,10 +309,10 @@ impl MemberStore for SqliteStore {
     async fn set_user_active(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        user_id: &str,
+        organization_id: &OrganizationId,
+        user_id: &UserId,
         active: bool,
-    ) -> StoreResult<(UserRecord, Vec<String>)> {
+    ) -> StoreResult<(UserRecord, Vec<KeyId>)> {
         let mut tx = self.begin_write().await?;
         let user: UserRecord = sqlx::query_as::<_, UserRow>(
             "UPDATE users SET deactivated_at = CASE WHEN ? THEN NULL ELSE COALESCE(deactivated_at, ?) END
@@ -332,7 +332,7 @@ impl MemberStore for SqliteStore {
             revoked = revoke_live_keys(
                 &mut tx,
                 "user_id = ?1",
-                &[user_id],
+                &[user_id.as_str()],
                 RevokedReason::OwnerDeactivated,
             )
             .await?;
@@ -367,8 +367,8 @@ impl MemberStore for SqliteStore {
     async fn set_org_admin(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        user_id: &str,
+        organization_id: &OrganizationId,
+        user_id: &UserId,
         is_org_admin: bool,
     ) -> StoreResult<UserRecord> {
         let mut tx = self.begin_write().await?;
@@ -403,13 +403,13 @@ impl MemberStore for SqliteStore {
     async fn set_password(
         &self,
         actor: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         password_hash: &str,
         must_change: bool,
         keep_session: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        let org: String = sqlx::query_scalar(
+        let org: OrganizationId = sqlx::query_scalar(
             "UPDATE users SET password_hash = ?, must_change_password = ? WHERE id = ?
              RETURNING organization_id",
         )
@@ -425,7 +425,7 @@ impl MemberStore for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        let by_self = actor.user_id.as_deref() == Some(user_id);
+        let by_self = actor.user_id.as_ref() == Some(user_id);
         audit(
             &mut tx,
             actor,
@@ -444,7 +444,11 @@ impl MemberStore for SqliteStore {
         Ok(())
     }
 
-    async fn membership(&self, workspace_id: &str, user_id: &str) -> StoreResult<Option<Role>> {
+    async fn membership(
+        &self,
+        workspace_id: &WorkspaceId,
+        user_id: &UserId,
+    ) -> StoreResult<Option<Role>> {
         let role: Option<String> = sqlx::query_scalar(
             "SELECT role FROM memberships WHERE workspace_id = ? AND user_id = ?",
         )
@@ -455,7 +459,7 @@ impl MemberStore for SqliteStore {
         role.as_deref().map(parse_role).transpose()
     }
 
-    async fn list_users(&self, organization_id: &str) -> StoreResult<Vec<UserRecord>> {
+    async fn list_users(&self, organization_id: &OrganizationId) -> StoreResult<Vec<UserRecord>> {
         let rows = sqlx::query_as::<_, UserRow>(
             "SELECT * FROM users WHERE organization_id = ? ORDER BY email",
         )
@@ -465,7 +469,10 @@ impl MemberStore for SqliteStore {
         records(rows)
     }
 
-    async fn list_members(&self, workspace_id: &str) -> StoreResult<Vec<(UserRecord, Role)>> {
+    async fn list_members(
+        &self,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<Vec<(UserRecord, Role)>> {
         let rows = sqlx::query_as::<_, MemberRow>(
             "SELECT u.*, m.role FROM memberships m JOIN users u ON u.id = m.user_id
              WHERE m.workspace_id = ? ORDER BY u.email",
@@ -476,7 +483,10 @@ impl MemberStore for SqliteStore {
         records(rows)
     }
 
-    async fn workspaces_of_user(&self, user_id: &str) -> StoreResult<Vec<(WorkspaceRecord, Role)>> {
+    async fn workspaces_of_user(
+        &self,
+        user_id: &UserId,
+    ) -> StoreResult<Vec<(WorkspaceRecord, Role)>> {
         let rows = sqlx::query_as::<_, WorkspaceRoleRow>(
             "SELECT w.*, m.role FROM memberships m JOIN workspaces w ON w.id = m.workspace_id
              WHERE m.user_id = ? ORDER BY w.rowid",

@@ -85,7 +85,7 @@ impl SqliteStore {
     async fn delete_audited(
         &self,
         actor: &Actor,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         sql: &str,
         id: &str,
         action: &str,
@@ -166,7 +166,7 @@ impl SqliteStore {
 /// kept by triggers; zero before its first workflow).
 async fn workspace_totals(
     tx: &mut Transaction<'_, Sqlite>,
-    workspace_id: &str,
+    workspace_id: &WorkspaceId,
 ) -> StoreResult<(u64, u64)> {
     let row: Option<(i64, i64)> = sqlx::query_as(
         "SELECT workflows, definition_bytes FROM workspace_totals WHERE workspace_id = ?",
@@ -218,8 +218,9 @@ fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
     ms.map(from_ms).transpose()
 }
 
-fn new_id() -> String {
-    Uuid::new_v4().to_string()
+/// A fresh id of whichever kind is wanted.
+fn new_id<T: From<String>>() -> T {
+    T::from(Uuid::new_v4().to_string())
 }
 
 /// Maps a unique violation to [`StoreError::Conflict`] (each statement this
@@ -233,13 +234,13 @@ fn on_unique(kind: ConflictKind) -> impl FnOnce(sqlx::Error) -> StoreError {
     }
 }
 
-async fn audit(
+async fn audit<T: AsRef<str> + ?Sized>(
     tx: &mut Transaction<'_, Sqlite>,
     actor: &Actor,
-    organization_id: &str,
-    workspace_id: Option<&str>,
+    organization_id: &OrganizationId,
+    workspace_id: Option<&WorkspaceId>,
     action: &str,
-    target: (&str, &str),
+    target: (&str, &T),
     details: Value,
 ) -> StoreResult<()> {
     sqlx::query(
@@ -249,11 +250,11 @@ async fn audit(
     )
     .bind(organization_id)
     .bind(workspace_id)
-    .bind(actor.user_id.as_deref())
-    .bind(actor.key_id.as_deref())
+    .bind(actor.user_id.as_ref())
+    .bind(actor.key_id.as_ref())
     .bind(action)
     .bind(target.0)
-    .bind(target.1)
+    .bind(target.1.as_ref())
     .bind(details.to_string())
     .bind(actor.client_addr.as_deref())
     .bind(to_ms(now()))
@@ -264,8 +265,8 @@ async fn audit(
 
 async fn org_of_workspace(
     tx: &mut Transaction<'_, Sqlite>,
-    workspace_id: &str,
-) -> StoreResult<String> {
+    workspace_id: &WorkspaceId,
+) -> StoreResult<OrganizationId> {
     sqlx::query_scalar("SELECT organization_id FROM workspaces WHERE id = ?")
         .bind(workspace_id)
         .fetch_optional(&mut **tx)
@@ -274,7 +275,10 @@ async fn org_of_workspace(
 }
 
 /// Refuses (rolling back) a change that left the workspace without an owner.
-async fn keeps_an_owner(tx: &mut Transaction<'_, Sqlite>, workspace_id: &str) -> StoreResult<()> {
+async fn keeps_an_owner(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &WorkspaceId,
+) -> StoreResult<()> {
     let owners: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM memberships WHERE workspace_id = ? AND role = 'owner'",
     )
@@ -291,7 +295,7 @@ async fn keeps_an_owner(tx: &mut Transaction<'_, Sqlite>, workspace_id: &str) ->
 /// active organization admin.
 async fn keeps_an_org_admin(
     tx: &mut Transaction<'_, Sqlite>,
-    organization_id: &str,
+    organization_id: &OrganizationId,
 ) -> StoreResult<()> {
     let admins: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM users
@@ -314,7 +318,7 @@ async fn revoke_live_keys(
     filter: &str,
     binds: &[&str],
     reason: RevokedReason,
-) -> StoreResult<Vec<String>> {
+) -> StoreResult<Vec<KeyId>> {
     let at = binds.len() + 1;
     let why = binds.len() + 2;
     let sql = format!(
@@ -322,7 +326,7 @@ async fn revoke_live_keys(
          WHERE {filter} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?{at})
          RETURNING id"
     );
-    let mut query = sqlx::query_scalar::<_, String>(&sql);
+    let mut query = sqlx::query_scalar::<_, KeyId>(&sql);
     for bind in binds {
         query = query.bind(*bind);
     }

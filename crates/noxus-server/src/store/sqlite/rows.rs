@@ -23,7 +23,7 @@ fn raw_json_text(text: String, column: &str) -> StoreResult<Box<RawValue>> {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct OrganizationRow {
-    id: String,
+    id: OrganizationId,
     name: String,
 }
 
@@ -38,8 +38,8 @@ impl From<OrganizationRow> for Organization {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct UserRow {
-    id: String,
-    organization_id: String,
+    id: UserId,
+    organization_id: OrganizationId,
     email: String,
     name: String,
     password_hash: String,
@@ -75,8 +75,8 @@ impl TryFrom<UserRow> for UserRecord {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct WorkspaceRow {
-    id: String,
-    organization_id: String,
+    id: WorkspaceId,
+    organization_id: OrganizationId,
     name: String,
     description: Option<String>,
     created_at: i64,
@@ -130,9 +130,9 @@ impl TryFrom<MemberRow> for (UserRecord, Role) {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct KeyRow {
-    id: String,
-    workspace_id: String,
-    user_id: String,
+    id: KeyId,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
     name: String,
     digest: String,
     prefix: String,
@@ -142,7 +142,7 @@ pub(super) struct KeyRow {
     created_at: i64,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
-    replaced_by: Option<String>,
+    replaced_by: Option<KeyId>,
     last_used_at: Option<i64>,
     last_used_addr: Option<String>,
     rate_limit_per_second: Option<i64>,
@@ -188,7 +188,7 @@ impl TryFrom<KeyRow> for KeyRecord {
 pub(super) struct KeyAuthRow {
     #[sqlx(flatten)]
     key: KeyRow,
-    organization_id: String,
+    organization_id: OrganizationId,
     workspace_name: String,
     role: Option<String>,
     user_email: String,
@@ -246,8 +246,8 @@ impl TryFrom<SessionUserRow> for (SessionRecord, UserRecord) {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct WorkflowRow {
-    id: String,
-    workspace_id: String,
+    id: WorkflowId,
+    workspace_id: WorkspaceId,
     name: String,
     kind: String,
     definition: String,
@@ -276,13 +276,13 @@ impl TryFrom<WorkflowRow> for WorkflowRecord {
 /// ask for it (the column is NOT NULL, so `None` means not selected).
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct VersionRow {
-    id: String,
-    workflow_id: String,
+    id: WorkflowVersionId,
+    workflow_id: WorkflowId,
     name: String,
     description: Option<String>,
     #[sqlx(default)]
     definition: Option<String>,
-    created_by: Option<String>,
+    created_by: Option<UserId>,
     created_at: i64,
 }
 
@@ -309,10 +309,10 @@ impl TryFrom<VersionRow> for WorkflowVersionRecord {
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct AuditRow {
     pub(super) id: i64,
-    pub(super) organization_id: String,
-    pub(super) workspace_id: Option<String>,
-    pub(super) actor_user_id: Option<String>,
-    pub(super) actor_key_id: Option<String>,
+    pub(super) organization_id: OrganizationId,
+    pub(super) workspace_id: Option<WorkspaceId>,
+    pub(super) actor_user_id: Option<UserId>,
+    pub(super) actor_key_id: Option<KeyId>,
     pub(super) action: String,
     pub(super) target_type: String,
     pub(super) target_id: String,
@@ -343,7 +343,7 @@ impl TryFrom<AuditRow> for AuditRecord {
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct UsageRow {
-    key_id: String,
+    key_id: KeyId,
     hour: i64,
     requests: i64,
     ok: i64,

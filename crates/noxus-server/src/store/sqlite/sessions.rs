@@ -52,7 +52,7 @@ impl SessionStore for SqliteStore {
         Ok(())
     }
 
-    async fn delete_user_sessions(&self, user_id: &str) -> StoreResult<()> {
+    async fn delete_user_sessions(&self, user_id: &UserId) -> StoreResult<()> {
         sqlx::query("DELETE FROM sessions WHERE user_id = ?")
             .bind(user_id)
             .execute(&self.pool)
@@ -63,15 +63,16 @@ impl SessionStore for SqliteStore {
     async fn end_sessions(
         &self,
         actor: &Actor,
-        user_id: &str,
+        user_id: &UserId,
         keep: Option<&str>,
     ) -> StoreResult<u64> {
         let mut tx = self.begin_write().await?;
-        let org: String = sqlx::query_scalar("SELECT organization_id FROM users WHERE id = ?")
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+        let org: OrganizationId =
+            sqlx::query_scalar("SELECT organization_id FROM users WHERE id = ?")
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
         let ended = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND token_digest IS NOT ?")
             .bind(user_id)
             .bind(keep)

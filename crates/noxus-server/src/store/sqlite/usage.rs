@@ -130,8 +130,8 @@ impl UsageStore for SqliteStore {
 
     async fn usage_hours(
         &self,
-        workspace_id: &str,
-        key_id: Option<&str>,
+        workspace_id: &WorkspaceId,
+        key_id: Option<&KeyId>,
         from_hour: i64,
         to_hour: i64,
     ) -> StoreResult<Vec<UsageHour>> {
@@ -176,7 +176,7 @@ impl UsageStore for SqliteStore {
 
     async fn key_addresses(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         offset: u64,
         limit: u64,
     ) -> StoreResult<(Vec<KeyAddress>, u64)> {

@@ -48,7 +48,7 @@ impl WorkflowStore for SqliteStore {
     async fn create_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         fields: WorkflowFields,
         quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord> {
@@ -104,7 +104,7 @@ impl WorkflowStore for SqliteStore {
 
     async fn list_workflows(
         &self,
-        workspace_id: &str,
+        workspace_id: &WorkspaceId,
         kind: Option<&str>,
         offset: u64,
         limit: u64,
@@ -146,7 +146,11 @@ impl WorkflowStore for SqliteStore {
         Ok((items, u64::try_from(total).unwrap_or(0)))
     }
 
-    async fn workflow(&self, workspace_id: &str, id: &str) -> StoreResult<Option<WorkflowRecord>> {
+    async fn workflow(
+        &self,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
+    ) -> StoreResult<Option<WorkflowRecord>> {
         sqlx::query_as::<_, WorkflowRow>(
             "SELECT * FROM workflows WHERE workspace_id = ? AND id = ?",
         )
@@ -161,8 +165,8 @@ impl WorkflowStore for SqliteStore {
     async fn update_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
         fields: WorkflowFields,
         quotas: &WorkflowQuotas,
     ) -> StoreResult<WorkflowRecord> {
@@ -216,14 +220,14 @@ impl WorkflowStore for SqliteStore {
     async fn delete_workflow(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        id: &str,
+        workspace_id: &WorkspaceId,
+        id: &WorkflowId,
     ) -> StoreResult<()> {
         self.delete_audited(
             actor,
             workspace_id,
             "DELETE FROM workflows WHERE workspace_id = ? AND id = ?",
-            id,
+            id.as_str(),
             "workflow.delete",
             "workflow",
         )
@@ -233,8 +237,8 @@ impl WorkflowStore for SqliteStore {
     async fn create_workflow_version(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        workflow_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
         name: &str,
         description: Option<&str>,
         definition: Value,
@@ -303,8 +307,8 @@ impl WorkflowStore for SqliteStore {
 
     async fn list_workflow_versions(
         &self,
-        workspace_id: &str,
-        workflow_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
         slice: VersionSlice,
     ) -> StoreResult<(Vec<WorkflowVersionRecord>, u64)> {
         let exists: Option<String> =
@@ -343,9 +347,9 @@ impl WorkflowStore for SqliteStore {
     async fn update_workflow_version(
         &self,
         actor: &Actor,
-        workspace_id: &str,
-        workflow_id: &str,
-        version_id: &str,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
+        version_id: &WorkflowVersionId,
         name: &str,
         description: Option<&str>,
         definition: Value,

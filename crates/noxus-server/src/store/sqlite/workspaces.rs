@@ -8,10 +8,10 @@ impl WorkspaceStore for SqliteStore {
     async fn create_workspace(
         &self,
         actor: &Actor,
-        organization_id: &str,
+        organization_id: &OrganizationId,
         name: &str,
         description: Option<&str>,
-        owner_user_id: &str,
+        owner_user_id: &UserId,
     ) -> StoreResult<WorkspaceRecord> {
         let id = new_id();
         let created_at = now();
@@ -55,7 +55,10 @@ impl WorkspaceStore for SqliteStore {
         })
     }
 
-    async fn list_workspaces(&self, organization_id: &str) -> StoreResult<Vec<WorkspaceRecord>> {
+    async fn list_workspaces(
+        &self,
+        organization_id: &OrganizationId,
+    ) -> StoreResult<Vec<WorkspaceRecord>> {
         let rows = sqlx::query_as::<_, WorkspaceRow>(
             "SELECT * FROM workspaces WHERE organization_id = ? ORDER BY rowid",
         )
@@ -67,8 +70,8 @@ impl WorkspaceStore for SqliteStore {
 
     async fn workspace(
         &self,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrganizationId,
+        id: &WorkspaceId,
     ) -> StoreResult<Option<WorkspaceRecord>> {
         sqlx::query_as::<_, WorkspaceRow>(
             "SELECT * FROM workspaces WHERE organization_id = ? AND id = ?",
@@ -84,8 +87,8 @@ impl WorkspaceStore for SqliteStore {
     async fn set_workspace_rate_limit(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        workspace_id: &str,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
         limit: Option<RateLimit>,
     ) -> StoreResult<WorkspaceRecord> {
         let mut tx = self.begin_write().await?;
@@ -119,8 +122,8 @@ impl WorkspaceStore for SqliteStore {
     async fn delete_workspace(
         &self,
         actor: &Actor,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrganizationId,
+        id: &WorkspaceId,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let name: Option<String> =
