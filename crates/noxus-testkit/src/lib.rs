@@ -155,10 +155,10 @@ impl TestApp {
                     .outcome
                     .key
                     .as_ref()
-                    .map(|k| k.id.clone())
+                    .map(|k| k.id.to_string())
                     .unwrap_or_default();
                 let owner = TestUser {
-                    id: w.outcome.user.id.clone(),
+                    id: w.outcome.user.id.to_string(),
                     email: w.outcome.user.email.clone(),
                     password: w
                         .generated_password
@@ -167,9 +167,9 @@ impl TestApp {
                         .unwrap_or_default(),
                     key: key.clone(),
                     key_id,
-                    workspace_id: w.outcome.workspace.id.clone(),
+                    workspace_id: w.outcome.workspace.id.to_string(),
                 };
-                (owner, key, w.outcome.workspace.id.clone())
+                (owner, key, w.outcome.workspace.id.to_string())
             }
             None => {
                 // A restart: the first key's secret is gone, so issue another for the owner.
@@ -178,7 +178,7 @@ impl TestApp {
                     .list_workspaces(&org.id)
                     .await
                     .expect("workspaces");
-                let workspace_id = workspaces.first().expect("a workspace").id.clone();
+                let workspace_id = workspaces.first().expect("a workspace").id.to_string();
                 let user = state
                     .store()
                     .user_by_email(&state.config().admin_email)
@@ -188,7 +188,7 @@ impl TestApp {
                 let (key, key_id) = issue(
                     &state,
                     &workspace_id,
-                    &user.id,
+                    user.id.as_str(),
                     KeyOptions {
                         tenant_admin: true,
                         ..Default::default()
@@ -202,7 +202,7 @@ impl TestApp {
                     .map(|p| p.expose_secret().to_owned())
                     .unwrap_or_default();
                 let owner = TestUser {
-                    id: user.id,
+                    id: user.id.into_string(),
                     email: user.email,
                     password,
                     key: key.clone(),
@@ -219,7 +219,7 @@ impl TestApp {
             state,
             owner_key,
             owner,
-            organization_id: org.id,
+            organization_id: org.id.into_string(),
             workspace_id,
             data_dir: None,
             database,
@@ -297,7 +297,7 @@ impl TestApp {
             .create_user(
                 &Actor::system(),
                 NewUser {
-                    organization_id: self.organization_id.clone(),
+                    organization_id: self.organization_id.as_str().into(),
                     email: email.clone(),
                     name: format!("{role} {n}"),
                     password_hash: hash,
@@ -310,15 +310,21 @@ impl TestApp {
         noxus_server::members::set_role(
             &self.state,
             &Actor::system(),
-            workspace_id,
+            &workspace_id.into(),
             &user.id,
             role,
         )
         .await
         .expect("membership");
-        let (key, key_id) = issue(&self.state, workspace_id, &user.id, KeyOptions::default()).await;
+        let (key, key_id) = issue(
+            &self.state,
+            workspace_id,
+            user.id.as_str(),
+            KeyOptions::default(),
+        )
+        .await;
         TestUser {
-            id: user.id,
+            id: user.id.into_string(),
             email,
             password: TEST_PASSWORD.to_owned(),
             key,
@@ -335,16 +341,16 @@ impl TestApp {
             .store()
             .create_workspace(
                 &Actor::system(),
-                &self.organization_id,
+                &self.organization_id.as_str().into(),
                 name,
                 None,
-                &self.owner.id,
+                &self.owner.id.as_str().into(),
             )
             .await
             .expect("workspace");
         let (key, key_id) = issue(
             &self.state,
-            &workspace.id,
+            workspace.id.as_str(),
             &self.owner.id,
             KeyOptions::default(),
         )
@@ -355,7 +361,7 @@ impl TestApp {
             password: self.owner.password.clone(),
             key,
             key_id,
-            workspace_id: workspace.id,
+            workspace_id: workspace.id.into_string(),
         }
     }
 
@@ -469,8 +475,8 @@ async fn issue(
     options: KeyOptions,
 ) -> (String, String) {
     let request = noxus_server::keys::IssueRequest {
-        workspace_id: workspace_id.to_owned(),
-        user_id: user_id.to_owned(),
+        workspace_id: workspace_id.into(),
+        user_id: user_id.into(),
         name: options.name.unwrap_or_else(|| "test key".to_owned()),
         tenant_admin: options.tenant_admin,
         restriction: options.restriction,
@@ -480,7 +486,7 @@ async fn issue(
     let (record, secret) = noxus_server::keys::issue(state, &Actor::system(), request)
         .await
         .expect("key");
-    (secret.expose_secret().to_owned(), record.id)
+    (secret.expose_secret().to_owned(), record.id.into_string())
 }
 
 fn next_number() -> u64 {

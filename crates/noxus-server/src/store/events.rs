@@ -210,7 +210,7 @@ mod tests {
     async fn a_lagging_subscriber_is_told_to_resync() {
         let bus = EventBus::new();
         let mut sub = bus.subscribe();
-        bus.publish((0..CAPACITY + 10).map(|i| StoreEvent::KeyChanged(i.to_string())));
+        bus.publish((0..CAPACITY + 10).map(|i| StoreEvent::KeyChanged(i.to_string().into())));
         assert_eq!(sub.next().await, Some((0, StoreEvent::Resync)));
     }
 }

@@ -253,7 +253,7 @@ async fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
     let keys = app
         .state
         .store()
-        .list_keys(&app.workspace_id, None)
+        .list_keys(&app.workspace_id.as_str().into(), None)
         .await
         .unwrap();
     assert!(
@@ -263,7 +263,7 @@ async fn forms_without_the_right_csrf_token_are_refused_and_change_nothing() {
     let workspaces = app
         .state
         .store()
-        .list_workspaces(&app.organization_id)
+        .list_workspaces(&app.organization_id.as_str().into())
         .await
         .unwrap();
     assert!(workspaces.iter().all(|w| w.name != "Sneaky"));
@@ -336,7 +336,7 @@ async fn a_created_key_is_shown_once_and_a_resubmission_shows_nothing() {
     let keys = app
         .state
         .store()
-        .list_keys(&app.workspace_id, None)
+        .list_keys(&app.workspace_id.as_str().into(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -399,7 +399,10 @@ async fn a_viewer_sees_no_create_button_and_a_forged_post_is_403() {
     assert_eq!(
         app.state
             .store()
-            .membership(&app.workspace_id, &viewer.id)
+            .membership(
+                &app.workspace_id.as_str().into(),
+                &viewer.id.as_str().into()
+            )
             .await
             .unwrap(),
         Some(Role::Viewer)
@@ -481,7 +484,7 @@ async fn an_expired_session_sends_you_to_the_login_page() {
     );
     app.state
         .store()
-        .delete_user_sessions(&app.owner.id)
+        .delete_user_sessions(&app.owner.id.as_str().into())
         .await
         .unwrap();
     assert_eq!(
@@ -597,7 +600,10 @@ async fn membership_rules_hold_whatever_the_page_shows() {
     assert_eq!(
         app.state
             .store()
-            .membership(&app.workspace_id, &member.id)
+            .membership(
+                &app.workspace_id.as_str().into(),
+                &member.id.as_str().into()
+            )
             .await
             .unwrap(),
         Some(Role::Viewer)
@@ -812,10 +818,11 @@ async fn the_usage_tab_lists_only_the_newest_hundred_flags() {
         .store()
         .record_usage(
             &[noxus_server::store::KeyUsageFlush {
-                key_id: member.key_id.clone(),
-                workspace_id: app.workspace_id.clone(),
+                key_id: member.key_id.clone().into(),
+                workspace_id: app.workspace_id.clone().into(),
                 addresses,
-                ..Default::default()
+                last_used: None,
+                hours: Vec::new(),
             }],
             300,
         )

@@ -91,10 +91,11 @@ async fn an_hour_far_above_the_weekly_average_is_a_spike() {
         .store()
         .record_usage(
             &[KeyUsageFlush {
-                key_id: member.key_id.clone(),
-                workspace_id: app.workspace_id.clone(),
+                key_id: member.key_id.clone().into(),
+                workspace_id: app.workspace_id.clone().into(),
                 hours,
-                ..Default::default()
+                last_used: None,
+                addresses: Vec::new(),
             }],
             100,
         )
@@ -153,8 +154,8 @@ async fn use_after_the_owner_was_demoted_is_flagged() {
     noxus_server::members::set_role(
         &app.state,
         &Actor::system(),
-        &app.workspace_id,
-        &member.id,
+        &app.workspace_id.as_str().into(),
+        &member.id.as_str().into(),
         Role::Viewer,
     )
     .await

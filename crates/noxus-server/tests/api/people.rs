@@ -26,8 +26,8 @@ async fn deactivating_a_user_ends_sessions_and_disables_keys_everywhere() {
     noxus_server::members::set_role(
         &app.state,
         &Actor::system(),
-        &other.workspace_id,
-        &leaver.id,
+        &other.workspace_id.as_str().into(),
+        &leaver.id.as_str().into(),
         Role::Member,
     )
     .await
@@ -139,14 +139,19 @@ async fn removing_a_member_disables_their_keys_there_for_good() {
     let app = TestApp::spawn().await;
     let member = app.user_with_role(Role::Member).await;
     json_ok(app.get("/v1/workflows", &member.key).send().await.unwrap()).await;
-    noxus_server::members::remove(&app.state, &Actor::system(), &app.workspace_id, &member.id)
-        .await
-        .unwrap();
+    noxus_server::members::remove(
+        &app.state,
+        &Actor::system(),
+        &app.workspace_id.as_str().into(),
+        &member.id.as_str().into(),
+    )
+    .await
+    .unwrap();
     noxus_server::members::set_role(
         &app.state,
         &Actor::system(),
-        &app.workspace_id,
-        &member.id,
+        &app.workspace_id.as_str().into(),
+        &member.id.as_str().into(),
         Role::Member,
     )
     .await
@@ -195,8 +200,8 @@ async fn demoting_an_organization_admin_takes_their_tenant_keys_powers_at_once()
     noxus_server::users::set_org_admin(
         &app.state,
         &Actor::system(),
-        &app.organization_id,
-        &second.id,
+        &app.organization_id.as_str().into(),
+        &second.id.as_str().into(),
         true,
     )
     .await
@@ -511,18 +516,23 @@ async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
             .store()
             .create_workspace(
                 &Actor::system(),
-                &app.organization_id,
+                &app.organization_id.as_str().into(),
                 &format!("race {round}"),
                 None,
-                &app.owner.id,
+                &app.owner.id.as_str().into(),
             )
             .await
             .unwrap();
-        let a = app.user_in(&workspace.id, Role::Owner).await;
-        let b = app.user_in(&workspace.id, Role::Owner).await;
-        noxus_server::members::remove(&app.state, &Actor::system(), &workspace.id, &app.owner.id)
-            .await
-            .unwrap();
+        let a = app.user_in(workspace.id.as_str(), Role::Owner).await;
+        let b = app.user_in(workspace.id.as_str(), Role::Owner).await;
+        noxus_server::members::remove(
+            &app.state,
+            &Actor::system(),
+            &workspace.id,
+            &app.owner.id.as_str().into(),
+        )
+        .await
+        .unwrap();
         let demote = |actor: &str, target: &str| {
             let state = app.state.clone();
             let (actor, target, ws) = (actor.to_owned(), target.to_owned(), workspace.id.clone());
@@ -530,12 +540,12 @@ async fn two_owners_demoting_each_other_at_once_leave_one_owner() {
                 noxus_server::members::change_checked(
                     &state,
                     &Actor {
-                        user_id: Some(actor),
+                        user_id: Some(actor.into()),
                         ..Actor::default()
                     },
                     Role::Owner,
                     &ws,
-                    &target,
+                    &target.as_str().into(),
                     Role::Admin,
                 )
                 .await
@@ -642,7 +652,7 @@ async fn a_users_sessions_are_ended_through_the_api_and_audited() {
     let log = app
         .state
         .store()
-        .audit_log(&app.organization_id, None, 20)
+        .audit_log(&app.organization_id.as_str().into(), None, 20)
         .await
         .unwrap();
     let row = log
@@ -650,7 +660,10 @@ async fn a_users_sessions_are_ended_through_the_api_and_audited() {
         .find(|r| r.action == "user.sessions_end" && r.target_id == user.id)
         .expect("audited");
     assert_eq!(row.details["sessions_ended"], 1);
-    assert_eq!(row.actor_key_id.as_deref(), Some(app.owner.key_id.as_str()));
+    assert_eq!(
+        row.actor_key_id.as_ref().map(|id| id.as_str()),
+        Some(app.owner.key_id.as_str())
+    );
     // Someone outside the organization: not found.
     assert_error(
         app.delete("/v1/admin/users/nobody/sessions", &app.owner_key)

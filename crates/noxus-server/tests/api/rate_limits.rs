@@ -139,7 +139,11 @@ async fn a_workspace_default_applies_to_its_keys_at_once() {
     let log = app
         .state
         .store()
-        .audit_log(&app.organization_id, Some(&app.workspace_id), 50)
+        .audit_log(
+            &app.organization_id.as_str().into(),
+            Some(&app.workspace_id.as_str().into()),
+            50,
+        )
         .await
         .unwrap();
     assert!(log.iter().any(|r| r.action == "workspace.rate_limit"));

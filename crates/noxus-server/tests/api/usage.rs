@@ -210,21 +210,27 @@ async fn usage_older_than_the_retention_is_pruned() {
         ..Default::default()
     };
     let flush = noxus_server::store::KeyUsageFlush {
-        key_id: member.key_id.clone(),
-        workspace_id: app.workspace_id.clone(),
+        key_id: member.key_id.clone().into(),
+        workspace_id: app.workspace_id.clone().into(),
         hours: vec![
             (now_hour - 24 * 100, one),
             (now_hour - 24 * 10, one),
             (now_hour, one),
         ],
-        ..Default::default()
+        last_used: None,
+        addresses: Vec::new(),
     };
     app.state.store().record_usage(&[flush], 100).await.unwrap();
     noxus_server::usage::prune(app.state.store(), 90).await;
     let left = app
         .state
         .store()
-        .usage_hours(&app.workspace_id, Some(&member.key_id), 0, now_hour)
+        .usage_hours(
+            &app.workspace_id.as_str().into(),
+            Some(&member.key_id.as_str().into()),
+            0,
+            now_hour,
+        )
         .await
         .unwrap();
     let hours: Vec<i64> = left.iter().map(|h| now_hour - h.hour).collect();
@@ -292,7 +298,7 @@ async fn stored_address_list(app: &TestApp, key_id: &str) -> Vec<String> {
         let (addresses, _) = app
             .state
             .store()
-            .key_addresses(key_id, 0, u64::MAX)
+            .key_addresses(&key_id.into(), 0, u64::MAX)
             .await
             .unwrap();
         return addresses.into_iter().map(|a| a.addr).collect();
@@ -476,14 +482,15 @@ async fn addresses_not_seen_within_the_retention_are_forgotten() {
     let member = app.user_with_role(Role::Member).await;
     let now = time::OffsetDateTime::now_utc();
     let flush = noxus_server::store::KeyUsageFlush {
-        key_id: member.key_id.clone(),
-        workspace_id: app.workspace_id.clone(),
+        key_id: member.key_id.clone().into(),
+        workspace_id: app.workspace_id.clone().into(),
         addresses: vec![
             ("198.51.100.1".to_owned(), now - time::Duration::days(100)),
             ("198.51.100.2".to_owned(), now - time::Duration::days(10)),
             ("2001:db8:1:2::/64".to_owned(), now),
         ],
-        ..Default::default()
+        last_used: None,
+        hours: Vec::new(),
     };
     app.state.store().record_usage(&[flush], 100).await.unwrap();
     assert_eq!(stored_addresses(&app, &member.key_id).await, 3);
@@ -502,13 +509,14 @@ async fn the_store_evicts_the_least_recently_seen_addresses_beyond_the_bound() {
     let now = time::OffsetDateTime::now_utc();
     let at = |minutes: i64| now - time::Duration::minutes(minutes);
     let flush = |addresses: Vec<(&str, time::OffsetDateTime)>| noxus_server::store::KeyUsageFlush {
-        key_id: member.key_id.clone(),
-        workspace_id: app.workspace_id.clone(),
+        key_id: member.key_id.clone().into(),
+        workspace_id: app.workspace_id.clone().into(),
         addresses: addresses
             .into_iter()
             .map(|(a, t)| (a.to_owned(), t))
             .collect(),
-        ..Default::default()
+        last_used: None,
+        hours: Vec::new(),
     };
     let store = app.state.store();
     store
@@ -534,7 +542,10 @@ async fn the_store_evicts_the_least_recently_seen_addresses_beyond_the_bound() {
         stored_address_list(&app, &member.key_id).await,
         vec!["10.0.0.4", "10.0.0.1", "10.0.0.3"]
     );
-    let (first, total) = store.key_addresses(&member.key_id, 1, 1).await.unwrap();
+    let (first, total) = store
+        .key_addresses(&member.key_id.as_str().into(), 1, 1)
+        .await
+        .unwrap();
     assert_eq!(
         (first[0].addr.as_str(), total),
         ("10.0.0.1", 3),
@@ -563,22 +574,31 @@ async fn keys_dead_for_longer_than_the_retention_are_pruned() {
     noxus_server::usage::prune(app.state.store(), 90).await;
     let store = app.state.store();
     assert!(store
-        .key(&app.workspace_id, &long_dead)
+        .key(
+            &app.workspace_id.as_str().into(),
+            &long_dead.as_str().into()
+        )
         .await
         .unwrap()
         .is_none());
     assert!(store
-        .key(&app.workspace_id, &recently_dead)
+        .key(
+            &app.workspace_id.as_str().into(),
+            &recently_dead.as_str().into()
+        )
         .await
         .unwrap()
         .is_some());
     assert!(store
-        .key(&app.workspace_id, &app.owner.key_id)
+        .key(
+            &app.workspace_id.as_str().into(),
+            &app.owner.key_id.as_str().into()
+        )
         .await
         .unwrap()
         .is_some());
     let log = store
-        .audit_log(&app.organization_id, None, 100)
+        .audit_log(&app.organization_id.as_str().into(), None, 100)
         .await
         .unwrap();
     assert!(

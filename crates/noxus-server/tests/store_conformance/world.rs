@@ -11,6 +11,7 @@ use noxus_server::store::{
     NewKey, NewUser, Organization, StoreEvent, UserRecord, WorkflowFields, WorkflowQuotas,
     WorkspaceRecord,
 };
+use noxus_server::store::{KeyId, OrganizationId, UserId, WorkspaceId};
 use serde_json::json;
 
 /// A set-up platform: its organization, its first owner (an organization
@@ -105,10 +106,10 @@ pub fn digest() -> KeyDigest {
     KeyDigest::from_hex(&hex).expect("64 hex digits")
 }
 
-pub fn new_key(ws_id: &str, user_id: &str, name: &str) -> NewKey {
+pub fn new_key(ws_id: &WorkspaceId, user_id: &UserId, name: &str) -> NewKey {
     NewKey {
-        workspace_id: ws_id.to_owned(),
-        user_id: user_id.to_owned(),
+        workspace_id: ws_id.clone(),
+        user_id: user_id.clone(),
         name: name.to_owned(),
         digest: digest(),
         prefix: "nx_test_ab".to_owned(),
@@ -120,7 +121,12 @@ pub fn new_key(ws_id: &str, user_id: &str, name: &str) -> NewKey {
     }
 }
 
-pub async fn key(store: &Arc<dyn Store>, ws_id: &str, user_id: &str, name: &str) -> KeyRecord {
+pub async fn key(
+    store: &Arc<dyn Store>,
+    ws_id: &WorkspaceId,
+    user_id: &UserId,
+    name: &str,
+) -> KeyRecord {
     store
         .create_key(
             &Actor::system(),
@@ -149,10 +155,10 @@ pub fn flow(name: &str, kind: &str) -> WorkflowFields {
 }
 
 /// Every audit row of an organization, newest first.
-pub async fn audit_rows(store: &Arc<dyn Store>, org_id: &str) -> Vec<AuditRecord> {
+pub async fn audit_rows(store: &Arc<dyn Store>, org_id: &OrganizationId) -> Vec<AuditRecord> {
     store
         .search_audit(&AuditQuery {
-            organization_id: org_id.to_owned(),
+            organization_id: org_id.clone(),
             workspace_id: None,
             action_prefix: None,
             before_id: None,
@@ -171,7 +177,7 @@ pub struct AuditWatch {
 
 impl AuditWatch {
     pub async fn new(store: &Arc<dyn Store>, org_id: &str) -> Self {
-        let last_id = audit_rows(store, org_id)
+        let last_id = audit_rows(store, &org_id.into())
             .await
             .first()
             .map_or(0, |row| row.id);
@@ -183,7 +189,7 @@ impl AuditWatch {
 
     /// The rows written since the last call, oldest first.
     pub async fn take(&mut self, store: &Arc<dyn Store>) -> Vec<AuditRecord> {
-        let mut rows: Vec<_> = audit_rows(store, &self.org_id)
+        let mut rows: Vec<_> = audit_rows(store, &self.org_id.as_str().into())
             .await
             .into_iter()
             .filter(|row| row.id > self.last_id)
@@ -250,25 +256,25 @@ pub fn sorted(mut events: Vec<StoreEvent>) -> Vec<StoreEvent> {
     events
 }
 
-pub fn key_changed(id: &str) -> StoreEvent {
-    StoreEvent::KeyChanged(id.to_owned())
+pub fn key_changed(id: &KeyId) -> StoreEvent {
+    StoreEvent::KeyChanged(id.clone())
 }
 
-pub fn user_changed(id: &str) -> StoreEvent {
-    StoreEvent::UserChanged(id.to_owned())
+pub fn user_changed(id: &UserId) -> StoreEvent {
+    StoreEvent::UserChanged(id.clone())
 }
 
-pub fn workspace_changed(id: &str) -> StoreEvent {
-    StoreEvent::WorkspaceChanged(id.to_owned())
+pub fn workspace_changed(id: &WorkspaceId) -> StoreEvent {
+    StoreEvent::WorkspaceChanged(id.clone())
 }
 
 /// Ids of keys, in the order given.
-pub fn ids(keys: &[KeyRecord]) -> Vec<String> {
+pub fn ids(keys: &[KeyRecord]) -> Vec<KeyId> {
     keys.iter().map(|k| k.id.clone()).collect()
 }
 
 /// The live (usable) keys of a workspace.
-pub async fn live_keys(store: &Arc<dyn Store>, ws_id: &str) -> Vec<KeyRecord> {
+pub async fn live_keys(store: &Arc<dyn Store>, ws_id: &WorkspaceId) -> Vec<KeyRecord> {
     let now = time::OffsetDateTime::now_utc();
     store
         .list_keys(ws_id, None)

@@ -89,8 +89,8 @@ async fn main() {
 /// operator's ceiling whatever its workspace's limit.
 async fn fuzz_key(app: &TestApp, name: &str) -> String {
     let request = IssueRequest {
-        workspace_id: app.workspace_id.clone(),
-        user_id: app.owner.id.clone(),
+        workspace_id: app.workspace_id.clone().into(),
+        user_id: app.owner.id.clone().into(),
         name: name.to_owned(),
         tenant_admin: true,
         restriction: None,

@@ -98,7 +98,11 @@ async fn viewer_is_refused(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         response.status()
     );
 
-    let keys = app.state.store().list_keys(&ws, Some(&viewer.id)).await?;
+    let keys = app
+        .state
+        .store()
+        .list_keys(&ws.as_str().into(), Some(&viewer.id.as_str().into()))
+        .await?;
     ensure!(
         keys.len() == 1 && keys[0].id == viewer.key_id,
         "the viewer has {} keys after the forged requests",
@@ -136,7 +140,7 @@ async fn csrf_is_required(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         anyhow::Ok(
             app.state
                 .store()
-                .list_workspaces(&app.organization_id)
+                .list_workspaces(&app.organization_id.as_str().into())
                 .await?
                 .into_iter()
                 .map(|w| w.name)
@@ -192,7 +196,7 @@ async fn csrf_is_required(app: &TestApp, b: Browser) -> anyhow::Result<()> {
     let created = app
         .state
         .store()
-        .list_keys(&app.workspace_id, None)
+        .list_keys(&app.workspace_id.as_str().into(), None)
         .await?
         .into_iter()
         .filter(|k| k.name == "no token")

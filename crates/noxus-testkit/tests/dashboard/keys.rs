@@ -98,7 +98,7 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
     let same_name = app
         .state
         .store()
-        .list_keys(&ws, None)
+        .list_keys(&ws.as_str().into(), None)
         .await?
         .into_iter()
         .filter(|k| k.name == name)

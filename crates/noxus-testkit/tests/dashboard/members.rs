@@ -81,7 +81,11 @@ async fn add_viewer(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         shown_role.as_deref() == Some("viewer"),
         "the new row's role is {shown_role:?}"
     );
-    let stored = app.state.store().membership(&ws, &user.id).await?;
+    let stored = app
+        .state
+        .store()
+        .membership(&ws.as_str().into(), &user.id)
+        .await?;
     ensure!(
         stored == Some(Role::Viewer),
         "the store has the role {stored:?}"

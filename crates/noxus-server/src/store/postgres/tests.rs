@@ -39,8 +39,8 @@ fn digest() -> KeyDigest {
 
 fn new_key(workspace_id: &str, user_id: &str, name: &str) -> NewKey {
     NewKey {
-        workspace_id: workspace_id.to_owned(),
-        user_id: user_id.to_owned(),
+        workspace_id: workspace_id.to_owned().into(),
+        user_id: user_id.to_owned().into(),
         name: name.to_owned(),
         digest: digest(),
         prefix: "nx_test_ab".to_owned(),
@@ -169,7 +169,7 @@ async fn events_reach_other_instances_after_commit_and_never_after_rollback() {
     let key = a
         .create_key(
             &actor,
-            new_key(&w.workspace.id, &w.owner.id, "k"),
+            new_key(w.workspace.id.as_str(), w.owner.id.as_str(), "k"),
             KeyQuotas::default(),
         )
         .await
@@ -197,7 +197,7 @@ async fn events_reach_other_instances_after_commit_and_never_after_rollback() {
             &actor,
             &w.workspace.id,
             &key.id,
-            new_key(&w.workspace.id, &w.owner.id, "successor"),
+            new_key(w.workspace.id.as_str(), w.owner.id.as_str(), "successor"),
             None,
         )
         .await;
@@ -252,7 +252,7 @@ async fn events_reach_other_instances_after_commit_and_never_after_rollback() {
     let member_key = a
         .create_key(
             &actor,
-            new_key(&w.workspace.id, &member.id, "m"),
+            new_key(w.workspace.id.as_str(), member.id.as_str(), "m"),
             KeyQuotas::default(),
         )
         .await
@@ -302,7 +302,7 @@ async fn a_dropped_listener_reconnects_and_tells_subscribers_to_resync() {
     let key = a
         .create_key(
             &Actor::system(),
-            new_key(&w.workspace.id, &w.owner.id, "k"),
+            new_key(w.workspace.id.as_str(), w.owner.id.as_str(), "k"),
             KeyQuotas::default(),
         )
         .await
@@ -360,7 +360,11 @@ async fn of_two_concurrent_rotations_of_a_key_exactly_one_wins() {
         let key = a
             .create_key(
                 &actor,
-                new_key(&w.workspace.id, &w.owner.id, &format!("k{round}")),
+                new_key(
+                    w.workspace.id.as_str(),
+                    w.owner.id.as_str(),
+                    &format!("k{round}"),
+                ),
                 KeyQuotas::default(),
             )
             .await
@@ -373,7 +377,13 @@ async fn of_two_concurrent_rotations_of_a_key_exactly_one_wins() {
             let actor = actor.clone();
             tokio::spawn(async move {
                 store
-                    .rotate_key(&actor, &ws, &id, new_key(&ws, &owner, "next"), grace)
+                    .rotate_key(
+                        &actor,
+                        &ws,
+                        &id,
+                        new_key(ws.as_str(), owner.as_str(), "next"),
+                        grace,
+                    )
                     .await
             })
         };
@@ -443,13 +453,13 @@ async fn rules_over_several_rows_hold_under_concurrency() {
         let ws = w.workspace.id.clone();
         tokio::spawn(async move {
             store
-                .set_membership(&Actor::system(), &ws, &user, Role::Admin)
+                .set_membership(&Actor::system(), &ws, &user.as_str().into(), Role::Admin)
                 .await
         })
     };
     let (x, y) = tokio::join!(
-        demote(a.clone(), w.owner.id.clone()),
-        demote(b.clone(), second.id.clone())
+        demote(a.clone(), w.owner.id.to_string()),
+        demote(b.clone(), second.id.to_string())
     );
     let results = [x.unwrap(), y.unwrap()];
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
@@ -461,13 +471,13 @@ async fn rules_over_several_rows_hold_under_concurrency() {
         let org = w.org.id.clone();
         tokio::spawn(async move {
             store
-                .set_user_active(&Actor::system(), &org, &user, false)
+                .set_user_active(&Actor::system(), &org, &user.as_str().into(), false)
                 .await
         })
     };
     let (x, y) = tokio::join!(
-        deactivate(a.clone(), w.owner.id.clone()),
-        deactivate(b.clone(), second.id.clone())
+        deactivate(a.clone(), w.owner.id.to_string()),
+        deactivate(b.clone(), second.id.to_string())
     );
     let results = [x.unwrap(), y.unwrap()];
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
@@ -483,7 +493,7 @@ async fn rules_over_several_rows_hold_under_concurrency() {
     let mut tasks = Vec::new();
     for i in 0..10 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let key = new_key(&ws2.id, &second.id, &format!("q{i}"));
+        let key = new_key(ws2.id.as_str(), second.id.as_str(), &format!("q{i}"));
         tasks.push(tokio::spawn(async move {
             store.create_key(&Actor::system(), key, quotas).await
         }));
@@ -567,7 +577,11 @@ async fn usage_from_two_writers_adds_up_exactly_and_addresses_stay_bounded() {
         keys.push(
             a.create_key(
                 &actor,
-                new_key(&w.workspace.id, &w.owner.id, &format!("k{i}")),
+                new_key(
+                    w.workspace.id.as_str(),
+                    w.owner.id.as_str(),
+                    &format!("k{i}"),
+                ),
                 KeyQuotas::default(),
             )
             .await
@@ -633,7 +647,7 @@ async fn usage_from_two_writers_adds_up_exactly_and_addresses_stay_bounded() {
         assert_eq!(h.counts.rate_limited, n);
     }
     // Ordered by hour, then key id.
-    let order: Vec<(i64, String)> = hours.iter().map(|h| (h.hour, h.key_id.clone())).collect();
+    let order: Vec<(i64, KeyId)> = hours.iter().map(|h| (h.hour, h.key_id.clone())).collect();
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(order, sorted);
@@ -659,7 +673,7 @@ async fn usage_from_two_writers_adds_up_exactly_and_addresses_stay_bounded() {
     }
     // A flush naming a key deleted meanwhile is fine.
     let mut ghost = flush(0, 0);
-    ghost[0].key_id = "no-such-key".to_owned();
+    ghost[0].key_id = ("no-such-key".to_owned()).into();
     a.record_usage(&ghost, 10).await.unwrap();
     a.close().await;
     b.close().await;
@@ -734,7 +748,11 @@ async fn orders_totals_and_cascades_match_the_sqlite_store() {
             store
                 .create_key(
                     &actor,
-                    new_key(&w.workspace.id, &w.owner.id, &format!("k{i}")),
+                    new_key(
+                        w.workspace.id.as_str(),
+                        w.owner.id.as_str(),
+                        &format!("k{i}"),
+                    ),
                     KeyQuotas::default(),
                 )
                 .await
@@ -742,7 +760,7 @@ async fn orders_totals_and_cascades_match_the_sqlite_store() {
                 .id,
         );
     }
-    let listed: Vec<String> = store
+    let listed: Vec<KeyId> = store
         .list_keys(&w.workspace.id, None)
         .await
         .unwrap()
@@ -906,7 +924,7 @@ async fn orders_totals_and_cascades_match_the_sqlite_store() {
         )
         .await
         .unwrap();
-    let (stored, counted) = recount(w.workspace.id.clone()).await;
+    let (stored, counted) = recount(w.workspace.id.to_string()).await;
     assert_eq!(stored.0, 2);
     assert_eq!(stored, counted);
     // Pages in creation order, with totals; versions with and without definitions.
@@ -971,7 +989,7 @@ async fn orders_totals_and_cascades_match_the_sqlite_store() {
         .delete_workflow(&actor, &w.workspace.id, &a.id)
         .await
         .unwrap();
-    let (stored, counted) = recount(w.workspace.id.clone()).await;
+    let (stored, counted) = recount(w.workspace.id.to_string()).await;
     assert_eq!(stored.0, 1);
     assert_eq!(stored, counted, "a workflow's versions go with it");
     store

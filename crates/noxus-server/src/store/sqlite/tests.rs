@@ -118,8 +118,8 @@ async fn audit_searches_use_an_index_and_never_scan_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let query = |workspace: bool, action: Option<&str>, before: bool| AuditQuery {
-        organization_id: "org".to_owned(),
-        workspace_id: workspace.then(|| "ws".to_owned()),
+        organization_id: ("org".to_owned()).into(),
+        workspace_id: workspace.then(|| "ws".into()),
         action_prefix: action.map(str::to_owned),
         before_id: before.then_some(1000),
         limit: 50,
@@ -173,7 +173,7 @@ fn an_action_prefix_is_an_index_range() {
     assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
     assert_eq!(prefix_successor("\u{10FFFF}"), None);
     let (sql, args) = audit_search(&AuditQuery {
-        organization_id: "org".to_owned(),
+        organization_id: ("org".to_owned()).into(),
         workspace_id: None,
         action_prefix: Some("API_KEY.".to_owned()),
         before_id: None,
@@ -283,11 +283,11 @@ async fn workspace_totals_follow_every_write_and_delete() {
         .update_workflow_version(&actor, &ws.id, &a.id, &v.id, "v", None, json!({}), &quotas)
         .await
         .unwrap();
-    let (stored, counted) = recount(ws.id.clone()).await;
+    let (stored, counted) = recount(ws.id.to_string()).await;
     assert_eq!(stored.0, 2);
     assert_eq!(stored, counted);
     store.delete_workflow(&actor, &ws.id, &a.id).await.unwrap();
-    let (stored, counted) = recount(ws.id.clone()).await;
+    let (stored, counted) = recount(ws.id.to_string()).await;
     assert_eq!(stored.0, 1);
     assert_eq!(stored, counted, "a workflow's versions go with it");
     store

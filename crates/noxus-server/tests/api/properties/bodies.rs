@@ -229,7 +229,7 @@ fn updating_a_user_with_any_body_is_never_a_server_error() {
         let user = platform.block_on(app.state.store().create_user(
             &Actor::system(),
             NewUser {
-                organization_id: app.organization_id.clone(),
+                organization_id: app.organization_id.clone().into(),
                 email: format!("target-{n}@props.noxus.local"),
                 name: format!("Target {n}"),
                 password_hash: password_hash.clone(),

@@ -33,7 +33,11 @@ async fn one_row(
         target,
         "{action}"
     );
-    assert_eq!(row.workspace_id.as_deref(), workspace_id, "{action}");
+    assert_eq!(
+        row.workspace_id.as_ref().map(|id| id.as_str()),
+        workspace_id,
+        "{action}"
+    );
     assert_eq!(row.actor_user_id, actor.user_id, "{action}");
     assert_eq!(row.actor_key_id, actor.key_id, "{action}");
     assert_eq!(row.client_addr, actor.client_addr, "{action}");
@@ -43,14 +47,14 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
     let w = world(&store).await;
     let by = Actor {
         user_id: Some(w.owner.id.clone()),
-        key_id: Some("some-key-id".to_owned()),
+        key_id: Some(("some-key-id".to_owned()).into()),
         client_addr: Some("198.51.100.7".to_owned()),
     };
-    let mut audit = AuditWatch::new(&store, &w.org.id).await;
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
     let ws_id = w.ws.id.as_str();
 
     // Bootstrap wrote one row (no first key).
-    let rows = audit_rows(&store, &w.org.id).await;
+    let rows = audit_rows(&store, &w.org.id.as_str().into()).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
         (rows[0].action.as_str(), rows[0].target_id.as_str()),
@@ -76,7 +80,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "user.create",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         None,
         &by,
     )
@@ -89,7 +93,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "user.org_admin",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         None,
         &by,
     )
@@ -102,7 +106,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "user.password_reset",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         None,
         &by,
     )
@@ -116,7 +120,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "user.password_change",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         None,
         &by_u,
     )
@@ -126,7 +130,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "user.sessions_end",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         None,
         &by,
     )
@@ -135,7 +139,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
     // Memberships.
     assert_eq!(
         store
-            .set_membership(&by, ws_id, &u.id, Role::Member)
+            .set_membership(&by, &ws_id.into(), &u.id, Role::Member)
             .await
             .unwrap(),
         None
@@ -144,14 +148,14 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "membership.set",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         Some(ws_id),
         &by,
     )
     .await;
     assert_eq!(
         store
-            .set_membership(&by, ws_id, &u.id, Role::Admin)
+            .set_membership(&by, &ws_id.into(), &u.id, Role::Admin)
             .await
             .unwrap(),
         Some(Role::Member)
@@ -160,7 +164,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "membership.set",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         Some(ws_id),
         &by,
     )
@@ -168,14 +172,18 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
 
     // Keys.
     let k = store
-        .create_key(&by, new_key(ws_id, &u.id, "k"), KeyQuotas::default())
+        .create_key(
+            &by,
+            new_key(&ws_id.into(), &u.id.as_str().into(), "k"),
+            KeyQuotas::default(),
+        )
         .await
         .unwrap();
     one_row(
         &store,
         &mut audit,
         "api_key.create",
-        ("api_key", &k.id),
+        ("api_key", k.id.as_str()),
         Some(ws_id),
         &by,
     )
@@ -183,9 +191,9 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
     let (_, next) = store
         .rotate_key(
             &by,
-            ws_id,
+            &ws_id.into(),
             &k.id,
-            new_key(ws_id, &u.id, "next"),
+            new_key(&ws_id.into(), &u.id.as_str().into(), "next"),
             Some(OffsetDateTime::now_utc() + Duration::hours(1)),
         )
         .await
@@ -194,27 +202,37 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "api_key.rotate",
-        ("api_key", &k.id),
+        ("api_key", k.id.as_str()),
         Some(ws_id),
         &by,
     )
     .await;
-    store.revoke_key(&by, ws_id, &next.id).await.unwrap();
+    store
+        .revoke_key(&by, &ws_id.into(), &next.id)
+        .await
+        .unwrap();
     one_row(
         &store,
         &mut audit,
         "api_key.revoke",
-        ("api_key", &next.id),
+        ("api_key", next.id.as_str()),
         Some(ws_id),
         &by,
     )
     .await;
     let k2 = store
-        .create_key(&by, new_key(ws_id, &u.id, "k2"), KeyQuotas::default())
+        .create_key(
+            &by,
+            new_key(&ws_id.into(), &u.id.as_str().into(), "k2"),
+            KeyQuotas::default(),
+        )
         .await
         .unwrap();
     audit.take(&store).await;
-    let revoked = store.remove_membership(&by, ws_id, &u.id).await.unwrap();
+    let revoked = store
+        .remove_membership(&by, &ws_id.into(), &u.id)
+        .await
+        .unwrap();
     // The grace-period key `k` still worked and goes with its owner too.
     let mut expected = vec![k.id.clone(), k2.id.clone()];
     expected.sort();
@@ -223,7 +241,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "membership.remove",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         Some(ws_id),
         &by,
     )
@@ -236,7 +254,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "user.deactivate",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         None,
         &by,
     )
@@ -249,7 +267,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "user.reactivate",
-        ("user", &u.id),
+        ("user", u.id.as_str()),
         None,
         &by,
     )
@@ -264,8 +282,8 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workspace.create",
-        ("workspace", &ws2.id),
-        Some(&ws2.id),
+        ("workspace", ws2.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
@@ -282,8 +300,8 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workspace.rate_limit",
-        ("workspace", &ws2.id),
-        Some(&ws2.id),
+        ("workspace", ws2.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
@@ -297,8 +315,8 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workflow.create",
-        ("workflow", &wf.id),
-        Some(&ws2.id),
+        ("workflow", wf.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
@@ -310,8 +328,8 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workflow.update",
-        ("workflow", &wf.id),
-        Some(&ws2.id),
+        ("workflow", wf.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
@@ -323,8 +341,8 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workflow_version.create",
-        ("workflow_version", &v.id),
-        Some(&ws2.id),
+        ("workflow_version", v.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
@@ -345,8 +363,8 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workflow_version.update",
-        ("workflow_version", &v.id),
-        Some(&ws2.id),
+        ("workflow_version", v.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
@@ -355,8 +373,8 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workflow.delete",
-        ("workflow", &wf.id),
-        Some(&ws2.id),
+        ("workflow", wf.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
@@ -368,15 +386,15 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
         &store,
         &mut audit,
         "workspace.delete",
-        ("workspace", &ws2.id),
-        Some(&ws2.id),
+        ("workspace", ws2.id.as_str()),
+        Some(ws2.id.as_str()),
         &by,
     )
     .await;
 
     // Another organization's creation is audited in that organization.
     let other = store.create_organization(&by, "Other").await.unwrap();
-    let theirs = audit_rows(&store, &other.id).await;
+    let theirs = audit_rows(&store, &other.id.as_str().into()).await;
     assert_eq!(theirs.len(), 1);
     assert_eq!(
         (theirs[0].action.as_str(), theirs[0].target_id.as_str()),

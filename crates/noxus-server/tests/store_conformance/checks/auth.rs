@@ -100,7 +100,10 @@ pub async fn key_for_auth_follows_membership_and_deactivation(store: Arc<dyn Sto
         .unwrap();
     let a3 = store.key_for_auth(&k3.digest).await.unwrap().unwrap();
     assert_eq!(a3.key.revoked_reason, Some(RevokedReason::Rotated));
-    assert_eq!(a3.key.replaced_by.as_deref(), Some(successor.id.as_str()));
+    assert_eq!(
+        a3.key.replaced_by.as_ref().map(|id| id.as_str()),
+        Some(successor.id.as_str())
+    );
     let a4 = store
         .key_for_auth(&successor.digest)
         .await

@@ -17,21 +17,30 @@ struct Filled {
 }
 
 async fn fill(store: &Arc<dyn Store>, w: &World, ws_id: &str, tag: &str) -> Filled {
-    let ws = store.workspace(&w.org.id, ws_id).await.unwrap().unwrap();
+    let ws = store
+        .workspace(&w.org.id, &ws_id.into())
+        .await
+        .unwrap()
+        .unwrap();
     let m = member(store, w, &ws, &format!("{tag}@example.com"), Role::Member).await;
     let keys = vec![
-        key(store, ws_id, &w.owner.id, "a").await,
-        key(store, ws_id, &m.id, "b").await,
+        key(store, &ws_id.into(), &w.owner.id.as_str().into(), "a").await,
+        key(store, &ws_id.into(), &m.id.as_str().into(), "b").await,
     ];
     let wf = store
-        .create_workflow(&actor(&w.owner), ws_id, flow(tag, "flow"), &quotas())
+        .create_workflow(
+            &actor(&w.owner),
+            &ws_id.into(),
+            flow(tag, "flow"),
+            &quotas(),
+        )
         .await
         .unwrap();
     for i in 0..2 {
         store
             .create_workflow_version(
                 &actor(&w.owner),
-                ws_id,
+                &ws_id.into(),
                 &wf.id,
                 "v",
                 None,
@@ -46,7 +55,7 @@ async fn fill(store: &Arc<dyn Store>, w: &World, ws_id: &str, tag: &str) -> Fill
         .iter()
         .map(|k| KeyUsageFlush {
             key_id: k.id.clone(),
-            workspace_id: ws_id.to_owned(),
+            workspace_id: ws_id.to_owned().into(),
             last_used: None,
             hours: vec![(
                 hour,
@@ -62,16 +71,16 @@ async fn fill(store: &Arc<dyn Store>, w: &World, ws_id: &str, tag: &str) -> Fill
     store.record_usage(&batch, 10).await.unwrap();
     Filled {
         keys,
-        workflow: wf.id,
-        member: m.id,
+        workflow: wf.id.to_string(),
+        member: m.id.to_string(),
     }
 }
 
 pub async fn deleting_a_workspace_cascades_and_spares_others(store: Arc<dyn Store>) {
     let w = world(&store).await;
     let doomed = workspace(&store, &w, "doomed").await;
-    let gone = fill(&store, &w, &doomed.id, "gone").await;
-    let kept = fill(&store, &w, &w.ws.id, "kept").await;
+    let gone = fill(&store, &w, doomed.id.as_str(), "gone").await;
+    let kept = fill(&store, &w, w.ws.id.as_str(), "kept").await;
     let hour = OffsetDateTime::now_utc().unix_timestamp() / 3600;
     let slice = VersionSlice {
         offset: 0,
@@ -116,7 +125,10 @@ pub async fn deleting_a_workspace_cascades_and_spares_others(store: Arc<dyn Stor
     }
     assert!(store.list_members(&doomed.id).await.unwrap().is_empty());
     assert_eq!(
-        store.membership(&doomed.id, &gone.member).await.unwrap(),
+        store
+            .membership(&doomed.id, &gone.member.as_str().into())
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(
@@ -124,12 +136,12 @@ pub async fn deleting_a_workspace_cascades_and_spares_others(store: Arc<dyn Stor
         None
     );
     assert!(store
-        .workspaces_of_user(&gone.member)
+        .workspaces_of_user(&gone.member.as_str().into())
         .await
         .unwrap()
         .is_empty());
     assert!(store
-        .workflow(&doomed.id, &gone.workflow)
+        .workflow(&doomed.id, &gone.workflow.as_str().into())
         .await
         .unwrap()
         .is_none());
@@ -143,7 +155,7 @@ pub async fn deleting_a_workspace_cascades_and_spares_others(store: Arc<dyn Stor
     );
     assert!(matches!(
         store
-            .list_workflow_versions(&doomed.id, &gone.workflow, slice)
+            .list_workflow_versions(&doomed.id, &gone.workflow.as_str().into(), slice)
             .await,
         Err(StoreError::NotFound)
     ));
@@ -153,7 +165,11 @@ pub async fn deleting_a_workspace_cascades_and_spares_others(store: Arc<dyn Stor
         .unwrap()
         .is_empty());
     // The user is a user of the organization still.
-    assert!(store.user(&gone.member).await.unwrap().is_some());
+    assert!(store
+        .user(&gone.member.as_str().into())
+        .await
+        .unwrap()
+        .is_some());
     // The audit log keeps the workspace's story.
     let story = store
         .search_audit(&noxus_server::store::AuditQuery {
@@ -186,12 +202,15 @@ pub async fn deleting_a_workspace_cascades_and_spares_others(store: Arc<dyn Stor
     }
     assert_eq!(store.list_members(&w.ws.id).await.unwrap().len(), 2);
     assert_eq!(
-        store.membership(&w.ws.id, &kept.member).await.unwrap(),
+        store
+            .membership(&w.ws.id, &kept.member.as_str().into())
+            .await
+            .unwrap(),
         Some(Role::Member)
     );
     assert_eq!(
         store
-            .list_workflow_versions(&w.ws.id, &kept.workflow, slice)
+            .list_workflow_versions(&w.ws.id, &kept.workflow.as_str().into(), slice)
             .await
             .unwrap()
             .1,

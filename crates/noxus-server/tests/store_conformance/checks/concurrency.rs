@@ -39,7 +39,7 @@ where
 async fn two_rotations(store: Arc<dyn Store>, old_valid_until: Option<OffsetDateTime>) {
     let w = world(&store).await;
     let k = key(&store, &w.ws.id, &w.owner.id, "k").await;
-    let mut audit = AuditWatch::new(&store, &w.org.id).await;
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
     let mut events = EventWatch::new(&store);
     let digests: Vec<_> = (0..2).map(|_| digest()).collect();
     let results = race(2, |i| {
@@ -82,7 +82,10 @@ async fn two_rotations(store: Arc<dyn Store>, old_valid_until: Option<OffsetDate
     assert_eq!(audit.actions(&store).await, ["api_key.rotate"]);
     assert_eq!(
         events.take(&store).await,
-        sorted(vec![key_changed(&k.id), key_changed(&successor.id)])
+        sorted(vec![
+            key_changed(&k.id.as_str().into()),
+            key_changed(&successor.id.as_str().into())
+        ])
     );
 }
 
@@ -101,7 +104,7 @@ pub async fn concurrent_rotations_with_grace_one_wins(store: Arc<dyn Store>) {
 pub async fn owners_demoting_each_other_at_once_keep_one(store: Arc<dyn Store>) {
     let w = world(&store).await;
     let b = member(&store, &w, &w.ws, "b@example.com", Role::Owner).await;
-    let mut audit = AuditWatch::new(&store, &w.org.id).await;
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
     let mut events = EventWatch::new(&store);
     let pairs = [(w.owner.clone(), b.clone()), (b.clone(), w.owner.clone())];
     let results = race(2, |i| {
@@ -144,7 +147,10 @@ pub async fn owners_demoting_each_other_at_once_keep_one(store: Arc<dyn Store>) 
         Some(Role::Member)
     );
     assert_eq!(audit.actions(&store).await, ["membership.set"]);
-    assert_eq!(events.take(&store).await, [user_changed(&demoted.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [user_changed(&demoted.id.as_str().into())]
+    );
 }
 
 /// Three first starts at once: one organization, one owner, one workspace.
@@ -190,7 +196,7 @@ pub async fn concurrent_bootstraps_make_one_organization(store: Arc<dyn Store>) 
         .map(|w| w.id)
         .collect();
     assert_eq!(workspaces, [winner.workspace.id.as_str()]);
-    let actions: Vec<_> = audit_rows(&store, &org.id)
+    let actions: Vec<_> = audit_rows(&store, &org.id.as_str().into())
         .await
         .into_iter()
         .map(|r| r.action)
@@ -253,7 +259,7 @@ pub async fn concurrent_key_creations_never_overshoot_quotas(store: Arc<dyn Stor
                 Precondition::TooManyKeysInWorkspace { limit: 5 }
             ))
     )));
-    assert_eq!(live_keys(&store, &w.ws.id).await.len(), 5);
+    assert_eq!(live_keys(&store, &w.ws.id.as_str().into()).await.len(), 5);
     assert_eq!(store.list_keys(&w.ws.id, None).await.unwrap().len(), 5);
 
     // Per user: one user, 10 at once, room for 3.

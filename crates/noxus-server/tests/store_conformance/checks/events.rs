@@ -30,8 +30,8 @@ pub async fn every_mutation_publishes_its_events(store: Arc<dyn Store>) {
     assert_eq!(
         events.take(&store).await,
         sorted(vec![
-            workspace_changed(&outcome.workspace.id),
-            key_changed(&first_key.id)
+            workspace_changed(&outcome.workspace.id.as_str().into()),
+            key_changed(&first_key.id.as_str().into())
         ]),
         "bootstrap"
     );
@@ -48,7 +48,10 @@ pub async fn every_mutation_publishes_its_events(store: Arc<dyn Store>) {
         .create_workspace(&by, &w.org.id, "second", None, &w.owner.id)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [workspace_changed(&ws2.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [workspace_changed(&ws2.id.as_str().into())]
+    );
     store
         .set_workspace_rate_limit(
             &by,
@@ -61,49 +64,77 @@ pub async fn every_mutation_publishes_its_events(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [workspace_changed(&ws2.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [workspace_changed(&ws2.id.as_str().into())]
+    );
     store
         .set_workspace_rate_limit(&by, &w.org.id, &ws2.id, None)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [workspace_changed(&ws2.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [workspace_changed(&ws2.id.as_str().into())]
+    );
 
     // Users and memberships.
     let u = user(&store, &w.org, "u@example.com").await;
     assert_eq!(events.take(&store).await, [], "create_user");
     store
-        .set_membership(&by, ws_id, &u.id, Role::Member)
+        .set_membership(&by, &ws_id.into(), &u.id, Role::Member)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [user_changed(&u.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [user_changed(&u.id.as_str().into())]
+    );
     store
         .set_membership(&by, &ws2.id, &u.id, Role::Admin)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [user_changed(&u.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [user_changed(&u.id.as_str().into())]
+    );
     store
         .set_org_admin(&by, &w.org.id, &u.id, true)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [user_changed(&u.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [user_changed(&u.id.as_str().into())]
+    );
     store
         .set_org_admin(&by, &w.org.id, &u.id, false)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [user_changed(&u.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [user_changed(&u.id.as_str().into())]
+    );
 
     // Keys.
     let k = store
-        .create_key(&by, new_key(ws_id, &u.id, "k"), KeyQuotas::default())
+        .create_key(
+            &by,
+            new_key(&ws_id.into(), &u.id.as_str().into(), "k"),
+            KeyQuotas::default(),
+        )
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [key_changed(&k.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [key_changed(&k.id.as_str().into())]
+    );
     let rehashed = digest();
     store
         .replace_key_digest(&k.id, &k.digest, &rehashed)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [key_changed(&k.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [key_changed(&k.id.as_str().into())]
+    );
     // A digest that no longer matches changes nothing and says nothing.
     store
         .replace_key_digest(&k.id, &k.digest, &digest())
@@ -117,33 +148,45 @@ pub async fn every_mutation_publishes_its_events(store: Arc<dyn Store>) {
     let (_, next) = store
         .rotate_key(
             &by,
-            ws_id,
+            &ws_id.into(),
             &k.id,
-            new_key(ws_id, &u.id, "next"),
+            new_key(&ws_id.into(), &u.id.as_str().into(), "next"),
             Some(OffsetDateTime::now_utc() + Duration::hours(1)),
         )
         .await
         .unwrap();
     assert_eq!(
         events.take(&store).await,
-        sorted(vec![key_changed(&k.id), key_changed(&next.id)])
+        sorted(vec![
+            key_changed(&k.id.as_str().into()),
+            key_changed(&next.id.as_str().into())
+        ])
     );
-    let k2 = key(&store, ws_id, &u.id, "k2").await;
+    let k2 = key(&store, &ws_id.into(), &u.id.as_str().into(), "k2").await;
     let k3 = key(&store, &ws2.id, &u.id, "k3").await;
     events.take(&store).await;
-    store.revoke_key(&by, ws_id, &k2.id).await.unwrap();
-    assert_eq!(events.take(&store).await, [key_changed(&k2.id)]);
-    let k4 = key(&store, ws_id, &u.id, "k4").await;
+    store.revoke_key(&by, &ws_id.into(), &k2.id).await.unwrap();
+    assert_eq!(
+        events.take(&store).await,
+        [key_changed(&k2.id.as_str().into())]
+    );
+    let k4 = key(&store, &ws_id.into(), &u.id.as_str().into(), "k4").await;
     events.take(&store).await;
 
     // Removal: the user, and each key it revoked (k in its grace period,
     // next and k4; not k2, revoked already, nor k3, in another workspace).
-    let revoked = store.remove_membership(&by, ws_id, &u.id).await.unwrap();
+    let revoked = store
+        .remove_membership(&by, &ws_id.into(), &u.id)
+        .await
+        .unwrap();
     let mut expected_ids = vec![k.id.clone(), next.id.clone(), k4.id.clone()];
     expected_ids.sort();
     assert_eq!(revoked, expected_ids);
-    let mut expected: Vec<_> = expected_ids.iter().map(|id| key_changed(id)).collect();
-    expected.push(user_changed(&u.id));
+    let mut expected: Vec<_> = expected_ids
+        .iter()
+        .map(|id| key_changed(&id.as_str().into()))
+        .collect();
+    expected.push(user_changed(&u.id.as_str().into()));
     assert_eq!(events.take(&store).await, sorted(expected));
 
     // Deactivation: the user and each key it revoked; reactivation: the user.
@@ -154,20 +197,29 @@ pub async fn every_mutation_publishes_its_events(store: Arc<dyn Store>) {
     assert_eq!(revoked, [k3.id.as_str()]);
     assert_eq!(
         events.take(&store).await,
-        sorted(vec![user_changed(&u.id), key_changed(&k3.id)])
+        sorted(vec![
+            user_changed(&u.id.as_str().into()),
+            key_changed(&k3.id.as_str().into())
+        ])
     );
     store
         .set_user_active(&by, &w.org.id, &u.id, true)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [user_changed(&u.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [user_changed(&u.id.as_str().into())]
+    );
 
     // Deleting a workspace: the workspace (which covers its keys).
     store
         .delete_workspace(&by, &w.org.id, &ws2.id)
         .await
         .unwrap();
-    assert_eq!(events.take(&store).await, [workspace_changed(&ws2.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [workspace_changed(&ws2.id.as_str().into())]
+    );
 }
 
 /// Changes that cannot alter what a key may do publish nothing: users'
@@ -199,7 +251,11 @@ pub async fn mutations_without_key_relevance_publish_nothing(store: Arc<dyn Stor
         .await
         .unwrap();
     store
-        .create_session(&super::refusals::session_of(&u.id, "s", Duration::hours(1)))
+        .create_session(&super::refusals::session_of(
+            u.id.as_str(),
+            "s",
+            Duration::hours(1),
+        ))
         .await
         .unwrap();
     store
@@ -383,19 +439,19 @@ pub async fn refused_writes_publish_nothing(store: Arc<dyn Store>) {
         .is_err());
     // Not found.
     assert!(store
-        .revoke_key(&by, &w.ws.id, "no-such-key")
+        .revoke_key(&by, &w.ws.id, &("no-such-key").into())
         .await
         .is_err());
     assert!(store
-        .delete_workspace(&by, &w.org.id, "no-such-workspace")
+        .delete_workspace(&by, &w.org.id, &("no-such-workspace").into())
         .await
         .is_err());
     assert!(store
-        .set_workspace_rate_limit(&by, &w.org.id, "no-such-workspace", None)
+        .set_workspace_rate_limit(&by, &w.org.id, &("no-such-workspace").into(), None)
         .await
         .is_err());
     assert!(store
-        .remove_membership(&by, &w.ws.id, "no-such-user")
+        .remove_membership(&by, &w.ws.id, &("no-such-user").into())
         .await
         .is_err());
     assert!(store

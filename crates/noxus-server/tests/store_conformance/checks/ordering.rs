@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use noxus_api::Role;
 use noxus_server::store::prelude::*;
-use noxus_server::store::{AuditQuery, KeyUsageFlush, VersionSlice};
+use noxus_server::store::{AuditQuery, KeyUsageFlush, UserId, VersionSlice, WorkflowId};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -106,7 +106,7 @@ pub async fn workflows_are_listed_oldest_first_with_totals_and_kind(store: Arc<d
         .create_workflow(&actor(&w.owner), &ws2.id, flow("x", "flow"), &quotas())
         .await
         .unwrap();
-    let page = |items: Vec<noxus_server::store::WorkflowRecord>| -> Vec<String> {
+    let page = |items: Vec<noxus_server::store::WorkflowRecord>| -> Vec<WorkflowId> {
         items.into_iter().map(|wf| wf.id).collect()
     };
 
@@ -171,7 +171,10 @@ pub async fn workflow_versions_are_listed_in_saving_order(store: Arc<dyn Store>)
             )
             .await
             .unwrap();
-        assert_eq!(v.created_by.as_deref(), Some(w.owner.id.as_str()));
+        assert_eq!(
+            v.created_by.as_ref().map(|id| id.as_str()),
+            Some(w.owner.id.as_str())
+        );
         saved.push(v.id);
     }
     // Updating a version does not move it.
@@ -329,7 +332,7 @@ pub async fn audit_search_is_newest_first_with_paging_and_prefix(store: Arc<dyn 
         .unwrap();
     user(&store, &w.org, "u@example.com").await;
 
-    let all = audit_rows(&store, &w.org.id).await;
+    let all = audit_rows(&store, &w.org.id.as_str().into()).await;
     let actions: Vec<_> = all.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(
         actions,
@@ -349,7 +352,7 @@ pub async fn audit_search_is_newest_first_with_paging_and_prefix(store: Arc<dyn 
 
     let query = |workspace_id: Option<&str>, prefix: Option<&str>, before_id, limit| AuditQuery {
         organization_id: w.org.id.clone(),
-        workspace_id: workspace_id.map(str::to_owned),
+        workspace_id: workspace_id.map(Into::into),
         action_prefix: prefix.map(str::to_owned),
         before_id,
         limit,
@@ -395,7 +398,7 @@ pub async fn audit_search_is_newest_first_with_paging_and_prefix(store: Arc<dyn 
 
     // Per workspace: the second workspace's creation and its key.
     let second = store
-        .search_audit(&query(Some(&ws2.id), None, None, 100))
+        .search_audit(&query(Some(ws2.id.as_str()), None, None, 100))
         .await
         .unwrap();
     assert_eq!(
@@ -403,7 +406,7 @@ pub async fn audit_search_is_newest_first_with_paging_and_prefix(store: Arc<dyn 
         ["api_key.create", "workspace.create"]
     );
     let second_keys = store
-        .search_audit(&query(Some(&ws2.id), Some("api_key."), None, 100))
+        .search_audit(&query(Some(ws2.id.as_str()), Some("api_key."), None, 100))
         .await
         .unwrap();
     assert_eq!(
@@ -419,12 +422,15 @@ pub async fn audit_search_is_newest_first_with_paging_and_prefix(store: Arc<dyn 
         .create_organization(&noxus_server::store::Actor::system(), "Other")
         .await
         .unwrap();
-    let theirs = audit_rows(&store, &other.id).await;
+    let theirs = audit_rows(&store, &other.id.as_str().into()).await;
     assert_eq!(
         theirs.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
         ["organization.create"]
     );
-    assert_eq!(audit_rows(&store, &w.org.id).await.len(), all.len());
+    assert_eq!(
+        audit_rows(&store, &w.org.id.as_str().into()).await.len(),
+        all.len()
+    );
 }
 
 /// `list_users` and `list_members`: by email, with roles.
@@ -450,7 +456,7 @@ pub async fn users_and_members_are_listed_by_email(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(
         users,
-        [&amy.id, &bob.id, &w.owner.id, &pam.id, &zed.id].map(String::clone)
+        [&amy.id, &bob.id, &w.owner.id, &pam.id, &zed.id].map(UserId::clone)
     );
     let members: Vec<_> = store
         .list_members(&w.ws.id)

@@ -45,7 +45,7 @@ pub async fn duplicate_workspace_name_is_a_conflict(store: Arc<dyn Store>) {
     let w = world(&store).await;
     workspace(&store, &w, "dup").await;
     let before = store.list_workspaces(&w.org.id).await.unwrap().len();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let result = store
         .create_workspace(&actor(&w.owner), &w.org.id, "dup", None, &w.owner.id)
         .await;
@@ -80,7 +80,7 @@ pub async fn duplicate_workspace_name_is_a_conflict(store: Arc<dyn Store>) {
 pub async fn duplicate_user_email_is_a_conflict(store: Arc<dyn Store>) {
     let w = world(&store).await;
     let first = user(&store, &w.org, "dup@example.com").await;
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let result = store
         .create_user(
             &Actor::system(),
@@ -112,7 +112,7 @@ pub async fn duplicate_user_email_is_a_conflict(store: Arc<dyn Store>) {
 pub async fn demoting_the_last_owner_is_refused(store: Arc<dyn Store>) {
     let w = world(&store).await;
     let admin = member(&store, &w, &w.ws, "admin@example.com", Role::Admin).await;
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     for role in [Role::Admin, Role::Member, Role::Viewer] {
         let result = store
             .set_membership(&actor(&admin), &w.ws.id, &w.owner.id, role)
@@ -143,7 +143,7 @@ pub async fn demoting_the_last_owner_is_refused(store: Arc<dyn Store>) {
 pub async fn removing_the_last_owner_is_refused(store: Arc<dyn Store>) {
     let w = world(&store).await;
     let k = key(&store, &w.ws.id, &w.owner.id, "owner's").await;
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let result = store
         .remove_membership(&actor(&w.owner), &w.ws.id, &w.owner.id)
         .await;
@@ -170,10 +170,10 @@ pub async fn deactivating_the_last_org_admin_is_refused(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let k = key(&store, &w.ws.id, &w.owner.id, "owner's").await;
-    let session = session_of(&w.owner.id, "keep-me", Duration::hours(1));
+    let session = session_of(w.owner.id.as_str(), "keep-me", Duration::hours(1));
     store.create_session(&session).await.unwrap();
 
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let result = store
         .set_user_active(&actor(&w.owner), &w.org.id, &w.owner.id, false)
         .await;
@@ -214,7 +214,7 @@ pub async fn unmaking_the_last_org_admin_is_refused(store: Arc<dyn Store>) {
         .set_user_active(&actor(&w.owner), &w.org.id, &dormant.id, false)
         .await
         .unwrap();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let result = store
         .set_org_admin(&actor(&w.owner), &w.org.id, &w.owner.id, false)
         .await;
@@ -226,7 +226,7 @@ pub async fn unmaking_the_last_org_admin_is_refused(store: Arc<dyn Store>) {
 /// Asserts that a refused rotation added no key (its successor's digest is unknown).
 async fn no_successor(store: &Arc<dyn Store>, ws_id: &str, keys_before: usize, digest: &str) {
     assert_eq!(
-        store.list_keys(ws_id, None).await.unwrap().len(),
+        store.list_keys(&ws_id.into(), None).await.unwrap().len(),
         keys_before
     );
     let digest = noxus_server::domain::keys::KeyDigest::from_hex(digest).unwrap();
@@ -241,7 +241,7 @@ pub async fn rotating_a_revoked_key_is_refused(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let revoked = store.key(&w.ws.id, &k.id).await.unwrap().unwrap();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     for grace in [None, Some(OffsetDateTime::now_utc() + Duration::hours(1))] {
         let new = new_key(&w.ws.id, &w.owner.id, "successor");
         let digest = new.digest.as_hex();
@@ -249,7 +249,7 @@ pub async fn rotating_a_revoked_key_is_refused(store: Arc<dyn Store>) {
             .rotate_key(&actor(&w.owner), &w.ws.id, &k.id, new, grace)
             .await;
         assert_eq!(precondition(result), Precondition::KeyRevoked);
-        no_successor(&store, &w.ws.id, 1, &digest).await;
+        no_successor(&store, w.ws.id.as_str(), 1, &digest).await;
     }
     unchanged.check(&store).await;
     let after = store.key(&w.ws.id, &k.id).await.unwrap().unwrap();
@@ -267,14 +267,14 @@ pub async fn rotating_an_expired_key_is_refused(store: Arc<dyn Store>) {
         .create_key(&Actor::system(), expired, KeyQuotas::default())
         .await
         .unwrap();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let new = new_key(&w.ws.id, &w.owner.id, "successor");
     let digest = new.digest.as_hex();
     let result = store
         .rotate_key(&actor(&w.owner), &w.ws.id, &k.id, new, None)
         .await;
     assert_eq!(precondition(result), Precondition::KeyExpired);
-    no_successor(&store, &w.ws.id, 1, &digest).await;
+    no_successor(&store, w.ws.id.as_str(), 1, &digest).await;
     unchanged.check(&store).await;
     let after = store.key(&w.ws.id, &k.id).await.unwrap().unwrap();
     assert_eq!(
@@ -300,11 +300,17 @@ pub async fn rotating_a_rotated_key_is_refused(store: Arc<dyn Store>) {
             )
             .await
             .unwrap();
-        assert_eq!(old.replaced_by.as_deref(), Some(successor.id.as_str()));
+        assert_eq!(
+            old.replaced_by.as_ref().map(|id| id.as_str()),
+            Some(successor.id.as_str())
+        );
         let old = store.key(&w.ws.id, &k.id).await.unwrap().unwrap();
-        assert_eq!(old.replaced_by.as_deref(), Some(successor.id.as_str()));
+        assert_eq!(
+            old.replaced_by.as_ref().map(|id| id.as_str()),
+            Some(successor.id.as_str())
+        );
         let keys_before = store.list_keys(&w.ws.id, None).await.unwrap().len();
-        let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+        let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
         let new = new_key(&w.ws.id, &w.owner.id, "again");
         let digest = new.digest.as_hex();
         let result = store
@@ -315,10 +321,13 @@ pub async fn rotating_a_rotated_key_is_refused(store: Arc<dyn Store>) {
             Precondition::KeyAlreadyRotated,
             "rotated with old_valid_until = {old_valid_until:?}"
         );
-        no_successor(&store, &w.ws.id, keys_before, &digest).await;
+        no_successor(&store, w.ws.id.as_str(), keys_before, &digest).await;
         unchanged.check(&store).await;
         let after = store.key(&w.ws.id, &k.id).await.unwrap().unwrap();
-        assert_eq!(after.replaced_by.as_deref(), Some(successor.id.as_str()));
+        assert_eq!(
+            after.replaced_by.as_ref().map(|id| id.as_str()),
+            Some(successor.id.as_str())
+        );
         assert_eq!(after.expires_at, old.expires_at);
         assert_eq!(after.revoked_at, old.revoked_at);
         // The replacement can be rotated.
@@ -340,7 +349,7 @@ pub async fn rotating_a_rotated_key_is_refused(store: Arc<dyn Store>) {
 /// through `bootstrap`, which says so with `None`).
 pub async fn second_bootstrap_changes_nothing(store: Arc<dyn Store>) {
     let w = world(&store).await;
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let mut request = bootstrap_request("late@example.com");
     request.first_key = Some((
         "late key".to_owned(),
@@ -370,26 +379,26 @@ pub async fn key_quota_per_user_is_enforced(store: Arc<dyn Store>) {
     };
     let create = |user: &str| {
         let store = Arc::clone(&store);
-        let key = new_key(&w.ws.id, user, "k");
+        let key = new_key(&w.ws.id.as_str().into(), &user.into(), "k");
         async move { store.create_key(&Actor::system(), key, quotas).await }
     };
-    let first = create(&w.owner.id).await.unwrap();
-    create(&w.owner.id).await.unwrap();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let first = create(w.owner.id.as_str()).await.unwrap();
+    create(w.owner.id.as_str()).await.unwrap();
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     assert_eq!(
-        precondition(create(&w.owner.id).await),
+        precondition(create(w.owner.id.as_str()).await),
         Precondition::TooManyKeysForUser { limit: 2 }
     );
     unchanged.check(&store).await;
     assert_eq!(store.list_keys(&w.ws.id, None).await.unwrap().len(), 2);
     // Another user has their own allowance.
-    create(&other.id).await.unwrap();
+    create(other.id.as_str()).await.unwrap();
     // A revoked key no longer counts; a rotated one is replaced by its successor.
     store
         .revoke_key(&actor(&w.owner), &w.ws.id, &first.id)
         .await
         .unwrap();
-    let third = create(&w.owner.id).await.unwrap();
+    let third = create(w.owner.id.as_str()).await.unwrap();
     store
         .rotate_key(
             &actor(&w.owner),
@@ -401,7 +410,7 @@ pub async fn key_quota_per_user_is_enforced(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        precondition(create(&w.owner.id).await),
+        precondition(create(w.owner.id.as_str()).await),
         Precondition::TooManyKeysForUser { limit: 2 }
     );
     // An expired key does not count.
@@ -411,9 +420,9 @@ pub async fn key_quota_per_user_is_enforced(store: Arc<dyn Store>) {
         .create_key(&Actor::system(), expired, quotas)
         .await
         .unwrap();
-    create(&other.id).await.unwrap();
+    create(other.id.as_str()).await.unwrap();
     assert_eq!(
-        precondition(create(&other.id).await),
+        precondition(create(other.id.as_str()).await),
         Precondition::TooManyKeysForUser { limit: 2 }
     );
 }
@@ -446,7 +455,7 @@ pub async fn key_quota_per_workspace_is_enforced(store: Arc<dyn Store>) {
                 .unwrap(),
         );
     }
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let result = store
         .create_key(
             &Actor::system(),
@@ -483,7 +492,7 @@ pub async fn key_quota_per_workspace_is_enforced(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(live_keys(&store, &w.ws.id).await.len(), 3);
+    assert_eq!(live_keys(&store, &w.ws.id.as_str().into()).await.len(), 3);
 }
 
 fn small(workflows: u64, versions: u64, bytes: u64) -> WorkflowQuotas {
@@ -505,7 +514,7 @@ pub async fn workflow_quota_is_enforced(store: Arc<dyn Store>) {
         .create_workflow(&actor(&w.owner), &w.ws.id, flow("b", "flow"), &quotas)
         .await
         .unwrap();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let result = store
         .create_workflow(&actor(&w.owner), &w.ws.id, flow("c", "flow"), &quotas)
         .await;
@@ -555,7 +564,7 @@ pub async fn version_quota_is_enforced(store: Arc<dyn Store>) {
                 .create_workflow_version(
                     &owner,
                     &ws,
-                    &workflow_id,
+                    &workflow_id.as_str().into(),
                     "v",
                     None,
                     json!({"v": 1}),
@@ -564,10 +573,14 @@ pub async fn version_quota_is_enforced(store: Arc<dyn Store>) {
                 .await
         }
     };
-    version(Arc::clone(&store), wf.id.clone()).await.unwrap();
-    version(Arc::clone(&store), wf.id.clone()).await.unwrap();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
-    let result = version(Arc::clone(&store), wf.id.clone()).await;
+    version(Arc::clone(&store), wf.id.to_string())
+        .await
+        .unwrap();
+    version(Arc::clone(&store), wf.id.to_string())
+        .await
+        .unwrap();
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
+    let result = version(Arc::clone(&store), wf.id.to_string()).await;
     assert!(
         matches!(
             result,
@@ -597,7 +610,9 @@ pub async fn version_quota_is_enforced(store: Arc<dyn Store>) {
         .create_workflow(&actor(&w.owner), &w.ws.id, flow("b", "flow"), &quotas)
         .await
         .unwrap();
-    version(Arc::clone(&store), other.id).await.unwrap();
+    version(Arc::clone(&store), other.id.to_string())
+        .await
+        .unwrap();
 }
 
 /// Definitions of workflows and versions count together; growing past the
@@ -615,7 +630,7 @@ pub async fn definition_bytes_quota_is_enforced(store: Arc<dyn Store>) {
         .create_workflow(&actor(&w.owner), &w.ws.id, fields.clone(), &quotas)
         .await
         .unwrap();
-    let mut unchanged = Unchanged::new(&store, &w.org.id).await;
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
     let mut too_big = flow("b", "flow");
     too_big.definition = blob(101);
     let result = store
@@ -728,7 +743,7 @@ pub(crate) fn session_of(
     let now = OffsetDateTime::now_utc().replace_millisecond(0).unwrap();
     noxus_server::store::SessionRecord {
         token_digest: digest.to_owned(),
-        user_id: user_id.to_owned(),
+        user_id: user_id.to_owned().into(),
         csrf_token: format!("csrf-{digest}"),
         created_at: now,
         expires_at: now + lifetime,
@@ -741,7 +756,7 @@ pub(crate) fn session_of(
 pub async fn revoke_is_idempotent(store: Arc<dyn Store>) {
     let w = world(&store).await;
     let k = key(&store, &w.ws.id, &w.owner.id, "k").await;
-    let mut audit = AuditWatch::new(&store, &w.org.id).await;
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
     let mut events = EventWatch::new(&store);
     let first = store
         .revoke_key(&actor(&w.owner), &w.ws.id, &k.id)
@@ -753,7 +768,10 @@ pub async fn revoke_is_idempotent(store: Arc<dyn Store>) {
         Some(noxus_server::store::RevokedReason::Revoked)
     );
     assert_eq!(audit.actions(&store).await, ["api_key.revoke"]);
-    assert_eq!(events.take(&store).await, [key_changed(&k.id)]);
+    assert_eq!(
+        events.take(&store).await,
+        [key_changed(&k.id.as_str().into())]
+    );
     let stored = store.key(&w.ws.id, &k.id).await.unwrap().unwrap();
 
     let second = store

@@ -18,7 +18,7 @@ async fn alive(store: &Arc<dyn Store>, digest: &str) -> bool {
 
 pub async fn sessions_respect_expiry(store: Arc<dyn Store>) {
     let w = world(&store).await;
-    let s = session_of(&w.owner.id, "s1", Duration::hours(1));
+    let s = session_of(w.owner.id.as_str(), "s1", Duration::hours(1));
     store.create_session(&s).await.unwrap();
     let (found, user) = store
         .session("s1", s.created_at + Duration::minutes(59))
@@ -59,12 +59,12 @@ pub async fn ending_sessions_keeps_the_one_asked(store: Arc<dyn Store>) {
     let other = user(&store, &w.org, "other@example.com").await;
     for digest in ["a", "b", "c", "d"] {
         store
-            .create_session(&session_of(&w.owner.id, digest, Duration::hours(1)))
+            .create_session(&session_of(w.owner.id.as_str(), digest, Duration::hours(1)))
             .await
             .unwrap();
     }
     store
-        .create_session(&session_of(&other.id, "o", Duration::hours(1)))
+        .create_session(&session_of(other.id.as_str(), "o", Duration::hours(1)))
         .await
         .unwrap();
 
@@ -85,7 +85,7 @@ pub async fn ending_sessions_keeps_the_one_asked(store: Arc<dyn Store>) {
 
     // A password change keeps the session asked, ends the others.
     store
-        .create_session(&session_of(&w.owner.id, "e", Duration::hours(1)))
+        .create_session(&session_of(w.owner.id.as_str(), "e", Duration::hours(1)))
         .await
         .unwrap();
     store
@@ -102,7 +102,7 @@ pub async fn ending_sessions_keeps_the_one_asked(store: Arc<dyn Store>) {
     assert!(!alive(&store, "e").await);
 
     store
-        .create_session(&session_of(&w.owner.id, "f", Duration::hours(1)))
+        .create_session(&session_of(w.owner.id.as_str(), "f", Duration::hours(1)))
         .await
         .unwrap();
     assert_eq!(
@@ -116,13 +116,13 @@ pub async fn ending_sessions_keeps_the_one_asked(store: Arc<dyn Store>) {
 
     // Deactivation ends the user's sessions; delete_user_sessions too.
     store
-        .create_session(&session_of(&other.id, "o2", Duration::hours(1)))
+        .create_session(&session_of(other.id.as_str(), "o2", Duration::hours(1)))
         .await
         .unwrap();
     store.delete_user_sessions(&other.id).await.unwrap();
     assert!(!alive(&store, "o").await && !alive(&store, "o2").await);
     store
-        .create_session(&session_of(&other.id, "o3", Duration::hours(1)))
+        .create_session(&session_of(other.id.as_str(), "o3", Duration::hours(1)))
         .await
         .unwrap();
     store
@@ -137,21 +137,25 @@ pub async fn purge_expired_counts_what_it_removed(store: Arc<dyn Store>) {
     let now = OffsetDateTime::now_utc().replace_millisecond(0).unwrap();
     // Ended: past its end.
     store
-        .create_session(&session_of(&w.owner.id, "ended", Duration::seconds(-1)))
+        .create_session(&session_of(
+            w.owner.id.as_str(),
+            "ended",
+            Duration::seconds(-1),
+        ))
         .await
         .unwrap();
     // Idle: last seen an hour ago.
-    let mut idle = session_of(&w.owner.id, "idle", Duration::hours(8));
+    let mut idle = session_of(w.owner.id.as_str(), "idle", Duration::hours(8));
     idle.last_seen_at = now - Duration::hours(1);
     store.create_session(&idle).await.unwrap();
     // Was idle, touched since.
-    let mut touched = session_of(&w.owner.id, "touched", Duration::hours(8));
+    let mut touched = session_of(w.owner.id.as_str(), "touched", Duration::hours(8));
     touched.last_seen_at = now - Duration::hours(1);
     store.create_session(&touched).await.unwrap();
     store.touch_session("touched", now).await.unwrap();
     // Fine.
     store
-        .create_session(&session_of(&w.owner.id, "fine", Duration::hours(8)))
+        .create_session(&session_of(w.owner.id.as_str(), "fine", Duration::hours(8)))
         .await
         .unwrap();
     for nonce in ["n1", "n2", "n3"] {
