@@ -695,8 +695,8 @@ mod tests {
 
     fn workspace() -> WorkspaceRecord {
         WorkspaceRecord {
-            id: ("w".to_owned()).into(),
-            organization_id: ("o".to_owned()).into(),
+            id: "w".into(),
+            organization_id: "o".into(),
             name: "W".to_owned(),
             description: None,
             created_at: OffsetDateTime::UNIX_EPOCH,
@@ -706,12 +706,12 @@ mod tests {
 
     fn key_caller(role: Role, restriction: Option<Vec<Permission>>, tenant: bool) -> Caller {
         Caller {
-            user_id: ("u".to_owned()).into(),
+            user_id: "u".into(),
             rights: PermissionSet::of(Some(role), tenant, restriction.as_deref()),
             inside: true,
             org_admin: tenant,
             key: Some(CallerKey {
-                id: ("k".to_owned()).into(),
+                id: "k".into(),
                 restriction,
                 expires_at: Some(OffsetDateTime::UNIX_EPOCH + Duration::days(7)),
                 rate_limit: Some(RateLimit {
@@ -775,9 +775,9 @@ mod tests {
     fn only_the_owner_rotates() {
         let caller = key_caller(Role::Owner, None, true);
         let mut key = KeyRecord {
-            id: ("other".to_owned()).into(),
-            workspace_id: ("w".to_owned()).into(),
-            user_id: ("someone else".to_owned()).into(),
+            id: "other".into(),
+            workspace_id: "w".into(),
+            user_id: "someone else".into(),
             name: "n".to_owned(),
             digest: crate::domain::keys::KeyHasher::new(None).digest("x"),
             prefix: "noxus_abcd".to_owned(),
@@ -797,7 +797,7 @@ mod tests {
         assert!(
             matches!(&refused, Err(KeyRuleError::Forbidden { permission, .. }) if permission == "owner")
         );
-        key.user_id = ("u".to_owned()).into();
+        key.user_id = "u".into();
         // Same owner, but the key outlives the caller (no expiry vs 7 days).
         assert!(may_rotate(&caller, &workspace(), &key, Some(Role::Owner), &bounds()).is_err());
     }

@@ -89,8 +89,8 @@ mod tests {
     #[test]
     fn audit_searches_number_their_arguments() {
         let (sql, args) = audit_search(&AuditQuery {
-            organization_id: ("org".to_owned()).into(),
-            workspace_id: Some(("ws".to_owned()).into()),
+            organization_id: "org".into(),
+            workspace_id: Some("ws".into()),
             action_prefix: Some("API_KEY.".to_owned()),
             before_id: Some(7),
             limit: 5,

@@ -37,10 +37,10 @@ fn digest() -> KeyDigest {
     .unwrap()
 }
 
-fn new_key(workspace_id: &str, user_id: &str, name: &str) -> NewKey {
+fn new_key(workspace_id: &WorkspaceId, user_id: &UserId, name: &str) -> NewKey {
     NewKey {
-        workspace_id: workspace_id.to_owned().into(),
-        user_id: user_id.to_owned().into(),
+        workspace_id: workspace_id.clone(),
+        user_id: user_id.clone(),
         name: name.to_owned(),
         digest: digest(),
         prefix: "nx_test_ab".to_owned(),
@@ -169,7 +169,7 @@ async fn events_reach_other_instances_after_commit_and_never_after_rollback() {
     let key = a
         .create_key(
             &actor,
-            new_key(w.workspace.id.as_str(), w.owner.id.as_str(), "k"),
+            new_key(&w.workspace.id, &w.owner.id, "k"),
             KeyQuotas::default(),
         )
         .await
@@ -197,7 +197,7 @@ async fn events_reach_other_instances_after_commit_and_never_after_rollback() {
             &actor,
             &w.workspace.id,
             &key.id,
-            new_key(w.workspace.id.as_str(), w.owner.id.as_str(), "successor"),
+            new_key(&w.workspace.id, &w.owner.id, "successor"),
             None,
         )
         .await;
@@ -252,7 +252,7 @@ async fn events_reach_other_instances_after_commit_and_never_after_rollback() {
     let member_key = a
         .create_key(
             &actor,
-            new_key(w.workspace.id.as_str(), member.id.as_str(), "m"),
+            new_key(&w.workspace.id, &member.id, "m"),
             KeyQuotas::default(),
         )
         .await
@@ -302,7 +302,7 @@ async fn a_dropped_listener_reconnects_and_tells_subscribers_to_resync() {
     let key = a
         .create_key(
             &Actor::system(),
-            new_key(w.workspace.id.as_str(), w.owner.id.as_str(), "k"),
+            new_key(&w.workspace.id, &w.owner.id, "k"),
             KeyQuotas::default(),
         )
         .await
@@ -360,11 +360,7 @@ async fn of_two_concurrent_rotations_of_a_key_exactly_one_wins() {
         let key = a
             .create_key(
                 &actor,
-                new_key(
-                    w.workspace.id.as_str(),
-                    w.owner.id.as_str(),
-                    &format!("k{round}"),
-                ),
+                new_key(&w.workspace.id, &w.owner.id, &format!("k{round}")),
                 KeyQuotas::default(),
             )
             .await
@@ -377,13 +373,7 @@ async fn of_two_concurrent_rotations_of_a_key_exactly_one_wins() {
             let actor = actor.clone();
             tokio::spawn(async move {
                 store
-                    .rotate_key(
-                        &actor,
-                        &ws,
-                        &id,
-                        new_key(ws.as_str(), owner.as_str(), "next"),
-                        grace,
-                    )
+                    .rotate_key(&actor, &ws, &id, new_key(&ws, &owner, "next"), grace)
                     .await
             })
         };
@@ -449,17 +439,17 @@ async fn rules_over_several_rows_hold_under_concurrency() {
         .await
         .unwrap();
     // Two owners demote each other at once: one is refused.
-    let demote = |store: PostgresStore, user: String| {
+    let demote = |store: PostgresStore, user: UserId| {
         let ws = w.workspace.id.clone();
         tokio::spawn(async move {
             store
-                .set_membership(&Actor::system(), &ws, &user.as_str().into(), Role::Admin)
+                .set_membership(&Actor::system(), &ws, &user, Role::Admin)
                 .await
         })
     };
     let (x, y) = tokio::join!(
-        demote(a.clone(), w.owner.id.to_string()),
-        demote(b.clone(), second.id.to_string())
+        demote(a.clone(), w.owner.id.clone()),
+        demote(b.clone(), second.id.clone())
     );
     let results = [x.unwrap(), y.unwrap()];
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
@@ -467,17 +457,17 @@ async fn rules_over_several_rows_hold_under_concurrency() {
         .iter()
         .any(|r| matches!(r, Err(StoreError::Precondition(Precondition::LastOwner)))));
     // Two admins deactivate each other at once: one is refused.
-    let deactivate = |store: PostgresStore, user: String| {
+    let deactivate = |store: PostgresStore, user: UserId| {
         let org = w.org.id.clone();
         tokio::spawn(async move {
             store
-                .set_user_active(&Actor::system(), &org, &user.as_str().into(), false)
+                .set_user_active(&Actor::system(), &org, &user, false)
                 .await
         })
     };
     let (x, y) = tokio::join!(
-        deactivate(a.clone(), w.owner.id.to_string()),
-        deactivate(b.clone(), second.id.to_string())
+        deactivate(a.clone(), w.owner.id.clone()),
+        deactivate(b.clone(), second.id.clone())
     );
     let results = [x.unwrap(), y.unwrap()];
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
@@ -493,7 +483,7 @@ async fn rules_over_several_rows_hold_under_concurrency() {
     let mut tasks = Vec::new();
     for i in 0..10 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let key = new_key(ws2.id.as_str(), second.id.as_str(), &format!("q{i}"));
+        let key = new_key(&ws2.id, &second.id, &format!("q{i}"));
         tasks.push(tokio::spawn(async move {
             store.create_key(&Actor::system(), key, quotas).await
         }));
@@ -577,11 +567,7 @@ async fn usage_from_two_writers_adds_up_exactly_and_addresses_stay_bounded() {
         keys.push(
             a.create_key(
                 &actor,
-                new_key(
-                    w.workspace.id.as_str(),
-                    w.owner.id.as_str(),
-                    &format!("k{i}"),
-                ),
+                new_key(&w.workspace.id, &w.owner.id, &format!("k{i}")),
                 KeyQuotas::default(),
             )
             .await
@@ -673,7 +659,7 @@ async fn usage_from_two_writers_adds_up_exactly_and_addresses_stay_bounded() {
     }
     // A flush naming a key deleted meanwhile is fine.
     let mut ghost = flush(0, 0);
-    ghost[0].key_id = ("no-such-key".to_owned()).into();
+    ghost[0].key_id = "no-such-key".into();
     a.record_usage(&ghost, 10).await.unwrap();
     a.close().await;
     b.close().await;
@@ -748,11 +734,7 @@ async fn orders_totals_and_cascades_match_the_sqlite_store() {
             store
                 .create_key(
                     &actor,
-                    new_key(
-                        w.workspace.id.as_str(),
-                        w.owner.id.as_str(),
-                        &format!("k{i}"),
-                    ),
+                    new_key(&w.workspace.id, &w.owner.id, &format!("k{i}")),
                     KeyQuotas::default(),
                 )
                 .await

@@ -118,7 +118,7 @@ async fn audit_searches_use_an_index_and_never_scan_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let query = |workspace: bool, action: Option<&str>, before: bool| AuditQuery {
-        organization_id: ("org".to_owned()).into(),
+        organization_id: "org".into(),
         workspace_id: workspace.then(|| "ws".into()),
         action_prefix: action.map(str::to_owned),
         before_id: before.then_some(1000),
@@ -173,7 +173,7 @@ fn an_action_prefix_is_an_index_range() {
     assert_eq!(prefix_successor("\u{D7FF}").as_deref(), Some("\u{E000}"));
     assert_eq!(prefix_successor("\u{10FFFF}"), None);
     let (sql, args) = audit_search(&AuditQuery {
-        organization_id: ("org".to_owned()).into(),
+        organization_id: "org".into(),
         workspace_id: None,
         action_prefix: Some("API_KEY.".to_owned()),
         before_id: None,

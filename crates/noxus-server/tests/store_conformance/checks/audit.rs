@@ -47,7 +47,7 @@ pub async fn every_mutation_writes_exactly_one_audit_row(store: Arc<dyn Store>) 
     let w = world(&store).await;
     let by = Actor {
         user_id: Some(w.owner.id.clone()),
-        key_id: Some(("some-key-id".to_owned()).into()),
+        key_id: Some("some-key-id".into()),
         client_addr: Some("198.51.100.7".to_owned()),
     };
     let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
