@@ -2,9 +2,11 @@
 //! PostgreSQL (scale-out) are interchangeable without touching callers.
 //! Every mutating call writes its audit-log row in the same transaction.
 
+mod common;
 pub mod events;
 mod ids;
 mod postgres;
+mod rows;
 mod sqlite;
 
 pub use events::{EventBus, EventSubscription, StoreEvent};

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use noxus_api::{Permission, Role};
+use noxus_api::Role;
 use secrecy::ExposeSecret;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -51,7 +51,8 @@ use super::*;
 mod audit;
 mod keys;
 mod members;
-mod rows;
+use super::common::*;
+use super::rows;
 mod sessions;
 mod usage;
 mod workflows;
@@ -410,41 +411,8 @@ async fn run_listener(
     }
 }
 
-pub(super) fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-pub(super) fn to_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-pub(super) fn from_ms(ms: i64) -> StoreResult<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
-}
-
-pub(super) fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
-    ms.map(from_ms).transpose()
-}
-
-/// A fresh id of whichever kind is wanted.
-fn new_id<T: From<String>>() -> T {
-    T::from(Uuid::new_v4().to_string())
-}
-
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// Maps a unique violation to [`StoreError::Conflict`] (each statement this
-/// is used on has exactly one such constraint besides its random primary key).
-fn on_unique(kind: ConflictKind) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |err| match &err {
-        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
-            StoreError::Conflict(kind)
-        }
-        _ => StoreError::Database(err),
-    }
 }
 
 async fn audit<T: AsRef<str> + ?Sized>(
@@ -572,31 +540,6 @@ async fn revoke_live_keys(
     Ok(ids)
 }
 
-fn parse_role(s: &str) -> StoreResult<Role> {
-    Role::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn restriction_to_text(r: &Option<Vec<Permission>>) -> Option<String> {
-    r.as_ref()
-        .map(|perms| serde_json::to_string(perms).unwrap_or_else(|_| "[]".to_owned()))
-}
-
-/// A validated definition as JSON text, for storing and for the record.
-fn raw_json(value: &Value) -> StoreResult<Box<RawValue>> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| StoreError::Corrupt(format!("definition: {e}")))
-}
-
-fn key_audit_details(key: &KeyRecord) -> Value {
-    json!({
-        "name": key.name,
-        "prefix": key.prefix,
-        "owner_user_id": key.user_id,
-        "tenant_admin": key.tenant_admin,
-        "restriction": key.restriction,
-    })
-}
-
 /// A workspace's stored workflows and definition bytes (`workspace_totals`,
 /// kept by triggers; zero before its first workflow).
 async fn workspace_totals(tx: &mut Tx, workspace_id: &WorkspaceId) -> StoreResult<(u64, u64)> {
@@ -611,25 +554,6 @@ async fn workspace_totals(tx: &mut Tx, workspace_id: &WorkspaceId) -> StoreResul
         u64::try_from(workflows).unwrap_or(0),
         u64::try_from(bytes).unwrap_or(0),
     ))
-}
-
-/// Refuses a write that grows the workspace's definitions from `stored`
-/// bytes by `old_len` → `new_len` past the quota; shrinking (or keeping the
-/// size) is always allowed.
-fn check_definition_bytes(
-    stored: u64,
-    old_len: u64,
-    new_len: u64,
-    quotas: &WorkflowQuotas,
-) -> StoreResult<()> {
-    let limit = quotas.definition_bytes_per_workspace;
-    if new_len > old_len && stored.saturating_sub(old_len).saturating_add(new_len) > limit {
-        return Err(StoreError::QuotaExceeded {
-            quota: Quota::DefinitionBytesPerWorkspace,
-            limit,
-        });
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -2,17 +2,15 @@
 //! embedded in the binary and applied at start.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use noxus_api::{Permission, Role};
+use noxus_api::Role;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
-use uuid::Uuid;
 
 use super::*;
 
@@ -20,7 +18,8 @@ mod archive;
 mod audit;
 mod keys;
 mod members;
-mod rows;
+use super::common::*;
+use super::rows;
 mod sessions;
 mod usage;
 mod workflows;
@@ -181,59 +180,6 @@ async fn workspace_totals(
     ))
 }
 
-/// Refuses a write that grows the workspace's definitions from
-/// `stored` bytes by `old_len` → `new_len` past the quota. Shrinking (or
-/// keeping the size) is always allowed, so that a full workspace can be
-/// cleaned up.
-fn check_definition_bytes(
-    stored: u64,
-    old_len: u64,
-    new_len: u64,
-    quotas: &WorkflowQuotas,
-) -> StoreResult<()> {
-    let limit = quotas.definition_bytes_per_workspace;
-    if new_len > old_len && stored.saturating_sub(old_len).saturating_add(new_len) > limit {
-        return Err(StoreError::QuotaExceeded {
-            quota: Quota::DefinitionBytesPerWorkspace,
-            limit,
-        });
-    }
-    Ok(())
-}
-
-fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
-}
-
-fn to_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(ms: i64) -> StoreResult<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|e| StoreError::Corrupt(format!("timestamp {ms}: {e}")))
-}
-
-fn opt_from_ms(ms: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
-    ms.map(from_ms).transpose()
-}
-
-/// A fresh id of whichever kind is wanted.
-fn new_id<T: From<String>>() -> T {
-    T::from(Uuid::new_v4().to_string())
-}
-
-/// Maps a unique violation to [`StoreError::Conflict`] (each statement this
-/// is used on has exactly one such constraint besides its random primary key).
-fn on_unique(kind: ConflictKind) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |err| match &err {
-        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
-            StoreError::Conflict(kind)
-        }
-        _ => StoreError::Database(err),
-    }
-}
-
 async fn audit<T: AsRef<str> + ?Sized>(
     tx: &mut Transaction<'_, Sqlite>,
     actor: &Actor,
@@ -337,31 +283,6 @@ async fn revoke_live_keys(
         .await?;
     ids.sort();
     Ok(ids)
-}
-
-fn parse_role(s: &str) -> StoreResult<Role> {
-    Role::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn restriction_to_text(r: &Option<Vec<Permission>>) -> Option<String> {
-    r.as_ref()
-        .map(|perms| serde_json::to_string(perms).unwrap_or_else(|_| "[]".to_owned()))
-}
-
-/// A validated definition as JSON text, for storing and for the record.
-fn raw_json(value: &Value) -> StoreResult<Box<RawValue>> {
-    serde_json::value::to_raw_value(value)
-        .map_err(|e| StoreError::Corrupt(format!("definition: {e}")))
-}
-
-fn key_audit_details(key: &KeyRecord) -> Value {
-    json!({
-        "name": key.name,
-        "prefix": key.prefix,
-        "owner_user_id": key.user_id,
-        "tenant_admin": key.tenant_admin,
-        "restriction": key.restriction,
-    })
 }
 
 #[async_trait]

@@ -1,6 +1,10 @@
-//! Rows as PostgreSQL returns them, and their records: the mapping is
-//! written once per table here, not per query.
+//! Rows as the databases return them, and their records: the mapping is
+//! written once per table here, not per query, for both backends (the
+//! derived `FromRow` is generic over the database). Times are Unix
+//! milliseconds (SQLite INTEGER, PostgreSQL BIGINT), booleans SQLite
+//! INTEGER or PostgreSQL BOOLEAN, JSON text.
 
+use super::common::*;
 use super::*;
 
 /// The columns of [`KeyRow`], from `api_keys k`.
@@ -15,6 +19,7 @@ fn rate_limit(rate: Option<i64>, burst: Option<i64>) -> Option<RateLimit> {
     })
 }
 
+/// A stored JSON text as it is: checked to be JSON, not parsed into a tree.
 fn raw_json_text(text: String, column: &str) -> StoreResult<Box<RawValue>> {
     RawValue::from_string(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
@@ -48,6 +53,7 @@ pub(super) struct UserRow {
 
 impl std::fmt::Debug for UserRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password hash.
         f.debug_struct("UserRow")
             .field("id", &self.id)
             .finish_non_exhaustive()
@@ -270,7 +276,7 @@ impl TryFrom<WorkflowRow> for WorkflowRecord {
 }
 
 /// A workflow version; `definition` is absent from listings that did not
-/// ask for it.
+/// ask for it (the column is NOT NULL, so `None` means not selected).
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct VersionRow {
     id: WorkflowVersionId,
@@ -301,19 +307,21 @@ impl TryFrom<VersionRow> for WorkflowVersionRecord {
     }
 }
 
+/// A row of `audit_log`. Its fields are also read by the archive, which
+/// writes them out as they are stored.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct AuditRow {
-    id: i64,
-    organization_id: OrganizationId,
-    workspace_id: Option<WorkspaceId>,
-    actor_user_id: Option<UserId>,
-    actor_key_id: Option<KeyId>,
-    action: String,
-    target_type: String,
-    target_id: String,
-    details: String,
-    client_addr: Option<String>,
-    created_at: i64,
+    pub(super) id: i64,
+    pub(super) organization_id: OrganizationId,
+    pub(super) workspace_id: Option<WorkspaceId>,
+    pub(super) actor_user_id: Option<UserId>,
+    pub(super) actor_key_id: Option<KeyId>,
+    pub(super) action: String,
+    pub(super) target_type: String,
+    pub(super) target_id: String,
+    pub(super) details: String,
+    pub(super) client_addr: Option<String>,
+    pub(super) created_at: i64,
 }
 
 impl TryFrom<AuditRow> for AuditRecord {
@@ -386,10 +394,33 @@ impl TryFrom<AddressRow> for KeyAddress {
     }
 }
 
+/// A row of a page with the total its statement counted (`... AS total`),
+/// so that a page and its total come in one statement.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct PageRow<T> {
+    #[sqlx(flatten)]
+    row: T,
+    total: i64,
+}
+
 /// Maps fetched rows to records.
 pub(super) fn records<R, T>(rows: Vec<R>) -> StoreResult<Vec<T>>
 where
     T: TryFrom<R, Error = StoreError>,
 {
     rows.into_iter().map(T::try_from).collect()
+}
+
+/// The records of a page and the total its first row carries (`None` for
+/// a page past the end, which has no row to carry it).
+pub(super) fn page<R, T>(rows: Vec<PageRow<R>>) -> StoreResult<(Vec<T>, Option<i64>)>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    let total = rows.first().map(|r| r.total);
+    let items = rows
+        .into_iter()
+        .map(|r| T::try_from(r.row))
+        .collect::<StoreResult<_>>()?;
+    Ok((items, total))
 }
