@@ -12,6 +12,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod proxy;
 
 use std::io::Write;
