@@ -75,6 +75,16 @@ impl Cluster {
         extra_args: &[&str],
     ) -> Option<Self> {
         let database = fresh_database_or_skip(test).await?;
+        Some(Self::start_on(database, noxus, replicas, extra_args).await)
+    }
+
+    /// [`Cluster::start`] on a given database (benchmarks make their own).
+    pub async fn start_on(
+        database: FreshDatabase,
+        noxus: &Path,
+        replicas: usize,
+        extra_args: &[&str],
+    ) -> Self {
         let http = reqwest::Client::new();
         let mut cluster = Self {
             replicas: Vec::new(),
@@ -135,7 +145,7 @@ impl Cluster {
             .await
             .expect("JSON");
         cluster.workspace_id = me["workspace_id"].as_str().unwrap_or_default().to_owned();
-        Some(cluster)
+        cluster
     }
 
     /// The database's URL (a secret in real deployments; a test database here).
