@@ -627,13 +627,15 @@ fn main() -> anyhow::Result<()> {
     let server_rt = runtime(args.server_threads, "server")?;
     let client_rt = runtime(args.client_threads, "client")?;
 
-    let database = match &args.database_url {
-        Some(url) => Some(server_rt.block_on(noxus_bench::BenchDatabase::create(url, "auth"))?),
-        None => None,
-    };
+    let database = args
+        .database_url
+        .as_deref()
+        .map(|url| server_rt.block_on(noxus_testkit::postgres::FreshDatabase::create(url)));
     let server = server_rt.block_on(start_server(
         data_dir.path(),
-        database.as_ref().map(noxus_bench::BenchDatabase::url),
+        database
+            .as_ref()
+            .map(noxus_testkit::postgres::FreshDatabase::url),
         args.key_cache_ttl_ms.map(Duration::from_millis),
         args.rate_limit,
     ))?;
@@ -803,7 +805,7 @@ fn main() -> anyhow::Result<()> {
         }
         state.store().close().await;
         if let Some(database) = database {
-            database.drop_database().await?;
+            database.drop_database().await;
         }
         anyhow::Ok(())
     })?;

@@ -73,7 +73,7 @@ enum Backend {
         _dir: PathBuf,
     },
     Postgres {
-        database: noxus_bench::BenchDatabase,
+        database: noxus_testkit::postgres::FreshDatabase,
         url: String,
     },
 }
@@ -99,7 +99,7 @@ impl Backend {
                 Ok((Self::Sqlite { url, _dir: dir }, store))
             }
             Some(server_url) => {
-                let database = noxus_bench::BenchDatabase::create(server_url, label).await?;
+                let database = noxus_testkit::postgres::FreshDatabase::create(server_url).await;
                 let url = database.url().to_owned();
                 let store = noxus_server::store::connect(&DatabaseConfig::Postgres(
                     noxus_server::store::PostgresOptions::new(url.clone()),
@@ -206,7 +206,10 @@ impl Backend {
 
     async fn drop_database(self) -> anyhow::Result<()> {
         match self {
-            Self::Postgres { database, .. } => database.drop_database().await,
+            Self::Postgres { database, .. } => {
+                database.drop_database().await;
+                Ok(())
+            }
             Self::Sqlite { .. } => Ok(()),
         }
     }

@@ -90,7 +90,7 @@ impl std::fmt::Debug for FreshDatabase {
 }
 
 /// `url` with its database (path) replaced by `name`, query kept.
-fn with_database(url: &str, name: &str) -> String {
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, Some(query)),
         None => (url, None),

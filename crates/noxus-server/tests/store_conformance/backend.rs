@@ -139,23 +139,7 @@ impl Fresh {
     }
 }
 
-/// `url` with its database (the path) replaced by `name`, query kept.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let path_start = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{name}", &base[..path_start]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
+pub use noxus_testkit::postgres::with_database;
 
 #[test]
 fn database_urls_keep_everything_but_the_database() {
