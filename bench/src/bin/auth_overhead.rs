@@ -122,6 +122,13 @@ struct Args {
     /// the server this URL names (and dropped at the end). SQLite without it.
     #[arg(long)]
     database_url: Option<String>,
+
+    /// With --database-url: keep the replicas' shared rate-limit counters in
+    /// this Redis (redis://127.0.0.1:6379) instead of the database. On
+    /// PostgreSQL the limits are cluster-wide either way: each admitted
+    /// request is counted for the sync every 100 ms.
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 /// Whether the per-key rate limiter is in the request path.
@@ -301,11 +308,13 @@ struct Server {
 async fn start_server(
     data_dir: &std::path::Path,
     postgres_url: Option<&str>,
+    redis_url: Option<&str>,
     key_cache_ttl: Option<Duration>,
     limiter: Limiter,
 ) -> anyhow::Result<Server> {
     let mut config = Config::new(data_dir);
     config.postgres = postgres_url.map(noxus_server::store::PostgresOptions::new);
+    config.redis_url = redis_url.map(|url| secrecy::SecretString::from(url.to_owned()));
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.welcome = true;
     if let Some(ttl) = key_cache_ttl {
@@ -636,6 +645,7 @@ fn main() -> anyhow::Result<()> {
         database
             .as_ref()
             .map(noxus_testkit::postgres::FreshDatabase::url),
+        args.redis_url.as_deref(),
         args.key_cache_ttl_ms.map(Duration::from_millis),
         args.rate_limit,
     ))?;
@@ -666,6 +676,7 @@ fn main() -> anyhow::Result<()> {
             Limiter::Off => "off",
         }
     );
+    println!("rate limits: {}", server.state.limits().describe());
     println!(
         "{} connections, closed loop, response body {} bytes, warm-up {:.1} s per route, {} x {:.2} s rounds per route (order A B, B A, ...)",
         args.connections,
@@ -785,7 +796,7 @@ fn main() -> anyhow::Result<()> {
                 state.store_arc(),
                 Catalog::load(config.catalog_file.as_deref())?,
                 config,
-            );
+            )?;
             let uncached_iterations = (args.micro_iterations / 50).max(1);
             let (uncached, refused_uncached) =
                 time_authenticate(&uncached_state, &api_key, uncached_iterations).await?;

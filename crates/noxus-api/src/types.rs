@@ -505,6 +505,12 @@ pub struct Deleted {
 pub struct Health {
     /// `ok`, or what is wrong.
     pub status: String,
+    /// `/readyz` only: how rate limits hold right now — cluster-wide (and
+    /// where the shared counters live), per replica because the shared
+    /// counters do not answer (and why), or per process (one process serves
+    /// the database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<String>,
 }
 
 /// Request counts over one bucket (an hour or a day), or a total.

@@ -33,6 +33,17 @@ impl DatabaseUrl {
     pub fn is_empty(&self) -> bool {
         self.0.expose_secret().is_empty()
     }
+
+    /// Whether it starts with one of `schemes` (e.g. `redis://`).
+    pub fn has_scheme(&self, schemes: &[&str]) -> bool {
+        let text = self.0.expose_secret();
+        schemes.iter().any(|s| text.starts_with(s))
+    }
+
+    /// The URL, still secret.
+    pub fn into_secret(self) -> SecretString {
+        self.0
+    }
 }
 
 /// The PostgreSQL options of `noxus serve` and `noxus migrate`.

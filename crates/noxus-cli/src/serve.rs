@@ -30,6 +30,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     database: crate::database::DatabaseArgs,
 
+    /// Redis for the rate-limit counters shared by the replicas
+    /// (redis://[:password@]host:6379/db). Without it they live in the
+    /// PostgreSQL database; unused on SQLite. Never printed.
+    #[arg(long, env = "NOXUS_REDIS_URL", hide_env_values = true, value_name = "URL", value_parser = crate::database::secret_url)]
+    redis_url: Option<crate::database::DatabaseUrl>,
+
+    /// Milliseconds between two syncs of the replicas' rate-limit spending
+    /// (with --database-url): a cluster may admit what its other replicas
+    /// admit in this time above a limit.
+    #[arg(long, env = "NOXUS_LIMITS_SYNC_MS", default_value_t = defaults::LIMITS_SYNC_MS, value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    limits_sync_ms: u64,
+
     /// JSON file with `nodes`, `models` and/or `presets` replacing the built-in catalog.
     #[arg(long, env = "NOXUS_CATALOG")]
     catalog: Option<PathBuf>,
@@ -166,6 +178,18 @@ pub fn run(mut args: ServeArgs) -> Result<(), Failure> {
         }
     };
     let postgres = args.database.postgres()?;
+    if let Some(url) = args.redis_url.as_ref().filter(|u| !u.is_empty()) {
+        if !url.has_scheme(&["redis://"]) {
+            return Err(Failure::config(anyhow::anyhow!(
+                "--redis-url (NOXUS_REDIS_URL) must be a Redis URL starting with redis://, e.g. redis://:PASSWORD@cache.internal:6379/0"
+            )));
+        }
+        if postgres.is_none() {
+            return Err(Failure::config(anyhow::anyhow!(
+                "--redis-url shares rate limits between replicas, which share a PostgreSQL database (--database-url); a SQLite data directory serves one process, whose limits need no sharing"
+            )));
+        }
+    }
     serve(args, admin_email, postgres).map_err(Failure::from)
 }
 
@@ -185,6 +209,11 @@ fn serve(
 
     let mut config = Config::new(args.data_dir);
     config.postgres = postgres;
+    config.redis_url = args
+        .redis_url
+        .filter(|u| !u.is_empty())
+        .map(crate::database::DatabaseUrl::into_secret);
+    config.limits_sync_interval = Duration::from_millis(args.limits_sync_ms);
     config.listen = args.listen;
     config.catalog_file = args.catalog;
     config.welcome = !args.no_welcome;

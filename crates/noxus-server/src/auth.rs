@@ -195,7 +195,12 @@ fn failed_authentication(
 ) -> ApiError {
     let Some(ip) = client_addr else { return err };
     match state.auth_failures().record(ip, now_ns) {
-        Ok(()) => err,
+        Ok(()) => {
+            state
+                .limits()
+                .spent(crate::cluster_limits::failed_auth_scope(ip), 1);
+            err
+        }
         Err(wait) => {
             tracing::warn!(%ip, "too many failed authentications");
             ApiError::AuthThrottled {
@@ -332,6 +337,9 @@ pub async fn authenticate(
             at = state.clock().now().mono_ns;
             gcra.check(&verified.hot.tat, at)
         });
+        if state.limits().is_shared() {
+            state.limits().key_used(&verified.hot, checked.is_ok());
+        }
         match checked {
             Ok(tat) => set_rate(gcra.info(tat, at)),
             Err(wait) => {

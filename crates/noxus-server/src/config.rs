@@ -67,6 +67,8 @@ pub mod defaults {
     pub const DATABASE_CONNECT_TIMEOUT_MS: u64 = 5_000;
     /// `--database-statement-timeout-ms`.
     pub const DATABASE_STATEMENT_TIMEOUT_MS: u64 = 10_000;
+    /// How often replicas sync their rate-limit spending, in milliseconds.
+    pub const LIMITS_SYNC_MS: u64 = 100;
 }
 
 /// How the platform runs.
@@ -78,6 +80,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Run on this PostgreSQL database instead of SQLite in `data_dir`.
     pub postgres: Option<PostgresOptions>,
+    /// Redis for the replicas' shared rate-limit counters (else they live in
+    /// the PostgreSQL database). May hold a password: a secret.
+    pub redis_url: Option<SecretString>,
+    /// How often replicas sync their rate-limit spending (with PostgreSQL).
+    pub limits_sync_interval: Duration,
     /// Server-side secret mixed into key digests (HMAC-SHA-256), at least 32
     /// bytes. Its fingerprint is stored in the database: starting with another
     /// (or none) is refused, unless the stored one is `previous_pepper`.
@@ -164,6 +171,8 @@ impl Config {
             listen: defaults::LISTEN,
             data_dir: data_dir.into(),
             postgres: None,
+            redis_url: None,
+            limits_sync_interval: Duration::from_millis(defaults::LIMITS_SYNC_MS),
             pepper: None,
             previous_pepper: None,
             catalog_file: None,

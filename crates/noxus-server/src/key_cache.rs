@@ -119,6 +119,7 @@ impl VerifiedKey {
             .or(record.workspace_rate_limit)
             .map(Gcra::new)
             .or(server_default);
+        hot.set_emission(gcra.map_or(0, |g| g.emission_ns()));
         let tenant_admin =
             record.key.tenant_admin && record.user_is_org_admin && record.user_active;
         let permissions = if record.user_active {

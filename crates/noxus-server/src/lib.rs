@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod client_addr;
 pub mod clock;
+pub mod cluster_limits;
 pub mod config;
 pub mod connections;
 pub mod data_dir_lock;

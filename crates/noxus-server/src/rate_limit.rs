@@ -1,4 +1,6 @@
-//! Rate limits and throttles, all per server process:
+//! Rate limits and throttles, decided in the process (and shared between
+//! replicas by [`crate::cluster_limits`], which charges what other replicas
+//! spent to the state here):
 //!
 //! - per-key request rate limiting with GCRA (the generic cell rate
 //!   algorithm): each key may make `per_second` requests per second on
@@ -56,6 +58,13 @@ impl AccountKey {
     }
 }
 
+impl std::fmt::Display for AccountKey {
+    /// Hexadecimal (the hash, not the email).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
 /// A limit: average rate and burst size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
@@ -101,6 +110,11 @@ impl Gcra {
     /// The configured limit.
     pub fn limit(&self) -> RateLimit {
         self.limit
+    }
+
+    /// What one request costs: nanoseconds of the theoretical arrival time.
+    pub fn emission_ns(&self) -> u64 {
+        self.emission_ns
     }
 
     /// The `RateLimit-*` header values after a request admitted at `now_ns`
@@ -231,6 +245,14 @@ impl AuthFailures {
         result
     }
 
+    /// Charges `failures` made at other replicas to `addr` (see
+    /// [`crate::cluster_limits::charge`]).
+    pub fn charge(&self, addr: IpAddr, failures: u64, since_ns: u64) {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = addresses.get_or_insert_mut(throttle_address(addr), || 0);
+        *slot = crate::cluster_limits::charge(*slot, failures, self.gcra.emission_ns, since_ns);
+    }
+
     /// Addresses remembered.
     pub fn len(&self) -> usize {
         self.addresses
@@ -335,6 +357,41 @@ pub struct LoginThrottle {
 #[must_use = "report the outcome: failed, succeeded or abandoned"]
 pub struct LoginAttempt {
     pair: PairKey,
+}
+
+impl LoginAttempt {
+    /// The account tried.
+    pub fn account(&self) -> AccountKey {
+        self.pair.0
+    }
+
+    /// The address it was tried from, as the throttle counts it.
+    pub fn address(&self) -> IpAddr {
+        self.pair.1
+    }
+}
+
+/// One of the login throttle's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoginCounter {
+    /// One account from one address.
+    Pair(AccountKey, IpAddr),
+    /// One address, all accounts.
+    Address(IpAddr),
+    /// One account, all addresses.
+    Account(AccountKey),
+}
+
+impl LoginCounter {
+    /// The three counters an attempt on `account` from `ip` counts on.
+    pub fn all(account: AccountKey, ip: IpAddr) -> [Self; 3] {
+        let ip = throttle_address(ip);
+        [
+            Self::Pair(account, ip),
+            Self::Address(ip),
+            Self::Account(account),
+        ]
+    }
 }
 
 impl Default for LoginThrottle {
@@ -445,6 +502,41 @@ impl LoginThrottle {
         }
         if let Some(f) = maps.accounts.peek_mut(&pair.0) {
             f.count = f.count.saturating_sub(1);
+        }
+    }
+
+    /// Counts `failures` made at other replicas on `counter`, as of `now`.
+    pub fn charge(&self, counter: LoginCounter, failures: u64, now: Instant) {
+        let failures = u32::try_from(failures).unwrap_or(u32::MAX);
+        let mut maps = self.maps();
+        let add = |entry: Option<&mut Failures>| match entry {
+            Some(f) => {
+                f.count = f.count.saturating_add(failures);
+                f.last = f.last.max(now);
+                None
+            }
+            None => Some(Failures {
+                count: failures,
+                last: now,
+            }),
+        };
+        match counter {
+            LoginCounter::Pair(account, ip) => {
+                let key = PairKey(account, ip);
+                if let Some(new) = add(maps.pairs.get_mut(&key)) {
+                    maps.pairs.put(key, new);
+                }
+            }
+            LoginCounter::Address(ip) => {
+                if let Some(new) = add(maps.addresses.get_mut(&ip)) {
+                    maps.addresses.put(ip, new);
+                }
+            }
+            LoginCounter::Account(account) => {
+                if let Some(new) = add(maps.accounts.get_mut(&account)) {
+                    maps.accounts.put(account, new);
+                }
+            }
         }
     }
 

@@ -50,7 +50,7 @@ impl Application {
             };
             format!("http://{host}:{}", local.port())
         });
-        let state = AppState::new(store, catalog, config);
+        let state = AppState::new(store, catalog, config)?;
         crate::bootstrap::check_pepper(state.store(), state.hasher(), state.config()).await?;
         let welcome = first_start(state.store(), state.hasher(), state.config(), &base_url).await?;
         let setup_link = if welcome.is_none() {
@@ -129,6 +129,18 @@ impl Application {
                 }
             })
         };
+        // Cluster-wide limits: the sync with the other replicas.
+        let limits_sync = self.state.limits().is_shared().then(|| {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let local = crate::cluster_limits::Local {
+                    auth_failures: state.auth_failures(),
+                    login: state.login_throttle(),
+                    clock: state.clock(),
+                };
+                state.limits().run(local).await;
+            })
+        });
         let timeouts = crate::connections::ConnectionTimeouts {
             header_read: self.state.config().header_read_timeout,
             idle: self.state.config().idle_timeout,
@@ -142,6 +154,9 @@ impl Application {
         )
         .await;
         flusher.abort();
+        if let Some(sync) = limits_sync {
+            sync.abort();
+        }
         // Whatever was counted after the last tick.
         self.state.usage().flush(self.state.store()).await;
         self.state.store().close().await;

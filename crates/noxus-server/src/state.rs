@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::clock::Clock;
+use crate::cluster_limits::ClusterLimits;
 use crate::config::Config;
 use crate::domain::keys::KeyHasher;
 use crate::domain::passwords::{PasswordPool, QUEUE_WAIT};
@@ -29,14 +30,21 @@ struct Inner {
     usage: UsageRecorder,
     auth_failures: crate::rate_limit::AuthFailures,
     login_throttle: LoginThrottle,
+    limits: ClusterLimits,
     config: Config,
 }
 
 impl AppState {
     /// Assembles the state, and starts the task that applies the store's
     /// events to the key cache (so it must be called inside a Tokio runtime;
-    /// the task ends with the store).
-    pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> Self {
+    /// the task ends with the store). Fails on a Redis URL that cannot be
+    /// used (it does not connect yet).
+    pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> anyhow::Result<Self> {
+        let limits = ClusterLimits::for_store(
+            &store,
+            config.redis_url.as_ref(),
+            config.limits_sync_interval,
+        )?;
         let cache = Arc::new(KeyCache::new(
             config.key_cache_ttl,
             config.key_cache_capacity,
@@ -47,7 +55,7 @@ impl AppState {
             let cache = Arc::clone(&cache);
             async move { cache.run_invalidation(events).await }
         });
-        Self(Arc::new(Inner {
+        Ok(Self(Arc::new(Inner {
             hasher: KeyHasher::rotating(config.pepper.as_ref(), config.previous_pepper.as_ref()),
             passwords: PasswordPool::new(config.password_hash_concurrency, QUEUE_WAIT),
             cache,
@@ -59,10 +67,11 @@ impl AppState {
                 crate::rate_limit::THROTTLE_CAPACITY,
             ),
             login_throttle: LoginThrottle::new(config.login_throttle),
+            limits,
             store,
             catalog,
             config,
-        }))
+        })))
     }
 
     /// The store.
@@ -114,6 +123,11 @@ impl AppState {
     /// Failed-login throttle of the dashboard.
     pub fn login_throttle(&self) -> &LoginThrottle {
         &self.0.login_throttle
+    }
+
+    /// How the limits are shared with other replicas.
+    pub fn limits(&self) -> &ClusterLimits {
+        &self.0.limits
     }
 
     /// Nodes, models and presets.

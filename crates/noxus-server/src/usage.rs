@@ -141,6 +141,10 @@ pub struct KeyHot {
     workspace_id: WorkspaceId,
     /// GCRA theoretical arrival time, in the clock's nanoseconds.
     pub tat: AtomicU64,
+    /// What one request costs of `tat` under the key's current limit (0: no limit).
+    emission_ns: AtomicU64,
+    /// Spending not yet synced with other replicas ([`crate::cluster_limits`]).
+    pub sync: KeySync,
     last_used_ms: AtomicI64,
     addresses: Mutex<Addresses>,
     /// The hour the atomic counters below count.
@@ -152,7 +156,46 @@ pub struct KeyHot {
     dirty: AtomicBool,
 }
 
+/// A key's spending not yet synced with other replicas.
+#[derive(Debug, Default)]
+pub struct KeySync {
+    /// Requests admitted since the last sync.
+    pub spent: AtomicI64,
+    /// Whether the key was used since the last sync.
+    pub active: AtomicBool,
+}
+
 impl KeyHot {
+    /// The key's id.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// Notes what one request costs under the key's limit (when the key
+    /// is loaded; a limit can change with a reload).
+    pub fn set_emission(&self, emission_ns: u64) {
+        self.emission_ns.store(emission_ns, Ordering::Relaxed);
+    }
+
+    /// Charges `requests` admitted at other replicas since `since_ns` to
+    /// the key's limit.
+    pub fn charge(&self, requests: u64, since_ns: u64) {
+        let emission_ns = self.emission_ns.load(Ordering::Relaxed);
+        if emission_ns == 0 {
+            return;
+        }
+        let _ = self
+            .tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                Some(crate::cluster_limits::charge(
+                    tat,
+                    requests,
+                    emission_ns,
+                    since_ns,
+                ))
+            });
+    }
+
     /// Notes a use at `unix_ms` from `addr` (called once the key is verified).
     pub fn touch(&self, unix_ms: i64, addr: Option<IpAddr>) {
         self.last_used_ms.store(unix_ms, Ordering::Relaxed);
@@ -332,6 +375,8 @@ impl UsageRecorder {
                 key_id: key_id.clone(),
                 workspace_id: workspace_id.clone(),
                 tat: AtomicU64::new(0),
+                emission_ns: AtomicU64::new(0),
+                sync: KeySync::default(),
                 last_used_ms: AtomicI64::new(0),
                 addresses: Mutex::new(Addresses {
                     last: None,

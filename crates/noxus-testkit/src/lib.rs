@@ -14,6 +14,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod redis;
 
 use std::io::Write;
 use std::path::Path;

@@ -21,19 +21,24 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
+        rate_limits: None,
     })
 }
 
-/// The process can serve: the database answers.
+/// The process can serve: the database answers. `rate_limits` says how
+/// limits hold; shared counters that do not answer (Redis down) leave the
+/// replica ready, limiting alone.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Health),
               (status = 503, description = "The database does not answer (`status` says so)", body = Health)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let rate_limits = Some(state.limits().describe());
     match state.store().ping().await {
         Ok(()) => (
             StatusCode::OK,
             Json(Health {
                 status: "ok".to_owned(),
+                rate_limits,
             }),
         ),
         Err(err) => {
@@ -42,6 +47,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(Health {
                     status: "database unavailable".to_owned(),
+                    rate_limits,
                 }),
             )
         }

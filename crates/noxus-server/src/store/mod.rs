@@ -1163,6 +1163,22 @@ pub trait WorkflowStore: Send + Sync {
     ) -> StoreResult<WorkflowVersionRecord>;
 }
 
+/// The rate-limit counters that replicas sharing a database add to
+/// ([`crate::cluster_limits`]): per scope and one-second window.
+#[async_trait]
+pub trait RateCounterStore: Send + Sync {
+    /// Adds each delta of `batch` (scope, delta) to the scope's counter in
+    /// `window` (Unix seconds), and returns, in the batch's order, each
+    /// counter's total in `window` after the addition and in `window - 1`.
+    async fn add_to_rate_counters(
+        &self,
+        window: i64,
+        batch: &[(String, i64)],
+    ) -> StoreResult<Vec<(i64, i64)>>;
+    /// Deletes the counters of windows before `window`; returns how many.
+    async fn prune_rate_counters(&self, window: i64) -> StoreResult<u64>;
+}
+
 /// Storage of the platform: every aspect, plus what concerns the database
 /// as a whole. Implementations must be safe to share between request
 /// handlers, must make every method atomic, and must publish the
@@ -1194,5 +1210,11 @@ pub trait Store:
     /// A subscription to [`Store::events`].
     fn subscribe(&self) -> EventSubscription {
         self.events().subscribe()
+    }
+    /// The shared rate-limit counters, for a database that several
+    /// processes share (PostgreSQL); `None` for one that serves one process
+    /// (SQLite), whose limits need no sharing.
+    fn rate_counters(&self) -> Option<&dyn RateCounterStore> {
+        None
     }
 }

@@ -305,7 +305,12 @@ pub async fn login(
     let address = client.ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let throttle = state.login_throttle();
     let attempt = match throttle.admit(&email, address, Instant::now()) {
-        Ok(attempt) => attempt,
+        Ok(attempt) => {
+            state
+                .limits()
+                .login_counted(attempt.account(), attempt.address());
+            attempt
+        }
         Err(wait) => {
             tracing::warn!(%address, "login throttled");
             return Err(WebError::TooManyAttempts(wait.whole_seconds()));
@@ -313,6 +318,9 @@ pub async fn login(
     };
     let user = match check_credentials(&state, &email, password).await {
         Ok(Some(user)) => {
+            state
+                .limits()
+                .login_uncounted(attempt.account(), attempt.address());
             throttle.succeeded(attempt);
             user
         }
@@ -332,6 +340,9 @@ pub async fn login(
         }
         Err(err) => {
             // Busy or broken: no verdict, so the attempt does not count.
+            state
+                .limits()
+                .login_uncounted(attempt.account(), attempt.address());
             throttle.abandoned(attempt);
             return Err(err);
         }

@@ -108,6 +108,14 @@ async fn openapi_json_describes_every_route_and_the_probes_answer() {
     assert_eq!(health["status"], "ok");
     let ready = json_ok(app.http.get(app.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(ready["status"], "ok");
+    // How limits hold: one SQLite process alone, or replicas sharing PostgreSQL.
+    let limits = ready["rate_limits"].as_str().unwrap();
+    if noxus_testkit::postgres::enabled() {
+        assert!(limits.starts_with("cluster-wide (postgresql)"), "{limits}");
+    } else {
+        assert_eq!(limits, "per process (one process serves this database)");
+    }
+    assert!(health.get("rate_limits").is_none(), "{health}");
     app.stop().await;
 }
 

@@ -51,6 +51,7 @@ use super::*;
 mod audit;
 mod keys;
 mod members;
+mod rate_counters;
 use super::common::*;
 use super::rows;
 mod sessions;
@@ -570,6 +571,10 @@ impl Store for PostgresStore {
             ))));
         }
         Ok(())
+    }
+
+    fn rate_counters(&self) -> Option<&dyn RateCounterStore> {
+        Some(self)
     }
 
     async fn close(&self) {

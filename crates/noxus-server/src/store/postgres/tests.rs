@@ -1042,3 +1042,77 @@ async fn orders_totals_and_cascades_match_the_sqlite_store() {
     store.close().await;
     db.drop_database().await;
 }
+
+#[tokio::test]
+async fn rate_counters_add_from_two_writers_per_window_and_are_pruned() {
+    let Some(db) =
+        fresh_database_or_skip("rate_counters_add_from_two_writers_per_window_and_are_pruned")
+            .await
+    else {
+        return;
+    };
+    let a = open(&db).await;
+    let b = open(&db).await;
+    let batch = |pairs: &[(&str, i64)]| -> Vec<(String, i64)> {
+        pairs.iter().map(|(s, d)| ((*s).to_owned(), *d)).collect()
+    };
+    // Window 100: a adds 3 to k:1, b adds 4 to k:1 and 1 to f:x.
+    assert_eq!(
+        a.add_to_rate_counters(100, &batch(&[("k:1", 3)]))
+            .await
+            .unwrap(),
+        vec![(3, 0)]
+    );
+    assert_eq!(
+        b.add_to_rate_counters(100, &batch(&[("f:x", 1), ("k:1", 4)]))
+            .await
+            .unwrap(),
+        vec![(1, 0), (7, 0)],
+        "totals come back in the batch's order"
+    );
+    // Window 101: the previous window's totals come back too; a scope twice
+    // in one batch adds both deltas.
+    assert_eq!(
+        a.add_to_rate_counters(101, &batch(&[("k:1", 0), ("f:x", 2), ("k:1", 1)]))
+            .await
+            .unwrap(),
+        vec![(1, 7), (2, 1), (1, 7)]
+    );
+    // Many concurrent writers on the same scopes in opposite orders: no
+    // deadlock, and the sum is exact.
+    let mut writers = Vec::new();
+    for n in 0..8i64 {
+        let store = open(&db).await;
+        writers.push(tokio::spawn(async move {
+            let order: Vec<(String, i64)> = if n % 2 == 0 {
+                vec![("s:a".to_owned(), 1), ("s:b".to_owned(), 1)]
+            } else {
+                vec![("s:b".to_owned(), 1), ("s:a".to_owned(), 1)]
+            };
+            for _ in 0..25 {
+                store.add_to_rate_counters(200, &order).await.unwrap();
+            }
+            store.close().await;
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(
+        a.add_to_rate_counters(200, &batch(&[("s:a", 0), ("s:b", 0)]))
+            .await
+            .unwrap(),
+        vec![(200, 0), (200, 0)]
+    );
+    assert_eq!(a.prune_rate_counters(101).await.unwrap(), 2);
+    assert_eq!(
+        a.add_to_rate_counters(101, &batch(&[("k:1", 0)]))
+            .await
+            .unwrap(),
+        vec![(1, 0)],
+        "window 100 is gone"
+    );
+    a.close().await;
+    b.close().await;
+    db.drop_database().await;
+}
