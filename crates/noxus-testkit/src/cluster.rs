@@ -228,3 +228,372 @@ impl Drop for Cluster {
         drop(self.database.take());
     }
 }
+
+// Failures (issue 14): replicas started at once, with another pepper or
+// through a proxy to PostgreSQL, signalled, watched until they exit, with
+// what they print kept for the test to read.
+
+/// Which pepper a replica gets. `Debug` does not show it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum ReplicaPepper {
+    /// The cluster's, shared by every replica.
+    #[default]
+    Shared,
+    /// Another one (a misconfigured replica).
+    Other(String),
+    /// None: `NOXUS_KEY_PEPPER` unset.
+    Unset,
+}
+
+impl std::fmt::Debug for ReplicaPepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shared => f.write_str("Shared"),
+            Self::Other(pepper) => write!(f, "Other({} bytes)", pepper.len()),
+            Self::Unset => f.write_str("Unset"),
+        }
+    }
+}
+
+/// How one replica is started ([`Cluster::start_with`], [`Cluster::spawn_replica`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaOptions {
+    /// Added to `noxus serve`.
+    pub extra_args: Vec<String>,
+    /// Its pepper.
+    pub pepper: ReplicaPepper,
+    /// Where it reaches PostgreSQL, instead of the database's own server:
+    /// e.g. a [`crate::proxy::CuttableProxy`]'s address.
+    pub database_addr: Option<std::net::SocketAddr>,
+}
+
+impl ReplicaOptions {
+    /// Options with these `noxus serve` arguments.
+    pub fn with_args(args: &[&str]) -> Self {
+        Self {
+            extra_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a process wrote on one of its streams, read by a thread of its own
+/// until the stream closes (so the process never blocks on a full pipe).
+#[derive(Debug, Default)]
+struct Captured {
+    bytes: std::sync::Mutex<Vec<u8>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Captured {
+    fn drain(stream: impl std::io::Read + Send + 'static) -> std::sync::Arc<Self> {
+        let captured = std::sync::Arc::new(Self::default());
+        let writer = std::sync::Arc::clone(&captured);
+        std::thread::spawn(move || {
+            let mut stream = stream;
+            let mut buffer = [0u8; 8192];
+            loop {
+                match std::io::Read::read(&mut stream, &mut buffer) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => writer
+                        .bytes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buffer[..n]),
+                }
+            }
+            writer
+                .closed
+                .store(true, std::sync::atomic::Ordering::Release);
+        });
+        captured
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The standard output and error of the replicas started by this module's
+/// new methods, by process id (a [`Replica`] holds only its child).
+type Outputs = std::collections::HashMap<u32, (std::sync::Arc<Captured>, std::sync::Arc<Captured>)>;
+
+fn outputs() -> &'static std::sync::Mutex<Outputs> {
+    static OUTPUTS: std::sync::OnceLock<std::sync::Mutex<Outputs>> = std::sync::OnceLock::new();
+    OUTPUTS.get_or_init(Default::default)
+}
+
+fn captured(pid: u32) -> Option<(std::sync::Arc<Captured>, std::sync::Arc<Captured>)> {
+    outputs()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&pid)
+        .cloned()
+}
+
+/// `url` with its host and port replaced by `addr`.
+fn url_through(url: &str, addr: std::net::SocketAddr) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let user = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(u, _)| format!("{u}@"));
+    format!("{scheme}://{user}{addr}/{path}")
+}
+
+impl Replica {
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// What it printed on standard output so far (empty for replicas
+    /// started by [`Cluster::start`], whose output is not kept).
+    pub fn stdout(&self) -> String {
+        captured(self.pid())
+            .map(|(o, _)| o.text())
+            .unwrap_or_default()
+    }
+
+    /// What it wrote on standard error (its log) so far (empty for
+    /// replicas started by [`Cluster::start`]).
+    pub fn stderr(&self) -> String {
+        captured(self.pid())
+            .map(|(_, e)| e.text())
+            .unwrap_or_default()
+    }
+
+    /// Sends SIGTERM: a graceful stop (in-flight requests finish, usage is
+    /// flushed).
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("a process id");
+        // An error means the process is gone already.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+
+    /// Sends SIGKILL: the process ends at once, without cleaning up.
+    pub fn kill_now(&mut self) {
+        let _ = self.child.kill();
+    }
+
+    /// Whether the process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits (up to `timeout`) for the process to exit and for its captured
+    /// output to be complete; `None` if it still runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The pipes close with the process (it starts no children).
+        if let Some((out, err)) = captured(self.pid()) {
+            while !(out.is_closed() && err.is_closed()) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Some(status)
+    }
+}
+
+impl Drop for Replica {
+    /// A replica never outlives its handle (one started but not yet in a
+    /// cluster, or a test that panicked).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How [`Cluster::start_with`] starts a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// How many replicas.
+    pub replicas: usize,
+    /// All at once on the empty database (each may try the first start),
+    /// instead of one after another.
+    pub concurrently: bool,
+    /// How each replica is started.
+    pub replica: ReplicaOptions,
+}
+
+impl Cluster {
+    /// [`Cluster::start`] with options; every replica's standard output and
+    /// error are kept ([`Replica::stdout`], [`Replica::stderr`]). The
+    /// owner's key is the one a replica printed (with `concurrently`,
+    /// whichever made the first start). `None` (after a SKIPPED line)
+    /// without PostgreSQL.
+    pub async fn start_with(test: &str, noxus: &Path, options: &ClusterOptions) -> Option<Self> {
+        let database = fresh_database_or_skip(test).await?;
+        let mut cluster = Self {
+            replicas: Vec::new(),
+            owner_key: String::new(),
+            workspace_id: String::new(),
+            http: reqwest::Client::new(),
+            database: Some(database),
+        };
+        if options.concurrently {
+            for _ in 0..options.replicas {
+                cluster.spawn_replica(noxus, &options.replica);
+            }
+            for index in 0..options.replicas {
+                cluster.wait_replica_ready(index).await;
+            }
+        } else {
+            for _ in 0..options.replicas {
+                cluster.add_replica(noxus, &options.replica).await;
+            }
+        }
+        cluster.owner_key = cluster.printed_key().await;
+        let me: serde_json::Value = cluster
+            .get(0, "/v1/admin/me", &cluster.owner_key)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("the owner's key works")
+            .json()
+            .await
+            .expect("JSON");
+        cluster.workspace_id = me["workspace_id"].as_str().unwrap_or_default().to_owned();
+        Some(cluster)
+    }
+
+    /// The first key some replica printed (waiting up to 10 s for its
+    /// output to be read).
+    async fn printed_key(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(key) = self.replicas.iter().find_map(|r| first_key_in(&r.stdout())) {
+                return key;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica printed the first key"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts one more replica on the cluster's database, without waiting
+    /// for it to be ready; returns its index in [`Cluster::replicas`].
+    pub fn spawn_replica(&mut self, noxus: &Path, options: &ReplicaOptions) -> usize {
+        let port = free_port();
+        let url = match options.database_addr {
+            Some(addr) => url_through(&self.database_url(), addr),
+            None => self.database_url(),
+        };
+        let mut command = Command::new(noxus);
+        command
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(&options.extra_args)
+            .env("NOXUS_DATABASE_URL", url)
+            .env_remove("NOXUS_KEY_PEPPER")
+            .env_remove("NOXUS_KEY_PEPPER_PREVIOUS")
+            .env_remove("NOXUS_NO_WELCOME")
+            .env_remove("NOXUS_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match &options.pepper {
+            ReplicaPepper::Shared => {
+                command.env("NOXUS_KEY_PEPPER", PEPPER);
+            }
+            ReplicaPepper::Other(pepper) => {
+                command.env("NOXUS_KEY_PEPPER", pepper);
+            }
+            ReplicaPepper::Unset => {}
+        }
+        let mut child = command.spawn().expect("noxus serve starts");
+        let stdout = Captured::drain(child.stdout.take().expect("stdout"));
+        let stderr = Captured::drain(child.stderr.take().expect("stderr"));
+        outputs()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(child.id(), (stdout, stderr));
+        self.replicas.push(Replica {
+            base_url: format!("http://127.0.0.1:{port}"),
+            child,
+        });
+        self.replicas.len() - 1
+    }
+
+    /// Starts one more replica and waits until it is ready; returns its index.
+    pub async fn add_replica(&mut self, noxus: &Path, options: &ReplicaOptions) -> usize {
+        let index = self.spawn_replica(noxus, options);
+        self.wait_replica_ready(index).await;
+        index
+    }
+
+    /// Waits (up to 30 s) until replica `index` answers `/readyz` with 200;
+    /// fails with its log if it exits or never does.
+    pub async fn wait_replica_ready(&mut self, index: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(self.replicas[index].url("/readyz"))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            let replica = &mut self.replicas[index];
+            if !replica.is_running() {
+                let status = replica.wait_exit(Duration::from_secs(5)).await;
+                panic!(
+                    "replica {index} exited ({status:?}) before it was ready:\n{}",
+                    replica.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {index} did not become ready:\n{}",
+                replica.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A connection to the cluster's database, to check what it holds.
+    pub async fn database(&self) -> sqlx::PgConnection {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&self.database_url())
+            .await
+            .expect("the cluster's database answers")
+    }
+}
+
+/// The key in an `export NOXUS_API_KEY=<key>` line of `text`, if any.
+pub fn first_key_in(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("export NOXUS_API_KEY=")
+            .map(str::to_owned)
+    })
+}
+
+/// The pepper every replica of a cluster shares (a test checks that no
+/// replica prints it).
+pub const SHARED_PEPPER: &str = PEPPER;
