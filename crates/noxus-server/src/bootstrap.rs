@@ -105,22 +105,32 @@ pub async fn check_pepper(
         }
     }
     let current = hasher.fingerprint();
-    match store.setting(PEPPER_SETTING).await? {
-        Some(stored) if stored == current => {}
-        Some(stored) if hasher.previous_fingerprint().as_deref() == Some(stored.as_str()) => {
-            tracing::warn!("key pepper rotation: keys made under the previous pepper keep working and are re-digested when next used; keep NOXUS_KEY_PEPPER_PREVIOUS until they were all used");
-        }
-        Some(stored) if stored == "none" => anyhow::bail!(
-            "this database's keys were made without a pepper, and NOXUS_KEY_PEPPER is set: every existing key would be refused. To add a pepper, also set NOXUS_KEY_PEPPER_PREVIOUS=none during a rotation window (see docs/configuration.md)"
-        ),
-        Some(stored) if current == "none" => anyhow::bail!(
-            "this database's keys were made under a pepper ({stored}) and NOXUS_KEY_PEPPER is not set: every key would be refused. Set NOXUS_KEY_PEPPER to that pepper"
-        ),
-        Some(stored) => anyhow::bail!(
-            "NOXUS_KEY_PEPPER does not match the pepper this database's keys were made under ({stored}, yours is {current}): every key would be refused. Set the right pepper, or rotate with NOXUS_KEY_PEPPER_PREVIOUS set to the old one (see docs/configuration.md)"
-        ),
-        None => {}
+    // The first process to record its fingerprint sets it for all: of two
+    // replicas with different peppers starting at once on an empty
+    // database, the second is refused below.
+    let stored = match store.setting(PEPPER_SETTING).await? {
+        Some(stored) => stored,
+        None => store.setting_or_insert(PEPPER_SETTING, &current).await?,
+    };
+    if stored == current {
+        return Ok(());
     }
+    if hasher.previous_fingerprint().as_deref() == Some(stored.as_str()) {
+        tracing::warn!("key pepper rotation: keys made under the previous pepper keep working and are re-digested when next used; keep NOXUS_KEY_PEPPER_PREVIOUS until they were all used");
+    } else if stored == "none" {
+        anyhow::bail!(
+            "this database's keys were made without a pepper, and NOXUS_KEY_PEPPER is set: every existing key would be refused. To add a pepper, also set NOXUS_KEY_PEPPER_PREVIOUS=none during a rotation window (see docs/configuration.md)"
+        );
+    } else if current == "none" {
+        anyhow::bail!(
+            "this database's keys were made under a pepper ({stored}) and NOXUS_KEY_PEPPER is not set: every key would be refused. Set NOXUS_KEY_PEPPER to that pepper"
+        );
+    } else {
+        anyhow::bail!(
+            "NOXUS_KEY_PEPPER does not match the pepper this database's keys were made under ({stored}, yours is {current}): every key would be refused. Set the right pepper, or rotate with NOXUS_KEY_PEPPER_PREVIOUS set to the old one (see docs/configuration.md)"
+        );
+    }
+    // A rotation: the current pepper is the one from now on.
     store.set_setting(PEPPER_SETTING, &current).await?;
     Ok(())
 }

@@ -1204,6 +1204,10 @@ pub trait Store:
     async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
     /// Sets a platform setting.
     async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()>;
+    /// Sets a platform setting that is not set yet, and returns the stored
+    /// value: `value`, or the one already there. Of several processes
+    /// calling it at once, all get the same value.
+    async fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String>;
     /// Where this store publishes the events of committed changes (its own,
     /// and with a shared database those of other processes).
     fn events(&self) -> &EventBus;

@@ -115,5 +115,7 @@ conformance! {
     fresh: [
         // 5. Usage from two store instances (two replicas).
         usage_from_two_instances_sums_exactly,
+        // 4. Concurrency, from two store instances.
+        concurrent_setting_inserts_keep_the_first,
     ],
 }

@@ -305,6 +305,24 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn setting_or_insert(&self, name: &str, value: &str) -> StoreResult<String> {
+        // A conflicting insert waits for the other transaction and does
+        // nothing: the row read next is the one committed first.
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        stored.ok_or_else(|| StoreError::Corrupt(format!("the setting {name} vanished")))
+    }
+
     async fn set_setting(&self, name: &str, value: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO settings (name, value) VALUES (?, ?)

@@ -295,3 +295,42 @@ pub async fn concurrent_key_creations_never_overshoot_quotas(store: Arc<dyn Stor
         3
     );
 }
+
+/// Processes recording a setting at once (replicas checking their pepper on
+/// an empty database): the first value stored is the one all of them get,
+/// and a later call changes nothing.
+pub async fn concurrent_setting_inserts_keep_the_first(fresh: &mut crate::backend::Fresh) {
+    let other = fresh.open_another().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let store = if n % 2 == 0 {
+            std::sync::Arc::clone(&fresh.store)
+        } else {
+            std::sync::Arc::clone(&other)
+        };
+        tasks.spawn(async move {
+            store
+                .setting_or_insert("conformance_setting", &format!("value {n}"))
+                .await
+                .unwrap()
+        });
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(got) = tasks.join_next().await {
+        seen.insert(got.unwrap());
+    }
+    assert_eq!(seen.len(), 1, "every caller got the same value: {seen:?}");
+    let first = seen.pop_first().unwrap();
+    assert_eq!(
+        fresh
+            .store
+            .setting_or_insert("conformance_setting", "later")
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        other.setting("conformance_setting").await.unwrap(),
+        Some(first)
+    );
+}
