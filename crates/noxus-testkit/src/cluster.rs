@@ -228,3 +228,97 @@ impl Drop for Cluster {
         drop(self.database.take());
     }
 }
+
+/// Replicas added, stopped and restarted one at a time: a replica with
+/// arguments of its own (e.g. its own `--database-url`), a rolling restart
+/// (SIGTERM, then a new process on the same port), a replica killed.
+impl Cluster {
+    /// Starts one more replica with `extra_args` (a `--database-url` among
+    /// them wins over the cluster's), waits until it is ready, and returns
+    /// its index.
+    pub async fn add_replica(&mut self, noxus: &Path, extra_args: &[&str]) -> usize {
+        let replica = self.spawn_replica(noxus, free_port(), extra_args);
+        self.wait_ready(&replica).await;
+        self.replicas.push(replica);
+        self.replicas.len() - 1
+    }
+
+    /// Kills replica `index` with SIGKILL (no shutdown: whatever it had not
+    /// written yet is lost) and reaps it.
+    pub fn kill_replica(&mut self, index: usize) {
+        let child = &mut self.replicas[index].child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Sends SIGTERM to replica `index` (a graceful shutdown) and waits, at
+    /// most 30 s, for it to exit; returns how it exited.
+    pub async fn terminate_replica(&mut self, index: usize) -> std::process::ExitStatus {
+        let child = &mut self.replicas[index].child;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("`kill` runs");
+        assert!(sent.success(), "kill -TERM {} failed", child.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("the replica's status") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {index} did not exit within 30 s of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts replica `index` again, after it stopped, on the same port
+    /// with `extra_args`, and waits until it is ready.
+    pub async fn restart_replica(&mut self, index: usize, noxus: &Path, extra_args: &[&str]) {
+        let replica = self.spawn_replica(noxus, self.replicas[index].port(), extra_args);
+        self.wait_ready(&replica).await;
+        let mut old = std::mem::replace(&mut self.replicas[index], replica);
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+    }
+
+    /// A `noxus serve` on `port` of this cluster's database (the platform
+    /// is set up already: it prints no key).
+    fn spawn_replica(&self, noxus: &Path, port: u16, extra_args: &[&str]) -> Replica {
+        let mut child = Command::new(noxus)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra_args)
+            .env("NOXUS_DATABASE_URL", self.database_url())
+            .env("NOXUS_KEY_PEPPER", PEPPER)
+            .env_remove("NOXUS_NO_WELCOME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("noxus serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        Replica {
+            base_url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Replica {
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.base_url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("a port in the base URL")
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+}
