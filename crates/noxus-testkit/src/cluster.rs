@@ -597,3 +597,65 @@ pub fn first_key_in(text: &str) -> Option<String> {
 /// The pepper every replica of a cluster shares (a test checks that no
 /// replica prints it).
 pub const SHARED_PEPPER: &str = PEPPER;
+
+/// Replicas stopped and restarted one at a time: a rolling restart
+/// (SIGTERM, then a new process on the same port), a replica killed.
+impl Cluster {
+    /// Kills replica `index` with SIGKILL (no shutdown: whatever it had not
+    /// written yet is lost) and reaps it.
+    pub fn kill_replica(&mut self, index: usize) {
+        let child = &mut self.replicas[index].child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Sends SIGTERM to replica `index` (a graceful shutdown) and waits, at
+    /// most 30 s, for it to exit; returns how it exited.
+    pub async fn terminate_replica(&mut self, index: usize) -> std::process::ExitStatus {
+        self.replicas[index].terminate();
+        self.replicas[index]
+            .wait_exit(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("replica {index} did not exit within 30 s of SIGTERM"))
+    }
+
+    /// Starts replica `index` again, after it stopped, on the same port
+    /// with `extra_args`, and waits until it is ready.
+    pub async fn restart_replica(&mut self, index: usize, noxus: &Path, extra_args: &[&str]) {
+        let replica = self.spawn_on_port(noxus, self.replicas[index].port(), extra_args);
+        self.wait_ready(&replica).await;
+        let mut old = std::mem::replace(&mut self.replicas[index], replica);
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+    }
+
+    /// A `noxus serve` on `port` of this cluster's database (the platform
+    /// is set up already: it prints no key).
+    fn spawn_on_port(&self, noxus: &Path, port: u16, extra_args: &[&str]) -> Replica {
+        let mut child = Command::new(noxus)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra_args)
+            .env("NOXUS_DATABASE_URL", self.database_url())
+            .env("NOXUS_KEY_PEPPER", PEPPER)
+            .env_remove("NOXUS_NO_WELCOME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("noxus serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+        Replica {
+            base_url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Replica {
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port())
+    }
+}
