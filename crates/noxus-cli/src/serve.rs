@@ -42,6 +42,13 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_LIMITS_SYNC_MS", default_value_t = defaults::LIMITS_SYNC_MS, value_parser = clap::value_parser!(u64).range(10..=10_000))]
     limits_sync_ms: u64,
 
+    /// On SIGTERM or Ctrl-C, milliseconds to go on serving before the
+    /// shutdown: /readyz answers 503 and every answer closes its connection,
+    /// so that a load balancer moves to the other replicas first. Set it
+    /// above the load balancer's health-check interval times its fall count.
+    #[arg(long, env = "NOXUS_SHUTDOWN_DRAIN_MS", default_value_t = defaults::SHUTDOWN_DRAIN_MS, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    shutdown_drain_ms: u64,
+
     /// JSON file with `nodes`, `models` and/or `presets` replacing the built-in catalog.
     #[arg(long, env = "NOXUS_CATALOG")]
     catalog: Option<PathBuf>,
@@ -214,6 +221,7 @@ fn serve(
         .filter(|u| !u.is_empty())
         .map(crate::database::DatabaseUrl::into_secret);
     config.limits_sync_interval = Duration::from_millis(args.limits_sync_ms);
+    config.shutdown_drain = Duration::from_millis(args.shutdown_drain_ms);
     config.listen = args.listen;
     config.catalog_file = args.catalog;
     config.welcome = !args.no_welcome;

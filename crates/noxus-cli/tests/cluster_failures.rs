@@ -1201,3 +1201,93 @@ async fn sigterm_drains_in_flight_requests_flushes_usage_and_exits_0() {
         errors.1.iter().collect::<HashSet<_>>(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_drain_period_sigterm_first_fails_readyz_and_closes_connections_after_each_answer() {
+    let test = "cluster_failures::with_a_drain_period_sigterm_first_fails_readyz_and_closes_connections_after_each_answer";
+    let Some(mut cluster) = Cluster::start_with(
+        test,
+        Path::new(NOXUS),
+        &options(2, &["--shutdown-drain-ms", "1500"]),
+    )
+    .await
+    else {
+        return;
+    };
+    let (key_id, key) = cluster.create_key(0, json!({"name": "draining"})).await;
+    let stopping = 1;
+    // One kept-alive connection (a pool of one), used before and during the drain.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = cluster.replicas[stopping].url("/v1/nodes");
+    let before = http
+        .get(&url)
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(before.status(), 200);
+    assert!(before.headers().get("connection").is_none());
+
+    let sigterm_at = Instant::now();
+    cluster.replicas[stopping].terminate();
+    // Until the drain ends, it still serves, new connections included, but
+    // says it is not ready and closes each connection after its answer.
+    let mut answered = 0u64;
+    let mut saw_draining = false;
+    while sigterm_at.elapsed() < Duration::from_millis(1_000) {
+        let ready = reqwest::get(cluster.replicas[stopping].url("/readyz"))
+            .await
+            .expect("still accepting during the drain");
+        if ready.status() == 503 {
+            let body = ready.text().await.unwrap();
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+            assert_eq!(body["status"], "draining", "{body}");
+            saw_draining = true;
+        }
+        let response = http
+            .get(&url)
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .expect("answered during the drain");
+        assert_eq!(response.status(), 200);
+        answered += 1;
+        if saw_draining {
+            assert_eq!(
+                response
+                    .headers()
+                    .get("connection")
+                    .map(|v| v.to_str().unwrap()),
+                Some("close")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        saw_draining,
+        "/readyz answered 503 `draining` during the drain"
+    );
+    // Then it shuts down as without a drain, and exits 0.
+    let status = cluster.replicas[stopping]
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .expect("exited");
+    let stopped_after = sigterm_at.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        stopped_after >= Duration::from_millis(1_500),
+        "stopped {} ms after SIGTERM, before its drain ended",
+        stopped_after.as_millis()
+    );
+    eprintln!(
+        "{answered} requests answered during the drain; exited {} ms after SIGTERM",
+        stopped_after.as_millis()
+    );
+    // Every answer was counted (and flushed at the stop).
+    let totals = usage_totals(&cluster, 0, &key_id).await;
+    assert_eq!(totals["requests"], answered + 1, "{totals}");
+    assert_no_panic(&cluster);
+}

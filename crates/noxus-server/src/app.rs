@@ -55,17 +55,29 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .layer(body_timeout)
         .layer(CatchPanicLayer::custom(http::middleware::panic_response))
         .layer(axum::middleware::from_fn(http::middleware::request_context))
-        .layer(axum::middleware::map_response(
-            move |mut response: axum::response::Response| async move {
-                if https {
-                    // Served over HTTPS: browsers must never come back over plain HTTP.
-                    response.headers_mut().insert(
-                        axum::http::header::STRICT_TRANSPORT_SECURITY,
-                        axum::http::HeaderValue::from_static("max-age=31536000"),
-                    );
+        .layer(axum::middleware::map_response({
+            let state = state.clone();
+            move |mut response: axum::response::Response| {
+                let draining = state.is_draining();
+                async move {
+                    if draining {
+                        // Shutting down: the client's next request goes on a new
+                        // connection, to another replica.
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    if https {
+                        // Served over HTTPS: browsers must never come back over plain HTTP.
+                        response.headers_mut().insert(
+                            axum::http::header::STRICT_TRANSPORT_SECURITY,
+                            axum::http::HeaderValue::from_static("max-age=31536000"),
+                        );
+                    }
+                    response
                 }
-                response
-            },
-        ))
+            }
+        }))
         .with_state(state)
 }

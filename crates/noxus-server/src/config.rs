@@ -69,6 +69,8 @@ pub mod defaults {
     pub const DATABASE_STATEMENT_TIMEOUT_MS: u64 = 10_000;
     /// How often replicas sync their rate-limit spending, in milliseconds.
     pub const LIMITS_SYNC_MS: u64 = 100;
+    /// `--shutdown-drain-ms`: no drain period.
+    pub const SHUTDOWN_DRAIN_MS: u64 = 0;
 }
 
 /// How the platform runs.
@@ -85,6 +87,11 @@ pub struct Config {
     pub redis_url: Option<SecretString>,
     /// How often replicas sync their rate-limit spending (with PostgreSQL).
     pub limits_sync_interval: Duration,
+    /// On SIGTERM, how long to go on serving before closing the listener:
+    /// meanwhile `/readyz` answers 503 (`draining`) and every answer
+    /// carries `Connection: close`, so that a load balancer moves to the
+    /// other replicas before any connection is closed under a request.
+    pub shutdown_drain: Duration,
     /// Server-side secret mixed into key digests (HMAC-SHA-256), at least 32
     /// bytes. Its fingerprint is stored in the database: starting with another
     /// (or none) is refused, unless the stored one is `previous_pepper`.
@@ -173,6 +180,7 @@ impl Config {
             postgres: None,
             redis_url: None,
             limits_sync_interval: Duration::from_millis(defaults::LIMITS_SYNC_MS),
+            shutdown_drain: Duration::from_millis(defaults::SHUTDOWN_DRAIN_MS),
             pepper: None,
             previous_pepper: None,
             catalog_file: None,

@@ -112,6 +112,23 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = crate::app::app(self.state.clone());
+        // A drain period first, if configured: still serving, but `/readyz`
+        // fails and every answer closes its connection.
+        let shutdown = {
+            let state = self.state.clone();
+            async move {
+                shutdown.await;
+                let drain = state.config().shutdown_drain;
+                if !drain.is_zero() {
+                    state.start_draining();
+                    tracing::info!(
+                        drain_ms = drain.as_millis() as u64,
+                        "draining: /readyz answers 503 and connections close after their answer"
+                    );
+                    tokio::time::sleep(drain).await;
+                }
+            }
+        };
         let flusher = {
             let state = self.state.clone();
             tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! What every handler shares: the store, the key hasher, the password
 //! pool, the verified-key cache, the catalog and the configuration.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
@@ -31,6 +32,9 @@ struct Inner {
     auth_failures: crate::rate_limit::AuthFailures,
     login_throttle: LoginThrottle,
     limits: ClusterLimits,
+    /// Set when a shutdown began: `/readyz` fails and every answer closes
+    /// its connection, while requests are still served.
+    draining: AtomicBool,
     config: Config,
 }
 
@@ -68,6 +72,7 @@ impl AppState {
             ),
             login_throttle: LoginThrottle::new(config.login_throttle),
             limits,
+            draining: AtomicBool::new(false),
             store,
             catalog,
             config,
@@ -128,6 +133,16 @@ impl AppState {
     /// How the limits are shared with other replicas.
     pub fn limits(&self) -> &ClusterLimits {
         &self.0.limits
+    }
+
+    /// Notes that a shutdown began (see [`crate::Config::shutdown_drain`]).
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether a shutdown began.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
     }
 
     /// Nodes, models and presets.

@@ -30,12 +30,30 @@ async fn healthz() -> Json<Health> {
 /// replica ready, limiting alone.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Health),
-              (status = 503, description = "The database does not answer (`status` says so)", body = Health)))]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+              (status = 503, description = "The database does not answer, or the server is shutting down (`status` says which)", body = Health)))]
+async fn readyz(
+    State(state): State<AppState>,
+) -> (
+    StatusCode,
+    axum::Extension<super::middleware::OwnBody>,
+    Json<Health>,
+) {
+    let own = axum::Extension(super::middleware::OwnBody);
     let rate_limits = Some(state.limits().describe());
+    if state.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            own,
+            Json(Health {
+                status: "draining".to_owned(),
+                rate_limits,
+            }),
+        );
+    }
     match state.store().ping().await {
         Ok(()) => (
             StatusCode::OK,
+            own,
             Json(Health {
                 status: "ok".to_owned(),
                 rate_limits,
@@ -45,6 +63,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
             tracing::warn!(error = %err, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
+                own,
                 Json(Health {
                     status: "database unavailable".to_owned(),
                     rate_limits,

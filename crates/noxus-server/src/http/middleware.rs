@@ -74,7 +74,10 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         Some(payload) => Some(payload),
         // The framework's own rejections (e.g. a panic caught below us) arrive
         // as plain responses: give them our shape too.
-        None if (status.is_client_error() || status.is_server_error()) && !is_html(&response) => {
+        None if (status.is_client_error() || status.is_server_error())
+            && !is_html(&response)
+            && response.extensions().get::<OwnBody>().is_none() =>
+        {
             Some(framework_error(status))
         }
         None => None,
@@ -118,6 +121,11 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     tracing::debug!(parent: &span, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
     response
 }
+
+/// Marks an error response whose body is meant as it is (`/readyz`'s 503
+/// says why it is not ready), not to be replaced by the error body.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnBody;
 
 /// Dashboard pages carry their own (HTML) error bodies.
 fn is_html(response: &Response) -> bool {
