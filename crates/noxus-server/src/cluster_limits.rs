@@ -62,7 +62,9 @@ const THROTTLE_ACTIVE_FOR: Duration = Duration::from_secs(60);
 /// Scopes idle for this long are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(120);
 
-/// Scopes remembered at most; beyond that the idlest are forgotten first.
+/// Scopes remembered at most; beyond that new scopes stay local (limited
+/// by each replica alone) until idle ones are forgotten. No client input
+/// can make the map, or a sync's batch, grow past it.
 const MAX_SCOPES: usize = 100_000;
 
 /// How long a sync may take before it counts as failed.
@@ -436,7 +438,9 @@ impl ClusterLimits {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= MAX_SCOPES && !entries.contains_key(&scope) {
-            forget_idlest(&mut entries);
+            // Full (many addresses at once): this scope stays local; the
+            // idle ones are forgotten at the next syncs.
+            return;
         }
         let entry = entries.entry(scope).or_insert_with(|| Entry::new(now));
         entry.pending += delta;
@@ -525,7 +529,9 @@ impl ClusterLimits {
         for hot in new_keys {
             let scope = Scope::Key(hot.key_id().clone());
             if entries.len() >= MAX_SCOPES && !entries.contains_key(&scope) {
-                forget_idlest(&mut entries);
+                // Full: the key stays local until idle scopes are forgotten.
+                hot.sync.active.store(false, Ordering::Release);
+                continue;
             }
             let entry = entries.entry(scope).or_insert_with(|| Entry::new(now));
             entry.hot = Some(hot);
@@ -604,16 +610,6 @@ impl ClusterLimits {
                 Scope::Login(counter) => local.login.charge(*counter, others, Instant::now()),
             }
         }
-    }
-}
-
-fn forget_idlest(entries: &mut HashMap<Scope, Entry>) {
-    if let Some(idlest) = entries
-        .iter()
-        .min_by_key(|(_, e)| e.last_active)
-        .map(|(s, _)| s.clone())
-    {
-        entries.remove(&idlest);
     }
 }
 
