@@ -266,12 +266,21 @@ impl std::fmt::Debug for Arranger {
 
 /// A dashboard session (cookies and CSRF token), valid on every replica:
 /// sessions are rows of the shared database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Dashboard {
     http: reqwest::Client,
     bases: Vec<String>,
     cookies: Vec<(String, String)>,
     csrf: String,
+}
+
+impl std::fmt::Debug for Dashboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the session's cookie or token.
+        f.debug_struct("Dashboard")
+            .field("replicas", &self.bases)
+            .finish_non_exhaustive()
+    }
 }
 
 fn keep_cookies(cookies: &mut Vec<(String, String)>, response: &reqwest::Response) {
