@@ -55,6 +55,13 @@ pub struct DatabaseArgs {
     #[arg(long, env = "NOXUS_DATABASE_URL", hide_env_values = true, value_name = "URL", value_parser = secret_url)]
     database_url: Option<DatabaseUrl>,
 
+    /// Where this process listens for other processes' changes (one LISTEN
+    /// connection), when not at --database-url: PostgreSQL itself when
+    /// --database-url goes through a pooler in transaction mode (PgBouncer),
+    /// which cannot carry LISTEN. Never printed.
+    #[arg(long, env = "NOXUS_DATABASE_LISTEN_URL", hide_env_values = true, value_name = "URL", value_parser = secret_url)]
+    database_listen_url: Option<DatabaseUrl>,
+
     /// Most PostgreSQL connections this process opens (its pool).
     #[arg(long, env = "NOXUS_DATABASE_MAX_CONNECTIONS", default_value_t = defaults::DATABASE_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     database_max_connections: u32,
@@ -85,9 +92,66 @@ impl DatabaseArgs {
             )));
         }
         let mut options = PostgresOptions::new(text);
+        if let Some(listen) = self
+            .database_listen_url
+            .as_ref()
+            .filter(|url| !url.is_empty())
+        {
+            let listen_text = listen.0.expose_secret();
+            if !(listen_text.starts_with("postgres://") || listen_text.starts_with("postgresql://"))
+            {
+                return Err(Failure::config(anyhow::anyhow!(
+                    "--database-listen-url (NOXUS_DATABASE_LISTEN_URL) must be a PostgreSQL URL starting with postgres:// or postgresql://, like --database-url"
+                )));
+            }
+            options.listen_url = Some(listen.0.clone());
+        }
         options.max_connections = self.database_max_connections;
         options.connect_timeout = Duration::from_millis(self.database_connect_timeout_ms);
         options.statement_timeout = Duration::from_millis(self.database_statement_timeout_ms);
         Ok(Some(options))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    }
+
+    fn options(args: &[&str]) -> Result<Option<PostgresOptions>, Failure> {
+        Cli::try_parse_from(std::iter::once("noxus").chain(args.iter().copied()))
+            .unwrap()
+            .database
+            .postgres()
+    }
+
+    #[test]
+    fn the_listener_url_is_taken_when_given_and_checked_without_being_repeated() {
+        let main = "postgres://noxus:main-secret@pooler:6432/noxus";
+        let direct = "postgres://noxus:direct-secret@db:5432/noxus";
+        let got = options(&["--database-url", main, "--database-listen-url", direct])
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.url.expose_secret(), main);
+        assert_eq!(got.listen_url.unwrap().expose_secret(), direct);
+        let got = options(&["--database-url", main]).unwrap().unwrap();
+        assert!(got.listen_url.is_none());
+        let refused = options(&[
+            "--database-url",
+            main,
+            "--database-listen-url",
+            "mysql://u:leaked@db/noxus",
+        ])
+        .unwrap_err();
+        let text = format!("{refused:?}");
+        assert!(text.contains("--database-listen-url"), "{text}");
+        assert!(!text.contains("leaked"), "{text}");
     }
 }

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use noxus_api::Role;
 use noxus_testkit::cluster::Cluster;
 
 const NOXUS: &str = env!("CARGO_BIN_EXE_noxus");
@@ -95,4 +96,408 @@ async fn a_second_start_on_the_same_database_finds_the_platform_set_up() {
         .unwrap();
     assert_eq!(me["workspace_id"], cluster.workspace_id.as_str());
     assert_eq!(me["tenant_admin"], true);
+}
+
+// What else can change a key's rights, made through one replica and seen
+// by all of them. Every replica holds the key in its cache before the
+// change (its TTL is a minute), so a refusal within seconds comes from the
+// store's events, or, for expiries, from the expiry the cache entry holds.
+
+const MINUTE_TTL: &[&str] = &["--key-cache-ttl-ms", "60000", "--rate-limit-per-key", "0"];
+
+/// Polls replica `index` with `ask` (a request's status) until it answers
+/// `status`; returns how long that took (failing after 10 s).
+async fn until_answer<F: std::future::Future<Output = u16>>(
+    index: usize,
+    status: u16,
+    what: &str,
+    ask: impl Fn() -> F,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = ask().await;
+        if got == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica {index} still answers {got} to {what}, not {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A write a member may do and a viewer may not: creating a workflow
+/// (`workflows:write`). 201 while allowed, 403 once refused.
+async fn until_write_answers(cluster: &Cluster, index: usize, key: &str, status: u16) -> Duration {
+    until_answer(index, status, "creating a workflow", || async {
+        cluster
+            .post(index, "/v1/workflows", key)
+            .json(&serde_json::json!({"name": "written through a replica"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+    .await
+}
+
+/// Every replica verifies `key` (so every cache holds it) and answers 200.
+async fn cached_everywhere(cluster: &Cluster, key: &str) {
+    for index in 0..cluster.replicas.len() {
+        let status = cluster
+            .get(index, "/v1/nodes", key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(
+            status, 200,
+            "replica {index} refused the key before the change"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_member_demoted_to_viewer_on_one_replica_cannot_write_on_any() {
+    let test = "cluster::a_member_demoted_to_viewer_on_one_replica_cannot_write_on_any";
+    let Some(cluster) = Cluster::start(test, Path::new(NOXUS), 3, MINUTE_TTL).await else {
+        return;
+    };
+    let arranger = cluster.arranger().await;
+    let ws = cluster.workspace_id.clone();
+    let admin = arranger.user(&ws, Role::Admin).await;
+    let member = arranger.user(&ws, Role::Member).await;
+    let role_path = format!(
+        "/settings/organization/workspaces/{ws}/members/{}/role",
+        member.id
+    );
+    for changer in 0..3 {
+        // A member writes on every replica (and every cache holds the key).
+        cached_everywhere(&cluster, &member.key).await;
+        for index in 0..3 {
+            until_write_answers(&cluster, index, &member.key, 201).await;
+        }
+        let dashboard = cluster
+            .dashboard(changer, &admin.email, &admin.password)
+            .await;
+        let demoted = dashboard
+            .post(changer, &role_path, &[("role", "viewer")])
+            .await;
+        assert!(
+            demoted.status().is_redirection(),
+            "the demotion answered {}",
+            demoted.status()
+        );
+        for index in 0..3 {
+            let took = until_write_answers(&cluster, index, &member.key, 403).await;
+            eprintln!(
+                "demotion through replica {changer}: replica {index} refused the write {} ms after the response",
+                took.as_millis()
+            );
+            // Still a valid key: a viewer reads.
+            until_status(&cluster, index, &member.key, 200).await;
+        }
+        // Promoted back (through the same replica): every replica lets the
+        // member write again, by the same events.
+        let promoted = dashboard
+            .post(changer, &role_path, &[("role", "member")])
+            .await;
+        assert!(promoted.status().is_redirection());
+        for index in 0..3 {
+            until_write_answers(&cluster, index, &member.key, 201).await;
+        }
+    }
+    arranger.close().await;
+}
+
+#[tokio::test]
+async fn a_member_removed_on_one_replica_is_refused_by_all() {
+    let test = "cluster::a_member_removed_on_one_replica_is_refused_by_all";
+    let Some(cluster) = Cluster::start(test, Path::new(NOXUS), 3, MINUTE_TTL).await else {
+        return;
+    };
+    let arranger = cluster.arranger().await;
+    let ws = cluster.workspace_id.clone();
+    let admin = arranger.user(&ws, Role::Admin).await;
+    for changer in 0..3 {
+        let member = arranger.user(&ws, Role::Member).await;
+        cached_everywhere(&cluster, &member.key).await;
+        let dashboard = cluster
+            .dashboard(changer, &admin.email, &admin.password)
+            .await;
+        let removed = dashboard
+            .post(
+                changer,
+                &format!(
+                    "/settings/organization/workspaces/{ws}/members/{}/remove",
+                    member.id
+                ),
+                &[],
+            )
+            .await;
+        assert!(
+            removed.status().is_redirection(),
+            "the removal answered {}",
+            removed.status()
+        );
+        for index in 0..3 {
+            let took = until_status(&cluster, index, &member.key, 401).await;
+            eprintln!(
+                "removal through replica {changer}: replica {index} refused the key {} ms after the response",
+                took.as_millis()
+            );
+        }
+    }
+    arranger.close().await;
+}
+
+async fn rotate(cluster: &Cluster, index: usize, key_id: &str, grace: u64) -> serde_json::Value {
+    cluster
+        .post(
+            index,
+            &format!(
+                "/v1/admin/groups/{}/api-keys/{key_id}/rotate",
+                cluster.workspace_id
+            ),
+            &cluster.owner_key,
+        )
+        .json(&serde_json::json!({"grace_period_seconds": grace}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_rotated_without_grace_on_one_replica_is_refused_by_all_and_its_successor_works() {
+    let test = "cluster::a_key_rotated_without_grace_on_one_replica_is_refused_by_all_and_its_successor_works";
+    let Some(cluster) = Cluster::start(test, Path::new(NOXUS), 3, MINUTE_TTL).await else {
+        return;
+    };
+    for changer in 0..3 {
+        let (id, old) = cluster
+            .create_key(0, serde_json::json!({"name": format!("rotated {changer}")}))
+            .await;
+        cached_everywhere(&cluster, &old).await;
+        let rotated = rotate(&cluster, changer, &id, 0).await;
+        let new = rotated["value"].as_str().unwrap().to_owned();
+        for index in 0..3 {
+            let took = until_status(&cluster, index, &old, 401).await;
+            eprintln!(
+                "rotation through replica {changer}: replica {index} refused the old key {} ms after the response",
+                took.as_millis()
+            );
+            until_status(&cluster, index, &new, 200).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn expiries_are_refused_by_every_replica_without_any_event() {
+    let test = "cluster::expiries_are_refused_by_every_replica_without_any_event";
+    let Some(cluster) = Cluster::start(test, Path::new(NOXUS), 3, MINUTE_TTL).await else {
+        return;
+    };
+    // Rotation with a 2 s grace, through replica 1: the old key works
+    // during the grace on every replica (each caches it again, with its new
+    // expiry), and is refused by all of them once the grace is over,
+    // although nothing is written then: the cache entry holds the expiry.
+    let (id, old) = cluster
+        .create_key(0, serde_json::json!({"name": "rotated with grace"}))
+        .await;
+    cached_everywhere(&cluster, &old).await;
+    let rotated = rotate(&cluster, 1, &id, 2).await;
+    let answered = Instant::now();
+    let new = rotated["value"].as_str().unwrap().to_owned();
+    for index in 0..3 {
+        let status = cluster
+            .get(index, "/v1/nodes", &old)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        // (Unless this slow machine let the grace pass already.)
+        if answered.elapsed() < Duration::from_millis(1_500) {
+            assert_eq!(
+                status, 200,
+                "replica {index} refused the old key during its grace"
+            );
+        }
+    }
+    // The server's end of the grace is 2 s after its own clock read,
+    // before its response: 2 s after the response is later.
+    tokio::time::sleep(Duration::from_millis(2_100).saturating_sub(answered.elapsed())).await;
+    for index in 0..3 {
+        let status = cluster
+            .get(index, "/v1/nodes", &old)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(
+            status, 401,
+            "replica {index} served the old key after its grace"
+        );
+        until_status(&cluster, index, &new, 200).await;
+    }
+
+    // A key's own expiry (keys are immutable: the API changes no expiry,
+    // so a key made to expire soon stands for one): cached everywhere,
+    // refused everywhere from its expiry on.
+    let expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let (_, short) = cluster
+        .create_key(
+            2,
+            serde_json::json!({
+                "name": "short-lived",
+                "expires_at": expires_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            }),
+        )
+        .await;
+    cached_everywhere(&cluster, &short).await;
+    let left = expires_at - time::OffsetDateTime::now_utc();
+    let left = Duration::try_from(left).unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_millis(100)).await;
+    for index in 0..3 {
+        let status = cluster
+            .get(index, "/v1/nodes", &short)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 401, "replica {index} served an expired key");
+    }
+}
+
+#[tokio::test]
+async fn organization_changes_reach_every_replica() {
+    let test = "cluster::organization_changes_reach_every_replica";
+    let Some(cluster) = Cluster::start(test, Path::new(NOXUS), 3, MINUTE_TTL).await else {
+        return;
+    };
+    let arranger = cluster.arranger().await;
+    let ws = cluster.workspace_id.clone();
+
+    // An organization admin unmade through replica 0: their tenant-admin
+    // key keeps its workspace role but loses the organization permissions,
+    // so an organization write (PATCH /v1/admin/users/{id}, which needs
+    // `org:users:write`; an empty body changes nothing) is 403 everywhere.
+    let org_admin = arranger.user(&ws, Role::Member).await;
+    arranger.make_org_admin(&org_admin.id).await;
+    let (_, tenant_key) = arranger
+        .key(
+            &ws,
+            &org_admin.id,
+            noxus_testkit::KeyOptions {
+                tenant_admin: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let org_write = |index: usize| {
+        let request = cluster
+            .http
+            .patch(cluster.replicas[index].url(&format!("/v1/admin/users/{}", org_admin.id)))
+            .header("X-API-Key", &tenant_key)
+            .json(&serde_json::json!({}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    cached_everywhere(&cluster, &tenant_key).await;
+    for index in 0..3 {
+        until_answer(index, 200, "an organization write", || org_write(index)).await;
+    }
+    let unmade = cluster
+        .http
+        .patch(cluster.replicas[0].url(&format!("/v1/admin/users/{}", org_admin.id)))
+        .header("X-API-Key", &cluster.owner_key)
+        .json(&serde_json::json!({"tenant_admin": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unmade.status().as_u16(), 200);
+    for index in 0..3 {
+        let took = until_answer(index, 403, "an organization write", || org_write(index)).await;
+        eprintln!(
+            "organization admin unmade through replica 0: replica {index} refused the write {} ms after the response",
+            took.as_millis()
+        );
+        until_status(&cluster, index, &tenant_key, 200).await;
+    }
+
+    // A user deactivated through replica 1: 401 everywhere.
+    let leaver = arranger.user(&ws, Role::Member).await;
+    cached_everywhere(&cluster, &leaver.key).await;
+    let deactivated = cluster
+        .http
+        .patch(cluster.replicas[1].url(&format!("/v1/admin/users/{}", leaver.id)))
+        .header("X-API-Key", &cluster.owner_key)
+        .json(&serde_json::json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deactivated.status().as_u16(), 200);
+    for index in 0..3 {
+        let took = until_status(&cluster, index, &leaver.key, 401).await;
+        eprintln!(
+            "user deactivated through replica 1: replica {index} refused the key {} ms after the response",
+            took.as_millis()
+        );
+    }
+
+    // A workspace deleted through replica 2: its keys are 401 everywhere.
+    let created: serde_json::Value = cluster
+        .post(0, "/v1/admin/groups", &cluster.owner_key)
+        .json(&serde_json::json!({"name": "short-lived workspace"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let doomed = created["id"].as_str().unwrap().to_owned();
+    let key: serde_json::Value = cluster
+        .post(
+            0,
+            &format!("/v1/admin/groups/{doomed}/api-keys"),
+            &cluster.owner_key,
+        )
+        .json(&serde_json::json!({"name": "in a doomed workspace"}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["value"].as_str().unwrap().to_owned();
+    cached_everywhere(&cluster, &key).await;
+    let deleted = cluster
+        .delete(2, &format!("/v1/admin/groups/{doomed}"), &cluster.owner_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status().as_u16(), 200);
+    for index in 0..3 {
+        let took = until_status(&cluster, index, &key, 401).await;
+        eprintln!(
+            "workspace deleted through replica 2: replica {index} refused its key {} ms after the response",
+            took.as_millis()
+        );
+    }
+    arranger.close().await;
 }

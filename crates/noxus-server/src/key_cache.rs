@@ -7,11 +7,15 @@
 //! could leave behind. While an event published by the store has not been
 //! applied yet, the cache answers nothing (every lookup goes to the store),
 //! so a change is seen by the very next request, however late the
-//! invalidation task runs.
+//! invalidation task runs. While the store cannot hear other processes'
+//! changes ([`EventBus::is_deaf`]: PostgreSQL's listener lost its
+//! connection), the cache answers nothing and keeps nothing either: every
+//! lookup goes to the database until the listener is back and the cache
+//! has been cleared again.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -181,6 +185,8 @@ pub struct KeyCache {
     published: Arc<AtomicU64>,
     /// How many of them this cache applied.
     applied: AtomicU64,
+    /// The store cannot hear other processes' changes ([`EventBus::is_deaf`]).
+    deaf: Arc<AtomicBool>,
     ttl: Duration,
     capacity: usize,
 }
@@ -203,13 +209,14 @@ impl KeyCache {
             generation: AtomicU64::new(0),
             published,
             applied,
+            deaf: bus.deaf_flag(),
             ttl,
             capacity,
         }
     }
 
-    /// The cached key, unless it is older than the TTL or a change is
-    /// waiting to be applied.
+    /// The cached key, unless it is older than the TTL, a change is
+    /// waiting to be applied, or the store is deaf.
     pub(crate) fn get(&self, digest: &KeyDigest, now: Instant) -> Option<Arc<VerifiedKey>> {
         if self.ttl.is_zero() || !self.is_current() {
             return None;
@@ -224,9 +231,11 @@ impl KeyCache {
             .map(|e| Arc::clone(&e.key))
     }
 
-    /// Whether every event the store published was applied.
+    /// Whether every event the store published was applied and the store
+    /// hears every change (it is not deaf).
     fn is_current(&self) -> bool {
-        self.applied.load(Ordering::Acquire) >= self.published.load(Ordering::Acquire)
+        !self.deaf.load(Ordering::Acquire)
+            && self.applied.load(Ordering::Acquire) >= self.published.load(Ordering::Acquire)
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -242,7 +251,8 @@ impl KeyCache {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Checked under the write lock, which invalidations also take.
-        if self.generation() != seen_generation {
+        // Nothing is kept while deaf: what was read may already be stale.
+        if self.generation() != seen_generation || self.deaf.load(Ordering::Acquire) {
             return;
         }
         if entries.len() >= self.capacity {
@@ -301,5 +311,88 @@ impl KeyCache {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::KeyRecord;
+    use crate::usage::UsageRecorder;
+
+    fn verified(id: &str) -> Arc<VerifiedKey> {
+        let key = KeyRecord {
+            id: id.into(),
+            workspace_id: "w".into(),
+            user_id: "u".into(),
+            name: "k".to_owned(),
+            digest: KeyDigest::from_hex(&"ab".repeat(32)).unwrap(),
+            prefix: "nx_0123456".to_owned(),
+            suffix: "wxyz".to_owned(),
+            tenant_admin: false,
+            restriction: None,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            expires_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            last_used_at: None,
+            rate_limit: None,
+            last_used_addr: None,
+            revoked_reason: None,
+        };
+        let hot = UsageRecorder::default().key(&key.id, &key.workspace_id);
+        let record = KeyAuthRecord {
+            key,
+            organization_id: "o".into(),
+            workspace_name: "W".to_owned(),
+            role: Some(Role::Member),
+            user_email: "m@example.com".to_owned(),
+            user_is_org_admin: false,
+            user_active: true,
+            workspace_rate_limit: None,
+        };
+        Arc::new(VerifiedKey::new(record, hot, None))
+    }
+
+    /// Applies every event published so far, as the invalidation task does.
+    async fn drain(cache: &KeyCache, events: &mut EventSubscription, bus: &EventBus) {
+        while cache.applied.load(Ordering::Acquire) < bus.published() {
+            let (seq, event) = events.next().await.unwrap();
+            cache.apply(&event);
+            cache.applied.fetch_max(seq, Ordering::AcqRel);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deaf_store_empties_the_cache_and_keeps_it_empty_until_it_hears_again() {
+        let bus = EventBus::new();
+        let mut events = bus.subscribe();
+        let cache = KeyCache::new(Duration::from_secs(60), 100, &bus);
+        let digest = KeyDigest::from_hex(&"cd".repeat(32)).unwrap();
+        cache.insert(digest, verified("k1"), cache.generation());
+        assert!(cache.get(&digest, Instant::now()).is_some());
+
+        // The listener lost its connection: the entry is not served, even
+        // before the invalidation task ran, and is gone once it has.
+        bus.went_deaf();
+        assert!(cache.get(&digest, Instant::now()).is_none());
+        drain(&cache, &mut events, &bus).await;
+        assert!(cache.is_empty());
+        // Nothing is served or kept while deaf, events all applied or not.
+        cache.insert(digest, verified("k1"), cache.generation());
+        assert!(cache.is_empty());
+        assert!(cache.get(&digest, Instant::now()).is_none());
+
+        // A lookup that started while deaf cannot insert after the listener is back.
+        let started_deaf = cache.generation();
+        bus.hears_again();
+        assert!(cache.get(&digest, Instant::now()).is_none());
+        drain(&cache, &mut events, &bus).await;
+        cache.insert(digest, verified("k1"), started_deaf);
+        assert!(cache.is_empty());
+        // Then caching resumes.
+        cache.insert(digest, verified("k1"), cache.generation());
+        assert!(cache.get(&digest, Instant::now()).is_some());
     }
 }

@@ -8,8 +8,15 @@
 //! has not been applied yet ([`EventBus::published`] against the cache's
 //! applied count), so the response to a revocation is never followed by a
 //! request that the stale cache lets through, however late the task runs.
+//!
+//! Deafness: a store that hears other processes' changes over a connection
+//! (PostgreSQL's listener) says so when that connection drops
+//! ([`EventBus::went_deaf`]): from then until it hears again and has told
+//! everyone to forget everything ([`EventBus::hears_again`]), the cache
+//! answers nothing and keeps nothing, so every request looks its key up in
+//! the database, where a change made elsewhere meanwhile is seen at once.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
@@ -68,6 +75,8 @@ struct Inner {
     sender: broadcast::Sender<(u64, StoreEvent)>,
     /// Sequence number of the last published event.
     published: Arc<AtomicU64>,
+    /// Whether other processes' changes can go unheard right now.
+    deaf: Arc<AtomicBool>,
     /// Numbering and sending under one lock, so that subscribers receive
     /// events in the order of their numbers.
     order: Mutex<()>,
@@ -87,6 +96,7 @@ impl EventBus {
             inner: Arc::new(Inner {
                 sender,
                 published: Arc::new(AtomicU64::new(0)),
+                deaf: Arc::new(AtomicBool::new(false)),
                 order: Mutex::new(()),
             }),
         }
@@ -116,6 +126,38 @@ impl EventBus {
     /// path that must not hold the bus.
     pub fn published_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.inner.published)
+    }
+
+    /// The process can no longer hear changes made by other processes (its
+    /// listener lost its connection): marks the bus deaf — the key cache
+    /// answers nothing and keeps nothing from now on — then publishes
+    /// [`StoreEvent::Resync`], which clears the cache at once.
+    pub fn went_deaf(&self) {
+        self.inner.deaf.store(true, Ordering::Release);
+        self.publish([StoreEvent::Resync]);
+    }
+
+    /// The process hears other processes again (its listener is connected
+    /// and listening): publishes [`StoreEvent::Resync`] first, since what
+    /// was said meanwhile is lost, then ends the deafness. Until the cache
+    /// has applied that event it keeps answering nothing (the published
+    /// count is ahead of its applied count), and a lookup that started
+    /// before cannot insert what it read (the event bumps its generation).
+    pub fn hears_again(&self) {
+        self.publish([StoreEvent::Resync]);
+        self.inner.deaf.store(false, Ordering::Release);
+    }
+
+    /// Whether changes made by other processes can go unheard right now
+    /// (see [`EventBus::went_deaf`]).
+    pub fn is_deaf(&self) -> bool {
+        self.inner.deaf.load(Ordering::Acquire)
+    }
+
+    /// The flag behind [`EventBus::is_deaf`], for a reader on the hot path
+    /// that must not hold the bus.
+    pub fn deaf_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.inner.deaf)
     }
 
     /// Receives every event published from now on.
@@ -204,6 +246,19 @@ mod tests {
             sub.next().await,
             Some((2, StoreEvent::UserChanged("2".into())))
         );
+    }
+
+    #[tokio::test]
+    async fn going_deaf_and_hearing_again_each_tell_subscribers_to_resync() {
+        let bus = EventBus::new();
+        let mut sub = bus.subscribe();
+        assert!(!bus.is_deaf());
+        bus.went_deaf();
+        assert!(bus.is_deaf());
+        assert_eq!(sub.next().await, Some((1, StoreEvent::Resync)));
+        bus.hears_again();
+        assert!(!bus.is_deaf());
+        assert_eq!(sub.next().await, Some((2, StoreEvent::Resync)));
     }
 
     #[tokio::test]

@@ -38,6 +38,11 @@ pub struct PostgresOptions {
     pub connect_timeout: std::time::Duration,
     /// Longest a statement may run (PostgreSQL's `statement_timeout`).
     pub statement_timeout: std::time::Duration,
+    /// Where the event listener (`LISTEN`, one connection) connects, when
+    /// not to `url`: PostgreSQL itself when `url` goes through a pooler in
+    /// transaction mode (PgBouncer), which cannot carry `LISTEN`. Secret
+    /// like `url`.
+    pub listen_url: Option<secrecy::SecretString>,
 }
 
 impl PostgresOptions {
@@ -52,6 +57,7 @@ impl PostgresOptions {
             statement_timeout: std::time::Duration::from_millis(
                 crate::config::defaults::DATABASE_STATEMENT_TIMEOUT_MS,
             ),
+            listen_url: None,
         }
     }
 }
@@ -63,6 +69,10 @@ impl std::fmt::Debug for PostgresOptions {
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field(
+                "listen_url",
+                &self.listen_url.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }

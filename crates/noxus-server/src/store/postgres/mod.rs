@@ -24,11 +24,19 @@
 //! commit only, never after a rollback) and, once committed, publishes them
 //! on this process's [`EventBus`] (read-your-writes). A background task
 //! listens on `noxus_events` on its own connection and republishes what
-//! other instances sent; when that connection drops it reconnects (backoff
-//! up to 1 s) and publishes [`StoreEvent::Resync`], since events may have
-//! been missed. While it is down, [`PostgresStore::listener_connected`] is
-//! false and [`Store::ping`] fails (so `/readyz` answers 503): a process that
-//! cannot hear revocations made elsewhere should not take traffic.
+//! other instances sent. When that connection drops, the bus goes deaf
+//! ([`EventBus::went_deaf`]: a [`StoreEvent::Resync`] clears the key cache
+//! and, until the listener is back, the cache is bypassed, so every key is
+//! looked up in the database); the task reconnects (backoff up to 1 s) and
+//! then publishes [`StoreEvent::Resync`] again, since events may have been
+//! missed, before the cache serves again ([`EventBus::hears_again`]). While
+//! it is down, [`PostgresStore::listener_connected`] is false and
+//! [`Store::ping`] fails (so `/readyz` answers 503): a process that cannot
+//! hear revocations made elsewhere should not take traffic.
+//!
+//! The listener connects to [`PostgresOptions::listen_url`] when it is set
+//! (PostgreSQL directly, when the main URL goes through a pooler in
+//! transaction mode, which cannot carry `LISTEN`), else to the main URL.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,18 +214,27 @@ impl PostgresStore {
             .await
             .map_err(|e| anyhow::anyhow!("cannot apply the PostgreSQL migrations: {e}"))?;
         // The listener's own connection, outside the main pool, so that it
-        // never takes a slot of the requests' pool.
+        // never takes a slot of the requests' pool; to `listen_url` if set.
+        let listen_options = PostgresOptions {
+            url: options
+                .listen_url
+                .clone()
+                .unwrap_or_else(|| options.url.clone()),
+            ..options.clone()
+        };
         let listener_pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(options.connect_timeout)
             .max_lifetime(None)
             .idle_timeout(None)
             .test_before_acquire(true)
-            .connect_lazy_with(connect_options(options)?);
+            .connect_lazy_with(
+                connect_options(&listen_options)?.application_name("noxus-listener"),
+            );
         let first = listen(&listener_pool).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen for events on PostgreSQL: {}",
-                redact(&e.to_string(), options.url.expose_secret())
+                redact(&e.to_string(), listen_options.url.expose_secret())
             )
         })?;
         let events = EventBus::new();
@@ -371,8 +388,9 @@ async fn run_listener(
                         tracing::info!("PostgreSQL event listener reconnected");
                         backoff = Duration::from_millis(50);
                         connected.store(true, Ordering::Release);
-                        // Whatever was notified while disconnected is lost.
-                        events.publish([StoreEvent::Resync]);
+                        // Whatever was notified while disconnected is lost:
+                        // forget everything, then let the cache serve again.
+                        events.hears_again();
                         current
                     }
                     Err(err) => {
@@ -399,6 +417,11 @@ async fn run_listener(
                     on_notification(notification.payload(), &instance, &events)
                 }
                 Ok(None) | Err(_) => {
+                    // From now on changes made elsewhere go unheard: clear
+                    // the key cache and bypass it (every key is looked up
+                    // in the database) until the listener is back. Before
+                    // `/readyz` can tell, so that a 503 there implies it.
+                    events.went_deaf();
                     connected.store(false, Ordering::Release);
                     if let Err(err) = received {
                         tracing::warn!(error = %err, "PostgreSQL event listener lost its connection");

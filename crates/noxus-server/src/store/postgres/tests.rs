@@ -295,8 +295,12 @@ async fn a_dropped_listener_reconnects_and_tells_subscribers_to_resync() {
     .await
     .unwrap();
     assert_eq!(killed.len(), 2, "both instances' listeners");
+    // Once when the connection is lost (the bus goes deaf: the key cache
+    // is cleared and bypassed), once when it is back.
+    expect_event(&mut at_b, &StoreEvent::Resync).await;
     expect_event(&mut at_b, &StoreEvent::Resync).await;
     assert!(b.listener_connected());
+    assert!(!b.events().is_deaf());
     b.ping().await.unwrap();
     // Heard again after the reconnection.
     let key = a
