@@ -59,6 +59,22 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Replica tests start their own processes on their own PostgreSQL
+/// database whatever `NOXUS_TEST_BACKEND` says, so the pass that runs every
+/// `TestApp` on PostgreSQL (`NOXUS_TEST_BACKEND=postgres`, the second pass
+/// of CI) would only repeat them: there they print `SKIPPED` and return.
+fn ran_in_the_default_pass(test: &str) -> bool {
+    if crate::postgres::enabled() {
+        let line = format!(
+            "\nSKIPPED: {test} (replica tests do not depend on NOXUS_TEST_BACKEND: they run, on PostgreSQL, in the default pass)\n"
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
+        true
+    } else {
+        false
+    }
+}
+
 /// A 40-character pepper, the same for every replica of one cluster.
 const PEPPER: &str = "cluster-test-pepper-0123456789abcdefghij";
 
@@ -74,6 +90,9 @@ impl Cluster {
         replicas: usize,
         extra_args: &[&str],
     ) -> Option<Self> {
+        if ran_in_the_default_pass(test) {
+            return None;
+        }
         let database = fresh_database_or_skip(test).await?;
         Some(Self::start_on(database, noxus, replicas, extra_args).await)
     }
@@ -443,6 +462,9 @@ impl Cluster {
     /// whichever made the first start). `None` (after a SKIPPED line)
     /// without PostgreSQL.
     pub async fn start_with(test: &str, noxus: &Path, options: &ClusterOptions) -> Option<Self> {
+        if ran_in_the_default_pass(test) {
+            return None;
+        }
         let database = fresh_database_or_skip(test).await?;
         let mut cluster = Self {
             replicas: Vec::new(),
