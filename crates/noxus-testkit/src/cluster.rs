@@ -281,6 +281,8 @@ pub struct ReplicaOptions {
     pub extra_args: Vec<String>,
     /// Its pepper.
     pub pepper: ReplicaPepper,
+    /// Its port (a restart on the same address); a free one if `None`.
+    pub port: Option<u16>,
     /// Where it reaches PostgreSQL, instead of the database's own server:
     /// e.g. a [`crate::proxy::CuttableProxy`]'s address.
     pub database_addr: Option<std::net::SocketAddr>,
@@ -518,7 +520,7 @@ impl Cluster {
     /// Starts one more replica on the cluster's database, without waiting
     /// for it to be ready; returns its index in [`Cluster::replicas`].
     pub fn spawn_replica(&mut self, noxus: &Path, options: &ReplicaOptions) -> usize {
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let url = match options.database_addr {
             Some(addr) => url_through(&self.database_url(), addr),
             None => self.database_url(),
@@ -644,34 +646,16 @@ impl Cluster {
     /// Starts replica `index` again, after it stopped, on the same port
     /// with `extra_args`, and waits until it is ready.
     pub async fn restart_replica(&mut self, index: usize, noxus: &Path, extra_args: &[&str]) {
-        let replica = self.spawn_on_port(noxus, self.replicas[index].port(), extra_args);
-        self.wait_ready(&replica).await;
-        let mut old = std::mem::replace(&mut self.replicas[index], replica);
-        let _ = old.child.kill();
-        let _ = old.child.wait();
-    }
-
-    /// A `noxus serve` on `port` of this cluster's database (the platform
-    /// is set up already: it prints no key).
-    fn spawn_on_port(&self, noxus: &Path, port: u16, extra_args: &[&str]) -> Replica {
-        let mut child = Command::new(noxus)
-            .arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra_args)
-            .env("NOXUS_DATABASE_URL", self.database_url())
-            .env("NOXUS_KEY_PEPPER", PEPPER)
-            .env_remove("NOXUS_NO_WELCOME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("noxus serve starts");
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
-        Replica {
-            base_url: format!("http://127.0.0.1:{port}"),
-            child,
-        }
+        let options = ReplicaOptions {
+            port: Some(self.replicas[index].port()),
+            ..ReplicaOptions::with_args(extra_args)
+        };
+        let new = self.spawn_replica(noxus, &options);
+        self.wait_replica_ready(new).await;
+        // The new process takes the old one's place; the old one (stopped
+        // already) is reaped as it is dropped.
+        self.replicas.swap(index, new);
+        drop(self.replicas.pop());
     }
 }
 
