@@ -67,6 +67,13 @@ const FORGET_AFTER: Duration = Duration::from_secs(120);
 /// can make the map, or a sync's batch, grow past it.
 const MAX_SCOPES: usize = 100_000;
 
+/// Throttle scopes (addresses, login counters) one sync carries at most:
+/// a flood of failures from many addresses costs the shared counters a
+/// bounded statement per interval, not one row per address (the rest wait
+/// for later syncs; each replica's own throttle holds meanwhile). Keys are
+/// not capped: only real keys, used lately, have scopes.
+const MAX_THROTTLE_SCOPES_PER_SYNC: usize = 2_000;
+
 /// How long a sync may take before it counts as failed.
 const SYNC_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -312,8 +319,6 @@ pub struct ClusterLimits {
     shared: Option<Box<dyn SharedCounters>>,
     interval: Duration,
     mode: AtomicU8,
-    /// Why the shared counters last failed (for `/readyz`).
-    problem: Mutex<Option<String>>,
     entries: Mutex<HashMap<Scope, Entry>>,
     /// Keys that became active since the last sync (pushed by the hot path
     /// once per key and sync).
@@ -367,7 +372,6 @@ impl ClusterLimits {
             shared,
             interval: interval.max(Duration::from_millis(10)),
             mode: AtomicU8::new(mode as u8),
-            problem: Mutex::new(None),
             entries: Mutex::new(HashMap::new()),
             new_keys: Mutex::new(Vec::new()),
         }
@@ -401,15 +405,8 @@ impl ClusterLimits {
             Mode::PerProcess => "per process (one process serves this database)".to_owned(),
             Mode::Starting => format!("cluster-wide ({name}), first sync pending"),
             Mode::Shared => format!("cluster-wide ({name})"),
-            Mode::Local => {
-                let why = self
-                    .problem
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .unwrap_or_default();
-                format!("per replica: the shared counters ({name}) do not answer ({why})")
-            }
+            // Why is in the log only: /readyz answers anyone.
+            Mode::Local => format!("per replica: the shared counters ({name}) do not answer"),
         }
     }
 
@@ -516,7 +513,6 @@ impl ClusterLimits {
                 // This replica's spending of the failed sync is dropped; what
                 // it saw stays, so that after the outage only others'
                 // spending of the last two windows is charged.
-                *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
             }
         }
     }
@@ -539,7 +535,13 @@ impl ClusterLimits {
         entries.retain(|_, e| now.saturating_duration_since(e.last_active) < FORGET_AFTER);
         let mut scopes = Vec::new();
         let mut batch = Vec::new();
+        let mut throttle_scopes = 0usize;
         for (scope, entry) in entries.iter_mut() {
+            let is_key = matches!(scope, Scope::Key(_));
+            if !is_key && throttle_scopes >= MAX_THROTTLE_SCOPES_PER_SYNC {
+                // Spending stays pending for a later sync.
+                continue;
+            }
             let mut delta = std::mem::take(&mut entry.pending);
             if let Some(hot) = &entry.hot {
                 delta += hot.sync.spent.swap(0, Ordering::AcqRel);
@@ -555,6 +557,7 @@ impl ClusterLimits {
                 Scope::FailedAuth(_) | Scope::Login(_) => THROTTLE_ACTIVE_FOR,
             };
             if now.saturating_duration_since(entry.last_active) < active_for {
+                throttle_scopes += usize::from(!is_key);
                 scopes.push(scope.clone());
                 batch.push((scope.name(), delta));
             }
