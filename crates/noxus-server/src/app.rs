@@ -50,7 +50,7 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
                 }
             }),
         )
-        .fallback(http::middleware::fallback)
+        .fallback(crate::web::layout::fallback)
         .method_not_allowed_fallback(http::middleware::method_not_allowed)
         .layer(body_timeout)
         .layer(CatchPanicLayer::custom(http::middleware::panic_response))

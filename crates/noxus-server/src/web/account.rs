@@ -10,6 +10,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 
+use super::layout::Layout;
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
 use crate::client_addr::ClientAddr;
@@ -86,7 +87,7 @@ pub fn local_path(next: Option<&str>) -> String {
 #[derive(Template)]
 #[template(path = "account.html")]
 struct AccountPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     name: &'a str,
     org_admin: bool,
@@ -97,7 +98,7 @@ fn account_page(user: &CurrentUser, notice: Option<&str>) -> axum::response::Res
     page(
         StatusCode::OK,
         &AccountPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             name: &user.user.name,
             org_admin: user.user.is_active_org_admin(),
@@ -138,7 +139,7 @@ pub async fn logout_other_sessions(
 #[derive(Template)]
 #[template(path = "password.html")]
 struct PasswordPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     forced: bool,
     error: Option<&'a str>,
@@ -152,7 +153,7 @@ fn password_page(
     page(
         status,
         &PasswordPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             forced: user.user.must_change_password,
             error,
@@ -232,7 +233,7 @@ pub struct Next {
 #[derive(Template)]
 #[template(path = "sudo.html")]
 struct SudoPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     next: &'a str,
     error: Option<&'a str>,
@@ -247,7 +248,7 @@ pub async fn sudo_form(user: CurrentUser, Query(next): Query<Next>) -> WebResult
     Ok(page(
         StatusCode::OK,
         &SudoPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             next: &next,
             error: None,
@@ -270,7 +271,7 @@ pub async fn sudo(
         return Ok(page(
             StatusCode::UNAUTHORIZED,
             &SudoPage {
-                user_email: Some(&user.user.email),
+                layout: Layout::of(&user),
                 csrf: user.csrf(),
                 next: &next,
                 error: Some("That is not your password."),

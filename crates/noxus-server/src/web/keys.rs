@@ -13,6 +13,7 @@ use rand::Rng;
 use secrecy::ExposeSecret;
 use time::{Duration, OffsetDateTime};
 
+use super::layout::Layout;
 use super::organization::{access, Access};
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
@@ -101,7 +102,7 @@ struct KeyRow {
 #[derive(Template)]
 #[template(path = "keys.html")]
 struct KeysPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     keys: Vec<KeyRow>,
@@ -185,7 +186,7 @@ pub async fn keys_page(
     Ok(page(
         StatusCode::OK,
         &KeysPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             can_create: access.can(Permission::KeysWrite) && access.membership.is_some(),
             nav: WorkspaceNav::of(&access, "keys"),
@@ -205,7 +206,7 @@ struct PermissionChoice {
 #[derive(Template)]
 #[template(path = "key_new.html")]
 struct NewKeyPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     nonce: String,
@@ -255,7 +256,7 @@ pub async fn new_key_page(
     Ok(page(
         StatusCode::OK,
         &NewKeyPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             permissions: choices(&access, &[]),
             nav: WorkspaceNav::of(&access, "keys"),
@@ -270,7 +271,7 @@ pub async fn new_key_page(
 #[derive(Template)]
 #[template(path = "key_created.html")]
 struct CreatedPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     heading: &'a str,
@@ -283,7 +284,7 @@ struct CreatedPage<'a> {
 #[derive(Template)]
 #[template(path = "key_already_shown.html")]
 struct AlreadyShownPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     back_url: String,
@@ -293,7 +294,7 @@ fn already_shown(user: &CurrentUser, access: &Access) -> axum::response::Respons
     page(
         StatusCode::CONFLICT,
         &AlreadyShownPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(access, "keys"),
             back_url: keys_url(&access.workspace.id),
@@ -338,7 +339,7 @@ pub async fn create_key(
             return Ok(page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &NewKeyPage {
-                    user_email: Some(&user.user.email),
+                    layout: Layout::of(&user),
                     csrf: user.csrf(),
                     permissions: choices(&access, &chosen),
                     nav: WorkspaceNav::of(&access, "keys"),
@@ -382,7 +383,7 @@ pub async fn create_key(
     Ok(page(
         StatusCode::CREATED,
         &CreatedPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(&access, "keys"),
             heading: "API key created",
@@ -449,7 +450,7 @@ async fn rotatable_key(
 #[derive(Template)]
 #[template(path = "key_revoke.html")]
 struct RevokePage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     key_id: String,
@@ -469,7 +470,7 @@ pub async fn revoke_page(
     Ok(page(
         StatusCode::OK,
         &RevokePage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(&access, "keys"),
             key_id: path_segment(&key.id),
@@ -497,7 +498,7 @@ pub async fn revoke_key(
 #[derive(Template)]
 #[template(path = "key_rotate.html")]
 struct RotatePage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     key_id: String,
@@ -523,7 +524,7 @@ pub async fn rotate_page(
     Ok(page(
         StatusCode::OK,
         &RotatePage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(&access, "keys"),
             key_id: path_segment(&key.id),
@@ -585,7 +586,7 @@ pub async fn rotate_key(
     Ok(page(
         StatusCode::CREATED,
         &CreatedPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(&access, "keys"),
             heading: "API key rotated",

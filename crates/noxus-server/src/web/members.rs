@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use noxus_api::{Permission, Role};
 
+use super::layout::Layout;
 use super::keys::{path_segment, WorkspaceNav};
 use super::organization::{access, Access};
 use super::session::{CurrentUser, Form};
@@ -50,7 +51,7 @@ fn role_choices(access: &Access) -> Vec<RoleChoice> {
 #[derive(Template)]
 #[template(path = "members.html")]
 struct MembersPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     members: Vec<MemberRow>,
@@ -95,7 +96,7 @@ async fn render(
     Ok(page(
         status,
         &MembersPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(access, "members"),
             members,
@@ -200,7 +201,7 @@ pub async fn change_role(
 #[derive(Template)]
 #[template(path = "member_remove.html")]
 struct RemovePage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     member_id: String,
@@ -228,7 +229,7 @@ pub async fn remove_page(
     Ok(page(
         StatusCode::OK,
         &RemovePage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(&access, "members"),
             member_id: path_segment(&member.0.id),

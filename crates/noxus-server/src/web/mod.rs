@@ -5,6 +5,7 @@
 
 mod account;
 mod keys;
+pub mod layout;
 mod members;
 mod organization;
 pub mod session;
@@ -122,6 +123,7 @@ pub fn router() -> Router<AppState> {
             "/settings/organization/workspaces/{id}/audit",
             get(usage::audit_page),
         )
+        .layer(axum::middleware::from_fn(layout::chrome))
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
@@ -164,16 +166,6 @@ pub fn page(status: StatusCode, template: &impl Template) -> Response {
         }
         Err(err) => WebError::Internal(anyhow::anyhow!("template: {err}")).into_response(),
     }
-}
-
-/// The error page.
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage<'a> {
-    title: &'a str,
-    message: &'a str,
-    user_email: Option<&'a str>,
-    csrf: &'a str,
 }
 
 /// What can go wrong on a dashboard page. Rendered as an HTML page.
@@ -302,15 +294,14 @@ impl IntoResponse for WebError {
             Self::Internal(_) => "Something went wrong on our side; the request id in the x-request-id header identifies it in the server log.".to_owned(),
             other => other.to_string(),
         };
-        let mut response = page(
-            status,
-            &ErrorPage {
-                title,
-                message: &message,
-                user_email: None,
-                csrf: "",
-            },
-        );
+        let view = layout::ErrorView {
+            title,
+            message: message.clone(),
+        };
+        // Rendered without the header here; the dashboard's `chrome` layer
+        // renders it again with the header of the user who met it.
+        let mut response = layout::error_page(status, &view, "/", layout::Layout::default(), "");
+        response.extensions_mut().insert(view);
         let retry_after = match &self {
             Self::TooManyAttempts(seconds) => Some(*seconds),
             Self::Busy | Self::Unavailable(_) => Some(1),
@@ -334,6 +325,21 @@ impl IntoResponse for WebError {
             keep_body: true,
         });
         response
+    }
+}
+
+impl WebError {
+    /// The marker that tells the request-context layer to keep an HTML
+    /// error body made outside [`WebError`] (the dashboard's 404 page).
+    pub(crate) fn keep_body_marker(code: &'static str, detail: String) -> ErrorPayload {
+        ErrorPayload {
+            code,
+            detail,
+            required_permission: None,
+            field: None,
+            internal: None,
+            keep_body: true,
+        }
     }
 }
 

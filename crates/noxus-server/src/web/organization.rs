@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use noxus_api::{Permission, Role};
 
+use super::layout::Layout;
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
 use crate::domain::validation;
@@ -41,8 +42,9 @@ impl Access {
             Ok(())
         } else {
             Err(WebError::Forbidden(format!(
-                "Your role in this workspace ({}) does not allow this: it needs `{permission}`.",
-                self.role
+                "As {} of this workspace you cannot {}; ask an owner or admin of this workspace.",
+                super::layout::role_with_article(self.role),
+                super::layout::permission_label(permission)
             )))
         }
     }
@@ -81,7 +83,7 @@ pub(super) async fn access(
 #[derive(Template)]
 #[template(path = "organization.html")]
 struct OrganizationPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     organization: &'a str,
     is_org_admin: bool,
@@ -100,7 +102,7 @@ pub async fn organization_page(State(state): State<AppState>, user: CurrentUser)
     Ok(page(
         StatusCode::OK,
         &OrganizationPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             organization: &organization,
             is_org_admin: user.user.is_active_org_admin(),
@@ -146,7 +148,7 @@ async fn visible_workspaces(state: &AppState, user: &CurrentUser) -> WebResult<V
 #[derive(Template)]
 #[template(path = "workspaces.html")]
 struct WorkspacesPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     workspaces: Vec<WorkspaceRow>,
     can_create: bool,
@@ -159,7 +161,7 @@ pub async fn workspaces_page(State(state): State<AppState>, user: CurrentUser) -
     Ok(page(
         StatusCode::OK,
         &WorkspacesPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             workspaces,
             can_create: user.user.is_org_admin,
@@ -188,7 +190,7 @@ pub async fn create_workspace(
             return Ok(page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &WorkspacesPage {
-                    user_email: Some(&user.user.email),
+                    layout: Layout::of(&user),
                     csrf: user.csrf(),
                     workspaces,
                     can_create: true,
@@ -239,7 +241,7 @@ struct UserRow {
 #[derive(Template)]
 #[template(path = "users.html")]
 struct UsersPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     users: Vec<UserRow>,
     error: Option<&'a str>,
@@ -284,7 +286,7 @@ async fn users_page_with(
     Ok(page(
         status,
         &UsersPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             users,
             error,

@@ -17,6 +17,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::layout::Layout;
 use super::{page, WebError, WebResult};
 use crate::client_addr::ClientAddr;
 use crate::domain::passwords::{MAX_EMAIL_BYTES, MAX_PASSWORD_BYTES};
@@ -68,9 +69,20 @@ pub struct CurrentUser {
     pub session: SessionRecord,
     /// The client's address (through trusted proxies).
     pub client_addr: Option<String>,
+    /// The confirmation of the change just made, shown once at the top of
+    /// the next page.
+    pub flash: Option<String>,
+    /// The browser reached us over HTTPS: cookies set for it get `Secure`
+    /// and the `__Host-` prefix.
+    pub secure: bool,
 }
 
 impl CurrentUser {
+    /// After a change: 303 to `to` with `message` shown once there.
+    pub fn redirect_with_flash(&self, to: &str, message: &str) -> Response {
+        super::layout::redirect_with_flash(to, self.secure, message)
+    }
+
     /// The CSRF token for forms.
     pub fn csrf(&self) -> &str {
         &self.session.csrf_token
@@ -136,7 +148,8 @@ impl FromRequestParts<AppState> for CurrentUser {
             Ok(client) => client,
             Err(never) => match never {},
         };
-        let name = session_cookie_name(secure_cookies(state, &parts.headers, &client));
+        let secure = secure_cookies(state, &parts.headers, &client);
+        let name = session_cookie_name(secure);
         let token = cookie_value(&parts.headers, name).ok_or(WebError::LoginRequired)?;
         let now = OffsetDateTime::now_utc();
         let found = state.store().session(&digest(token), now).await?;
@@ -155,11 +168,17 @@ impl FromRequestParts<AppState> for CurrentUser {
         if user.must_change_password && !PASSWORD_CHANGE_PATHS.contains(&parts.uri.path()) {
             return Err(WebError::PasswordChangeRequired);
         }
-        Ok(Self {
+        let current = Self {
             user,
             session,
             client_addr: client.ip.map(|ip| ip.to_string()),
-        })
+            flash: super::layout::read_flash(&parts.headers),
+            secure,
+        };
+        if let Some(slot) = parts.extensions.get::<super::layout::LayoutSlot>() {
+            slot.fill(&current);
+        }
+        Ok(current)
     }
 }
 
@@ -242,8 +261,16 @@ fn session_cookie(value: &str, max_age: u64, secure: bool) -> HeaderValue {
 struct LoginPage<'a> {
     error: Option<&'a str>,
     email: &'a str,
-    user_email: Option<&'a str>,
+    /// Where to go after logging in (a local path), kept in a hidden field.
+    next: &'a str,
+    layout: Layout,
     csrf: &'a str,
+}
+
+/// The query of the login page: where the browser was going.
+#[derive(Debug, serde::Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
 }
 
 /// GET /login.
@@ -251,7 +278,13 @@ pub async fn login_page(
     State(state): State<AppState>,
     client: ClientAddr,
     headers: HeaderMap,
+    query: Option<axum::extract::Query<LoginQuery>>,
 ) -> WebResult {
+    let next = query
+        .as_ref()
+        .and_then(|q| q.next.as_deref())
+        .and_then(super::layout::safe_next)
+        .unwrap_or("");
     if state.store().organization().await?.is_none() {
         return Ok(Redirect::to("/setup").into_response());
     }
@@ -264,7 +297,8 @@ pub async fn login_page(
                 &LoginPage {
                     error: None,
                     email: "",
-                    user_email: None,
+                    next,
+                    layout: Layout::anonymous(&headers),
                     csrf,
                 },
             )
@@ -282,6 +316,10 @@ pub async fn login(
     check_pre_session_token(&headers, secure_cookies(&state, &headers, &client), &form)?;
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let password = form.get("password").unwrap_or("");
+    let next = form
+        .get("next")
+        .and_then(super::layout::safe_next)
+        .unwrap_or("");
     // Refused before any lookup, hashing or throttle entry.
     let too_long = if email.len() > MAX_EMAIL_BYTES {
         Some("Enter an email address of at most 254 characters.")
@@ -297,7 +335,8 @@ pub async fn login(
             &LoginPage {
                 error: Some(error),
                 email: "",
-                user_email: None,
+                next,
+                layout: Layout::default(),
                 csrf,
             },
         ));
@@ -333,7 +372,8 @@ pub async fn login(
                 &LoginPage {
                     error: Some("Wrong email or password."),
                     email: &email,
-                    user_email: None,
+                    next,
+                    layout: Layout::default(),
                     csrf,
                 },
             ));
@@ -366,7 +406,12 @@ pub async fn login(
     };
     state.store().create_session(&session).await?;
     tracing::info!(user_id = %user.id, "logged in");
-    let mut response = Redirect::to("/settings/organization/workspaces").into_response();
+    let to = if next.is_empty() {
+        "/settings/organization/workspaces"
+    } else {
+        next
+    };
+    let mut response = Redirect::to(to).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(
@@ -452,11 +497,12 @@ pub async fn logout(
         .store()
         .delete_session(&user.session.token_digest)
         .await?;
-    let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        session_cookie("", 0, secure_cookies(&state, &headers, &client)),
-    );
+    let secure = secure_cookies(&state, &headers, &client);
+    let mut response =
+        super::layout::redirect_with_flash("/login", secure, "You are logged out.");
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, session_cookie("", 0, secure));
     Ok(response)
 }
 
@@ -464,7 +510,7 @@ pub async fn logout(
 #[template(path = "setup.html")]
 struct SetupPage<'a> {
     error: Option<&'a str>,
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     token: &'a str,
 }
@@ -516,7 +562,7 @@ pub async fn setup_page(
                 StatusCode::OK,
                 &SetupPage {
                     error: None,
-                    user_email: None,
+                    layout: Layout::default(),
                     csrf,
                     token: &token,
                 },
@@ -544,6 +590,10 @@ pub async fn setup(
     let organization = form.get("organization").unwrap_or("").trim();
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let password = form.get("password").unwrap_or("");
+    let next = form
+        .get("next")
+        .and_then(super::layout::safe_next)
+        .unwrap_or("");
     let error = if organization.is_empty() || organization.chars().count() > 100 {
         Some("Give the organization a name of 1 to 100 characters.")
     } else if !email.contains('@') || email.len() > MAX_EMAIL_BYTES {
@@ -557,7 +607,7 @@ pub async fn setup(
             StatusCode::UNPROCESSABLE_ENTITY,
             &SetupPage {
                 error: Some(error),
-                user_email: None,
+                layout: Layout::default(),
                 csrf,
                 token: token.unwrap_or(""),
             },

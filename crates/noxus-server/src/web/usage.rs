@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use noxus_api::{Permission, UsageFlag, UsagePoint};
 
+use super::layout::Layout;
 use super::keys::WorkspaceNav;
 use super::organization::access;
 use super::session::CurrentUser;
@@ -126,7 +127,7 @@ struct KeyRow {
 #[derive(Template)]
 #[template(path = "usage.html")]
 struct UsagePage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     day: Chart,
@@ -225,7 +226,7 @@ pub async fn usage_page(
     Ok(page(
         StatusCode::OK,
         &UsagePage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(&access, "usage"),
             day: Chart::of(&day_points, 720, 160, false),
@@ -251,7 +252,7 @@ struct AuditRow {
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage<'a> {
-    user_email: Option<&'a str>,
+    layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
     rows: Vec<AuditRow>,
@@ -320,7 +321,7 @@ pub async fn audit_page(
     Ok(page(
         StatusCode::OK,
         &AuditPage {
-            user_email: Some(&user.user.email),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(&access, "audit"),
             rows,

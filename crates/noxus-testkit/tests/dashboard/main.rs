@@ -18,6 +18,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod access;
+mod chrome;
 mod harness;
 mod keys;
 mod members;
