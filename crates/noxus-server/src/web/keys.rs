@@ -255,7 +255,8 @@ pub async fn keys_page(
                     "rotated",
                     format!(
                         "works until {} UTC, replaced by {next}",
-                        k.expires_at.map_or_else(|| "its grace period ends".to_owned(), date)
+                        k.expires_at
+                            .map_or_else(|| "its grace period ends".to_owned(), date)
                     ),
                 ),
                 (status, Some(next)) => (status.as_str(), format!("replaced by {next}")),
@@ -487,10 +488,7 @@ fn new_key_form<'a>(
         nav: WorkspaceNav::of(access, "keys"),
         nonce,
         name: form.and_then(|f| f.get("name")).unwrap_or(""),
-        role: access
-            .membership
-            .map(|r| r.to_string())
-            .unwrap_or_default(),
+        role: access.membership.map(|r| r.to_string()).unwrap_or_default(),
         expiries: expiry_choices(form.and_then(|f| f.get("expires_in")).unwrap_or("")),
         groups: permission_groups(access, &chosen, invalid_permission),
         name_invalid: errors.name.is_some(),
@@ -647,7 +645,9 @@ pub async fn create_key(
         ));
     }
     let (Ok(name), Some(expires_at)) = (name, expires_at) else {
-        return Err(WebError::Invalid("The form is incomplete; reload it".to_owned()));
+        return Err(WebError::Invalid(
+            "The form is incomplete; reload it".to_owned(),
+        ));
     };
     // None ticked: the key follows the role (without management permissions).
     let permissions = (!permissions.is_empty()).then_some(permissions);

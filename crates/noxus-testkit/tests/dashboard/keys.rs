@@ -9,9 +9,9 @@ use anyhow::{bail, ensure, Context as _};
 use noxus_testkit::noxus_api::key_format::check_key_format;
 use noxus_testkit::noxus_api::Role;
 use noxus_testkit::noxus_sdk;
-use noxus_testkit::{KeyOptions, TestApp};
 use noxus_testkit::noxus_server::members;
 use noxus_testkit::noxus_server::store::Actor;
+use noxus_testkit::{KeyOptions, TestApp};
 
 use crate::harness;
 use crate::pages::{eventually, keys_path, members_path, Browser};
@@ -36,6 +36,11 @@ async fn focus_reaches(b: &Browser, id: &str) -> anyhow::Result<String> {
 /// An attribute of the element matching `css` ("" when absent).
 async fn attr(b: &Browser, css: &str, name: &str) -> anyhow::Result<String> {
     Ok(b.find(css).await?.attr(name).await?.unwrap_or_default())
+}
+
+/// The current value of a form field (what the person sees in it).
+async fn value(b: &Browser, css: &str) -> anyhow::Result<String> {
+    Ok(b.find(css).await?.prop("value").await?.unwrap_or_default())
 }
 
 /// `noxus_abcd…wxyz`: how the pages show a key.
@@ -90,11 +95,17 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
     for (id, label) in [
         ("perm-workflows-read", "Read workflows"),
         ("perm-workflows-write", "Create and change workflows"),
-        ("perm-keys-write", "Create, revoke and rotate your own API keys"),
+        (
+            "perm-keys-write",
+            "Create, revoke and rotate your own API keys",
+        ),
     ] {
         let text = b.text(&format!("label[for={id}]")).await?;
         ensure!(text.starts_with(label), "label[for={id}] reads {text:?}");
-        ensure!(!text.contains(':'), "label[for={id}] shows a code: {text:?}");
+        ensure!(
+            !text.contains(':'),
+            "label[for={id}] shows a code: {text:?}"
+        );
     }
     let help = b.text("#key-permissions-help").await?;
     ensure!(
@@ -109,7 +120,10 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
     b.click("#perm-workflows-read").await?;
     b.click("#create-key-submit").await?;
     let message = b.text("#key-name-error").await?;
-    ensure!(message.contains("name"), "the name's error says {message:?}");
+    ensure!(
+        message.contains("name"),
+        "the name's error says {message:?}"
+    );
     ensure!(
         attr(&b, "#key-name", "aria-invalid").await? == "true",
         "the blank name is not aria-invalid"
@@ -122,9 +136,12 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
         "the name field is not described by its error"
     );
     let focused = focus_reaches(&b, "key-name").await?;
-    ensure!(focused == "key-name", "after the error, focus is on #{focused}");
     ensure!(
-        attr(&b, "#key-expiry", "value").await? == "30d",
+        focused == "key-name",
+        "after the error, focus is on #{focused}"
+    );
+    ensure!(
+        value(&b, "#key-expiry").await? == "30d",
         "the chosen expiry was lost"
     );
     ensure!(
@@ -144,7 +161,10 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
     b.click("#create-key-submit").await?;
     b.find("#key-expiry-error").await?;
     let focused = focus_reaches(&b, "key-expiry").await?;
-    ensure!(focused == "key-expiry", "after the error, focus is on #{focused}");
+    ensure!(
+        focused == "key-expiry",
+        "after the error, focus is on #{focused}"
+    );
     ensure!(
         attr(&b, "#key-expiry", "aria-invalid").await? == "true",
         "the bad expiry is not aria-invalid"
@@ -154,7 +174,7 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
         "the name is still marked invalid"
     );
     ensure!(
-        attr(&b, "#key-name", "value").await? == name,
+        value(&b, "#key-name").await? == name,
         "the name typed was lost"
     );
     b.click("#perm-workflows-read").await?;
@@ -178,7 +198,10 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
         "the confirmation reads {flash:?}"
     );
     let focused = focus_reaches(&b, "copy-key").await?;
-    ensure!(focused == "copy-key", "on the new key's page, focus is on #{focused}");
+    ensure!(
+        focused == "copy-key",
+        "on the new key's page, focus is on #{focused}"
+    );
     // The page's script replaced the POST's history entry with the keys list.
     b.wait_for_path(&keys_path(&ws)).await?;
     let created_screen = b.screenshot().await?;
@@ -263,7 +286,11 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
         .me()
         .await
         .context("the SDK refuses the second key")?;
-    ensure!(second_me.name == second_name, "the second key is {:?}", second_me.name);
+    ensure!(
+        second_me.name == second_name,
+        "the second key is {:?}",
+        second_me.name
+    );
     b.goto(&keys_path(&ws)).await?;
 
     // Revoke in the browser: the row's link, then the confirmation.
