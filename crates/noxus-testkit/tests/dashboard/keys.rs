@@ -43,6 +43,14 @@ async fn value(b: &Browser, css: &str) -> anyhow::Result<String> {
     Ok(b.find(css).await?.prop("value").await?.unwrap_or_default())
 }
 
+/// Saves the page as `target/dashboard-screens/<name>.png` for reviewers.
+async fn save_screen(b: &Browser, name: &str) -> anyhow::Result<()> {
+    let screens = harness::screens_dir();
+    std::fs::create_dir_all(&screens)?;
+    std::fs::write(screens.join(format!("{name}.png")), b.screenshot().await?)?;
+    Ok(())
+}
+
 /// `noxus_abcd…wxyz`: how the pages show a key.
 fn fragment(secret: &str) -> String {
     format!("{}…{}", &secret[..10], &secret[secret.len() - 4..])
@@ -169,6 +177,7 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
         attr(&b, "#key-expiry", "aria-invalid").await? == "true",
         "the bad expiry is not aria-invalid"
     );
+    save_screen(&b, "key-form-error").await?;
     ensure!(
         attr(&b, "#key-name", "aria-invalid").await?.is_empty(),
         "the name is still marked invalid"
@@ -448,6 +457,7 @@ async fn rotate_with_grace(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         "the new key is {new_status:?}"
     );
     b.find(&format!("{} a.rotate-link", row(&new.id))).await?;
+    save_screen(&b, "keys-after-rotation").await?;
     // The two rows tell themselves apart: fragments, and the new one names
     // the key it replaces.
     let old_value = b.text(&format!("{} td.key-value", row(&old_id))).await?;
