@@ -98,7 +98,7 @@ fn account_page(user: &CurrentUser, notice: Option<&str>) -> axum::response::Res
     page(
         StatusCode::OK,
         &AccountPage {
-            layout: Layout::of(&user),
+            layout: Layout::of(user),
             csrf: user.csrf(),
             name: &user.user.name,
             org_admin: user.user.is_active_org_admin(),
@@ -153,7 +153,7 @@ fn password_page(
     page(
         status,
         &PasswordPage {
-            layout: Layout::of(&user),
+            layout: Layout::of(user),
             csrf: user.csrf(),
             forced: user.user.must_change_password,
             error,

@@ -96,7 +96,7 @@ async fn render(
     Ok(page(
         status,
         &MembersPage {
-            layout: Layout::of(&user),
+            layout: Layout::of(user),
             csrf: user.csrf(),
             nav: WorkspaceNav::of(access, "members"),
             members,

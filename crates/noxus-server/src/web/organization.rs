@@ -286,7 +286,7 @@ async fn users_page_with(
     Ok(page(
         status,
         &UsersPage {
-            layout: Layout::of(&user),
+            layout: Layout::of(user),
             csrf: user.csrf(),
             users,
             error,
