@@ -17,7 +17,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod a11y;
 mod access;
+mod axe;
 mod harness;
 mod keys;
 mod members;
