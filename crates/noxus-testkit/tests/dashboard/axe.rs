@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context as _};
+use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use serde_json::json;
 
 use crate::harness;
@@ -84,6 +86,90 @@ document.querySelectorAll('a[href], button, input:not([type=hidden]), select, te
 });
 return { scrollWidth: document.documentElement.scrollWidth, innerWidth: vw, outside: outside };
 "#;
+
+/// In-page helpers: a computed colour, the colour behind an element (the
+/// first ancestor with an opaque background), and WCAG's contrast ratio.
+const COLOUR_FUNCTIONS: &str = r#"
+var rgb = function (s) {
+  var m = /rgba?\(([^)]+)\)/.exec(s || '');
+  if (!m) { return null; }
+  var p = m[1].split(/[\s,\/]+/).filter(Boolean).map(parseFloat);
+  return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+};
+var behind = function (el) {
+  for (var n = el.parentElement; n; n = n.parentElement) {
+    var c = rgb(getComputedStyle(n).backgroundColor);
+    if (c && c.a > 0.99) { return c; }
+  }
+  return { r: 255, g: 255, b: 255, a: 1 };
+};
+var over = function (c, bg) {
+  return { r: c.r * c.a + bg.r * (1 - c.a), g: c.g * c.a + bg.g * (1 - c.a), b: c.b * c.a + bg.b * (1 - c.a), a: 1 };
+};
+var lum = function (c) {
+  var f = function (v) { v = v / 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+};
+var ratio = function (a, b) {
+  var x = lum(a), y = lum(b);
+  return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
+};
+var css = function (c) { return 'rgb(' + [c.r, c.g, c.b].map(Math.round).join(', ') + ')'; };
+var name = function (el) {
+  var text = (el.innerText || el.value || el.getAttribute('aria-label') || '').trim().replace(/\s+/g, ' ').slice(0, 40);
+  return el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + ' "' + text + '"';
+};
+"#;
+
+/// In-page: the borders of visible text fields and selects against what
+/// surrounds them (outside) and their own background (inside), WCAG 1.4.11.
+const FIELD_BORDER_SCRIPT: &str = r#"
+var problems = [];
+document.querySelectorAll('input:not([type=checkbox]):not([type=radio]):not([type=hidden]), select, textarea').forEach(function (el) {
+  var r = el.getBoundingClientRect();
+  if (r.width === 0 && r.height === 0) { return; }
+  var st = getComputedStyle(el);
+  var outside = behind(el);
+  var inside = rgb(st.backgroundColor);
+  inside = inside && inside.a > 0 ? over(inside, outside) : outside;
+  var border = rgb(st.borderTopColor);
+  if (!border || parseFloat(st.borderTopWidth) < 1 || st.borderTopStyle === 'none') {
+    problems.push(name(el) + ' has no border');
+    return;
+  }
+  border = over(border, outside);
+  var worst = Math.min(ratio(border, outside), ratio(border, inside));
+  if (worst < 3) {
+    problems.push(name(el) + ': border ' + css(border) + ' has ' + worst.toFixed(2) + ':1 against ' + css(outside) + ' / ' + css(inside) + ' (needs 3:1)');
+  }
+});
+return problems;
+"#;
+
+/// In-page: the focused element's focus ring (outline) against what is
+/// behind it, as shown after a Tab press (`:focus-visible`).
+const FOCUS_RING_SCRIPT: &str = r#"
+var el = document.activeElement;
+if (!el || el === document.body || el === document.documentElement) { return { done: true }; }
+var st = getComputedStyle(el);
+var ring = rgb(st.outlineColor);
+var width = parseFloat(st.outlineWidth) || 0;
+var problem = null;
+if (st.outlineStyle === 'none' || width < 2 || !ring) {
+  problem = name(el) + ' shows no focus ring of 2 px or more (outline: ' + st.outlineStyle + ' ' + st.outlineWidth + ')';
+} else {
+  var bg = behind(el);
+  var c = ratio(over(ring, bg), bg);
+  if (c < 3) {
+    problem = name(el) + ': focus ring ' + css(ring) + ' has ' + c.toFixed(2) + ':1 against ' + css(bg) + ' (needs 3:1)';
+  }
+}
+if (!el.dataset.a11yFocusSeen) { el.dataset.a11yFocusSeen = '1'; return { done: false, problem: problem }; }
+return { done: true };
+"#;
+
+/// How many Tab presses the focus check follows at most on a page.
+const MAX_TABS: usize = 40;
 
 impl Browser {
     /// Checks the current page at desktop and phone width: no axe
@@ -176,6 +262,12 @@ impl Browser {
             let png = screens.join(format!("{label}-{width_name}.png"));
             let shot = self.full_page_screenshot(width, height).await?;
             std::fs::write(&png, shot).with_context(|| format!("writing {}", png.display()))?;
+            if width_name == "desktop" {
+                // After the screenshot: tabbing leaves a focus ring and may scroll.
+                for p in self.contrast_problems().await? {
+                    problems.push(format!("  [{width_name} {width}px] {p}"));
+                }
+            }
         }
         println!(
             "{label}: {} at {}",
@@ -186,6 +278,68 @@ impl Browser {
             },
             screens.join(format!("{label}-{{desktop,phone}}.png")).display()
         );
+        Ok(problems)
+    }
+
+    /// Field borders, then the focus ring of each control reached with Tab
+    /// from the top of the page (up to [`MAX_TABS`]), at 3:1 or more
+    /// against what surrounds them (WCAG 1.4.11, which axe does not check).
+    /// Leaves nothing focused and the page scrolled to the top.
+    async fn contrast_problems(&self) -> anyhow::Result<Vec<String>> {
+        let mut problems: Vec<String> = Vec::new();
+        let fields = self
+            .client
+            .execute(&format!("{COLOUR_FUNCTIONS}{FIELD_BORDER_SCRIPT}"), vec![])
+            .await
+            .context("measuring the fields' borders")?;
+        problems.extend(
+            fields
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_owned)),
+        );
+        self.client
+            .execute(
+                "if (document.activeElement) { document.activeElement.blur(); }
+                 document.querySelectorAll('[data-a11y-focus-seen]').forEach(function (e) { delete e.dataset.a11yFocusSeen; });
+                 window.scrollTo(0, 0);",
+                vec![],
+            )
+            .await?;
+        let tab = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down {
+                value: Key::Tab.into(),
+            })
+            .then(KeyAction::Up {
+                value: Key::Tab.into(),
+            });
+        let script = format!("{COLOUR_FUNCTIONS}{FOCUS_RING_SCRIPT}");
+        for _ in 0..MAX_TABS {
+            self.client
+                .perform_actions(tab.clone())
+                .await
+                .context("pressing Tab")?;
+            let answer = self
+                .client
+                .execute(&script, vec![])
+                .await
+                .context("measuring the focus ring")?;
+            if answer["done"] == json!(true) {
+                break;
+            }
+            if let Some(p) = answer["problem"].as_str() {
+                problems.push(p.to_owned());
+            }
+        }
+        self.client
+            .execute(
+                "if (document.activeElement) { document.activeElement.blur(); }
+                 document.querySelectorAll('[data-a11y-focus-seen]').forEach(function (e) { delete e.dataset.a11yFocusSeen; });
+                 window.scrollTo(0, 0);",
+                vec![],
+            )
+            .await?;
         Ok(problems)
     }
 
