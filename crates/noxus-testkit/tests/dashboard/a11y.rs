@@ -54,7 +54,10 @@ async fn walk_key_pages(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         .await;
     // Traffic, so the sparklines and "last used" have something to show.
     for _ in 0..3 {
-        app.client(&reader).me().await.context("the reporting key")?;
+        app.client(&reader)
+            .me()
+            .await
+            .context("the reporting key")?;
     }
     let row = |id: &str| format!("tr[data-key-id='{id}']");
 
@@ -85,7 +88,10 @@ async fn walk_key_pages(app: &TestApp, b: Browser) -> anyhow::Result<()> {
     b.click("button#revoke-confirm").await?;
     b.wait_for_path(&keys_path(&ws)).await?;
     let status = b.text(&format!("{} td.key-status", row(&old))).await?;
-    ensure!(status.contains("revoked"), "the revoked key shows {status:?}");
+    ensure!(
+        status.contains("revoked"),
+        "the revoked key shows {status:?}"
+    );
 
     // The list with every kind of row: active, rotated (still working),
     // restricted, revoked.

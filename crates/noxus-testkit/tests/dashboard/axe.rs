@@ -1,7 +1,9 @@
 //! The accessibility check of a page: axe-core (pinned in
 //! `tests/dashboard-a11y/package.json`, installed by `.ci/run`) run in the
-//! page at desktop (1280×900) and phone (390×844) width, the page's width at
-//! phone size, and a screenshot of each width for reviewers.
+//! page at desktop (1280×900) and phone (390×844) width, no sideways
+//! scrolling at those widths and at 768 px, the contrast of field borders
+//! and of the keyboard focus ring, and a screenshot of each width for
+//! reviewers.
 //!
 //! axe is injected through WebDriver's Execute Script, which Chromium runs
 //! outside the page's Content-Security-Policy (`script-src 'self'` would
@@ -20,6 +22,10 @@ use crate::pages::Browser;
 
 /// The widths every page is checked at: (name, width, height) in CSS pixels.
 pub const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 900), ("phone", 390, 844)];
+
+/// A width between the two where tables are not stacked yet but may not
+/// fit: checked for sideways scrolling only (no axe, no screenshot).
+const BETWEEN: (&str, u32, u32) = ("tablet", 768, 1024);
 
 /// The window size the harness starts Chromium with, restored after a check.
 const START_SIZE: (u32, u32) = (1280, 1000);
@@ -173,11 +179,13 @@ const MAX_TABS: usize = 40;
 
 impl Browser {
     /// Checks the current page at desktop and phone width: no axe
-    /// violation of impact critical, serious or moderate, and at phone
-    /// width no sideways scrolling of the page and every control within the
-    /// screen. Saves `target/dashboard-screens/<label>-desktop.png` and
+    /// violation of impact critical, serious or moderate; at both (and at
+    /// 768 px) no sideways scrolling of the page and every control within
+    /// the screen; at desktop width, field borders and the focus ring of
+    /// each control reached with Tab at 3:1 against their surroundings.
+    /// Saves `target/dashboard-screens/<label>-desktop.png` and
     /// `<label>-phone.png` (the whole page's height). Fails with every
-    /// problem found at both widths; restores the window size either way.
+    /// problem found; restores the window size either way.
     pub async fn check_a11y(&self, label: &str) -> anyhow::Result<()> {
         let problems = self.a11y_problems(label).await;
         let restored = self.resize(START_SIZE.0, START_SIZE.1).await;
@@ -237,28 +245,7 @@ impl Browser {
                     }
                 }
             }
-            if width_name == "phone" {
-                let w = self
-                    .client
-                    .execute(WIDTH_SCRIPT, vec![])
-                    .await
-                    .context("measuring the page's width")?;
-                let (scroll_width, inner_width) = (
-                    w["scrollWidth"].as_f64().unwrap_or(f64::MAX),
-                    w["innerWidth"].as_f64().unwrap_or(0.0),
-                );
-                if scroll_width > inner_width {
-                    problems.push(format!(
-                        "  [{width_name} {width}px] the page scrolls sideways: it is {scroll_width} px wide in a {inner_width} px window"
-                    ));
-                }
-                for el in w["outside"].as_array().into_iter().flatten() {
-                    problems.push(format!(
-                        "  [{width_name} {width}px] out of the screen (reachable only by scrolling sideways): {}",
-                        el.as_str().unwrap_or_default()
-                    ));
-                }
-            }
+            problems.extend(self.width_problems(width_name, width).await?);
             let png = screens.join(format!("{label}-{width_name}.png"));
             let shot = self.full_page_screenshot(width, height).await?;
             std::fs::write(&png, shot).with_context(|| format!("writing {}", png.display()))?;
@@ -269,6 +256,11 @@ impl Browser {
                 }
             }
         }
+        // Between the two, where a table is too wide for the screen but not
+        // yet stacked: only the width check.
+        let (width_name, width, height) = BETWEEN;
+        self.resize(width, height).await?;
+        problems.extend(self.width_problems(width_name, width).await?);
         println!(
             "{label}: {} at {}",
             if axe.is_some() {
@@ -276,8 +268,37 @@ impl Browser {
             } else {
                 "width check run (axe SKIPPED)"
             },
-            screens.join(format!("{label}-{{desktop,phone}}.png")).display()
+            screens
+                .join(format!("{label}-{{desktop,phone}}.png"))
+                .display()
         );
+        Ok(problems)
+    }
+
+    /// The width check at the current size: the page does not scroll
+    /// sideways, and no visible control lies outside the screen.
+    async fn width_problems(&self, width_name: &str, width: u32) -> anyhow::Result<Vec<String>> {
+        let w = self
+            .client
+            .execute(WIDTH_SCRIPT, vec![])
+            .await
+            .context("measuring the page's width")?;
+        let (scroll_width, inner_width) = (
+            w["scrollWidth"].as_f64().unwrap_or(f64::MAX),
+            w["innerWidth"].as_f64().unwrap_or(0.0),
+        );
+        let mut problems = Vec::new();
+        if scroll_width > inner_width {
+            problems.push(format!(
+                "  [{width_name} {width}px] the page scrolls sideways: it is {scroll_width} px wide in a {inner_width} px window"
+            ));
+        }
+        for el in w["outside"].as_array().into_iter().flatten() {
+            problems.push(format!(
+                "  [{width_name} {width}px] out of the screen (reachable only by scrolling sideways): {}",
+                el.as_str().unwrap_or_default()
+            ));
+        }
         Ok(problems)
     }
 
@@ -400,7 +421,10 @@ impl Browser {
         );
         if (iw, ih) != (width, height) {
             // The window's frame takes some room: make the window that much larger.
-            let (w2, h2) = (width + width.saturating_sub(iw), height + height.saturating_sub(ih));
+            let (w2, h2) = (
+                width + width.saturating_sub(iw),
+                height + height.saturating_sub(ih),
+            );
             self.client.set_window_size(w2, h2).await?;
             let inner = self
                 .client
