@@ -208,7 +208,7 @@ impl Browser {
                 &format!("accessibility check of the {label} page"),
                 &format!(
                     "axe-core is not installed at {} (run `npm ci --prefix tests/dashboard-a11y`, \
-                     or set NOXUS_AXE_JS); screenshots are still saved",
+                     or set NOXUS_AXE_JS); the width and contrast checks and the screenshots still run",
                     axe_path().display()
                 ),
             );
@@ -266,7 +266,7 @@ impl Browser {
             if axe.is_some() {
                 "axe and width checks run"
             } else {
-                "width check run (axe SKIPPED)"
+                "width and contrast checks run (axe SKIPPED)"
             },
             screens
                 .join(format!("{label}-{{desktop,phone}}.png"))
