@@ -11,14 +11,18 @@
 //! A failing test saves a screenshot and the page's HTML in
 //! `target/dashboard-failures/<test>.png` / `.html` (and chromedriver's log)
 //! and prints the paths. The key test also leaves a screenshot of the
-//! created-key page in `target/dashboard-screens/key-created.png`.
+//! created-key page in `target/dashboard-screens/key-created.png`; the
+//! accessibility tests (`a11y.rs`, with `Browser::check_a11y` from `axe.rs`)
+//! leave every main page there at desktop and phone width.
 //!
 //! Run: `cargo test -p noxus-testkit --test dashboard -- --nocapture`.
 
 #![allow(clippy::unwrap_used)]
 
+mod a11y;
 mod access;
 mod chrome;
+mod axe;
 mod harness;
 mod keys;
 mod members;
