@@ -96,7 +96,7 @@ struct KeyRow {
     restricted: String,
     can_revoke: bool,
     can_rotate: bool,
-    sparkline: String,
+    sparkline: super::usage::Sparkline,
 }
 
 #[derive(Template)]
