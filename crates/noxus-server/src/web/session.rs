@@ -278,11 +278,16 @@ pub async fn login_page(
     State(state): State<AppState>,
     client: ClientAddr,
     headers: HeaderMap,
-    query: Option<axum::extract::Query<LoginQuery>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> WebResult {
+    // Read leniently: a mangled query only loses the deep link.
+    let query: LoginQuery = query
+        .as_deref()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or(LoginQuery { next: None });
     let next = query
-        .as_ref()
-        .and_then(|q| q.next.as_deref())
+        .next
+        .as_deref()
         .and_then(super::layout::safe_next)
         .unwrap_or("");
     if state.store().organization().await?.is_none() {
@@ -590,10 +595,6 @@ pub async fn setup(
     let organization = form.get("organization").unwrap_or("").trim();
     let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
     let password = form.get("password").unwrap_or("");
-    let next = form
-        .get("next")
-        .and_then(super::layout::safe_next)
-        .unwrap_or("");
     let error = if organization.is_empty() || organization.chars().count() > 100 {
         Some("Give the organization a name of 1 to 100 characters.")
     } else if !email.contains('@') || email.len() > MAX_EMAIL_BYTES {
@@ -632,5 +633,9 @@ pub async fn setup(
         .set_setting(crate::bootstrap::SETUP_TOKEN_SETTING, "")
         .await?;
     tracing::info!("platform set up through the setup page");
-    Ok(Redirect::to("/login").into_response())
+    Ok(super::layout::redirect_with_flash(
+        "/login",
+        secure_cookies(&state, &headers, &client),
+        "The platform is set up. Log in with the email and password you just chose.",
+    ))
 }
