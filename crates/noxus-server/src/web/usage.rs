@@ -110,9 +110,8 @@ pub(super) struct XLabel {
 pub(super) struct Chart {
     pub width: u32,
     pub height: u32,
-    /// The plot area: left edge, top, bottom and right edge.
+    /// The plot area: left edge, bottom and right edge.
     pub left: u32,
-    pub top: u32,
     pub bottom: u32,
     pub right: u32,
     pub bars: Vec<Bar>,
@@ -267,7 +266,6 @@ impl Chart {
             width,
             height,
             left,
-            top,
             bottom,
             right,
             bars,
@@ -667,4 +665,101 @@ pub async fn audit_page(
             newest: filter.before.map(|_| audit_query(action, None)),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_y_axis_steps_are_round_and_reach_the_highest_bar_within_a_step() {
+        assert_eq!(y_scale(0), (1, 1));
+        assert_eq!(y_scale(1), (1, 1));
+        assert_eq!(y_scale(5), (1, 5));
+        assert_eq!(y_scale(14), (5, 15));
+        assert_eq!(y_scale(100), (20, 100));
+        assert_eq!(y_scale(101), (50, 150));
+        assert_eq!(y_scale(12_345), (5_000, 15_000));
+        assert_eq!(tick_label(15_000, 5_000), "15k");
+        assert_eq!(tick_label(3_000_000, 1_000_000), "3M");
+        assert_eq!(tick_label(40, 20), "40");
+    }
+
+    fn point(hour: i64, ok: u64, forbidden: u64, not_found: u64, server: u64) -> UsagePoint {
+        UsagePoint {
+            start: hour_time(hour),
+            requests: ok + forbidden + not_found + server,
+            ok,
+            client_errors: forbidden + not_found,
+            server_errors: server,
+            forbidden,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bars_stack_parts_that_do_not_overlap_and_the_table_totals_add_up() {
+        // 2025-06-02 22:00 UTC onwards, 24 hours.
+        let first = 1_748_901_600 / 3600;
+        let points: Vec<UsagePoint> = (0..24)
+            .map(|i| {
+                if i == 23 {
+                    point(first + i, 5, 4, 3, 2)
+                } else {
+                    point(first + i, 0, 0, 0, 0)
+                }
+            })
+            .collect();
+        let chart = Chart::of(&points, false);
+        assert_eq!(chart.max, 14);
+        assert_eq!(
+            chart.totals,
+            Breakdown {
+                requests: 14,
+                ok: 5,
+                refused: 4,
+                client_errors: 3,
+                server_errors: 2
+            }
+        );
+        let labels: Vec<&str> = chart.ticks.iter().map(|t| t.label.as_str()).collect();
+        assert_eq!(labels, ["0", "5", "10", "15"]);
+        let hours: Vec<&str> = chart.x_labels.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            hours,
+            ["00:00", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"]
+        );
+        let last = chart.bars.last().expect("24 bars");
+        let classes: Vec<&str> = last.segments.iter().map(|s| s.class).collect();
+        assert_eq!(classes, ["seg-ok", "seg-client", "seg-refused", "seg-server"]);
+        let height: f64 = last
+            .segments
+            .iter()
+            .map(|s| s.height.parse::<f64>().expect("a number"))
+            .sum();
+        // 14 of an axis of 15, over a plot 178 units high.
+        assert!((height - 14.0 / 15.0 * 178.0).abs() < 0.3, "{height}");
+        assert_eq!(
+            last.summary,
+            "14 requests: 5 successful, 3 client errors, 4 refused, 2 server errors"
+        );
+        assert_eq!(last.label, "2025-06-03 21:00 UTC");
+        assert!(chart.bars[0].segments.is_empty());
+        let week = Chart::of(&points[..7], true);
+        assert_eq!(week.x_labels[0].text, "Mon 2 Jun");
+    }
+
+    #[test]
+    fn a_sparkline_tells_its_count() {
+        let one = Sparkline {
+            points: String::new(),
+            requests: 1,
+        };
+        assert_eq!(one.label(), "1 request in the last 24 h");
+        let twelve = Sparkline {
+            points: String::new(),
+            requests: 12,
+        };
+        assert_eq!(twelve.label(), "12 requests in the last 24 h");
+    }
 }
