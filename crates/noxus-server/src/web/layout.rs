@@ -161,10 +161,9 @@ pub(super) fn way_back(path: &str) -> (String, &'static str) {
                 label,
             )
         }
-        ["settings", "organization", "users", _, ..] => (
-            "/settings/organization/users".to_owned(),
-            "Back to Users",
-        ),
+        ["settings", "organization", "users", _, ..] => {
+            ("/settings/organization/users".to_owned(), "Back to Users")
+        }
         ["settings", "account", _, ..] | ["sudo"] => {
             ("/settings/account".to_owned(), "Back to your account")
         }

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use noxus_api::{Permission, Role};
 
-use super::layout::Layout;
 use super::keys::{path_segment, WorkspaceNav};
+use super::layout::Layout;
 use super::organization::{access, Access};
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};

@@ -10,8 +10,8 @@ use noxus_api::{Permission, UsageFlag, UsagePoint};
 
 use time::OffsetDateTime;
 
-use super::layout::Layout;
 use super::keys::WorkspaceNav;
+use super::layout::Layout;
 use super::organization::access;
 use super::session::CurrentUser;
 use super::{page, WebResult};
@@ -246,7 +246,12 @@ impl Chart {
             .filter_map(|(i, t)| {
                 let t = (*t)?;
                 let text = if daily {
-                    format!("{} {} {}", &t.weekday().to_string()[..3], t.day(), &t.month().to_string()[..3])
+                    format!(
+                        "{} {} {}",
+                        &t.weekday().to_string()[..3],
+                        t.day(),
+                        &t.month().to_string()[..3]
+                    )
                 } else if t.hour() % 3 == 0 {
                     format!("{:02}:00", t.hour())
                 } else {
@@ -447,19 +452,23 @@ pub async fn usage_page(
             let (target, target_unit) = if hour >= day_range.from_hour {
                 (format!("hour-{}", f.hour), "hour")
             } else {
-                (format!("day-{}", hour_time(hour.div_euclid(24) * 24)), "day")
+                (
+                    format!("day-{}", hour_time(hour.div_euclid(24) * 24)),
+                    "day",
+                )
             };
             FlagRow {
-            key: match fragments.get(f.key_id.as_str()) {
-                Some(fragment) => format!("'{}' ({fragment})", f.key_name),
-                None => format!("'{}'", f.key_name),
-            },
-            kind: f.kind,
-            key_id: f.key_id,
-            sentence: f.sentence,
-            target,
-            target_unit,
-        }})
+                key: match fragments.get(f.key_id.as_str()) {
+                    Some(fragment) => format!("'{}' ({fragment})", f.key_name),
+                    None => format!("'{}'", f.key_name),
+                },
+                kind: f.kind,
+                key_id: f.key_id,
+                sentence: f.sentence,
+                target,
+                target_unit,
+            }
+        })
         .collect();
     let mut rows: Vec<KeyRow> = keys
         .iter()
@@ -559,7 +568,10 @@ fn audit_query(action: &str, before: Option<i64>) -> String {
     if pairs.is_empty() {
         return "?".to_owned();
     }
-    format!("?{}", serde_urlencoded::to_string(pairs).unwrap_or_default())
+    format!(
+        "?{}",
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    )
 }
 
 /// GET …/audit: the workspace's audit log as sentences, newest first,
@@ -731,7 +743,10 @@ mod tests {
         );
         let last = chart.bars.last().expect("24 bars");
         let classes: Vec<&str> = last.segments.iter().map(|s| s.class).collect();
-        assert_eq!(classes, ["seg-ok", "seg-client", "seg-refused", "seg-server"]);
+        assert_eq!(
+            classes,
+            ["seg-ok", "seg-client", "seg-refused", "seg-server"]
+        );
         let height: f64 = last
             .segments
             .iter()

@@ -142,13 +142,22 @@ async fn deep_links(app: &TestApp, b: Browser) -> anyhow::Result<()> {
     b.goto("/login").await?;
     b.find("#login-form").await?;
     let flash = b.text("#flash").await?;
-    ensure!(flash.is_empty(), "the confirmation is shown twice: {flash:?}");
+    ensure!(
+        flash.is_empty(),
+        "the confirmation is shown twice: {flash:?}"
+    );
 
     // A next that leaves the site is ignored.
-    for evil in ["//evil.example/x", "https://evil.example/", "/\\evil.example"] {
+    for evil in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+    ] {
         b.goto(&format!(
             "/login?next={}",
-            evil.replace('/', "%2F").replace('\\', "%5C").replace(':', "%3A")
+            evil.replace('/', "%2F")
+                .replace('\\', "%5C")
+                .replace(':', "%3A")
         ))
         .await?;
         b.type_into("#login-form #email", &member.email).await?;

@@ -54,17 +54,28 @@ async fn the_usage_charts_have_axes_a_legend_and_a_table_of_exactly_the_traffic_
         .expect("revoke");
 
     for _ in 0..5 {
-        let status = app.get("/v1/workflows", &owner.key).send().await.unwrap().status();
-        assert_eq!(status.as_u16(), 200);
-    }
-    for _ in 0..3 {
         let status = app
-            .get("/v1/workflows/00000000-0000-4000-8000-000000000000", &owner.key)
+            .get("/v1/workflows", &owner.key)
             .send()
             .await
             .unwrap()
             .status();
-        assert!(status.is_client_error() && ![401, 403, 429].contains(&status.as_u16()), "{status}");
+        assert_eq!(status.as_u16(), 200);
+    }
+    for _ in 0..3 {
+        let status = app
+            .get(
+                "/v1/workflows/00000000-0000-4000-8000-000000000000",
+                &owner.key,
+            )
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(
+            status.is_client_error() && ![401, 403, 429].contains(&status.as_u16()),
+            "{status}"
+        );
     }
     // Ten refusals for a missing permission make a flag.
     let viewer_client = app.client(&viewer.key);
@@ -72,7 +83,12 @@ async fn the_usage_charts_have_axes_a_legend_and_a_table_of_exactly_the_traffic_
         assert!(viewer_client.workflows().create("nope").await.is_err());
     }
     for _ in 0..2 {
-        let status = app.get("/v1/workflows", &revoked_key).send().await.unwrap().status();
+        let status = app
+            .get("/v1/workflows", &revoked_key)
+            .send()
+            .await
+            .unwrap()
+            .status();
         assert_eq!(status.as_u16(), 401);
     }
     let traffic = Traffic {
@@ -116,12 +132,16 @@ async fn check_usage(
         .attr("aria-label")
         .await?;
     ensure!(
-        label.as_deref() == Some(&format!("{} requests in the last 24 h", traffic.owner_requests)[..]),
+        label.as_deref()
+            == Some(&format!("{} requests in the last 24 h", traffic.owner_requests)[..]),
         "the keys list's sparkline tells its count: {label:?}"
     );
 
     b.click("a#tab-usage").await?;
-    ensure!(cell(&b, "#usage-total").await? == traffic.requests, "the 24-hour total");
+    ensure!(
+        cell(&b, "#usage-total").await? == traffic.requests,
+        "the 24-hour total"
+    );
 
     // Legend, y-axis of round values, hour labels.
     let legend = b.text("#chart-day-legend").await?;
@@ -131,9 +151,16 @@ async fn check_usage(
     let mut ticks = Vec::new();
     for t in b.find_all_now("#chart-day text.y-tick").await? {
         let text = t.text().await?;
-        ticks.push(text.trim().parse::<u64>().with_context(|| format!("tick {text:?}"))?);
+        ticks.push(
+            text.trim()
+                .parse::<u64>()
+                .with_context(|| format!("tick {text:?}"))?,
+        );
     }
-    ensure!(ticks.len() >= 2 && ticks[0] == 0, "the axis starts at 0: {ticks:?}");
+    ensure!(
+        ticks.len() >= 2 && ticks[0] == 0,
+        "the axis starts at 0: {ticks:?}"
+    );
     let step = ticks[1];
     ensure!(
         ticks.windows(2).all(|w| w[1] - w[0] == step),
@@ -145,7 +172,11 @@ async fn check_usage(
         "a round step: {ticks:?}"
     );
     let hours = b.find_all_now("#chart-day text.x-tick").await?;
-    ensure!(hours.len() == 8, "every third hour is labelled: {}", hours.len());
+    ensure!(
+        hours.len() == 8,
+        "every third hour is labelled: {}",
+        hours.len()
+    );
     for h in &hours {
         let text = h.text().await?;
         ensure!(
@@ -155,12 +186,16 @@ async fn check_usage(
     }
     for class in ["seg-ok", "seg-client", "seg-refused"] {
         ensure!(
-            !b.find_all_now(&format!("#chart-day rect.{class}")).await?.is_empty(),
+            !b.find_all_now(&format!("#chart-day rect.{class}"))
+                .await?
+                .is_empty(),
             "the chart draws the {class} part"
         );
     }
     ensure!(
-        b.find_all_now("#chart-day rect.seg-server").await?.is_empty(),
+        b.find_all_now("#chart-day rect.seg-server")
+            .await?
+            .is_empty(),
         "no server error was sent, none is drawn"
     );
 
@@ -182,7 +217,10 @@ async fn check_usage(
         highest = highest.max(n);
         summed += n;
     }
-    ensure!(summed == traffic.requests, "the hours add up to the traffic: {summed}");
+    ensure!(
+        summed == traffic.requests,
+        "the hours add up to the traffic: {summed}"
+    );
     let top = *ticks.last().unwrap_or(&0);
     ensure!(
         top >= highest && top - step < highest,
@@ -196,7 +234,10 @@ async fn check_usage(
         ("n-server", 0),
     ] {
         let seen = cell(&b, &format!("#chart-day-table tfoot td.{class}")).await?;
-        ensure!(seen == expected, "{class}: the table says {seen}, the test sent {expected}");
+        ensure!(
+            seen == expected,
+            "{class}: the table says {seen}, the test sent {expected}"
+        );
     }
 
     // The flag names the key by name and fragment; so does the sparkline's text.
@@ -209,7 +250,10 @@ async fn check_usage(
         "the flag names the key by name and fragment: {flag}"
     );
     let label = b
-        .find(&format!("#usage-keys tr[data-key-id='{}'] svg.sparkline", viewer.key_id))
+        .find(&format!(
+            "#usage-keys tr[data-key-id='{}'] svg.sparkline",
+            viewer.key_id
+        ))
         .await?
         .attr("aria-label")
         .await?;
@@ -243,15 +287,16 @@ async fn the_audit_tab_tells_who_did_what_in_sentences_and_filters_by_kind() {
     // More key creations than a page holds.
     let mut last = String::new();
     for n in 0..55 {
-        (last, _) = app.issue_key(
-            &app.workspace_id,
-            &member.id,
-            KeyOptions {
-                name: Some(format!("batch {n}")),
-                ..Default::default()
-            },
-        )
-        .await;
+        (last, _) = app
+            .issue_key(
+                &app.workspace_id,
+                &member.id,
+                KeyOptions {
+                    name: Some(format!("batch {n}")),
+                    ..Default::default()
+                },
+            )
+            .await;
     }
     let fragment = masked(display_prefix(&billing), display_suffix(&billing));
     let last_fragment = masked(display_prefix(&last), display_suffix(&last));
@@ -259,7 +304,15 @@ async fn the_audit_tab_tells_who_did_what_in_sentences_and_filters_by_kind() {
         "the_audit_tab_tells_who_did_what_in_sentences_and_filters_by_kind",
         &tools,
         &app.base_url,
-        |browser| check_audit(&app, &member, &billing_id, [&fragment, &last_fragment], browser),
+        |browser| {
+            check_audit(
+                &app,
+                &member,
+                &billing_id,
+                [&fragment, &last_fragment],
+                browser,
+            )
+        },
     )
     .await;
     app.stop().await;
@@ -267,11 +320,15 @@ async fn the_audit_tab_tells_who_did_what_in_sentences_and_filters_by_kind() {
 
 /// The Audit tab's rows: (action, sentence).
 async fn sentences(b: &Browser) -> anyhow::Result<Vec<(String, String)>> {
-    Ok(rows(b).await?.into_iter().map(|(_, a, s)| (a, s)).collect())
+    Ok(audit_rows(b)
+        .await?
+        .into_iter()
+        .map(|(_, a, s)| (a, s))
+        .collect())
 }
 
 /// The Audit tab's rows: (anchor, action, sentence).
-async fn rows(b: &Browser) -> anyhow::Result<Vec<(String, String, String)>> {
+async fn audit_rows(b: &Browser) -> anyhow::Result<Vec<(String, String, String)>> {
     let mut out = Vec::new();
     for row in b.find_all_now("table#audit tbody tr").await? {
         let anchor = row.attr("id").await?.unwrap_or_default();
@@ -295,7 +352,8 @@ async fn check_audit(
 ) -> anyhow::Result<()> {
     b.log_in(&app.owner.email, &app.owner.password).await?;
     let ws = b.open_workspace("Default").await?;
-    b.goto(&format!("{}/{billing_id}/revoke", keys_path(&ws))).await?;
+    b.goto(&format!("{}/{billing_id}/revoke", keys_path(&ws)))
+        .await?;
     b.click("button#revoke-confirm").await?;
     b.wait_for_path(&keys_path(&ws)).await?;
 
@@ -312,6 +370,9 @@ async fn check_audit(
         "the newest entry tells the revocation: {:?}",
         rows[0]
     );
+    let screens = harness::screens_dir();
+    std::fs::create_dir_all(&screens)?;
+    std::fs::write(screens.join("audit.png"), b.screenshot().await?)?;
     let table = b.text("table#audit").await?;
     for id in [billing_id, member.id.as_str(), member.key_id.as_str()] {
         ensure!(!table.contains(id), "no raw id ({id}) in the log: {table}");
@@ -322,7 +383,8 @@ async fn check_audit(
     );
 
     // Filter: key revocations only, chosen from the list.
-    b.click("#audit-action option[value='api_key.revoke']").await?;
+    b.click("#audit-action option[value='api_key.revoke']")
+        .await?;
     b.click("#audit-filter button[type=submit]").await?;
     b.wait_for_path(&format!(
         "/settings/organization/workspaces/{ws}/audit?action=api_key.revoke"
@@ -335,7 +397,8 @@ async fn check_audit(
     );
 
     // Members: the person by email, not id.
-    b.click("#audit-action option[value='membership.set']").await?;
+    b.click("#audit-action option[value='membership.set']")
+        .await?;
     b.click("#audit-filter button[type=submit]").await?;
     b.wait_for_path(&format!(
         "/settings/organization/workspaces/{ws}/audit?action=membership.set"
@@ -349,23 +412,29 @@ async fn check_audit(
     );
 
     // Paging keeps the filter: more creations than a page, 50 then the rest.
-    b.click("#audit-action option[value='api_key.create']").await?;
+    b.click("#audit-action option[value='api_key.create']")
+        .await?;
     b.click("#audit-filter button[type=submit]").await?;
     b.find("a#audit-older").await?;
-    let first = rows(&b).await?;
+    let first = audit_rows(&b).await?;
     b.click("a#audit-older").await?;
     b.find("a#audit-newest").await?;
-    let second = rows(&b).await?;
+    let second = audit_rows(&b).await?;
     ensure!(
         first.len() == 50
             && !second.is_empty()
-            && first.iter().chain(&second).all(|(_, a, _)| a == "api_key.create"),
+            && first
+                .iter()
+                .chain(&second)
+                .all(|(_, a, _)| a == "api_key.create"),
         "two pages of key creations: {} then {}",
         first.len(),
         second.len()
     );
     ensure!(
-        second.iter().all(|(anchor, ..)| first.iter().all(|(a, ..)| a != anchor)),
+        second
+            .iter()
+            .all(|(anchor, ..)| first.iter().all(|(a, ..)| a != anchor)),
         "the second page goes on where the first stopped"
     );
     let newest = format!(
