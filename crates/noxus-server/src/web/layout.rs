@@ -88,7 +88,7 @@ pub(super) fn read_flash(headers: &HeaderMap) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).ok()?;
     let (_, message) = pairs.into_iter().find(|(k, _)| k == "m")?;
     let message = message.trim();
-    (!message.is_empty()).then(|| crate::domain::validation::truncate(message).to_owned())
+    (!message.is_empty()).then(|| crate::domain::validation::clip(message, MAX_FLASH_BYTES))
 }
 
 fn has_flash_cookie(headers: &HeaderMap) -> bool {
@@ -182,7 +182,7 @@ pub fn permission_label(permission: Permission) -> &'static str {
         Permission::KeysRead => "see your own API keys",
         Permission::KeysWrite => "create, revoke and rotate your own API keys",
         Permission::KeysManage => "see, revoke and rotate every API key of the workspace",
-        Permission::MembersRead => "see the workspace's members",
+        Permission::MembersRead => "see the members of the workspace",
         Permission::MembersWrite => "add and remove members and change their roles",
         Permission::WorkspaceWrite => "rename the workspace",
         Permission::WorkspaceDelete => "delete the workspace",
@@ -194,6 +194,37 @@ pub fn permission_label(permission: Permission) -> &'static str {
         Permission::OrgUsersRead => "see the organization's users",
         Permission::OrgUsersWrite => "create and deactivate users and reset passwords",
     }
+}
+
+/// An API message made into a sentence for the dashboard: a permission
+/// code in backticks becomes what it lets one do ("`workspace:write`" →
+/// "permission to rename the workspace"), other backticks are dropped.
+pub fn for_people(detail: &str) -> String {
+    let mut out = String::with_capacity(detail.len() + 16);
+    let mut rest = detail;
+    while let Some(start) = rest.find('`') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('`') {
+            Some(end) => {
+                let code = &after[..end];
+                match code.parse::<Permission>() {
+                    Ok(permission) => {
+                        out.push_str("permission to ");
+                        out.push_str(permission_label(permission));
+                    }
+                    Err(_) => out.push_str(code),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(after);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    crate::domain::sentence(&out)
 }
 
 /// "a viewer", "an admin": a role in a sentence.
@@ -346,31 +377,61 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// gets the dashboard's 404 page (with its header when logged in); API
 /// clients get the JSON error.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    if is_api_path(&path) || !wants_html(request.headers()) {
+    if is_api_path(request.uri().path()) || !wants_html(request.headers()) {
         return crate::http::middleware::fallback(request)
             .await
             .into_response();
     }
+    let view = ErrorView {
+        title: "Page not found",
+        message:
+            "There is no page at this address. It may have moved, or the link may be mistyped."
+                .to_owned(),
+    };
+    browser_error(&state, request, StatusCode::NOT_FOUND, view, "not_found").await
+}
+
+/// A known address asked with the wrong method: a browser (typing the
+/// address of a form's target, such as /logout) gets a page, API clients
+/// the JSON 405.
+pub async fn method_not_allowed(State(state): State<AppState>, request: Request) -> Response {
+    if is_api_path(request.uri().path()) || !wants_html(request.headers()) {
+        return crate::http::middleware::method_not_allowed(request)
+            .await
+            .into_response();
+    }
+    let view = ErrorView {
+        title: "Not a page",
+        message: "This address is where a form sends its changes; it cannot be opened as a page."
+            .to_owned(),
+    };
+    browser_error(
+        &state,
+        request,
+        StatusCode::METHOD_NOT_ALLOWED,
+        view,
+        "method_not_allowed",
+    )
+    .await
+}
+
+async fn browser_error(
+    state: &AppState,
+    request: Request,
+    status: StatusCode,
+    view: ErrorView,
+    code: &'static str,
+) -> Response {
+    let path = request.uri().path().to_owned();
     let (mut parts, _body) = request.into_parts();
-    let (layout, csrf) = match CurrentUser::from_request_parts(&mut parts, &state).await {
+    let (layout, csrf) = match CurrentUser::from_request_parts(&mut parts, state).await {
         Ok(user) => (Layout::of(&user), user.csrf().to_owned()),
         Err(_) => (Layout::anonymous(&parts.headers), String::new()),
     };
-    let message = if parts.method == Method::GET || parts.method == Method::HEAD {
-        "There is no page at this address. It may have moved, or the link may be mistyped."
-    } else {
-        "This address does not take that kind of request."
-    };
-    let view = ErrorView {
-        title: "Page not found",
-        message: message.to_owned(),
-    };
-    let mut response = error_page(StatusCode::NOT_FOUND, &view, &path, layout, &csrf);
-    response.extensions_mut().insert(WebError::keep_body_marker(
-        "not_found",
-        view.message.clone(),
-    ));
+    let mut response = error_page(status, &view, &path, layout, &csrf);
+    response
+        .extensions_mut()
+        .insert(WebError::keep_body_marker(code, view.message));
     response
 }
 
@@ -379,10 +440,23 @@ mod tests {
     use super::{safe_next, way_back};
 
     #[test]
+    fn permission_codes_become_words() {
+        assert_eq!(
+            super::for_people("raising it needs `workspace:write`, which you do not have"),
+            "Raising it needs permission to rename the workspace, which you do not have."
+        );
+        assert_eq!(
+            super::for_people("unknown expiry `5y`"),
+            "Unknown expiry 5y."
+        );
+        assert_eq!(super::for_people("a ` alone"), "A  alone.");
+    }
+
+    #[test]
     fn only_local_paths_survive_the_login_page() {
         assert_eq!(
-            safe_next("/settings/organization/workspaces/ws_1/api-keys?x=1"),
-            Some("/settings/organization/workspaces/ws_1/api-keys?x=1")
+            safe_next("/settings/organization/workspaces/ws-1/api-keys?x=1"),
+            Some("/settings/organization/workspaces/ws-1/api-keys?x=1")
         );
         for evil in [
             "//evil.example/",
@@ -404,15 +478,15 @@ mod tests {
     #[test]
     fn the_way_back_is_the_list_above_the_error() {
         assert_eq!(
-            way_back("/settings/organization/workspaces/ws_1/api-keys/k_1/revoke").0,
-            "/settings/organization/workspaces/ws_1/api-keys"
+            way_back("/settings/organization/workspaces/ws-1/api-keys/k_1/revoke").0,
+            "/settings/organization/workspaces/ws-1/api-keys"
         );
         assert_eq!(
-            way_back("/settings/organization/workspaces/ws_1/members/u_1/role").1,
+            way_back("/settings/organization/workspaces/ws-1/members/u_1/role").1,
             "Back to Members"
         );
         assert_eq!(
-            way_back("/settings/organization/workspaces/ws_1/api-keys").0,
+            way_back("/settings/organization/workspaces/ws-1/api-keys").0,
             "/settings/organization/workspaces"
         );
         assert_eq!(

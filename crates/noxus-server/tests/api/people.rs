@@ -67,7 +67,7 @@ async fn deactivating_a_user_ends_sessions_and_disables_keys_everywhere() {
         assert!(body["detail"].as_str().unwrap().contains("deactivated"));
     }
     let page = browser.get("/settings/organization/workspaces").await;
-    assert_eq!(page.location(), "/login", "the session ended");
+    assert_eq!(page.location_path(), "/login", "the session ended");
     // They cannot log in again.
     let again = browser.login(&leaver).await;
     assert_eq!(again.status, StatusCode::FORBIDDEN);
@@ -297,7 +297,10 @@ async fn a_password_change_ends_the_other_sessions() {
         .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
     assert!(changed.body.contains("other sessions were logged out"));
-    assert_eq!(phone.get("/settings/account").await.location(), "/login");
+    assert_eq!(
+        phone.get("/settings/account").await.location_path(),
+        "/login"
+    );
     assert_eq!(laptop.get("/settings/account").await.status, StatusCode::OK);
     let mut renewed = user.clone();
     renewed.password = "a brand new password".to_owned();
@@ -318,7 +321,10 @@ async fn a_password_change_ends_the_other_sessions() {
         "{}",
         page.body
     );
-    assert_eq!(tablet.get("/settings/account").await.location(), "/login");
+    assert_eq!(
+        tablet.get("/settings/account").await.location_path(),
+        "/login"
+    );
     assert_eq!(laptop.get("/settings/account").await.status, StatusCode::OK);
     app.stop().await;
 }
@@ -407,7 +413,7 @@ async fn a_password_chosen_by_an_admin_must_be_changed_at_first_login() {
         browser
             .get("/settings/organization/workspaces")
             .await
-            .location(),
+            .location_path(),
         "/login"
     );
     // An organization admin's password is not reset by another admin.
@@ -648,7 +654,10 @@ async fn a_users_sessions_are_ended_through_the_api_and_audited() {
     .await;
     let ended = json_ok(app.delete(&path, &app.owner_key).send().await.unwrap()).await;
     assert_eq!(ended["ended"], true);
-    assert_eq!(laptop.get("/settings/account").await.location(), "/login");
+    assert_eq!(
+        laptop.get("/settings/account").await.location_path(),
+        "/login"
+    );
     let log = app
         .state
         .store()
