@@ -550,7 +550,9 @@ struct AuditPage<'a> {
 #[derive(Debug, serde::Deserialize)]
 pub struct AuditFilter {
     action: Option<String>,
-    before: Option<i64>,
+    /// Read as text, so that a mangled link gets a sentence, not axum's
+    /// plain-text 400.
+    before: Option<String>,
 }
 
 /// Entries of the Audit tab per page.
@@ -595,13 +597,22 @@ pub async fn audit_page(
                 .to_owned(),
         ));
     };
+    let before = match filter.before.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            super::WebError::Invalid(
+                "That link to older entries is damaged; go back to the newest entries and page from there."
+                    .to_owned(),
+            )
+        })?),
+    };
     let rows = state
         .store()
         .search_audit(&AuditQuery {
             organization_id: user.user.organization_id.clone(),
             workspace_id: Some(access.workspace.id.clone()),
             action_prefix: (!action.is_empty()).then(|| action.to_owned()),
-            before_id: filter.before,
+            before_id: before,
             limit: AUDIT_PAGE,
         })
         .await?;
@@ -674,7 +685,7 @@ pub async fn audit_page(
                 .collect(),
             chosen: (!action.is_empty()).then_some(chosen),
             older,
-            newest: filter.before.map(|_| audit_query(action, None)),
+            newest: before.map(|_| audit_query(action, None)),
         },
     ))
 }

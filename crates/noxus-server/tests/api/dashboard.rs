@@ -806,6 +806,9 @@ async fn the_usage_and_audit_tabs_follow_the_role() {
         "{}",
         unknown.body
     );
+    let damaged = owner.get(&format!("{audit}?before=abc")).await;
+    assert_eq!(damaged.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(damaged.body.contains("damaged"), "{}", damaged.body);
 
     let mut browser = Browser::new(&app);
     browser.login(&viewer).await;
