@@ -118,7 +118,7 @@ struct KeyRow {
     restricted: String,
     can_revoke: bool,
     can_rotate: bool,
-    sparkline: String,
+    sparkline: super::usage::Sparkline,
 }
 
 /// Why the user may not create keys in this workspace.

@@ -792,10 +792,23 @@ async fn the_usage_and_audit_tabs_follow_the_role() {
         page.body.contains("id=\"usage-total\">4<"),
         "all keys: 4 requests"
     );
-    assert!(page.body.contains("<rect class=\"bar\""));
+    assert!(page.body.contains("<rect class=\"seg-ok\""));
     let log = owner.get(&format!("{audit}?action=membership.")).await;
     assert_eq!(log.status, StatusCode::OK);
-    assert!(log.body.contains("membership.set") && !log.body.contains("api_key.create"));
+    assert!(
+        log.body.contains("data-action=\"membership.set\"")
+            && !log.body.contains("data-action=\"api_key.create\"")
+    );
+    let unknown = owner.get(&format!("{audit}?action=api_key")).await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        unknown.body.contains("choose one from the list"),
+        "{}",
+        unknown.body
+    );
+    let damaged = owner.get(&format!("{audit}?before=abc")).await;
+    assert_eq!(damaged.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(damaged.body.contains("damaged"), "{}", damaged.body);
 
     let mut browser = Browser::new(&app);
     browser.login(&viewer).await;
