@@ -88,7 +88,8 @@ pub(super) fn read_flash(headers: &HeaderMap) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).ok()?;
     let (_, message) = pairs.into_iter().find(|(k, _)| k == "m")?;
     let message = message.trim();
-    (!message.is_empty()).then(|| crate::domain::validation::truncate(message).to_owned())
+    // Cut like the cookie was (a name or an email, never a whole page).
+    (!message.is_empty()).then(|| crate::domain::validation::clip(message, MAX_FLASH_BYTES))
 }
 
 fn has_flash_cookie(headers: &HeaderMap) -> bool {
