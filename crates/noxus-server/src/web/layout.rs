@@ -198,6 +198,37 @@ pub fn permission_label(permission: Permission) -> &'static str {
     }
 }
 
+/// An API message made into a sentence for the dashboard: a permission
+/// code in backticks becomes what it lets one do ("`workspace:write`" →
+/// "permission to rename the workspace"), other backticks are dropped.
+pub fn for_people(detail: &str) -> String {
+    let mut out = String::with_capacity(detail.len() + 16);
+    let mut rest = detail;
+    while let Some(start) = rest.find('`') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('`') {
+            Some(end) => {
+                let code = &after[..end];
+                match code.parse::<Permission>() {
+                    Ok(permission) => {
+                        out.push_str("permission to ");
+                        out.push_str(permission_label(permission));
+                    }
+                    Err(_) => out.push_str(code),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(after);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    crate::domain::sentence(&out)
+}
+
 /// "a viewer", "an admin": a role in a sentence.
 pub fn role_with_article(role: Role) -> &'static str {
     match role {
@@ -381,10 +412,23 @@ mod tests {
     use super::{safe_next, way_back};
 
     #[test]
+    fn permission_codes_become_words() {
+        assert_eq!(
+            super::for_people("raising it needs `workspace:write`, which you do not have"),
+            "Raising it needs permission to rename the workspace, which you do not have."
+        );
+        assert_eq!(
+            super::for_people("unknown expiry `5y`"),
+            "Unknown expiry 5y."
+        );
+        assert_eq!(super::for_people("a ` alone"), "A  alone.");
+    }
+
+    #[test]
     fn only_local_paths_survive_the_login_page() {
         assert_eq!(
-            safe_next("/settings/organization/workspaces/ws_1/api-keys?x=1"),
-            Some("/settings/organization/workspaces/ws_1/api-keys?x=1")
+            safe_next("/settings/organization/workspaces/ws-1/api-keys?x=1"),
+            Some("/settings/organization/workspaces/ws-1/api-keys?x=1")
         );
         for evil in [
             "//evil.example/",
@@ -406,15 +450,15 @@ mod tests {
     #[test]
     fn the_way_back_is_the_list_above_the_error() {
         assert_eq!(
-            way_back("/settings/organization/workspaces/ws_1/api-keys/k_1/revoke").0,
-            "/settings/organization/workspaces/ws_1/api-keys"
+            way_back("/settings/organization/workspaces/ws-1/api-keys/k_1/revoke").0,
+            "/settings/organization/workspaces/ws-1/api-keys"
         );
         assert_eq!(
-            way_back("/settings/organization/workspaces/ws_1/members/u_1/role").1,
+            way_back("/settings/organization/workspaces/ws-1/members/u_1/role").1,
             "Back to Members"
         );
         assert_eq!(
-            way_back("/settings/organization/workspaces/ws_1/api-keys").0,
+            way_back("/settings/organization/workspaces/ws-1/api-keys").0,
             "/settings/organization/workspaces"
         );
         assert_eq!(

@@ -214,10 +214,10 @@ impl From<crate::store::StoreError> for WebError {
         match err {
             crate::store::StoreError::NotFound => Self::NotFound("Not found".to_owned()),
             crate::store::StoreError::Precondition(why) => {
-                Self::Conflict(crate::domain::sentence(&why.to_string()))
+                Self::Conflict(layout::for_people(&why.to_string()))
             }
             crate::store::StoreError::Conflict(kind) => {
-                Self::Conflict(crate::domain::sentence(&kind.to_string()))
+                Self::Conflict(layout::for_people(&kind.to_string()))
             }
             crate::store::StoreError::QuotaExceeded { quota, limit } => {
                 Self::Conflict(quota.sentence(limit))
@@ -230,7 +230,7 @@ impl From<crate::store::StoreError> for WebError {
 
 impl From<crate::domain::validation::ValidationError> for WebError {
     fn from(err: crate::domain::validation::ValidationError) -> Self {
-        Self::Invalid(crate::domain::sentence(&err.detail))
+        Self::Invalid(layout::for_people(&err.detail))
     }
 }
 
@@ -238,10 +238,10 @@ impl From<crate::keys::KeyRuleError> for WebError {
     fn from(err: crate::keys::KeyRuleError) -> Self {
         match err {
             crate::keys::KeyRuleError::Forbidden { detail, .. } => {
-                Self::Forbidden(crate::domain::sentence(&detail))
+                Self::Forbidden(layout::for_people(&detail))
             }
             crate::keys::KeyRuleError::Invalid { detail, .. } => {
-                Self::Invalid(crate::domain::sentence(&detail))
+                Self::Invalid(layout::for_people(&detail))
             }
         }
     }
