@@ -212,7 +212,10 @@ mod tests {
         assert_ne!(a.expose_secret(), b.expose_secret());
         let a = a.expose_secret();
         assert_eq!(a.len(), 23);
-        assert!(a.len() >= 12, "at least the shortest password a person may choose");
+        assert!(
+            a.len() >= 12,
+            "at least the shortest password a person may choose"
+        );
         assert!(a
             .split('-')
             .all(|g| g.len() == 5 && g.bytes().all(|c| PASSWORD_ALPHABET.contains(&c))));

@@ -194,10 +194,7 @@ pub async fn change_password(
         return Ok(password_page(
             &user,
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some((
-                "new",
-                "Choose a password different from the current one.",
-            )),
+            Some(("new", "Choose a password different from the current one.")),
         ));
     }
     let hash = state.passwords().hash(new).await?;

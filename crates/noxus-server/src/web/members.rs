@@ -316,12 +316,9 @@ pub async fn add_member(
         .unwrap_or_default();
         return Err(WebError::SudoRequired(format!("{back}?{query}")));
     }
-    let nonce = form
-        .get("nonce")
-        .filter(|n| n.len() == 32)
-        .ok_or_else(|| {
-            WebError::Invalid("The form is incomplete; reload the page and try again.".to_owned())
-        })?;
+    let nonce = form.get("nonce").filter(|n| n.len() == 32).ok_or_else(|| {
+        WebError::Invalid("The form is incomplete; reload the page and try again.".to_owned())
+    })?;
     if !state.store().use_nonce(nonce).await? {
         return Ok(page(
             StatusCode::CONFLICT,

@@ -202,7 +202,9 @@ pub async fn create_workspace(
                     can_create: true,
                     typed_name: raw_name,
                     typed_description: raw_description,
-                    error: Some("Give the workspace a name of 1 to 100 characters, such as \"billing\"."),
+                    error: Some(
+                        "Give the workspace a name of 1 to 100 characters, such as \"billing\".",
+                    ),
                 },
             ));
         }
@@ -359,7 +361,10 @@ pub async fn create_user(
     };
     let password = form.get("password").unwrap_or("");
     let error = if !super::members::valid_email(&typed.email) {
-        Some(("email", "Enter a valid email address, such as ada@example.com."))
+        Some((
+            "email",
+            "Enter a valid email address, such as ada@example.com.",
+        ))
     } else if typed.name.is_empty()
         || typed.name.chars().count() > 100
         || typed.name.chars().any(char::is_control)

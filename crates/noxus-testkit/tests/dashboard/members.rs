@@ -13,8 +13,9 @@ use crate::pages::{members_path, Browser};
 
 /// The `#flash` confirmation of the page now shown, once it says something.
 async fn flash(b: &Browser) -> anyhow::Result<String> {
-    let seen = crate::pages::eventually(|| async { Ok(!b.text("#flash").await?.trim().is_empty()) })
-        .await?;
+    let seen =
+        crate::pages::eventually(|| async { Ok(!b.text("#flash").await?.trim().is_empty()) })
+            .await?;
     ensure!(seen, "no confirmation in #flash");
     Ok(b.text("#flash").await?.trim().to_owned())
 }
@@ -189,7 +190,8 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
 
     // A wrong email: the form comes back as typed, the field focused and
     // tied to the sentence that says what is wrong.
-    b.type_into("#member-email", "ada at test.noxus.local").await?;
+    b.type_into("#member-email", "ada at test.noxus.local")
+        .await?;
     b.type_into("#member-name", "Ada Lovelace").await?;
     b.find("select#member-role")
         .await?
@@ -212,17 +214,30 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
         "the email field is not marked invalid and tied to #member-error"
     );
     let name = b.find("#member-name").await?.prop("value").await?;
-    ensure!(name.as_deref() == Some("Ada Lovelace"), "the name became {name:?}");
+    ensure!(
+        name.as_deref() == Some("Ada Lovelace"),
+        "the name became {name:?}"
+    );
     let role = b.find("select#member-role").await?.prop("value").await?;
     ensure!(role.as_deref() == Some("admin"), "the role became {role:?}");
     let focused = focused_id(&b).await?;
     ensure!(focused == "member-email", "the focus is on {focused:?}");
+    let screens = harness::screens_dir();
+    std::fs::create_dir_all(&screens)?;
+    std::fs::write(
+        screens.join("members-form-error.png"),
+        b.screenshot().await?,
+    )?;
 
     // Corrected: the account is created and its password shown once.
     b.type_into("#member-email", email).await?;
     b.click("#add-member-submit").await?;
     let password = b.text("code#initial-password").await?.trim().to_owned();
-    ensure!(password.len() >= 12, "the initial password is {} characters", password.len());
+    ensure!(
+        password.len() >= 12,
+        "the initial password is {} characters",
+        password.len()
+    );
     let warning = b.text("#password-warning").await?;
     ensure!(
         warning.contains("won't be shown again"),
@@ -230,10 +245,7 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
     );
     // The page's script replaced the POST's history entry with the list.
     b.wait_for_path(&members_path(&ws)).await?;
-    let screen = b.screenshot().await?;
-    let screens = harness::screens_dir();
-    std::fs::create_dir_all(&screens)?;
-    std::fs::write(screens.join("member-invited.png"), screen)?;
+    std::fs::write(screens.join("member-invited.png"), b.screenshot().await?)?;
 
     let ada = app
         .state
@@ -256,7 +268,14 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
         "after a reload the page still shows the password"
     );
     ensure!(
-        app.state.store().list_users(&ada.organization_id).await?.iter().filter(|u| u.email == email).count() == 1,
+        app.state
+            .store()
+            .list_users(&ada.organization_id)
+            .await?
+            .iter()
+            .filter(|u| u.email == email)
+            .count()
+            == 1,
         "the account exists twice"
     );
 
@@ -279,7 +298,10 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
     b.log_in_choosing_password(email, &password, "ada's very own password")
         .await?;
     let welcome = flash(&b).await?;
-    ensure!(welcome.starts_with("Your password is set"), "after choosing a password: {welcome:?}");
+    ensure!(
+        welcome.starts_with("Your password is set"),
+        "after choosing a password: {welcome:?}"
+    );
     b.open_workspace("Default").await?;
     let heading = b.text("h1").await?;
     ensure!(

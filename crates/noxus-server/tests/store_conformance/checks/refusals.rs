@@ -147,8 +147,7 @@ pub async fn inviting_creates_a_plain_member_at_once_or_nothing(store: Arc<dyn S
     assert_eq!(actions, ["user.create", "membership.set"]);
     assert!(rows
         .iter()
-        .all(|r| r.target_id == invited.id.as_str()
-            && r.workspace_id.as_ref() == Some(&w.ws.id)));
+        .all(|r| r.target_id == invited.id.as_str() && r.workspace_id.as_ref() == Some(&w.ws.id)));
     assert_eq!(events.take(&store).await, vec![user_changed(&invited.id)]);
 
     let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
