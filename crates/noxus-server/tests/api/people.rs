@@ -354,6 +354,30 @@ async fn a_password_chosen_by_an_admin_must_be_changed_at_first_login() {
     let mut admin = Browser::new(&app);
     admin.login(&app.owner).await;
     let csrf = admin.csrf().await;
+    // A password too short: the form comes back with the email and name
+    // kept (never the password), the password field focused and marked.
+    let refused = admin
+        .post(
+            "/settings/organization/users",
+            &[
+                ("email", "Newcomer@Example.com"),
+                ("name", "Newcomer"),
+                ("password", "short one"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("value=\"newcomer@example.com\""));
+    assert!(refused.body.contains("value=\"Newcomer\""));
+    assert!(!refused.body.contains("short one"));
+    assert!(
+        refused.body.contains(
+            "minlength=\"12\" required autocomplete=\"new-password\" aria-invalid=\"true\" aria-describedby=\"users-error\" autofocus"
+        ),
+        "{}",
+        refused.body
+    );
     let created = admin
         .post(
             "/settings/organization/users",
@@ -366,6 +390,11 @@ async fn a_password_chosen_by_an_admin_must_be_changed_at_first_login() {
         )
         .await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert!(admin
+        .get(created.location())
+        .await
+        .body
+        .contains("newcomer@example.com now has an account."));
     let newcomer = app
         .state
         .store()
