@@ -51,7 +51,7 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
             }),
         )
         .fallback(crate::web::layout::fallback)
-        .method_not_allowed_fallback(http::middleware::method_not_allowed)
+        .method_not_allowed_fallback(crate::web::layout::method_not_allowed)
         .layer(body_timeout)
         .layer(CatchPanicLayer::custom(http::middleware::panic_response))
         .layer(axum::middleware::from_fn(http::middleware::request_context))

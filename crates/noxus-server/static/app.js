@@ -7,6 +7,14 @@
     // A reload now loads the keys list instead of re-posting the form.
     window.history.replaceState(null, "", replace.getAttribute("data-url"));
   }
+  // A form that may be sent once (it carries a single-use nonce: create
+  // key, rotate key) restored from the back/forward cache would send its
+  // used nonce again: load it afresh for a new one instead.
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted && document.querySelector("form[data-once]")) {
+      window.location.reload();
+    }
+  });
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy-target]");
     if (!button) { return; }

@@ -88,7 +88,6 @@ pub(super) fn read_flash(headers: &HeaderMap) -> Option<String> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).ok()?;
     let (_, message) = pairs.into_iter().find(|(k, _)| k == "m")?;
     let message = message.trim();
-    // Cut like the cookie was (a name or an email, never a whole page).
     (!message.is_empty()).then(|| crate::domain::validation::clip(message, MAX_FLASH_BYTES))
 }
 
@@ -162,10 +161,9 @@ pub(super) fn way_back(path: &str) -> (String, &'static str) {
                 label,
             )
         }
-        ["settings", "organization", "users", _, ..] => (
-            "/settings/organization/users".to_owned(),
-            "Back to Users",
-        ),
+        ["settings", "organization", "users", _, ..] => {
+            ("/settings/organization/users".to_owned(), "Back to Users")
+        }
         ["settings", "account", _, ..] | ["sudo"] => {
             ("/settings/account".to_owned(), "Back to your account")
         }
@@ -184,7 +182,7 @@ pub fn permission_label(permission: Permission) -> &'static str {
         Permission::KeysRead => "see your own API keys",
         Permission::KeysWrite => "create, revoke and rotate your own API keys",
         Permission::KeysManage => "see, revoke and rotate every API key of the workspace",
-        Permission::MembersRead => "see the workspace's members",
+        Permission::MembersRead => "see the members of the workspace",
         Permission::MembersWrite => "add and remove members and change their roles",
         Permission::WorkspaceWrite => "rename the workspace",
         Permission::WorkspaceDelete => "delete the workspace",
@@ -379,31 +377,61 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// gets the dashboard's 404 page (with its header when logged in); API
 /// clients get the JSON error.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    if is_api_path(&path) || !wants_html(request.headers()) {
+    if is_api_path(request.uri().path()) || !wants_html(request.headers()) {
         return crate::http::middleware::fallback(request)
             .await
             .into_response();
     }
+    let view = ErrorView {
+        title: "Page not found",
+        message:
+            "There is no page at this address. It may have moved, or the link may be mistyped."
+                .to_owned(),
+    };
+    browser_error(&state, request, StatusCode::NOT_FOUND, view, "not_found").await
+}
+
+/// A known address asked with the wrong method: a browser (typing the
+/// address of a form's target, such as /logout) gets a page, API clients
+/// the JSON 405.
+pub async fn method_not_allowed(State(state): State<AppState>, request: Request) -> Response {
+    if is_api_path(request.uri().path()) || !wants_html(request.headers()) {
+        return crate::http::middleware::method_not_allowed(request)
+            .await
+            .into_response();
+    }
+    let view = ErrorView {
+        title: "Not a page",
+        message: "This address is where a form sends its changes; it cannot be opened as a page."
+            .to_owned(),
+    };
+    browser_error(
+        &state,
+        request,
+        StatusCode::METHOD_NOT_ALLOWED,
+        view,
+        "method_not_allowed",
+    )
+    .await
+}
+
+async fn browser_error(
+    state: &AppState,
+    request: Request,
+    status: StatusCode,
+    view: ErrorView,
+    code: &'static str,
+) -> Response {
+    let path = request.uri().path().to_owned();
     let (mut parts, _body) = request.into_parts();
-    let (layout, csrf) = match CurrentUser::from_request_parts(&mut parts, &state).await {
+    let (layout, csrf) = match CurrentUser::from_request_parts(&mut parts, state).await {
         Ok(user) => (Layout::of(&user), user.csrf().to_owned()),
         Err(_) => (Layout::anonymous(&parts.headers), String::new()),
     };
-    let message = if parts.method == Method::GET || parts.method == Method::HEAD {
-        "There is no page at this address. It may have moved, or the link may be mistyped."
-    } else {
-        "This address does not take that kind of request."
-    };
-    let view = ErrorView {
-        title: "Page not found",
-        message: message.to_owned(),
-    };
-    let mut response = error_page(StatusCode::NOT_FOUND, &view, &path, layout, &csrf);
-    response.extensions_mut().insert(WebError::keep_body_marker(
-        "not_found",
-        view.message.clone(),
-    ));
+    let mut response = error_page(status, &view, &path, layout, &csrf);
+    response
+        .extensions_mut()
+        .insert(WebError::keep_body_marker(code, view.message));
     response
 }
 

@@ -503,8 +503,7 @@ pub async fn logout(
         .delete_session(&user.session.token_digest)
         .await?;
     let secure = secure_cookies(&state, &headers, &client);
-    let mut response =
-        super::layout::redirect_with_flash("/login", secure, "You are logged out.");
+    let mut response = super::layout::redirect_with_flash("/login", secure, "You are logged out.");
     response
         .headers_mut()
         .append(header::SET_COOKIE, session_cookie("", 0, secure));

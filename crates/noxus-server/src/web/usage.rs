@@ -8,8 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use noxus_api::{Permission, UsageFlag, UsagePoint};
 
-use super::layout::Layout;
 use super::keys::WorkspaceNav;
+use super::layout::Layout;
 use super::organization::access;
 use super::session::CurrentUser;
 use super::{page, WebResult};

@@ -100,6 +100,14 @@ impl Page {
     }
 }
 
+impl Page {
+    /// The redirect's path without its query (`/login?next=…` → `/login`).
+    pub fn location_path(&self) -> &str {
+        let location = self.location();
+        location.split('?').next().unwrap_or(location)
+    }
+}
+
 impl Browser {
     pub fn new(app: &TestApp) -> Self {
         Self::at(&app.base_url)

@@ -45,6 +45,11 @@ async fn viewer_is_refused(app: &TestApp, b: Browser) -> anyhow::Result<()> {
         b.find_all_now("a#create-key").await?.is_empty(),
         "a viewer is offered a#create-key"
     );
+    let why = b.text("#create-key-why").await?;
+    ensure!(
+        why == "Viewers cannot create keys; ask an owner or admin of this workspace.",
+        "instead of the button, the tab says {why:?}"
+    );
     ensure!(
         b.find_all_now(&format!("{row} a.rotate-link, {row} a.revoke-link"))
             .await?

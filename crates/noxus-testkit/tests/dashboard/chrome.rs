@@ -73,6 +73,14 @@ async fn errors_lead_back(app: &TestApp, b: Browser) -> anyhow::Result<()> {
     b.click("#error-back").await?;
     b.wait_for_path("/settings/organization/workspaces").await?;
 
+    // The address of a form's target typed into the address bar.
+    b.goto("/logout").await?;
+    ensure!(
+        b.text("h1").await? == "Not a page",
+        "GET /logout is not a page"
+    );
+    b.find("#logout").await?;
+
     // A workspace that does not exist: 404 with the header.
     b.goto("/settings/organization/workspaces/ws_nope/api-keys")
         .await?;
@@ -81,6 +89,18 @@ async fn errors_lead_back(app: &TestApp, b: Browser) -> anyhow::Result<()> {
 
     // Programs keep the API's JSON: no Accept: text/html, or under /v1/.
     let http = reqwest::Client::new();
+    let response = http
+        .get(app.url("/logout"))
+        .header(ACCEPT, "application/json")
+        .send()
+        .await?;
+    ensure!(
+        response.status() == 405,
+        "GET /logout: {}",
+        response.status()
+    );
+    let body: serde_json::Value = response.json().await?;
+    ensure!(body["code"] == "method_not_allowed", "GET /logout: {body}");
     for (path, accept) in [
         ("/settings/nope", "*/*"),
         ("/v1/nope", "text/html,application/xhtml+xml"),
@@ -142,13 +162,22 @@ async fn deep_links(app: &TestApp, b: Browser) -> anyhow::Result<()> {
     b.goto("/login").await?;
     b.find("#login-form").await?;
     let flash = b.text("#flash").await?;
-    ensure!(flash.is_empty(), "the confirmation is shown twice: {flash:?}");
+    ensure!(
+        flash.is_empty(),
+        "the confirmation is shown twice: {flash:?}"
+    );
 
     // A next that leaves the site is ignored.
-    for evil in ["//evil.example/x", "https://evil.example/", "/\\evil.example"] {
+    for evil in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+    ] {
         b.goto(&format!(
             "/login?next={}",
-            evil.replace('/', "%2F").replace('\\', "%5C").replace(':', "%3A")
+            evil.replace('/', "%2F")
+                .replace('\\', "%5C")
+                .replace(':', "%3A")
         ))
         .await?;
         b.type_into("#login-form #email", &member.email).await?;
