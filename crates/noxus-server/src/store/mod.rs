@@ -921,6 +921,20 @@ pub trait MemberStore: Send + Sync {
     async fn create_organization(&self, actor: &Actor, name: &str) -> StoreResult<Organization>;
     /// Creates a user.
     async fn create_user(&self, actor: &Actor, user: NewUser) -> StoreResult<UserRecord>;
+    /// Invites a person into a workspace in one transaction: creates the
+    /// user (never an organization admin, whatever `user` says) and makes
+    /// them a member of `workspace_id` with `role`, with an audit entry for
+    /// each (`user.create` naming the workspace, then `membership.set`).
+    /// An email already taken is [`ConflictKind::UserEmail`] and changes
+    /// nothing; a workspace of another organization is
+    /// [`StoreError::NotFound`].
+    async fn create_member(
+        &self,
+        actor: &Actor,
+        user: NewUser,
+        workspace_id: &WorkspaceId,
+        role: Role,
+    ) -> StoreResult<UserRecord>;
     /// Finds a user by login email.
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>>;
     /// Finds a user by id.

@@ -91,25 +91,21 @@ struct AccountPage<'a> {
     csrf: &'a str,
     name: &'a str,
     org_admin: bool,
-    notice: Option<&'a str>,
 }
 
-fn account_page(user: &CurrentUser, notice: Option<&str>) -> axum::response::Response {
-    page(
+const ACCOUNT_URL: &str = "/settings/account";
+
+/// GET /settings/account.
+pub async fn account(user: CurrentUser) -> WebResult {
+    Ok(page(
         StatusCode::OK,
         &AccountPage {
             layout: Layout::of(user),
             csrf: user.csrf(),
             name: &user.user.name,
             org_admin: user.user.is_active_org_admin(),
-            notice,
         },
-    )
-}
-
-/// GET /settings/account.
-pub async fn account(user: CurrentUser) -> WebResult {
-    Ok(account_page(&user, None))
+    ))
 }
 
 /// POST /settings/account/sessions: logs out every other session of the user.
@@ -129,11 +125,11 @@ pub async fn logout_other_sessions(
         .await?;
     tracing::info!(user_id = %user.user.id, ended, "other sessions logged out");
     let notice = match ended {
-        0 => "You had no other session.".to_owned(),
-        1 => "1 other session was logged out.".to_owned(),
-        n => format!("{n} other sessions were logged out."),
+        0 => "You had no other session; this one goes on.".to_owned(),
+        1 => "1 other session was logged out; this one goes on.".to_owned(),
+        n => format!("{n} other sessions were logged out; this one goes on."),
     };
-    Ok(account_page(&user, Some(&notice)))
+    Ok(user.redirect_with_flash(ACCOUNT_URL, &notice))
 }
 
 #[derive(Template)]
@@ -143,12 +139,14 @@ struct PasswordPage<'a> {
     csrf: &'a str,
     forced: bool,
     error: Option<&'a str>,
+    /// The field the error is about (`current` or `new`), which gets the focus.
+    error_field: &'static str,
 }
 
 fn password_page(
     user: &CurrentUser,
     status: StatusCode,
-    error: Option<&str>,
+    error: Option<(&'static str, &str)>,
 ) -> axum::response::Response {
     page(
         status,
@@ -156,7 +154,8 @@ fn password_page(
             layout: Layout::of(user),
             csrf: user.csrf(),
             forced: user.user.must_change_password,
-            error,
+            error: error.map(|(_, message)| message),
+            error_field: error.map_or("", |(field, _)| field),
         },
     )
 }
@@ -181,21 +180,21 @@ pub async fn change_password(
         return Ok(password_page(
             &user,
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some("Your current password is not right."),
+            Some(("current", "Your current password is not right.")),
         ));
     }
     if let Err(message) = check_new_password(new, form.get("password_confirm")) {
         return Ok(password_page(
             &user,
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some(message),
+            Some(("new", message)),
         ));
     }
     if new == current {
         return Ok(password_page(
             &user,
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some("Choose a password different from the current one."),
+            Some(("new", "Choose a password different from the current one.")),
         ));
     }
     let hash = state.passwords().hash(new).await?;
@@ -216,11 +215,14 @@ pub async fn change_password(
     tracing::info!(user_id = %user.user.id, "password changed");
     if user.user.must_change_password {
         // The first login can go on now.
-        return Ok(Redirect::to("/settings/organization/workspaces").into_response());
+        return Ok(user.redirect_with_flash(
+            "/settings/organization/workspaces",
+            "Your password is set: from now on only you know it.",
+        ));
     }
-    Ok(account_page(
-        &user,
-        Some("Your password was changed; your other sessions were logged out."),
+    Ok(user.redirect_with_flash(
+        ACCOUNT_URL,
+        "Your password was changed; your other sessions were logged out.",
     ))
 }
 

@@ -262,7 +262,7 @@ impl From<crate::members::MemberError> for WebError {
     fn from(err: crate::members::MemberError) -> Self {
         use crate::members::MemberError;
         match err {
-            MemberError::NotAllowed(m) => Self::Forbidden(format!("Not allowed: {m}")),
+            MemberError::NotAllowed(m) => Self::Forbidden(m),
             MemberError::LastOwner => Self::Conflict(err.to_string()),
             MemberError::NotFound(m) => Self::NotFound(m),
             MemberError::Store(e) => e.into(),

@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect};
+use axum::response::Redirect;
 use noxus_api::{Permission, Role};
 
 use super::layout::Layout;
@@ -152,6 +152,9 @@ struct WorkspacesPage<'a> {
     csrf: &'a str,
     workspaces: Vec<WorkspaceRow>,
     can_create: bool,
+    /// What was typed in the create form (kept when it is shown again).
+    typed_name: &'a str,
+    typed_description: &'a str,
     error: Option<&'a str>,
 }
 
@@ -165,6 +168,8 @@ pub async fn workspaces_page(State(state): State<AppState>, user: CurrentUser) -
             csrf: user.csrf(),
             workspaces,
             can_create: user.user.is_org_admin,
+            typed_name: "",
+            typed_description: "",
             error: None,
         },
     ))
@@ -182,11 +187,12 @@ pub async fn create_workspace(
             "Only organization admins create workspaces.".to_owned(),
         ));
     }
-    let name = match validation::name("name", form.get("name").unwrap_or(""), 100) {
+    let raw_name = form.get("name").unwrap_or("");
+    let raw_description = form.get("description").unwrap_or("");
+    let name = match validation::name("name", raw_name, 100) {
         Ok(name) => name,
-        Err(err) => {
+        Err(_) => {
             let workspaces = visible_workspaces(&state, &user).await?;
-            let message = err.to_string();
             return Ok(page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &WorkspacesPage {
@@ -194,15 +200,16 @@ pub async fn create_workspace(
                     csrf: user.csrf(),
                     workspaces,
                     can_create: true,
-                    error: Some(&message),
+                    typed_name: raw_name,
+                    typed_description: raw_description,
+                    error: Some(
+                        "Give the workspace a name of 1 to 100 characters, such as \"billing\".",
+                    ),
                 },
             ));
         }
     };
-    let description = form
-        .get("description")
-        .map(str::trim)
-        .filter(|d| !d.is_empty());
+    let description = Some(raw_description.trim()).filter(|d| !d.is_empty());
     let workspace = state
         .store()
         .create_workspace(
@@ -213,11 +220,16 @@ pub async fn create_workspace(
             &user.user.id,
         )
         .await?;
-    Ok(Redirect::to(&format!(
-        "/settings/organization/workspaces/{}/api-keys",
-        workspace.id
+    Ok(user.redirect_with_flash(
+        &format!(
+            "/settings/organization/workspaces/{}/api-keys",
+            super::keys::path_segment(&workspace.id)
+        ),
+        &format!(
+            "Workspace '{}' created; you are its owner. Add people in its Members tab.",
+            workspace.name
+        ),
     ))
-    .into_response())
 }
 
 /// GET /settings/organization/workspaces/{id}: the API Keys tab.
@@ -238,14 +250,34 @@ struct UserRow {
     must_change_password: bool,
 }
 
+/// What was typed in the create-user form (never the password).
+#[derive(Default)]
+struct TypedUser {
+    email: String,
+    name: String,
+    org_admin: bool,
+}
+
+/// A form error on the Users page: the sentence, and where it belongs.
+#[derive(Default)]
+struct UsersError {
+    message: String,
+    /// `email`, `name` or `password` of the create form, or `reset` (the
+    /// reset form of the user `reset_for`).
+    field: &'static str,
+    reset_for: String,
+}
+
 #[derive(Template)]
 #[template(path = "users.html")]
 struct UsersPage<'a> {
     layout: Layout,
     csrf: &'a str,
     users: Vec<UserRow>,
-    error: Option<&'a str>,
-    notice: Option<&'a str>,
+    typed: TypedUser,
+    error: Option<String>,
+    error_field: &'static str,
+    reset_for: String,
 }
 
 /// Only organization admins see and manage the organization's users.
@@ -264,9 +296,8 @@ const USERS_URL: &str = "/settings/organization/users";
 async fn users_page_with(
     state: &AppState,
     user: &CurrentUser,
-    status: StatusCode,
-    error: Option<&str>,
-    notice: Option<&str>,
+    typed: TypedUser,
+    error: Option<UsersError>,
 ) -> WebResult {
     let users = state
         .store()
@@ -283,14 +314,22 @@ async fn users_page_with(
             must_change_password: u.must_change_password,
         })
         .collect();
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let error = error.unwrap_or_default();
     Ok(page(
         status,
         &UsersPage {
             layout: Layout::of(user),
             csrf: user.csrf(),
             users,
-            error,
-            notice,
+            typed,
+            error: (!error.message.is_empty()).then_some(error.message),
+            error_field: error.field,
+            reset_for: error.reset_for,
         },
     ))
 }
@@ -298,7 +337,7 @@ async fn users_page_with(
 /// GET /settings/organization/users: organization admins only.
 pub async fn users_page(State(state): State<AppState>, user: CurrentUser) -> WebResult {
     require_org_admin(&user)?;
-    users_page_with(&state, &user, StatusCode::OK, None, None).await
+    users_page_with(&state, &user, TypedUser::default(), None).await
 }
 
 /// POST /settings/organization/users: an organization admin creates an
@@ -315,44 +354,83 @@ pub async fn create_user(
     if org_admin {
         user.require_sudo(USERS_URL)?;
     }
-    let email = form.get("email").unwrap_or("").trim().to_ascii_lowercase();
-    let name = form.get("name").unwrap_or("").trim().to_owned();
-    let password = form.get("password").unwrap_or("");
-    let error = if !email.contains('@') || email.len() > 254 {
-        Some("Enter a valid email address.")
-    } else if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        Some("Enter a name of 1 to 100 characters.")
-    } else {
-        super::account::check_new_password(password, None).err()
+    let typed = TypedUser {
+        email: form.get("email").unwrap_or("").trim().to_lowercase(),
+        name: form.get("name").unwrap_or("").trim().to_owned(),
+        org_admin,
     };
-    if let Some(error) = error {
-        return users_page_with(
-            &state,
-            &user,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(error),
-            None,
-        )
-        .await;
+    let password = form.get("password").unwrap_or("");
+    let error = if !super::members::valid_email(&typed.email) {
+        Some((
+            "email",
+            "Enter a valid email address, such as ada@example.com.",
+        ))
+    } else if typed.name.is_empty()
+        || typed.name.chars().count() > 100
+        || typed.name.chars().any(char::is_control)
+    {
+        Some(("name", "Enter a name of 1 to 100 characters."))
+    } else {
+        super::account::check_new_password(password, None)
+            .err()
+            .map(|m| ("password", m))
+    };
+    let taken = || UsersError {
+        message: format!(
+            "{} already has an account (see the list above).",
+            typed.email
+        ),
+        field: "email",
+        reset_for: String::new(),
+    };
+    if let Some((field, message)) = error {
+        let error = UsersError {
+            message: message.to_owned(),
+            field,
+            reset_for: String::new(),
+        };
+        return users_page_with(&state, &user, typed, Some(error)).await;
+    }
+    if state.store().user_by_email(&typed.email).await?.is_some() {
+        let error = taken();
+        return users_page_with(&state, &user, typed, Some(error)).await;
     }
     let hash = state.passwords().hash(password).await?;
-    state
+    let created = state
         .store()
         .create_user(
             &user.actor(),
             NewUser {
                 organization_id: user.user.organization_id.clone(),
-                email,
-                name,
+                email: typed.email.clone(),
+                name: typed.name.clone(),
                 password_hash: hash,
                 is_org_admin: org_admin,
                 must_change_password: true,
             },
         )
-        .await?;
-    Ok(Redirect::to(USERS_URL).into_response())
+        .await;
+    let created = match created {
+        Ok(created) => created,
+        Err(crate::store::StoreError::Conflict(crate::store::ConflictKind::UserEmail)) => {
+            let error = taken();
+            return users_page_with(&state, &user, typed, Some(error)).await;
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let what = if created.is_org_admin {
+        "an organization admin's account"
+    } else {
+        "an account"
+    };
+    Ok(user.redirect_with_flash(
+        USERS_URL,
+        &format!(
+            "{} now has {what}. Give them the initial password by a safe channel: they choose their own when they first log in. Add them to workspaces in each workspace's Members tab.",
+            created.email
+        ),
+    ))
 }
-
 /// The user of the organization named in the path of a user-management
 /// form: the form's CSRF token, an organization admin acting, and the
 /// password entered in the last 10 minutes.
@@ -395,12 +473,16 @@ pub async fn deactivate_user(
         false,
     )
     .await?;
+    let keys = match revoked.len() {
+        0 => "they had no working API key".to_owned(),
+        1 => "their 1 API key was revoked".to_owned(),
+        n => format!("their {n} API keys were revoked"),
+    };
     let notice = format!(
-        "{} was deactivated: their sessions ended and {} key(s) were revoked.",
-        target.email,
-        revoked.len()
+        "{} was deactivated: their sessions ended and {keys}.",
+        target.email
     );
-    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
+    Ok(user.redirect_with_flash(USERS_URL, &notice))
 }
 
 /// POST …/users/{id}/reactivate: they may log in again; their keys stay revoked.
@@ -423,7 +505,7 @@ pub async fn reactivate_user(
         "{} was reactivated and may log in again; their old keys stay revoked.",
         target.email
     );
-    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
+    Ok(user.redirect_with_flash(USERS_URL, &notice))
 }
 
 /// POST …/users/{id}/org-admin (`org_admin=on|off`): makes or unmakes an
@@ -459,14 +541,17 @@ pub async fn set_org_admin(
     .await?;
     if target.id == user.user.id && !make {
         // No longer an admin: this page is not theirs any more.
-        return Ok(Redirect::to("/settings/organization").into_response());
+        return Ok(user.redirect_with_flash(
+            "/settings/organization",
+            "You are no longer an organization admin.",
+        ));
     }
     let notice = if make {
         format!("{} is now an organization admin.", target.email)
     } else {
         format!("{} is no longer an organization admin.", target.email)
     };
-    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
+    Ok(user.redirect_with_flash(USERS_URL, &notice))
 }
 
 /// POST …/users/{id}/password: sets a temporary password that the user must
@@ -492,14 +577,12 @@ pub async fn reset_password(
     }
     let password = form.get("password").unwrap_or("");
     if let Err(message) = super::account::check_new_password(password, None) {
-        return users_page_with(
-            &state,
-            &user,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(message),
-            None,
-        )
-        .await;
+        let error = UsersError {
+            message: format!("{} Nothing was changed for {}.", message, target.email),
+            field: "reset",
+            reset_for: super::keys::path_segment(&target.id),
+        };
+        return users_page_with(&state, &user, TypedUser::default(), Some(error)).await;
     }
     let hash = state.passwords().hash(password).await?;
     state
@@ -507,8 +590,8 @@ pub async fn reset_password(
         .set_password(&user.actor(), &target.id, &hash, true, None)
         .await?;
     let notice = format!(
-        "{}'s password was reset: give them the temporary password by a safe channel; they must change it when they log in.",
+        "{}'s password was reset and their sessions ended: give them the temporary password by a safe channel; they must change it when they log in.",
         target.email
     );
-    users_page_with(&state, &user, StatusCode::OK, None, Some(&notice)).await
+    Ok(user.redirect_with_flash(USERS_URL, &notice))
 }

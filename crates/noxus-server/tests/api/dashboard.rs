@@ -579,32 +579,51 @@ async fn membership_rules_hold_whatever_the_page_shows() {
         app.client(&member.key).me().await.unwrap_err().status(),
         Some(401)
     );
-    // Adding by email: unknown emails get a clear message.
+    // Adding by email: a malformed email gets a clear message, and the
+    // form keeps what was typed.
+    let nonce = owner.get(&members).await.field("nonce").unwrap();
     let page = owner
         .post(
             &members,
             &[
-                ("email", "nobody@example.com"),
+                ("email", "nobody at example.com"),
                 ("role", "viewer"),
+                ("nonce", &nonce),
                 ("csrf", &csrf),
             ],
         )
         .await;
     assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(page
-        .body
-        .contains("No user of the organization has this email"));
+    assert!(
+        page.body.contains("email address, such as ada@example.com"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("value=\"nobody at example.com\""),
+        "the form keeps what was typed: {}",
+        page.body
+    );
     let page = owner
         .post(
             &members,
             &[
                 ("email", &member.email),
                 ("role", "viewer"),
+                ("nonce", &nonce),
                 ("csrf", &csrf),
             ],
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let confirmed = owner.get(page.location()).await;
+    assert!(
+        confirmed
+            .body
+            .contains(&format!("{} was added to", member.email)),
+        "{}",
+        confirmed.body
+    );
     assert_eq!(
         app.state
             .store()

@@ -117,7 +117,13 @@ async fn deactivating_a_user_ends_sessions_and_disables_keys_everywhere() {
             &[("csrf", &csrf)],
         )
         .await;
-    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let users = admin.get(page.location()).await;
+    assert!(
+        users.body.contains("was reactivated and may log in again"),
+        "the Users page confirms: {}",
+        users.body
+    );
     assert_eq!(
         browser.login(&leaver).await.status,
         StatusCode::SEE_OTHER,
@@ -295,8 +301,18 @@ async fn a_password_change_ends_the_other_sessions() {
             ],
         )
         .await;
-    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
-    assert!(changed.body.contains("other sessions were logged out"));
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    assert_eq!(changed.location(), "/settings/account");
+    let account = laptop.get(changed.location()).await;
+    assert!(account.body.contains("other sessions were logged out"));
+    assert!(
+        !laptop
+            .get("/settings/account")
+            .await
+            .body
+            .contains("other sessions were logged out"),
+        "the confirmation is shown once"
+    );
     assert_eq!(
         phone.get("/settings/account").await.location_path(),
         "/login"
@@ -316,6 +332,8 @@ async fn a_password_change_ends_the_other_sessions() {
     let page = laptop
         .post("/settings/account/sessions", &[("csrf", &csrf)])
         .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let page = laptop.get(page.location()).await;
     assert!(
         page.body.contains("1 other session was logged out"),
         "{}",
@@ -337,6 +355,30 @@ async fn a_password_chosen_by_an_admin_must_be_changed_at_first_login() {
     let mut admin = Browser::new(&app);
     admin.login(&app.owner).await;
     let csrf = admin.csrf().await;
+    // A password too short: the form comes back with the email and name
+    // kept (never the password), the password field focused and marked.
+    let refused = admin
+        .post(
+            "/settings/organization/users",
+            &[
+                ("email", "Newcomer@Example.com"),
+                ("name", "Newcomer"),
+                ("password", "short one"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("value=\"newcomer@example.com\""));
+    assert!(refused.body.contains("value=\"Newcomer\""));
+    assert!(!refused.body.contains("short one"));
+    assert!(
+        refused.body.contains(
+            "minlength=\"12\" required autocomplete=\"new-password\" aria-invalid=\"true\" aria-describedby=\"users-error\" autofocus"
+        ),
+        "{}",
+        refused.body
+    );
     let created = admin
         .post(
             "/settings/organization/users",
@@ -349,6 +391,11 @@ async fn a_password_chosen_by_an_admin_must_be_changed_at_first_login() {
         )
         .await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert!(admin
+        .get(created.location())
+        .await
+        .body
+        .contains("newcomer@example.com now has an account."));
     let newcomer = app
         .state
         .store()
@@ -408,7 +455,12 @@ async fn a_password_chosen_by_an_admin_must_be_changed_at_first_login() {
             &[("password", "temporary password 2"), ("csrf", &admin_csrf)],
         )
         .await;
-    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert!(admin
+        .get(page.location())
+        .await
+        .body
+        .contains("password was reset"));
     assert_eq!(
         browser
             .get("/settings/organization/workspaces")
@@ -726,5 +778,290 @@ async fn rotating_in_the_dashboard_reasks_the_password_after_ten_minutes() {
     .await;
     browser.sudo(&app.owner.password, &rotate).await;
     assert_eq!(browser.get(&rotate).await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+/// The text of the element with `id` in a page (up to its closing tag).
+fn element_text(body: &str, id: &str) -> Option<String> {
+    let start = body.find(&format!("id=\"{id}\""))?;
+    let start = start + body[start..].find('>')? + 1;
+    let end = start + body[start..].find('<')?;
+    Some(body[start..end].to_owned())
+}
+
+/// An admin of a workspace adds someone without an account in one step:
+/// the account is created (a plain user, a member with the chosen role,
+/// audited), its initial password is shown in that answer only, never
+/// stored in plain text, and must be replaced at first login. Posting the
+/// same form again creates nothing and shows nothing; an existing account
+/// is only added, never given a new password; an admin cannot invite an
+/// owner; and after 10 minutes the password is asked again first.
+#[tokio::test]
+async fn inviting_a_person_creates_their_account_once_and_never_touches_an_existing_one() {
+    let app = TestApp::spawn().await;
+    let admin = app.user_with_role(Role::Admin).await;
+    let existing = app.user_in(&app.workspace_id, Role::Viewer).await;
+    let other_ws = app
+        .state
+        .store()
+        .create_workspace(
+            &Actor::system(),
+            &app.organization_id.as_str().into(),
+            "elsewhere",
+            None,
+            &app.owner.id.as_str().into(),
+        )
+        .await
+        .unwrap();
+    let members = format!(
+        "/settings/organization/workspaces/{}/members",
+        app.workspace_id
+    );
+    let mut browser = Browser::new(&app);
+    browser.login(&admin).await;
+    let csrf = browser.csrf().await;
+
+    // An admin may not invite an owner: the form comes back as typed.
+    let nonce = browser.get(&members).await.field("nonce").unwrap();
+    let page = browser
+        .post(
+            &members,
+            &[
+                ("email", "Boss@Example.com"),
+                ("name", "Boss"),
+                ("role", "owner"),
+                ("nonce", &nonce),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Only an owner can make someone owner"));
+    assert!(page.body.contains("value=\"boss@example.com\""));
+    assert!(app
+        .state
+        .store()
+        .user_by_email("boss@example.com")
+        .await
+        .unwrap()
+        .is_none());
+
+    // After 10 minutes, creating an account asks for the password first and
+    // comes back to the form as it was typed.
+    browser.end_sudo(&app).await;
+    let page = browser
+        .post(
+            &members,
+            &[
+                ("email", "ada@example.com"),
+                ("name", "Ada Lovelace"),
+                ("role", "member"),
+                ("nonce", &nonce),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(
+        page.location().starts_with("/sudo?next="),
+        "{}",
+        page.location()
+    );
+    assert!(app
+        .state
+        .store()
+        .user_by_email("ada@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    let back = browser
+        .sudo(
+            &admin.password,
+            &format!("{members}?email=ada%40example.com&name=Ada+Lovelace&role=member"),
+        )
+        .await;
+    let form = browser.get(back.location()).await;
+    assert!(
+        form.body.contains("value=\"ada@example.com\""),
+        "{}",
+        form.body
+    );
+    assert!(form.body.contains("value=\"Ada Lovelace\""));
+
+    // The invitation: 201, not cached, the password shown once.
+    let nonce = form.field("nonce").unwrap();
+    let fields = [
+        ("email", "ada@example.com"),
+        ("name", "Ada Lovelace"),
+        ("role", "member"),
+        ("nonce", nonce.as_str()),
+        ("csrf", csrf.as_str()),
+    ];
+    let page = browser.post(&members, &fields).await;
+    assert_eq!(page.status, StatusCode::CREATED, "{}", page.body);
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let password = element_text(&page.body, "initial-password").expect("the password is shown");
+    assert!(password.len() >= 12, "{password:?}");
+    let ada = app
+        .state
+        .store()
+        .user_by_email("ada@example.com")
+        .await
+        .unwrap()
+        .expect("the account exists");
+    assert!(ada.must_change_password && !ada.is_org_admin);
+    assert_eq!(ada.name, "Ada Lovelace");
+    assert!(
+        !ada.password_hash.contains(&password),
+        "only a hash is stored"
+    );
+    assert_eq!(
+        app.state
+            .store()
+            .membership(&app.workspace_id.as_str().into(), &ada.id)
+            .await
+            .unwrap(),
+        Some(Role::Member)
+    );
+    assert_eq!(
+        app.state
+            .store()
+            .membership(&other_ws.id, &ada.id)
+            .await
+            .unwrap(),
+        None,
+        "a member of this workspace only"
+    );
+    let log = app
+        .state
+        .store()
+        .audit_log(&app.organization_id.as_str().into(), None, 20)
+        .await
+        .unwrap();
+    for action in ["user.create", "membership.set"] {
+        let row = log
+            .iter()
+            .find(|r| r.action == action && r.target_id == ada.id.as_str())
+            .unwrap_or_else(|| panic!("no {action} audit entry"));
+        assert_eq!(
+            row.actor_user_id.as_ref().map(|u| u.as_str()),
+            Some(admin.id.as_str())
+        );
+        assert!(!row.details.to_string().contains(&password));
+    }
+
+    // The same form posted again: nothing created, nothing shown.
+    let again = browser.post(&members, &fields).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    assert!(!again.body.contains(&password));
+    assert!(again.body.contains("already-submitted"));
+
+    // Ada logs in with it and must choose her own password first.
+    let mut ada_browser = Browser::new(&app);
+    let csrf_login = ada_browser.get("/login").await.field("csrf").unwrap();
+    let logged_in = ada_browser
+        .post(
+            "/login",
+            &[
+                ("email", "ada@example.com"),
+                ("password", &password),
+                ("csrf", &csrf_login),
+            ],
+        )
+        .await;
+    assert_eq!(logged_in.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        ada_browser
+            .get(&keys_page(&app.workspace_id))
+            .await
+            .location(),
+        "/settings/account/password"
+    );
+
+    // An existing account is added, never given a new password (it was a
+    // viewer here; remove them, then add them back as a member).
+    let owner_csrf = {
+        let mut owner = Browser::new(&app);
+        owner.login(&app.owner).await;
+        let csrf = owner.csrf().await;
+        let removed = owner
+            .post(
+                &format!("{members}/{}/remove", existing.id),
+                &[("csrf", &csrf)],
+            )
+            .await;
+        assert_eq!(removed.status, StatusCode::SEE_OTHER);
+        assert!(owner
+            .get(removed.location())
+            .await
+            .body
+            .contains(&format!("{} was removed from", existing.email)));
+        csrf
+    };
+    assert!(!owner_csrf.is_empty());
+    let before = app
+        .state
+        .store()
+        .user_by_email(&existing.email)
+        .await
+        .unwrap()
+        .unwrap();
+    let nonce = browser.get(&members).await.field("nonce").unwrap();
+    let page = browser
+        .post(
+            &members,
+            &[
+                ("email", existing.email.as_str()),
+                ("name", "Someone Else"),
+                ("role", "member"),
+                ("nonce", &nonce),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert!(!page.body.contains("initial-password"));
+    let after = app
+        .state
+        .store()
+        .user_by_email(&existing.email)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.password_hash, before.password_hash);
+    assert_eq!(after.name, before.name);
+    assert!(!after.must_change_password);
+    let confirmed = browser.get(page.location()).await;
+    assert!(
+        confirmed
+            .body
+            .contains(&format!("{} was added to", existing.email)),
+        "{}",
+        confirmed.body
+    );
+    // Adding them again says they are already a member.
+    let nonce = confirmed.field("nonce").unwrap();
+    let page = browser
+        .post(
+            &members,
+            &[
+                ("email", existing.email.as_str()),
+                ("role", "viewer"),
+                ("nonce", &nonce),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        page.body.contains("is already a member of this workspace"),
+        "{}",
+        page.body
+    );
     app.stop().await;
 }

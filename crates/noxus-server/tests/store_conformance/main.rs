@@ -70,6 +70,7 @@ conformance! {
         // 2. Conflicts, preconditions and quotas; refused writes change nothing.
         duplicate_workspace_name_is_a_conflict,
         duplicate_user_email_is_a_conflict,
+        inviting_creates_a_plain_member_at_once_or_nothing,
         demoting_the_last_owner_is_refused,
         removing_the_last_owner_is_refused,
         deactivating_the_last_org_admin_is_refused,

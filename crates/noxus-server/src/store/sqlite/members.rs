@@ -188,6 +188,79 @@ impl MemberStore for SqliteStore {
         })
     }
 
+    async fn create_member(
+        &self,
+        actor: &Actor,
+        user: NewUser,
+        workspace_id: &WorkspaceId,
+        role: Role,
+    ) -> StoreResult<UserRecord> {
+        let id: UserId = new_id();
+        let mut tx = self.begin_write().await?;
+        let org = org_of_workspace(&mut tx, workspace_id).await?;
+        if org != user.organization_id {
+            return Err(StoreError::NotFound);
+        }
+        let at = to_ms(now());
+        sqlx::query(
+            "INSERT INTO users (id, organization_id, email, name, password_hash, is_org_admin,
+                 must_change_password, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&user.organization_id)
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(&user.password_hash)
+        .bind(false)
+        .bind(user.must_change_password)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(on_unique(ConflictKind::UserEmail))?;
+        sqlx::query(
+            "INSERT INTO memberships (workspace_id, user_id, role, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(workspace_id)
+        .bind(&id)
+        .bind(role.as_str())
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "user.create",
+            ("user", &id),
+            json!({"email": user.email, "is_org_admin": false, "invited_to": workspace_id}),
+        )
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(workspace_id),
+            "membership.set",
+            ("user", &id),
+            json!({"role": role, "previous_role": null}),
+        )
+        .await?;
+        self.commit(tx, [StoreEvent::UserChanged(id.clone())])
+            .await?;
+        Ok(UserRecord {
+            id,
+            organization_id: user.organization_id,
+            email: user.email,
+            name: user.name,
+            password_hash: user.password_hash,
+            is_org_admin: false,
+            deactivated_at: None,
+            must_change_password: user.must_change_password,
+        })
+    }
+
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<UserRecord>> {
         sqlx::query_as::<_, UserRow>("SELECT * FROM users WHERE email = ?")
             .bind(email)

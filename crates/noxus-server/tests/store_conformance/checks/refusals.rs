@@ -6,7 +6,8 @@ use std::sync::Arc;
 use noxus_api::Role;
 use noxus_server::store::prelude::*;
 use noxus_server::store::{
-    Actor, ConflictKind, KeyQuotas, NewUser, Precondition, Quota, StoreError, WorkflowQuotas,
+    Actor, ConflictKind, KeyQuotas, NewUser, Organization, Precondition, Quota, StoreError,
+    WorkflowQuotas,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -107,6 +108,86 @@ pub async fn duplicate_user_email_is_a_conflict(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!((found.id, found.name), (first.id, "dup".to_owned()));
     assert!(!found.is_org_admin);
+}
+
+/// An invitation creates a plain user (never an organization admin) and
+/// their membership together; an email already taken, or a workspace of
+/// another organization, changes nothing (no account gets a new password).
+pub async fn inviting_creates_a_plain_member_at_once_or_nothing(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let invite = |org: &Organization, email: &str| NewUser {
+        organization_id: org.id.clone(),
+        email: email.to_owned(),
+        name: "Invited".to_owned(),
+        password_hash: "invited hash".to_owned(),
+        is_org_admin: true,
+        must_change_password: true,
+    };
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
+    let mut events = EventWatch::new(&store);
+    let invited = store
+        .create_member(
+            &actor(&w.owner),
+            invite(&w.org, "new@example.com"),
+            &w.ws.id,
+            Role::Viewer,
+        )
+        .await
+        .unwrap();
+    let stored = store.user(&invited.id).await.unwrap().unwrap();
+    assert!(!stored.is_org_admin, "never an organization admin");
+    assert!(stored.must_change_password);
+    assert_eq!(stored.password_hash, "invited hash");
+    assert_eq!(
+        store.membership(&w.ws.id, &invited.id).await.unwrap(),
+        Some(Role::Viewer)
+    );
+    let rows = audit.take(&store).await;
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["user.create", "membership.set"]);
+    assert!(rows
+        .iter()
+        .all(|r| r.target_id == invited.id.as_str() && r.workspace_id.as_ref() == Some(&w.ws.id)));
+    assert_eq!(events.take(&store).await, vec![user_changed(&invited.id)]);
+
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
+    let result = store
+        .create_member(
+            &actor(&w.owner),
+            invite(&w.org, &w.owner.email),
+            &w.ws.id,
+            Role::Owner,
+        )
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Conflict(ConflictKind::UserEmail))),
+        "{result:?}"
+    );
+    unchanged.check(&store).await;
+    let owner = store.user(&w.owner.id).await.unwrap().unwrap();
+    assert_eq!(owner.password_hash, w.owner.password_hash);
+    assert!(!owner.must_change_password);
+    let other = store
+        .create_organization(&Actor::system(), "Other")
+        .await
+        .unwrap();
+    let mut unchanged = Unchanged::new(&store, w.org.id.as_str()).await;
+    let result = store
+        .create_member(
+            &Actor::system(),
+            invite(&other, "stranger@example.com"),
+            &w.ws.id,
+            Role::Viewer,
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    unchanged.check(&store).await;
+    assert!(store
+        .user_by_email("stranger@example.com")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.list_members(&w.ws.id).await.unwrap().len(), 2);
 }
 
 pub async fn demoting_the_last_owner_is_refused(store: Arc<dyn Store>) {
