@@ -100,7 +100,7 @@ pub async fn account(user: CurrentUser) -> WebResult {
     Ok(page(
         StatusCode::OK,
         &AccountPage {
-            layout: Layout::of(user),
+            layout: Layout::of(&user),
             csrf: user.csrf(),
             name: &user.user.name,
             org_admin: user.user.is_active_org_admin(),

@@ -21,8 +21,8 @@
 
 mod a11y;
 mod access;
-mod chrome;
 mod axe;
+mod chrome;
 mod harness;
 mod keys;
 mod members;

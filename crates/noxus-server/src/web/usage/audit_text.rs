@@ -24,6 +24,7 @@ pub(crate) const ACTION_KINDS: &[(&str, &str)] = &[
     ("membership.remove", "Members removed"),
     ("workspace.", "Workspace created, limits changed or deleted"),
     ("workflow", "Workflows and their versions"),
+    ("user.", "Accounts created or changed"),
 ];
 
 /// What the sentences name: people's emails and keys' names and fragments.
@@ -238,6 +239,38 @@ pub(crate) fn sentence(row: &AuditRecord, names: &Names) -> String {
             text(d, "name").unwrap_or_default(),
             text(d, "workflow_id").unwrap_or_default()
         ),
+        "user.create" => {
+            let person = text(d, "email").map_or_else(|| names.person(Some(target)), str::to_owned);
+            let admin = if d.get("is_org_admin").and_then(Value::as_bool) == Some(true) {
+                " (an organization admin)"
+            } else {
+                ""
+            };
+            if text(d, "invited_to").is_some() {
+                format!("{who} invited {person}: a new account{admin} with a one-time password")
+            } else {
+                format!("{who} created an account for {person}{admin}")
+            }
+        }
+        "user.deactivate" => format!("{who} deactivated {}", names.person(Some(target))),
+        "user.reactivate" => format!("{who} reactivated {}", names.person(Some(target))),
+        "user.org_admin" => {
+            let person = names.person(Some(target));
+            if d.get("is_org_admin").and_then(Value::as_bool) == Some(true) {
+                format!("{who} made {person} an organization admin")
+            } else {
+                format!("{who} removed {person} as organization admin")
+            }
+        }
+        "user.password_reset" => format!(
+            "{who} set a temporary password for {}",
+            names.person(Some(target))
+        ),
+        "user.password_change" => format!("{who} changed their password"),
+        "user.sessions_end" => format!(
+            "{who} ended the dashboard sessions of {}",
+            names.person(Some(target))
+        ),
         other => format!(
             "{who} made a change ({other}) to {} {target}",
             row.target_type.replace('_', " ")
@@ -280,6 +313,24 @@ mod tests {
             ("billing service".to_owned(), "noxus_ENJ6…5txN".to_owned()),
         );
         names
+    }
+
+    #[test]
+    fn an_invitation_reads_as_one() {
+        let r = row(
+            "user.create",
+            "u-bob",
+            json!({"email": "bob@example.com", "is_org_admin": false, "invited_to": "ws"}),
+        );
+        assert_eq!(
+            sentence(&r, &names()),
+            "admin@example.com invited bob@example.com: a new account with a one-time password."
+        );
+        let r = row("user.org_admin", "u-bob", json!({"is_org_admin": true}));
+        assert_eq!(
+            sentence(&r, &names()),
+            "admin@example.com made bob@example.com an organization admin."
+        );
     }
 
     #[test]
