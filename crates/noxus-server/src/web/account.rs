@@ -70,18 +70,9 @@ async fn check_own_password(
 /// A local path to go back to after confirming the password: only paths of
 /// this site (never `//host` or a URL), else the settings.
 pub fn local_path(next: Option<&str>) -> String {
-    match next {
-        Some(path)
-            if path.starts_with('/')
-                && !path.starts_with("//")
-                && !path.contains('\\')
-                && path.len() <= 512
-                && !path.chars().any(char::is_control) =>
-        {
-            path.to_owned()
-        }
-        _ => "/settings".to_owned(),
-    }
+    next.and_then(super::layout::safe_next)
+        .unwrap_or("/settings")
+        .to_owned()
 }
 
 #[derive(Template)]

@@ -171,6 +171,30 @@ async fn walk_settings_pages(
     b.find("form#password-form").await?;
     b.check_a11y("password").await?;
 
+    // The password asked again before a sensitive action (sudo mode), and
+    // that form with a wrong password.
+    let token = b.session_cookie().await?;
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    app.state
+        .store()
+        .set_session_reauth(
+            &digest,
+            // Past the 10-minute sudo window, within the 30-minute idle timeout
+            // (the call also sets the last use).
+            time::OffsetDateTime::now_utc() - time::Duration::minutes(15),
+        )
+        .await?;
+    b.goto("/sudo?next=/settings/organization/users").await?;
+    b.find("form#sudo-form").await?;
+    b.check_a11y("sudo").await?;
+    b.type_into("#sudo-password", "not the password").await?;
+    b.click("#sudo-submit").await?;
+    b.find("#sudo-error").await?;
+    b.check_a11y("sudo-error").await?;
+
     // An error page: a viewer opening the create-key form.
     b.log_out().await?;
     b.log_in(&viewer.email, &viewer.password).await?;

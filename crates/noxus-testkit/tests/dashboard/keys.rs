@@ -178,6 +178,7 @@ async fn create_use_reload_and_revoke(app: &TestApp, b: Browser) -> anyhow::Resu
         "the bad expiry is not aria-invalid"
     );
     save_screen(&b, "key-form-error").await?;
+    b.check_a11y("key-form-error").await?;
     ensure!(
         attr(&b, "#key-name", "aria-invalid").await?.is_empty(),
         "the name is still marked invalid"

@@ -228,6 +228,7 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
         screens.join("members-form-error.png"),
         b.screenshot().await?,
     )?;
+    b.check_a11y("members-form-error").await?;
 
     // Corrected: the account is created and its password shown once.
     b.type_into("#member-email", email).await?;
@@ -246,6 +247,7 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
     // The page's script replaced the POST's history entry with the list.
     b.wait_for_path(&members_path(&ws)).await?;
     std::fs::write(screens.join("member-invited.png"), b.screenshot().await?)?;
+    b.check_a11y("member-invited").await?;
 
     let ada = app
         .state
@@ -295,7 +297,9 @@ async fn invite_change_and_remove(app: &TestApp, b: Browser) -> anyhow::Result<(
     // Ada logs in with the password, must choose her own, and finds the
     // workspace with the role given.
     b.log_out().await?;
-    b.log_in_choosing_password(email, &password, "ada's very own password")
+    b.log_in_to_choose_password(email, &password).await?;
+    b.check_a11y("password-forced").await?;
+    b.choose_password(email, &password, "ada's very own password")
         .await?;
     let welcome = flash(&b).await?;
     ensure!(

@@ -151,6 +151,17 @@ impl Browser {
         initial: &str,
         chosen: &str,
     ) -> anyhow::Result<()> {
+        self.log_in_to_choose_password(email, initial).await?;
+        self.choose_password(email, initial, chosen).await
+    }
+
+    /// Logs in with a password someone else chose and waits for the page
+    /// that asks for one of one's own.
+    pub async fn log_in_to_choose_password(
+        &self,
+        email: &str,
+        initial: &str,
+    ) -> anyhow::Result<()> {
         self.goto("/login").await?;
         self.type_into("#login-form #email", email).await?;
         self.type_into("#login-form #password", initial).await?;
@@ -159,6 +170,17 @@ impl Browser {
             .await
             .with_context(|| format!("after logging in as {email} with an initial password"))?;
         self.find("#password-forced").await?;
+        Ok(())
+    }
+
+    /// On the page that asks for one's own password: chooses `chosen` and
+    /// waits for the workspaces.
+    pub async fn choose_password(
+        &self,
+        email: &str,
+        initial: &str,
+        chosen: &str,
+    ) -> anyhow::Result<()> {
         self.type_into("#current-password", initial).await?;
         self.type_into("#new-password", chosen).await?;
         self.type_into("#new-password-confirm", chosen).await?;
