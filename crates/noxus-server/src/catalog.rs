@@ -3,8 +3,9 @@
 //! checked at start against what the official client requires, so that a
 //! bad file fails the start instead of every client.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use axum::body::Bytes;
@@ -48,6 +49,10 @@ pub struct Catalog {
     models: Bytes,
     presets: Bytes,
     node_types: HashSet<String>,
+    /// `config.{key}.default` of every node type: what the executor uses
+    /// for a key a node's `node_config` leaves out (the official client
+    /// sends only the keys that were set).
+    config_defaults: Arc<HashMap<String, HashMap<String, Value>>>,
 }
 
 impl Catalog {
@@ -90,11 +95,20 @@ impl Catalog {
             .and_then(Value::as_array)
             .context("`nodes` must be an array")?;
         let mut node_types = HashSet::new();
+        let mut config_defaults = HashMap::new();
         for (i, node) in nodes.iter().enumerate() {
             let kind = check_node(node).with_context(|| format!("nodes[{i}]"))?;
             if !node_types.insert(kind.to_owned()) {
                 bail!("nodes[{i}]: node type `{kind}` appears twice");
             }
+            let defaults: HashMap<String, Value> = node
+                .get("config")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(key, entry)| (key.clone(), entry["default"].clone()))
+                .collect();
+            config_defaults.insert(kind.to_owned(), defaults);
         }
         let models = value
             .get("models")
@@ -109,6 +123,7 @@ impl Catalog {
             models: Bytes::from(serde_json::to_vec(models)?),
             presets: Bytes::from(serde_json::to_vec(presets)?),
             node_types,
+            config_defaults: Arc::new(config_defaults),
         })
     }
 
@@ -137,6 +152,12 @@ impl Catalog {
     /// Whether `kind` is a node type of the catalog.
     pub fn has_node_type(&self, kind: &str) -> bool {
         self.node_types.contains(kind)
+    }
+
+    /// The `default` of config entry `key` of node type `kind`, if the
+    /// catalog lists that entry (the default itself may be null).
+    pub fn config_default(&self, kind: &str, key: &str) -> Option<&Value> {
+        self.config_defaults.get(kind)?.get(key)
     }
 }
 

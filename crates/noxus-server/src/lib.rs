@@ -23,6 +23,7 @@ pub mod keys;
 pub mod members;
 pub mod rate_limit;
 pub mod reports;
+pub mod runs;
 pub mod startup;
 pub mod state;
 pub mod store;
