@@ -964,7 +964,7 @@ pub async fn execute(
         let progress = u8::try_from((index + 1) * 100 / total).unwrap_or(100);
         env.node_finished(
             &step.id,
-            &record_inputs(step, &taken),
+            &record_inputs(step, &taken, &value),
             &json!({ "output": value }),
             progress,
         )
@@ -990,30 +990,32 @@ fn taken_inputs<'a>(step: &'a Step, outputs: &'a [Value]) -> Vec<(&'a Incoming, 
         .collect()
 }
 
-/// What `node_finished` reports as a node's input: `{connector: value}`,
-/// `{connector: {key: value}}` for keyed edges, a list where several edges
-/// enter one connector.
-fn record_inputs(step: &Step, taken: &[(&Incoming, &Value)]) -> Value {
+/// What `node_finished` reports as a node's input: `{connector: value}`;
+/// `{connector: {variable: value}}` where edges carry keys; a list where
+/// several edges enter one connector of a `TextJoinNode`. An `InputNode`
+/// reports the value it took from the run input as `input`.
+fn record_inputs(step: &Step, taken: &[(&Incoming, &Value)], value: &Value) -> Value {
     let mut record = Map::new();
     if let NodeKind::Input { .. } = step.kind {
+        record.insert("input".to_owned(), value.clone());
         return Value::Object(record);
     }
     for (incoming, value) in taken {
         let value = (*value).clone();
-        match (&incoming.key, record.get_mut(&incoming.connector)) {
-            (Some(key), Some(Value::Object(keyed))) => {
-                keyed.insert(key.clone(), value);
+        let keyed = taken
+            .iter()
+            .any(|(other, _)| other.connector == incoming.connector && other.key.is_some());
+        let slot = record.entry(incoming.connector.clone());
+        if keyed {
+            if let Value::Object(variables) = slot.or_insert_with(|| json!({})) {
+                variables.insert(variable_name(incoming).to_owned(), value);
             }
-            (Some(key), None) => {
-                record.insert(incoming.connector.clone(), json!({ key.clone(): value }));
+        } else if step_fans_in(step) {
+            if let Value::Array(items) = slot.or_insert_with(|| json!([])) {
+                items.push(value);
             }
-            (_, Some(Value::Array(items))) if step_fans_in(step) => items.push(value),
-            (_, None) if step_fans_in(step) => {
-                record.insert(incoming.connector.clone(), json!([value]));
-            }
-            _ => {
-                record.insert(incoming.connector.clone(), value);
-            }
+        } else {
+            record.insert(incoming.connector.clone(), value);
         }
     }
     Value::Object(record)

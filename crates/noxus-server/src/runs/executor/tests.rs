@@ -155,7 +155,12 @@ async fn input_compose_output_gives_the_output_map_and_reports_each_node() {
     assert_eq!(
         *env.finished.lock().expect("lock"),
         [
-            ("n1".to_owned(), json!({}), json!({"output": "why?"}), 33),
+            (
+                "n1".to_owned(),
+                json!({"input": "why?"}),
+                json!({"output": "why?"}),
+                33
+            ),
             (
                 "c".to_owned(),
                 json!({"input": "why?"}),
@@ -767,6 +772,41 @@ async fn keyed_edges_fill_named_variables() {
     assert_eq!(
         finished[2].1,
         json!({"input": {"name": "Ada", "town": "London"}})
+    );
+}
+
+#[tokio::test]
+async fn an_unkeyed_edge_and_keyed_edges_mix_in_one_template() {
+    let definition = flow(
+        vec![
+            node("a", "InputNode", json!({"label": "A"})),
+            node("b", "InputNode", json!({"label": "B"})),
+            node(
+                "c",
+                "ComposeTextNode",
+                json!({"template": "{input} and {other}"}),
+            ),
+            node("o", "OutputNode", json!({})),
+        ],
+        vec![
+            edge("a", "c"),
+            edge_into("b", "c", "input", Some("other")),
+            edge("c", "o"),
+        ],
+    );
+    let env = Recorder::default();
+    let output = execute(
+        &compile(&definition),
+        &input(&[("A", json!("one")), ("B", json!("two"))]),
+        &env,
+    )
+    .await
+    .expect("completed");
+    assert_eq!(output.output["o::output"]["text"], "one and two");
+    let finished = env.finished.lock().expect("lock");
+    assert_eq!(
+        finished[2].1,
+        json!({"input": {"input": "one", "other": "two"}})
     );
 }
 
