@@ -12,11 +12,11 @@ mod sqlite;
 
 pub use events::{EventBus, EventSubscription, StoreEvent};
 pub use ids::*;
+pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
 pub use runs::{
     event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
     DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE,
 };
-pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
 /// Which database the platform runs on.

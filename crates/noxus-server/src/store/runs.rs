@@ -330,8 +330,7 @@ pub trait RunStore: Send + Sync {
     /// Appends an event to a run and returns its `seq`. An object `data`
     /// without `workflow_status` gets the run's current status.
     /// [`super::StoreError::NotFound`] if the run does not exist.
-    async fn append_run_event(&self, run_id: &RunId, kind: &str, data: &Value)
-        -> StoreResult<i64>;
+    async fn append_run_event(&self, run_id: &RunId, kind: &str, data: &Value) -> StoreResult<i64>;
     /// A run's events after `after_seq` (0: from the first), in order, at
     /// most `limit`; none for a run not in the workspace.
     async fn run_events_after(
@@ -453,7 +452,10 @@ mod tests {
             r#"{"node_id":"n","workflow_status":"running"}"#
         );
         assert_eq!(
-            event_data(RunStatus::Running, serde_json::json!({"workflow_status": "x"})),
+            event_data(
+                RunStatus::Running,
+                serde_json::json!({"workflow_status": "x"})
+            ),
             r#"{"workflow_status":"x"}"#
         );
         assert_eq!(
@@ -464,7 +466,10 @@ mod tests {
 
     #[test]
     fn search_queries_are_quoted_words() {
-        assert_eq!(fts5_query("hello world").as_deref(), Some("\"hello\" \"world\""));
+        assert_eq!(
+            fts5_query("hello world").as_deref(),
+            Some("\"hello\" \"world\"")
+        );
         assert_eq!(
             fts5_query("a\" OR NEAR(b* -c) ^d:e").as_deref(),
             Some("\"a\" \"OR\" \"NEAR\" \"b\" \"c\" \"d\" \"e\"")

@@ -7,8 +7,8 @@
 //! row's `last_event_seq`, bumped under the row lock.
 
 use super::rows::{NodeIoRow, OrderedRunRow, RunEventRow, RunRow, RUN_COLUMNS};
-use crate::store::runs::{event_data, outcome_columns, outcome_event, search_words, unique_ids};
 use super::*;
+use crate::store::runs::{event_data, outcome_columns, outcome_event, search_words, unique_ids};
 
 /// Bumps a run's event counter and writes the event with the new number;
 /// `None` if the run does not exist.
@@ -441,12 +441,7 @@ impl RunStore for PostgresStore {
         Ok((deleted, not_found))
     }
 
-    async fn append_run_event(
-        &self,
-        run_id: &RunId,
-        kind: &str,
-        data: &Value,
-    ) -> StoreResult<i64> {
+    async fn append_run_event(&self, run_id: &RunId, kind: &str, data: &Value) -> StoreResult<i64> {
         let mut tx = self.begin().await?;
         let seq = append_event(&mut tx, run_id, kind, data.clone())
             .await?

@@ -4,8 +4,8 @@
 //! the first wins and the other changes nothing.
 
 use super::rows::{NodeIoRow, OrderedRunRow, RunEventRow, RunRow, RUN_COLUMNS};
-use crate::store::runs::{event_data, fts5_query, outcome_columns, outcome_event, unique_ids};
 use super::*;
+use crate::store::runs::{event_data, fts5_query, outcome_columns, outcome_event, unique_ids};
 
 /// Bumps a run's event counter and writes the event with the new number;
 /// `None` if the run does not exist.
@@ -430,12 +430,7 @@ impl RunStore for SqliteStore {
         Ok((deleted, not_found))
     }
 
-    async fn append_run_event(
-        &self,
-        run_id: &RunId,
-        kind: &str,
-        data: &Value,
-    ) -> StoreResult<i64> {
+    async fn append_run_event(&self, run_id: &RunId, kind: &str, data: &Value) -> StoreResult<i64> {
         let mut tx = self.begin_write().await?;
         let seq = append_event(&mut tx, run_id, kind, data.clone())
             .await?
