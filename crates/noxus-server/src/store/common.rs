@@ -89,3 +89,14 @@ pub(super) fn check_definition_bytes(
     }
     Ok(())
 }
+
+/// A write about a run that does not exist (a foreign-key violation) is
+/// [`StoreError::NotFound`].
+pub(super) fn on_missing_run(err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
+            StoreError::NotFound
+        }
+        _ => StoreError::Database(err),
+    }
+}

@@ -143,6 +143,10 @@ id_type!(
     /// A saved version of a workflow.
     WorkflowVersionId
 );
+id_type!(
+    /// A workflow run.
+    RunId
+);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -7,11 +7,16 @@ pub mod events;
 mod ids;
 mod postgres;
 mod rows;
+mod runs;
 mod sqlite;
 
 pub use events::{EventBus, EventSubscription, StoreEvent};
 pub use ids::*;
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
+pub use runs::{
+    event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
+    DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE,
+};
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
 /// Which database the platform runs on.
@@ -98,8 +103,8 @@ pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<std::sync::Arc
 /// every aspect's methods into scope on a `&dyn Store`.
 pub mod prelude {
     pub use super::{
-        AuditStore, KeyStore, MemberStore, SessionStore, Store, UsageStore, WorkflowStore,
-        WorkspaceStore,
+        AuditStore, KeyStore, MemberStore, RunStore, SessionStore, Store, UsageStore,
+        WorkflowStore, WorkspaceStore,
     };
 }
 
@@ -204,6 +209,8 @@ pub enum Quota {
     VersionsPerWorkflow,
     /// Bytes of stored definitions (workflows and versions) per workspace.
     DefinitionBytesPerWorkspace,
+    /// Queued and running runs per workspace.
+    ActiveRunsPerWorkspace,
 }
 
 impl Quota {
@@ -219,6 +226,9 @@ impl Quota {
             ),
             Self::DefinitionBytesPerWorkspace => format!(
                 "This change would take the workflow definitions stored in this workspace past its limit of {limit} bytes; delete workflows (with their versions) it no longer needs, or store smaller definitions"
+            ),
+            Self::ActiveRunsPerWorkspace => format!(
+                "This workspace already has {limit} queued or running runs, the most it may hold; wait for some to finish, or stop those no longer needed, before starting others"
             ),
         }
     }
@@ -1217,6 +1227,7 @@ pub trait Store:
     + UsageStore
     + AuditStore
     + WorkflowStore
+    + RunStore
     + std::fmt::Debug
     + 'static
 {

@@ -424,3 +424,123 @@ where
         .collect::<StoreResult<_>>()?;
     Ok((items, total))
 }
+
+/// The columns of [`RunRow`] (PostgreSQL's `search` and `seq` left out).
+pub(super) const RUN_COLUMNS: &str = "id, group_id, organization_id, workspace_id, workflow_id,
+    workflow_version_id, definition, input, status, progress, progress_details, output, error,
+    callback_url, started_by_user, started_by_key, created_at, started_at, finished_at, attempts,
+    claimed_by, lease_until, last_event_seq";
+
+/// A stored JSON text parsed into a tree.
+fn json_text(text: &str, column: &str) -> StoreResult<Value> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RunRow {
+    id: RunId,
+    group_id: String,
+    organization_id: OrganizationId,
+    workspace_id: WorkspaceId,
+    workflow_id: WorkflowId,
+    workflow_version_id: Option<WorkflowVersionId>,
+    definition: String,
+    input: String,
+    status: String,
+    progress: i64,
+    progress_details: Option<String>,
+    output: Option<String>,
+    error: Option<String>,
+    callback_url: Option<String>,
+    started_by_user: UserId,
+    started_by_key: Option<KeyId>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    attempts: i64,
+    claimed_by: Option<String>,
+    lease_until: Option<i64>,
+    last_event_seq: i64,
+}
+
+impl TryFrom<RunRow> for RunRecord {
+    type Error = StoreError;
+    fn try_from(row: RunRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: row.id,
+            group_id: row.group_id,
+            organization_id: row.organization_id,
+            workspace_id: row.workspace_id,
+            workflow_id: row.workflow_id,
+            workflow_version_id: row.workflow_version_id,
+            definition: json_text(&row.definition, "definition")?,
+            input: json_text(&row.input, "input")?,
+            status: RunStatus::parse(&row.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("run status {:?}", row.status)))?,
+            progress: row.progress,
+            progress_details: row
+                .progress_details
+                .map(|t| json_text(&t, "progress_details"))
+                .transpose()?,
+            output: row.output.map(|t| json_text(&t, "output")).transpose()?,
+            error: row.error,
+            callback_url: row.callback_url,
+            started_by_user: row.started_by_user,
+            started_by_key: row.started_by_key,
+            created_at: from_ms(row.created_at)?,
+            started_at: opt_from_ms(row.started_at)?,
+            finished_at: opt_from_ms(row.finished_at)?,
+            attempts: row.attempts,
+            claimed_by: row.claimed_by,
+            lease_until: opt_from_ms(row.lease_until)?,
+            last_event_seq: row.last_event_seq,
+        })
+    }
+}
+
+/// A run with its place in the order its statement claimed runs in.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct OrderedRunRow {
+    pub(super) claim_order: i64,
+    #[sqlx(flatten)]
+    pub(super) run: RunRow,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct RunEventRow {
+    run_id: RunId,
+    seq: i64,
+    kind: String,
+    data: String,
+    created_at: i64,
+}
+
+impl TryFrom<RunEventRow> for RunEvent {
+    type Error = StoreError;
+    fn try_from(row: RunEventRow) -> StoreResult<Self> {
+        Ok(Self {
+            run_id: row.run_id,
+            seq: row.seq,
+            kind: row.kind,
+            data: json_text(&row.data, "event data")?,
+            created_at: from_ms(row.created_at)?,
+        })
+    }
+}
+
+/// A node's stored input and output.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct NodeIoRow {
+    input: String,
+    output: String,
+}
+
+impl TryFrom<NodeIoRow> for (Value, Value) {
+    type Error = StoreError;
+    fn try_from(row: NodeIoRow) -> StoreResult<Self> {
+        Ok((
+            json_text(&row.input, "node input")?,
+            json_text(&row.output, "node output")?,
+        ))
+    }
+}

@@ -112,11 +112,23 @@ conformance! {
         nonces_are_single_use,
         // 10. Authorization view.
         key_for_auth_follows_membership_and_deactivation,
+        // 11. Workflow runs.
+        a_run_goes_from_queued_to_completed_with_numbered_events,
+        runs_are_listed_newest_first_and_claimed_oldest_first,
+        a_stop_wins_over_a_later_finish,
+        an_expired_lease_resumes_the_run_with_one_more_attempt,
+        runs_of_another_workspace_are_invisible,
+        search_finds_words_of_inputs_and_outputs_and_reads_no_syntax,
+        deleting_runs_takes_their_io_and_events,
+        deleting_a_workflow_or_workspace_takes_its_runs,
+        active_run_quota_is_enforced,
     ],
     fresh: [
         // 5. Usage from two store instances (two replicas).
         usage_from_two_instances_sums_exactly,
         // 4. Concurrency, from two store instances.
         concurrent_setting_inserts_keep_the_first,
+        // 11. Workflow runs: claimers in two store instances (two replicas).
+        concurrent_claimers_take_each_run_exactly_once,
     ],
 }

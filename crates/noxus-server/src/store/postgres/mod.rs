@@ -60,6 +60,7 @@ mod audit;
 mod keys;
 mod members;
 mod rate_counters;
+mod runs;
 use super::common::*;
 use super::rows;
 mod sessions;

@@ -20,6 +20,7 @@ mod keys;
 mod members;
 use super::common::*;
 use super::rows;
+mod runs;
 mod sessions;
 mod usage;
 mod workflows;

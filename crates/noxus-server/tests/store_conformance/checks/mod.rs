@@ -7,6 +7,7 @@ mod concurrency;
 mod events;
 mod ordering;
 mod refusals;
+mod runs;
 mod sessions;
 mod usage;
 
@@ -17,5 +18,6 @@ pub use concurrency::*;
 pub use events::*;
 pub use ordering::*;
 pub use refusals::*;
+pub use runs::*;
 pub use sessions::*;
 pub use usage::*;

@@ -1,0 +1,508 @@
+//! [`RunStore`] on PostgreSQL. Workers claim runs with `FOR UPDATE SKIP
+//! LOCKED`, so that concurrent claimers (in any number of processes) each
+//! take different runs without waiting for one another; every other change
+//! of a run is one conditional `UPDATE` of its row, so of a stop and a
+//! finish racing, the first wins and the other (rechecking the row as the
+//! winner left it) changes nothing. A run's events are numbered from its
+//! row's `last_event_seq`, bumped under the row lock.
+
+use super::rows::{NodeIoRow, OrderedRunRow, RunEventRow, RunRow, RUN_COLUMNS};
+use super::*;
+use crate::store::runs::{event_data, outcome_columns, outcome_event, search_words, unique_ids};
+
+/// Bumps a run's event counter and writes the event with the new number;
+/// `None` if the run does not exist.
+async fn append_event(
+    tx: &mut Tx,
+    run_id: &RunId,
+    kind: &str,
+    data: Value,
+) -> StoreResult<Option<i64>> {
+    let row: Option<(i64, String)> = sqlx::query_as(
+        "UPDATE runs SET last_event_seq = last_event_seq + 1 WHERE id = $1
+         RETURNING last_event_seq, status",
+    )
+    .bind(run_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((seq, status)) = row else {
+        return Ok(None);
+    };
+    let status = RunStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("run status {status:?}")))?;
+    insert_event(tx, run_id, seq, kind, &event_data(status, data)).await?;
+    Ok(Some(seq))
+}
+
+/// Writes an event whose number the caller took from `last_event_seq`.
+async fn insert_event(
+    tx: &mut Tx,
+    run_id: &RunId,
+    seq: i64,
+    kind: &str,
+    data: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO run_events (run_id, seq, kind, data, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(run_id)
+    .bind(seq)
+    .bind(kind)
+    .bind(data)
+    .bind(to_ms(now()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl RunStore for PostgresStore {
+    async fn create_run(
+        &self,
+        actor: &Actor,
+        run: &NewRun,
+        quotas: &RunQuotas,
+    ) -> StoreResult<RunRecord> {
+        let id = RunId::new();
+        let at = now();
+        let mut tx = self.begin().await?;
+        // The workspace's row locked first: creations in one workspace
+        // check the quota one after another.
+        let org = lock_workspace(&mut tx, &run.workspace_id).await?;
+        let workflow: Option<String> =
+            sqlx::query_scalar("SELECT id FROM workflows WHERE workspace_id = $1 AND id = $2")
+                .bind(&run.workspace_id)
+                .bind(&run.workflow_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if workflow.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM runs WHERE workspace_id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(&run.workspace_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if u64::try_from(active).unwrap_or(0) >= quotas.active_runs_per_workspace {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::ActiveRunsPerWorkspace,
+                limit: quotas.active_runs_per_workspace,
+            });
+        }
+        let record: RunRecord = sqlx::query_as::<_, RunRow>(&format!(
+            "INSERT INTO runs (id, group_id, organization_id, workspace_id, workflow_id,
+                 workflow_version_id, definition, input, status, callback_url, started_by_user,
+                 started_by_key, created_at, last_event_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, 1)
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(&id)
+        .bind(run.group_id.as_deref().unwrap_or(id.as_str()))
+        .bind(&org)
+        .bind(&run.workspace_id)
+        .bind(&run.workflow_id)
+        .bind(&run.workflow_version_id)
+        .bind(run.definition.to_string())
+        .bind(run.input.to_string())
+        .bind(&run.callback_url)
+        .bind(&run.started_by_user)
+        .bind(&run.started_by_key)
+        .bind(to_ms(at))
+        .fetch_one(&mut *tx)
+        .await?
+        .try_into()?;
+        insert_event(
+            &mut tx,
+            &id,
+            1,
+            event_kinds::QUEUED,
+            &event_data(RunStatus::Queued, Value::Null),
+        )
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            &org,
+            Some(&run.workspace_id),
+            "run.start",
+            ("run", &id),
+            json!({"workflow_id": run.workflow_id, "workflow_version_id": run.workflow_version_id}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn run(&self, workspace_id: &WorkspaceId, id: &RunId) -> StoreResult<Option<RunRecord>> {
+        sqlx::query_as::<_, RunRow>(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE workspace_id = $1 AND id = $2"
+        ))
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(RunRecord::try_from)
+        .transpose()
+    }
+
+    async fn list_runs(
+        &self,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<RunRecord>> {
+        // Newest first: seq order, read backwards from runs_workflow_idx.
+        let rows = sqlx::query_as::<_, RunRow>(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE workflow_id = $1 AND workspace_id = $2
+             ORDER BY seq DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(workflow_id)
+        .bind(workspace_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows::records(rows)
+    }
+
+    async fn claim_runs(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<Vec<RunRecord>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        // Rows another claimer has locked are skipped, not waited for; a
+        // row that changed between the snapshot and its lock is rechecked
+        // against the WHERE clause (READ COMMITTED), so a run just claimed
+        // elsewhere is not taken again.
+        let mut rows = sqlx::query_as::<_, OrderedRunRow>(&format!(
+            "WITH picked AS (
+                 SELECT id FROM runs
+                 WHERE status IN ('queued', 'running') AND (status = 'queued' OR lease_until < $3)
+                 ORDER BY seq LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE runs SET status = 'running', claimed_by = $1, lease_until = $2,
+                 attempts = attempts + 1, started_at = COALESCE(started_at, $3),
+                 last_event_seq = last_event_seq + 1
+             FROM picked WHERE runs.id = picked.id
+             RETURNING runs.seq AS claim_order, {}",
+            qualified_run_columns()
+        ))
+        .bind(worker)
+        .bind(to_ms(lease_until))
+        .bind(to_ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        rows.sort_by_key(|row| row.claim_order);
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let run = RunRecord::try_from(row.run)?;
+            insert_event(
+                &mut tx,
+                &run.id,
+                run.last_event_seq,
+                event_kinds::STARTED,
+                &event_data(RunStatus::Running, json!({"attempt": run.attempts})),
+            )
+            .await?;
+            claimed.push(run);
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn renew_run_lease(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let renewed = sqlx::query(
+            "UPDATE runs SET lease_until = $1
+             WHERE id = $2 AND status = 'running' AND claimed_by = $3",
+        )
+        .bind(to_ms(lease_until))
+        .bind(run_id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(renewed == 1)
+    }
+
+    async fn record_node_io(
+        &self,
+        run_id: &RunId,
+        node_id: &str,
+        input: &Value,
+        output: &Value,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO run_node_io (run_id, node_id, iteration, input, output, created_at)
+             VALUES ($1, $2, 0, $3, $4, $5)
+             ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET
+                 input = excluded.input, output = excluded.output, created_at = excluded.created_at",
+        )
+        .bind(run_id)
+        .bind(node_id)
+        .bind(input.to_string())
+        .bind(output.to_string())
+        .bind(to_ms(now()))
+        .execute(&self.pool)
+        .await
+        .map_err(on_missing_run)?;
+        Ok(())
+    }
+
+    async fn node_io(
+        &self,
+        workspace_id: &WorkspaceId,
+        run_id: &RunId,
+        node_id: &str,
+    ) -> StoreResult<Option<(Value, Value)>> {
+        sqlx::query_as::<_, NodeIoRow>(
+            "SELECT io.input, io.output FROM run_node_io io JOIN runs r ON r.id = io.run_id
+             WHERE r.workspace_id = $1 AND io.run_id = $2 AND io.node_id = $3 AND io.iteration = 0",
+        )
+        .bind(workspace_id)
+        .bind(run_id)
+        .bind(node_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(<(Value, Value)>::try_from)
+        .transpose()
+    }
+
+    async fn update_run_progress(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        progress: i64,
+        progress_details: Option<&Value>,
+    ) -> StoreResult<bool> {
+        let progress = progress.clamp(0, 100);
+        let mut tx = self.begin().await?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET progress = $1, progress_details = $2, last_event_seq = last_event_seq + 1
+             WHERE id = $3 AND status = 'running' AND claimed_by = $4
+             RETURNING last_event_seq",
+        )
+        .bind(progress)
+        .bind(progress_details.map(Value::to_string))
+        .bind(run_id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(seq) = seq else {
+            return Ok(false);
+        };
+        insert_event(
+            &mut tx,
+            run_id,
+            seq,
+            event_kinds::PROGRESS,
+            &event_data(
+                RunStatus::Running,
+                json!({"progress": progress, "progress_details": progress_details}),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        outcome: &RunOutcome,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let status = outcome.status();
+        let (output, error) = outcome_columns(outcome);
+        let mut tx = self.begin().await?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET status = $1, output = $2, error = $3, finished_at = $4,
+                 progress = CASE WHEN $1 = 'completed' THEN 100 ELSE progress END,
+                 lease_until = NULL, last_event_seq = last_event_seq + 1
+             WHERE id = $5 AND status = 'running' AND claimed_by = $6
+             RETURNING last_event_seq",
+        )
+        .bind(status.as_str())
+        .bind(output)
+        .bind(error)
+        .bind(to_ms(now))
+        .bind(run_id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(seq) = seq else {
+            return Ok(false);
+        };
+        let (kind, data) = outcome_event(outcome);
+        insert_event(&mut tx, run_id, seq, kind, &data).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn stop_run(
+        &self,
+        actor: &Actor,
+        workspace_id: &WorkspaceId,
+        id: &RunId,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<RunRecord>> {
+        let mut tx = self.begin().await?;
+        let stopped = sqlx::query_as::<_, RunRow>(&format!(
+            "UPDATE runs SET status = 'stopped', finished_at = $1, lease_until = NULL,
+                 last_event_seq = last_event_seq + 1
+             WHERE workspace_id = $2 AND id = $3 AND status IN ('queued', 'running')
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(to_ms(now))
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(stopped) = stopped else {
+            // Ended already (or not there): returned as it is.
+            drop(tx);
+            return self.run(workspace_id, id).await;
+        };
+        let run = RunRecord::try_from(stopped)?;
+        insert_event(
+            &mut tx,
+            id,
+            run.last_event_seq,
+            event_kinds::STOPPED,
+            &event_data(RunStatus::Stopped, Value::Null),
+        )
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            &run.organization_id,
+            Some(workspace_id),
+            "run.stop",
+            ("run", id),
+            json!({"workflow_id": run.workflow_id}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(run))
+    }
+
+    async fn delete_runs(
+        &self,
+        actor: &Actor,
+        workspace_id: &WorkspaceId,
+        ids: &[RunId],
+    ) -> StoreResult<(Vec<RunId>, Vec<RunId>)> {
+        let mut deleted = Vec::new();
+        let mut not_found = Vec::new();
+        let mut tx = self.begin().await?;
+        for id in unique_ids(ids) {
+            // The run's node input/output and events go with it (cascade),
+            // and its search entry (a column of its row).
+            let gone: Option<(OrganizationId, WorkflowId)> = sqlx::query_as(
+                "DELETE FROM runs WHERE workspace_id = $1 AND id = $2
+                 RETURNING organization_id, workflow_id",
+            )
+            .bind(workspace_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match gone {
+                Some((org, workflow_id)) => {
+                    audit(
+                        &mut tx,
+                        actor,
+                        &org,
+                        Some(workspace_id),
+                        "run.delete",
+                        ("run", id),
+                        json!({"workflow_id": workflow_id}),
+                    )
+                    .await?;
+                    deleted.push(id.clone());
+                }
+                None => not_found.push(id.clone()),
+            }
+        }
+        tx.commit().await?;
+        Ok((deleted, not_found))
+    }
+
+    async fn append_run_event(&self, run_id: &RunId, kind: &str, data: &Value) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        let seq = append_event(&mut tx, run_id, kind, data.clone())
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn run_events_after(
+        &self,
+        workspace_id: &WorkspaceId,
+        run_id: &RunId,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<RunEvent>> {
+        let rows = sqlx::query_as::<_, RunEventRow>(
+            "SELECT e.run_id, e.seq, e.kind, e.data, e.created_at
+             FROM run_events e JOIN runs r ON r.id = e.run_id
+             WHERE r.workspace_id = $1 AND e.run_id = $2 AND e.seq > $3
+             ORDER BY e.seq LIMIT $4",
+        )
+        .bind(workspace_id)
+        .bind(run_id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows::records(rows)
+    }
+
+    async fn search_runs(
+        &self,
+        workspace_id: &WorkspaceId,
+        query: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<RunRecord>> {
+        // The words only, as plain words: plainto_tsquery reads no
+        // operators, and punctuation never reaches it.
+        let words = search_words(query);
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query_as::<_, RunRow>(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE workspace_id = $1 AND search @@ plainto_tsquery('simple', $2)
+             ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(workspace_id)
+        .bind(words.join(" "))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows::records(rows)
+    }
+}
+
+/// [`RUN_COLUMNS`] of `runs` (in an `UPDATE ... FROM`, where `id` is ambiguous).
+fn qualified_run_columns() -> String {
+    RUN_COLUMNS
+        .split(',')
+        .map(|c| format!("runs.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
