@@ -370,3 +370,107 @@ def test_a_viewer_key_can_read_but_saving_a_workflow_is_forbidden(
     with pytest.raises(ForbiddenError) as info:
         viewer.workflows.save(_input_to_output_workflow(viewer, "not allowed"))
     _assert_error(info.value, 403)
+
+
+# ── runs ─────────────────────────────────────────────────────────────────
+
+
+def _greeting_workflow(client: Client, name: str) -> tuple[WorkflowDefinition, Any, Any]:
+    """input → compose text → output, built with the client's builder."""
+    wf = WorkflowDefinition(name=name, client=client)
+    source = wf.node("InputNode").config(label="name")
+    compose = wf.node("ComposeTextNode").config(template="Hello, {input}!")
+    sink = wf.node("OutputNode").config(label="greeting")
+    wf.link(source.output(), compose.input())
+    wf.link(compose.output(), sink.input())
+    return wf, source, sink
+
+
+def test_a_workflow_built_with_the_sdk_runs_and_wait_returns_its_output(
+    server: dict[str, Any],
+) -> None:
+    member = Client(api_key=server["member_key"], base_url=server["base_url"])
+    wf, source, sink = _greeting_workflow(member, "greeting")
+    saved = member.workflows.save(wf)
+    try:
+        input_key = source.inputs[0].id
+        output_key = sink.outputs[0].id
+        run = saved.run({input_key: "Ada"})
+        assert run.workflow_id == saved.id
+        assert run.status in ("queued", "running", "completed")
+
+        # wait() through the event stream.
+        done = run.wait(interval=1)
+        assert done.status == "completed"
+        assert done.progress == 100
+        assert done.output[output_key]["text"] == "Hello, Ada!"
+        assert done.wait(output_only=True) == done.output
+
+        # wait() through its polling fallback: the stream made to fail.
+        polled = saved.run({input_key: "Grace"})
+
+        def no_stream(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("no event stream in this test")
+
+        original = member.event_stream
+        member.event_stream = no_stream  # type: ignore[method-assign]
+        try:
+            output = polled.wait(interval=1, output_only=True)
+        finally:
+            member.event_stream = original  # type: ignore[method-assign]
+        assert output[output_key]["text"] == "Hello, Grace!"
+
+        # The events of a run, ending with the terminal one.
+        streamed = saved.run({input_key: "Alan"})
+        events = list(streamed.stream())
+        assert events[-1].data["workflow_status"] == "completed"
+        assert events[-1].is_terminal
+        assert "node_started" in {e.type for e in events}
+
+        # A finished run's stop answers it as it is.
+        assert member.runs.stop(run.id).status == "completed"
+
+        # Listed, fetched, synchronously run, its node io, searched, deleted.
+        listed = member.runs.list(saved.id, page=1, page_size=10)
+        assert {r.id for r in listed} >= {run.id, polled.id, streamed.id}
+        assert member.runs.get(saved.id, run.id).output == done.output
+        synced = member.runs.run_sync(saved.id, {input_key: "Edsger"})
+        assert synced["output"][output_key]["text"] == "Hello, Edsger!"
+        only = member.runs.run_sync(saved.id, {input_key: "Barbara"}, output_only=True)
+        assert only[output_key]["text"] == "Hello, Barbara!"
+        io = member.runs.get_node_io(run.id, sink.id)
+        assert io["input"]["input"] == "Hello, Ada!"
+        assert run.id in {r["id"] for r in member.runs.search("Ada")}
+        deletion = member.runs.delete(run.id)
+        assert (deletion.succeeded, deletion.failed, deletion.matched) == (1, 0, 1)
+        with pytest.raises(NotFoundError):
+            member.runs.get(saved.id, run.id)
+    finally:
+        member.workflows.delete(saved.id)
+
+
+def test_a_viewer_cannot_start_a_run_and_another_workspace_cannot_see_one(
+    server: dict[str, Any], owner: Client
+) -> None:
+    wf, source, _sink = _greeting_workflow(owner, "guarded")
+    saved = owner.workflows.save(wf)
+    try:
+        run = saved.run({source.inputs[0].id: "x"})
+        run.wait(interval=1)
+
+        viewer = Client(api_key=server["viewer_key"], base_url=server["base_url"])
+        viewers_copy = viewer.workflows.get(saved.id)
+        with pytest.raises(ForbiddenError) as info:
+            viewers_copy.run({source.inputs[0].id: "y"})
+        _assert_error(info.value, 403)
+        assert viewer.runs.get(saved.id, run.id).status == "completed"
+
+        workspace = owner.admin.create_workspace(f"runs elsewhere {uuid.uuid4().hex[:8]}")
+        key = workspace.add_api_key("elsewhere")
+        outsider = Client(api_key=key.value, base_url=server["base_url"])
+        with pytest.raises(NotFoundError):
+            outsider.runs.get(saved.id, run.id)
+        with pytest.raises(NotFoundError):
+            outsider.runs.stop(run.id)
+    finally:
+        owner.workflows.delete(saved.id)

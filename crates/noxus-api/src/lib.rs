@@ -7,7 +7,7 @@ pub mod limits;
 pub mod openapi;
 pub mod permissions;
 pub mod types;
-mod whole_number;
+pub mod whole_number;
 
 pub use key_format::{check_key_format, KeyFormatError};
 pub use permissions::{effective_permissions, Permission, Role};

@@ -52,6 +52,7 @@ impl Role {
                 ModelsRead,
                 WorkflowsRead,
                 WorkflowsWrite,
+                WorkflowsRun,
                 WorkspaceRead,
                 KeysRead,
                 KeysWrite,
@@ -60,6 +61,7 @@ impl Role {
                 ModelsRead,
                 WorkflowsRead,
                 WorkflowsWrite,
+                WorkflowsRun,
                 WorkspaceRead,
                 KeysRead,
                 KeysWrite,
@@ -132,6 +134,10 @@ pub enum Permission {
     /// Create, update and delete workflows and versions.
     #[serde(rename = "workflows:write")]
     WorkflowsWrite,
+    /// Start workflow runs, stop them and delete them (reading runs needs
+    /// only `workflows:read`).
+    #[serde(rename = "workflows:run")]
+    WorkflowsRun,
     /// See the workspace itself.
     #[serde(rename = "workspace:read")]
     WorkspaceRead,
@@ -187,6 +193,7 @@ impl Permission {
         Permission::ModelsRead,
         Permission::WorkflowsRead,
         Permission::WorkflowsWrite,
+        Permission::WorkflowsRun,
         Permission::WorkspaceRead,
         Permission::KeysRead,
         Permission::KeysWrite,
@@ -209,6 +216,7 @@ impl Permission {
         Permission::ModelsRead,
         Permission::WorkflowsRead,
         Permission::WorkflowsWrite,
+        Permission::WorkflowsRun,
         Permission::WorkspaceRead,
         Permission::KeysRead,
         Permission::KeysWrite,
@@ -258,6 +266,7 @@ impl Permission {
             Permission::ModelsRead => "models:read",
             Permission::WorkflowsRead => "workflows:read",
             Permission::WorkflowsWrite => "workflows:write",
+            Permission::WorkflowsRun => "workflows:run",
             Permission::WorkspaceRead => "workspace:read",
             Permission::KeysRead => "keys:read",
             Permission::KeysWrite => "keys:write",
@@ -366,6 +375,7 @@ mod tests {
                 ModelsRead,
                 WorkflowsRead,
                 WorkflowsWrite,
+                WorkflowsRun,
                 WorkspaceRead,
                 KeysRead
             ]

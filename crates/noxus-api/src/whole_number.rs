@@ -81,6 +81,33 @@ pub fn option_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u
     deserializer.deserialize_option(OptionalWhole)
 }
 
+/// An optional `u64` (`null` is `None`).
+pub fn option_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    struct OptionalWhole;
+
+    impl<'de> Visitor<'de> for OptionalWhole {
+        type Value = Option<u64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "null or a whole number from 0 to {}", u64::MAX)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            u64(d).map(Some)
+        }
+    }
+
+    deserializer.deserialize_option(OptionalWhole)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -241,6 +241,32 @@ pub async fn authenticate(
     client_addr: Option<IpAddr>,
     slot: Option<&KeySlot>,
 ) -> Result<AuthContext, ApiError> {
+    verify(state, headers, client_addr, slot, true).await
+}
+
+/// Whether the key of a request that was let in is still good for
+/// `permission` now (revoked, expired, owner removed or demoted: refused):
+/// what a long-lived answer, such as an event stream, checks while it
+/// lasts. It reads the key cache, which every replica's store events keep
+/// current, and is not charged to the key's rate limit.
+pub async fn still_allowed(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_addr: Option<IpAddr>,
+    permission: Permission,
+) -> Result<(), ApiError> {
+    verify(state, headers, client_addr, None, false)
+        .await?
+        .require(permission)
+}
+
+async fn verify(
+    state: &AppState,
+    headers: &HeaderMap,
+    client_addr: Option<IpAddr>,
+    slot: Option<&KeySlot>,
+    charge: bool,
+) -> Result<AuthContext, ApiError> {
     let now = state.clock().now();
     let failed = |err: ApiError| failed_authentication(state, client_addr, now.mono_ns, err);
     let presented = presented_key(headers).map_err(failed)?;
@@ -330,7 +356,7 @@ pub async fn authenticate(
             "{INVALID_KEY_DETAIL} (the key's owner is no longer a member of its workspace)"
         )));
     };
-    if let Some(gcra) = &verified.gcra {
+    if let Some(gcra) = verified.gcra.as_ref().filter(|_| charge) {
         // A clock read delayed by preemption can look early: re-read once before refusing.
         let mut at = now.mono_ns;
         let checked = gcra.check(&verified.hot.tat, at).or_else(|_| {

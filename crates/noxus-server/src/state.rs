@@ -20,7 +20,7 @@ use crate::usage::UsageRecorder;
 pub struct AppState(Arc<Inner>);
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     store: Arc<dyn Store>,
     hasher: KeyHasher,
     passwords: PasswordPool,
@@ -35,6 +35,9 @@ struct Inner {
     /// Set when a shutdown began: `/readyz` fails and every answer closes
     /// its connection, while requests are still served.
     draining: AtomicBool,
+    /// Workflow runs: wake-ups between the request path, the workers and
+    /// the event streams.
+    runs: crate::runs::service::RunHub,
     config: Config,
 }
 
@@ -59,7 +62,7 @@ impl AppState {
             let cache = Arc::clone(&cache);
             async move { cache.run_invalidation(events).await }
         });
-        Ok(Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             hasher: KeyHasher::rotating(config.pepper.as_ref(), config.previous_pepper.as_ref()),
             passwords: PasswordPool::new(config.password_hash_concurrency, QUEUE_WAIT),
             cache,
@@ -73,10 +76,29 @@ impl AppState {
             login_throttle: LoginThrottle::new(config.login_throttle),
             limits,
             draining: AtomicBool::new(false),
+            runs: crate::runs::service::RunHub::default(),
             store,
             catalog,
             config,
-        })))
+        }));
+        crate::runs::service::start(&state);
+        Ok(state)
+    }
+
+    /// The runs' wake-ups.
+    pub fn runs(&self) -> &crate::runs::service::RunHub {
+        &self.0.runs
+    }
+
+    /// A handle that does not keep the state alive (for background tasks
+    /// that end with it).
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.0)
+    }
+
+    /// The state again, while anything else still holds it.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Self> {
+        weak.upgrade().map(Self)
     }
 
     /// The store.

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod openapi;
+pub mod runs;
 pub mod usage;
 pub mod users;
 pub mod workflows;
@@ -60,6 +61,7 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(admin::router())
         .merge(workflows::router())
+        .merge(runs::router())
         .merge(usage::router())
         .merge(audit::router())
         .merge(users::router())

@@ -339,7 +339,11 @@ const PERMISSION_GROUPS: &[(&str, &[Permission])] = &[
     ("Models", &[Permission::ModelsRead]),
     (
         "Workflows",
-        &[Permission::WorkflowsRead, Permission::WorkflowsWrite],
+        &[
+            Permission::WorkflowsRead,
+            Permission::WorkflowsWrite,
+            Permission::WorkflowsRun,
+        ],
     ),
     (
         "API keys",

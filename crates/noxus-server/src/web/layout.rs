@@ -178,6 +178,7 @@ pub fn permission_label(permission: Permission) -> &'static str {
         Permission::ModelsRead => "list models and presets",
         Permission::WorkflowsRead => "read workflows",
         Permission::WorkflowsWrite => "create and change workflows",
+        Permission::WorkflowsRun => "start, stop and delete workflow runs",
         Permission::WorkspaceRead => "see the workspace",
         Permission::KeysRead => "see your own API keys",
         Permission::KeysWrite => "create, revoke and rotate your own API keys",

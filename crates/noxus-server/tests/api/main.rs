@@ -22,6 +22,7 @@ mod people;
 mod postgres_outage;
 mod properties;
 mod rate_limits;
+mod runs;
 mod secrets;
 mod startup_checks;
 mod usage;

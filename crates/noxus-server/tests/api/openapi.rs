@@ -59,6 +59,18 @@ async fn openapi_json_describes_every_route_and_the_probes_answer() {
         ("/v1/workflows/{id}/versions", "get"),
         ("/v1/workflows/{id}/versions", "post"),
         ("/v1/workflows/{id}/versions/{version_id}", "patch"),
+        ("/v1/workflows/{id}/runs", "get"),
+        ("/v1/workflows/{id}/runs", "post"),
+        ("/v1/workflows/{id}/runs/sync", "post"),
+        ("/v1/workflows/{wid}/runs/{rid}", "get"),
+        ("/v1/workflows/{wid}/run/{rid}", "get"),
+        ("/v1/runs/{id}/events", "get"),
+        ("/v1/runs/{id}/stop", "post"),
+        ("/v1/runs/{id}", "delete"),
+        ("/v1/runs/bulk/delete", "post"),
+        ("/v1/runs/{id}/data", "get"),
+        ("/v1/runs/{id}/io/{node_id}", "get"),
+        ("/v1/runs/search", "post"),
         ("/v1/nodes", "get"),
         ("/v1/models/llms", "get"),
         ("/v1/models/llms/presets", "get"),
@@ -205,15 +217,31 @@ fn concrete(path: &str, ids: &[(&str, &str)]) -> String {
 async fn every_documented_integer_bound_is_the_one_the_server_enforces() {
     let app = TestApp::spawn().await;
     let doc = document(&app).await;
+    let definition = crate::helpers::input_output_definition();
+    let output_node = definition["nodes"][1]["id"].as_str().unwrap().to_owned();
     let workflow = json_ok(
         app.post("/v1/workflows", &app.owner_key)
-            .json(&json!({"name": "bounds"}))
+            .json(&json!({"name": "bounds", "definition": definition}))
             .send()
             .await
             .unwrap(),
     )
     .await;
     let workflow_id = workflow["id"].as_str().unwrap();
+    // A finished run, for the run routes' parameters.
+    let run = json_ok(
+        app.post(
+            &format!("/v1/workflows/{workflow_id}/runs/sync"),
+            &app.owner_key,
+        )
+        .json(&json!({"input": {"Input 1": "x"}}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let run_id = run["id"].as_str().unwrap().to_owned();
     let ids = [
         ("id", app.workspace_id.as_str()),
         ("key_id", app.owner.key_id.as_str()),
@@ -222,6 +250,9 @@ async fn every_documented_integer_bound_is_the_one_the_server_enforces() {
     for (path, method, operation) in operations(&doc) {
         let path = if path.starts_with("/v1/workflows/") {
             path.replace("{id}", workflow_id)
+        } else if path.starts_with("/v1/runs/") {
+            path.replace("{id}", &run_id)
+                .replace("{node_id}", &output_node)
         } else {
             concrete(&path, &ids)
         };

@@ -25,6 +25,7 @@ pub(crate) const ACTION_KINDS: &[(&str, &str)] = &[
     ("workspace.", "Workspace created, limits changed or deleted"),
     ("workflow", "Workflows and their versions"),
     ("user.", "Accounts created or changed"),
+    ("run.", "Workflow runs started, stopped or deleted"),
 ];
 
 /// What the sentences name: people's emails and keys' names and fragments.
@@ -239,6 +240,12 @@ pub(crate) fn sentence(row: &AuditRecord, names: &Names) -> String {
             text(d, "name").unwrap_or_default(),
             text(d, "workflow_id").unwrap_or_default()
         ),
+        "run.start" => format!(
+            "{who} started run {target} of workflow {}",
+            text(d, "workflow_id").unwrap_or("?")
+        ),
+        "run.stop" => format!("{who} stopped run {target}"),
+        "run.delete" => format!("{who} deleted run {target}"),
         "user.create" => {
             let person = text(d, "email").map_or_else(|| names.person(Some(target)), str::to_owned);
             let admin = if d.get("is_org_admin").and_then(Value::as_bool) == Some(true) {

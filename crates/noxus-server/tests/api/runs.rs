@@ -1,0 +1,527 @@
+//! Workflow runs over the API: started with a key, executed off the
+//! request path, read, listed, streamed (server-sent events), stopped and
+//! deleted; another workspace's runs are 404; a viewer may read but not
+//! start; a stream ends when the key that opened it is revoked.
+
+use std::time::{Duration, Instant};
+
+use noxus_api::Role;
+use noxus_testkit::TestApp;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, json_ok};
+
+/// Input → ComposeText ("Hello, {input}!") → Output, with fresh node ids.
+fn greeting_definition() -> (Value, String, String) {
+    let input = uuid::Uuid::new_v4().to_string();
+    let compose = uuid::Uuid::new_v4().to_string();
+    let output = uuid::Uuid::new_v4().to_string();
+    let edge = |from: &str, to: &str| {
+        json!({"from_id": {"node_id": from, "connector_name": "output", "key": null, "optional": false},
+               "to_id": {"node_id": to, "connector_name": "input", "key": null, "optional": false},
+               "id": uuid::Uuid::new_v4().to_string()})
+    };
+    let definition = json!({
+        "flow_version": "v1",
+        "nodes": [
+            {"type": "InputNode", "id": input, "node_config": {"label": "Name"}, "connector_config": {"inputs": [], "outputs": []}},
+            {"type": "ComposeTextNode", "id": compose, "node_config": {"template": "Hello, {input}!"}, "connector_config": {"inputs": [], "outputs": []}},
+            {"type": "OutputNode", "id": output, "node_config": {"label": "Greeting"}, "connector_config": {"inputs": [], "outputs": []}}
+        ],
+        "edges": [edge(&input, &compose), edge(&compose, &output)]
+    });
+    (definition, input, output)
+}
+
+async fn save(app: &TestApp, key: &str, definition: &Value) -> String {
+    let created = json_ok(
+        app.post("/v1/workflows", key)
+            .json(&json!({"name": "greeting", "type": "flow", "definition": definition}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    created["id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_done(app: &TestApp, key: &str, workflow: &str, run: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = json_ok(
+            app.get(&format!("/v1/workflows/{workflow}/runs/{run}"), key)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        if ["completed", "failed", "stopped"].contains(&got["status"].as_str().unwrap()) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "the run did not end: {got}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_run_executes_its_nodes_and_is_read_listed_streamed_and_deleted() {
+    let app = TestApp::spawn().await;
+    let key = app.owner_key.clone();
+    let (definition, input, output) = greeting_definition();
+    let workflow = save(&app, &key, &definition).await;
+
+    let started = app
+        .post(&format!("/v1/workflows/{workflow}/runs"), &key)
+        .json(&json!({"input": {format!("{input}::input"): "Ada"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let started: Value = started.json().await.unwrap();
+    for field in [
+        "id",
+        "group_id",
+        "workflow_id",
+        "input",
+        "status",
+        "progress",
+        "created_at",
+    ] {
+        assert!(started.get(field).is_some(), "no {field} in {started}");
+    }
+    assert_eq!(started["workflow_id"], workflow.as_str());
+    let run = started["id"].as_str().unwrap().to_owned();
+
+    let done = wait_done(&app, &key, &workflow, &run).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"], 100);
+    assert_eq!(
+        done["output"][format!("{output}::output")]["text"],
+        "Hello, Ada!"
+    );
+    assert!(done["finished_at"].is_string());
+
+    // The events, from the start, end with the terminal one.
+    let response = app
+        .get(&format!("/v1/runs/{run}/events"), &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let body = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .expect("a finished run's stream ends by itself")
+        .unwrap();
+    let frames: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"queued"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"completed"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "node_started").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        frames.last().unwrap()["data"]["workflow_status"],
+        "completed"
+    );
+    // Resuming after the second-to-last event gives only the last.
+    let etag = frames[frames.len() - 2]["redisId"].as_str().unwrap();
+    let resumed = app
+        .get(&format!("/v1/runs/{run}/events?etag={etag}"), &key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        resumed.lines().filter(|l| l.starts_with("data: ")).count(),
+        1,
+        "{resumed}"
+    );
+
+    // Per-node input and output, the list, the search.
+    let io = json_ok(
+        app.get(&format!("/v1/runs/{run}/io/{output}?it=0"), &key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(io["input"]["input"], "Hello, Ada!", "{io}");
+    let data = json_ok(
+        app.get(&format!("/v1/runs/{run}/data"), &key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(data["nodes"].as_object().unwrap().len(), 3, "{data}");
+    let listed = json_ok(
+        app.get(
+            &format!("/v1/workflows/{workflow}/runs?page=1&page_size=10"),
+            &key,
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(listed["items"][0]["id"], run.as_str());
+    let found = json_ok(
+        app.post("/v1/runs/search", &key)
+            .json(&json!({"query": "Ada", "limit": 10}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(found["items"][0]["id"], run.as_str(), "{found}");
+    let quoted = json_ok(
+        app.post("/v1/runs/search", &key)
+            .json(&json!({"query": "\"Ada\" OR NEAR(x y) *", "limit": 10}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(quoted["items"].is_array(), "{quoted}");
+
+    // Synchronously, output only.
+    let output_only = json_ok(
+        app.post(
+            &format!("/v1/workflows/{workflow}/runs/sync?output_only=true"),
+            &key,
+        )
+        .json(&json!({"input": {"Name": "Grace"}}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        output_only[format!("{output}::output")]["text"],
+        "Hello, Grace!"
+    );
+
+    // Deleting a finished run takes it away.
+    let deleted = json_ok(
+        app.delete(&format!("/v1/runs/{run}"), &key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        deleted,
+        json!({"succeeded": 1, "failed": 0, "errors": {}, "matched": 1})
+    );
+    assert_error(
+        app.get(&format!("/v1/workflows/{workflow}/runs/{run}"), &key)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_run_says_why_and_a_definition_that_cannot_run_is_refused() {
+    let app = TestApp::spawn().await;
+    let key = app.owner_key.clone();
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &key, &definition).await;
+    // No value for the input node.
+    let started = json_ok(
+        app.post(&format!("/v1/workflows/{workflow}/runs"), &key)
+            .json(&json!({"input": {}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let done = wait_done(&app, &key, &workflow, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("no value for 'Name'"), "{error}");
+
+    // A callback is refused (not supported yet), never silently dropped.
+    assert_error(
+        app.post(&format!("/v1/workflows/{workflow}/runs"), &key)
+            .json(&json!({"input": {}, "callback_url": "https://example.com/hook"}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "validation_error",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn viewers_read_runs_but_cannot_start_or_stop_them_and_other_workspaces_see_nothing() {
+    let app = TestApp::spawn().await;
+    let key = app.owner_key.clone();
+    let (definition, input, _output) = greeting_definition();
+    let workflow = save(&app, &key, &definition).await;
+    let run = json_ok(
+        app.post(&format!("/v1/workflows/{workflow}/runs"), &key)
+            .json(&json!({"input": {format!("{input}::input"): "x"}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_done(&app, &key, &workflow, &run).await;
+
+    let viewer = app.user_with_role(Role::Viewer).await;
+    assert_error(
+        app.post(&format!("/v1/workflows/{workflow}/runs"), &viewer.key)
+            .json(&json!({"input": {}}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "insufficient_permissions",
+    )
+    .await;
+    assert_error(
+        app.post(&format!("/v1/runs/{run}/stop"), &viewer.key)
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "insufficient_permissions",
+    )
+    .await;
+    json_ok(
+        app.get(&format!("/v1/workflows/{workflow}/runs/{run}"), &viewer.key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let outsider = app.second_workspace("elsewhere").await;
+    for request in [
+        app.get(
+            &format!("/v1/workflows/{workflow}/runs/{run}"),
+            &outsider.key,
+        ),
+        app.get(&format!("/v1/runs/{run}/events"), &outsider.key),
+        app.get(&format!("/v1/runs/{run}/data"), &outsider.key),
+        app.post(&format!("/v1/runs/{run}/stop"), &outsider.key),
+        app.delete(&format!("/v1/runs/{run}"), &outsider.key),
+    ] {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 404, "{:?}", response.url().path());
+    }
+    let found = json_ok(
+        app.post("/v1/runs/search", &outsider.key)
+            .json(&json!({"query": "x"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(found["items"], json!([]));
+    app.stop().await;
+}
+
+/// A run held `running` by a claimer that is not the app's worker (so it
+/// stays open as long as the test wants): created through the store and
+/// claimed before the app's worker looks (tried again in the rare case the
+/// worker was first).
+async fn held_run(
+    app: &TestApp,
+    user: &noxus_testkit::TestUser,
+    workflow: &str,
+    definition: &Value,
+) -> String {
+    use noxus_server::store::{Actor, NewRun, RunQuotas};
+    let now = time::OffsetDateTime::now_utc();
+    for _ in 0..10 {
+        let run = app
+            .state
+            .store()
+            .create_run(
+                &Actor::system(),
+                &NewRun {
+                    workspace_id: user.workspace_id.as_str().into(),
+                    workflow_id: workflow.into(),
+                    workflow_version_id: None,
+                    definition: definition.clone(),
+                    input: json!({}),
+                    group_id: None,
+                    callback_url: None,
+                    started_by_user: user.id.as_str().into(),
+                    started_by_key: None,
+                },
+                &RunQuotas::default(),
+            )
+            .await
+            .unwrap();
+        let claimed = app
+            .state
+            .store()
+            .claim_runs("the-test", 100, now, now + time::Duration::minutes(10))
+            .await
+            .unwrap();
+        if claimed.iter().any(|r| r.id == run.id) {
+            return run.id.to_string();
+        }
+    }
+    panic!("the app's worker claimed every run first");
+}
+
+#[tokio::test]
+async fn an_open_event_stream_ends_with_an_error_event_when_its_key_is_revoked() {
+    let app = TestApp::spawn().await;
+    let member = app.user_with_role(Role::Member).await;
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &member.key, &definition).await;
+    let run = held_run(&app, &member, &workflow, &definition).await;
+
+    let response = app
+        .get(&format!("/v1/runs/{run}/events"), &member.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response;
+    let mut seen = String::new();
+    // The events so far (queued, started) arrive; the stream stays open.
+    while !seen.contains("\"started\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.chunk())
+            .await
+            .expect("the first events arrive")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    let revoked_at = Instant::now();
+    let revoked = app
+        .delete(
+            &format!(
+                "/v1/admin/groups/{}/api-keys/{}",
+                app.workspace_id, member.key_id
+            ),
+            &app.owner_key,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let mut tail = String::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), body.chunk()).await {
+            Ok(Ok(Some(chunk))) => tail.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => panic!("reading the stream: {e}"),
+            Err(_) => panic!("the stream of a revoked key stayed open 5 s: {tail}"),
+        }
+    }
+    let ended_after = revoked_at.elapsed();
+    assert!(
+        ended_after < Duration::from_secs(1),
+        "the stream ended {ended_after:?} after the revocation"
+    );
+    let last: Value = serde_json::from_str(
+        tail.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .expect("a final event"),
+    )
+    .unwrap();
+    assert_eq!(last["type"], "error", "{tail}");
+    assert_eq!(last["data"]["code"], "revoked_api_key", "{tail}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_a_running_run_ends_it_and_its_stream_and_the_worker_cannot_finish_it() {
+    let app = TestApp::spawn().await;
+    let member = app.user_with_role(Role::Member).await;
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &member.key, &definition).await;
+    let run = held_run(&app, &member, &workflow, &definition).await;
+
+    let stream = app
+        .get(&format!("/v1/runs/{run}/events"), &member.key)
+        .send()
+        .await
+        .unwrap();
+    let stopped = json_ok(
+        app.post(&format!("/v1/runs/{run}/stop"), &member.key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stopped["status"], "stopped");
+    assert!(stopped["finished_at"].is_string());
+    let body = tokio::time::timeout(Duration::from_secs(10), stream.text())
+        .await
+        .expect("the stream of a stopped run ends")
+        .unwrap();
+    let last: Value = serde_json::from_str(
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["type"], "stopped", "{body}");
+    assert_eq!(last["data"]["workflow_status"], "stopped");
+
+    // The claimer's late outcome is refused: the stop wins.
+    let finished = app
+        .state
+        .store()
+        .finish_run(
+            &run.as_str().into(),
+            "the-test",
+            &noxus_server::store::RunOutcome::Completed { output: json!({}) },
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    assert!(!finished);
+    // A stopped run can be deleted; a running one cannot.
+    let other = held_run(&app, &member, &workflow, &definition).await;
+    let refused = json_ok(
+        app.post("/v1/runs/bulk/delete", &member.key)
+            .json(&json!({"run_ids": [run, other]}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(refused["matched"], 2);
+    assert_eq!(refused["succeeded"], 1);
+    assert!(
+        refused["errors"][&other]
+            .as_str()
+            .unwrap()
+            .contains("still running"),
+        "{refused}"
+    );
+    app.stop().await;
+}
