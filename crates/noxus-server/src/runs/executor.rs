@@ -23,6 +23,11 @@ pub const MAX_NODES: usize = 500;
 pub const MAX_EDGES: usize = 2_000;
 /// Largest value (text, or JSON once serialized) a node may take or give.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// The most bytes the values of one run's nodes hold together (each node's
+/// result is kept for the nodes after it and recorded as its output): a
+/// small request cannot make a run hold hundreds of megabytes by copying
+/// one large input into many nodes.
+pub const MAX_RUN_BYTES: usize = 16 * 1024 * 1024;
 /// Most steps (keys and list positions) in a `JsonExtractNode` path.
 pub const MAX_PATH_STEPS: usize = 32;
 const MAX_PATH_CHARS: usize = 1_000;
@@ -936,6 +941,7 @@ pub async fn execute(
     let total = plan.steps.len();
     let mut outputs: Vec<Value> = Vec::with_capacity(total);
     let mut result = Map::new();
+    let mut held = 0usize;
     for (index, step) in plan.steps.iter().enumerate() {
         if env.stopped() {
             return Err(RunFailure::Stopped);
@@ -945,8 +951,15 @@ pub async fn execute(
         let value = run_step(step, &taken, input, env)
             .await
             .and_then(|value| {
-                if value_bytes(&value) > MAX_VALUE_BYTES {
+                let bytes = value_bytes(&value);
+                held = held.saturating_add(bytes);
+                if bytes > MAX_VALUE_BYTES {
                     Err(format!("its result is larger than {}", size_text()))
+                } else if held > MAX_RUN_BYTES {
+                    Err(format!(
+                        "the results of the run's nodes together are larger than {} MiB",
+                        MAX_RUN_BYTES / (1024 * 1024)
+                    ))
                 } else {
                     Ok(value)
                 }

@@ -1105,3 +1105,26 @@ async fn a_join_of_an_empty_list_is_empty_text_and_a_huge_join_fails() {
     .expect_err("too large");
     assert_eq!(huge, failure("the joined text is larger than 1 MiB", "t"));
 }
+
+#[tokio::test]
+async fn one_large_input_copied_into_many_nodes_fails_the_run_instead_of_being_held_many_times() {
+    // Each copy is under the 1 MiB a value may hold; 40 of them are not
+    // under the 16 MiB a run's values may hold together.
+    let mut nodes = vec![node("in", "InputNode", json!({"label": "big"}))];
+    let mut edges = Vec::new();
+    for i in 0..40 {
+        let id = format!("out{i}");
+        nodes.push(node(&id, "OutputNode", json!({"label": id})));
+        edges.push(edge("in", &id));
+    }
+    let big = "x".repeat(MAX_VALUE_BYTES - 100);
+    let outcome = run(&flow(nodes, edges), &input(&[("big", json!(big))])).await;
+    let Err(RunFailure::Failed { detail, node_id }) = outcome else {
+        panic!("the run did not fail: {outcome:?}");
+    };
+    assert!(
+        detail.contains("together are larger than 16 MiB"),
+        "{detail}"
+    );
+    assert!(node_id.is_some_and(|id| id.starts_with("out")));
+}
