@@ -29,6 +29,7 @@ use crate::auth::AuthContext;
 use crate::domain::validation;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{int_query_params, ApiJson, ApiPath, IntParam, QueryPairs, PAGE};
+use crate::http::workflows::workflow_id;
 use crate::state::AppState;
 use crate::store::{
     NewRun, RunEvent, RunId, RunQuotas, RunRecord, RunStatus, VersionSlice, WorkflowId,
@@ -162,12 +163,6 @@ fn run_body(run: &RunRecord) -> RunBody {
 }
 
 /// Ids are UUIDs; anything else cannot exist: 404 without a lookup.
-fn workflow_id(raw: &str) -> Result<WorkflowId> {
-    validation::uuid(raw)
-        .map(|u| WorkflowId::from(u.to_string()))
-        .ok_or_else(|| ApiError::not_found("workflow"))
-}
-
 fn run_id(raw: &str) -> Result<RunId> {
     validation::uuid(raw)
         .map(|u| RunId::from(u.to_string()))

@@ -180,7 +180,7 @@ fn version_body(v: WorkflowVersionRecord) -> WorkflowVersionBody {
 }
 
 /// Ids are UUIDs; anything else cannot exist, so it is a 404 without a lookup.
-fn workflow_id(raw: &str) -> Result<WorkflowId> {
+pub(crate) fn workflow_id(raw: &str) -> Result<WorkflowId> {
     validation::uuid(raw)
         .map(|u| WorkflowId::from(u.to_string()))
         .ok_or_else(|| ApiError::not_found("workflow"))
