@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use noxus_server::config::defaults;
+use noxus_server::config::{defaults, LlmEndpoint};
 use noxus_server::{shutdown_signal, Application, Config};
 use secrecy::SecretString;
 
@@ -52,6 +52,27 @@ pub struct ServeArgs {
     /// JSON file with `nodes`, `models` and/or `presets` replacing the built-in catalog.
     #[arg(long, env = "NOXUS_CATALOG")]
     catalog: Option<PathBuf>,
+
+    /// OpenAI-compatible endpoint that TextGenerationNode calls
+    /// (`{URL}/chat/completions`), e.g. https://api.openai.com/v1 or a local
+    /// vLLM/Ollama. Without it, such nodes fail their run with a sentence.
+    #[arg(long, env = "NOXUS_LLM_BASE_URL", value_name = "URL")]
+    llm_base_url: Option<String>,
+
+    /// Name of the environment variable holding the endpoint's key (sent as
+    /// `Authorization: Bearer`). The key itself is never a command-line
+    /// argument, which other users of the machine could read.
+    #[arg(
+        long,
+        env = "NOXUS_LLM_API_KEY_ENV",
+        default_value = "NOXUS_LLM_API_KEY",
+        value_name = "VARIABLE"
+    )]
+    llm_api_key_env: String,
+
+    /// Longest wait for one answer of the model endpoint, in seconds.
+    #[arg(long, env = "NOXUS_LLM_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    llm_timeout_secs: u64,
 
     /// Do not create or print a first API key and password on the first start
     /// (for production). The first owner then gets the password in
@@ -160,6 +181,13 @@ pub struct ServeArgs {
     trusted_proxies: Vec<noxus_server::config::IpNet>,
 }
 
+/// The endpoint as logged: without any user name or password in it.
+fn shown_endpoint(url: &str) -> String {
+    noxus_server::runs::openai::OpenAiCompatible::new(url, None, Duration::from_secs(1))
+        .map(|endpoint| endpoint.base_url())
+        .unwrap_or_else(|_| "(unusable URL)".to_owned())
+}
+
 fn secret_env(name: &str) -> Option<SecretString> {
     std::env::var(name)
         .ok()
@@ -197,13 +225,41 @@ pub fn run(mut args: ServeArgs) -> Result<(), Failure> {
             )));
         }
     }
-    serve(args, admin_email, postgres).map_err(Failure::from)
+    let llm = llm_endpoint(&args)?;
+    serve(args, admin_email, postgres, llm).map_err(Failure::from)
+}
+
+/// The model endpoint of `--llm-base-url`, checked before anything starts.
+fn llm_endpoint(args: &ServeArgs) -> Result<Option<LlmEndpoint>, Failure> {
+    let Some(base_url) = args
+        .llm_base_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
+    };
+    let endpoint = LlmEndpoint {
+        base_url: base_url.to_owned(),
+        api_key: secret_env(&args.llm_api_key_env),
+        timeout: Duration::from_secs(args.llm_timeout_secs),
+    };
+    // The same check the server makes when it starts, but answered as a
+    // configuration mistake (exit code 2) before anything is opened.
+    noxus_server::runs::openai::OpenAiCompatible::new(&endpoint.base_url, None, endpoint.timeout)
+        .map_err(|why| {
+        Failure::config(anyhow::anyhow!(
+            "--llm-base-url (NOXUS_LLM_BASE_URL): {why}"
+        ))
+    })?;
+    Ok(Some(endpoint))
 }
 
 fn serve(
     args: ServeArgs,
     admin_email: String,
     postgres: Option<noxus_server::store::PostgresOptions>,
+    llm: Option<LlmEndpoint>,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -224,6 +280,21 @@ fn serve(
     config.shutdown_drain = Duration::from_millis(args.shutdown_drain_ms);
     config.listen = args.listen;
     config.catalog_file = args.catalog;
+    if let Some(llm) = &llm {
+        match &llm.api_key {
+            Some(_) => tracing::info!(
+                endpoint = %shown_endpoint(&llm.base_url),
+                key_from = %args.llm_api_key_env,
+                "text generation calls the model endpoint"
+            ),
+            None => tracing::warn!(
+                endpoint = %shown_endpoint(&llm.base_url),
+                "text generation calls the model endpoint without a key: {} is not set",
+                args.llm_api_key_env
+            ),
+        }
+    }
+    config.llm = llm;
     config.welcome = !args.no_welcome;
     config.admin_email = admin_email;
     config.admin_password = secret_env("NOXUS_ADMIN_PASSWORD");
@@ -273,6 +344,9 @@ fn serve(
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Before anything is served: a SIGTERM from the moment `/readyz`
+        // answers must drain and exit 0, not kill the process.
+        let stop = shutdown_signal();
         let mut app = Application::build(config).await?;
         if let Some(welcome) = app.take_welcome() {
             // stdout, not the log: the key must never reach log files.
@@ -287,6 +361,6 @@ fn serve(
             );
         }
         tracing::info!(url = %app.base_url(), "listening");
-        app.run_until_stopped(shutdown_signal()).await
+        app.run_until_stopped(stop).await
     })
 }

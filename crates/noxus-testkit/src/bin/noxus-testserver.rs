@@ -46,6 +46,7 @@ async fn main() {
             }
         }
     }
+    let stop = noxus_server::shutdown_signal();
     let app = TestApp::spawn_with(|config| {
         if fuzz {
             config.auth_failure_limit = RateLimit {
@@ -80,7 +81,7 @@ async fn main() {
     });
     tokio::select! {
         _ = stdin_closed => {}
-        () = noxus_server::shutdown_signal() => {}
+        () = stop => {}
     }
     app.stop().await;
 }
