@@ -339,6 +339,12 @@ fn serve_help_documents_every_option_and_its_variable() {
         "NOXUS_MAX_VERSIONS_PER_WORKFLOW",
         "--max-definition-bytes-per-workspace",
         "NOXUS_MAX_DEFINITION_BYTES_PER_WORKSPACE",
+        "--llm-base-url",
+        "NOXUS_LLM_BASE_URL",
+        "--llm-api-key-env",
+        "NOXUS_LLM_API_KEY_ENV",
+        "--llm-timeout-secs",
+        "NOXUS_LLM_TIMEOUT_SECS",
     ] {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }

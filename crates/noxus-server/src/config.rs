@@ -73,6 +73,18 @@ pub mod defaults {
     pub const SHUTDOWN_DRAIN_MS: u64 = 0;
 }
 
+/// An OpenAI-compatible chat-completions endpoint (`--llm-base-url`).
+#[derive(Debug, Clone)]
+pub struct LlmEndpoint {
+    /// `{base_url}/chat/completions` is called, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer …`; read from an environment
+    /// variable, never from the command line (where `ps` would show it).
+    pub api_key: Option<SecretString>,
+    /// Longest wait for one answer.
+    pub timeout: Duration,
+}
+
 /// How the platform runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -101,6 +113,9 @@ pub struct Config {
     pub previous_pepper: Option<PreviousPepper>,
     /// A JSON file with `nodes`, `models` and `presets` replacing the defaults.
     pub catalog_file: Option<PathBuf>,
+    /// The OpenAI-compatible endpoint `TextGenerationNode` calls; without
+    /// it, such a node fails its run with a sentence.
+    pub llm: Option<LlmEndpoint>,
     /// Print the welcome (login and first key) on the first start.
     pub welcome: bool,
     /// Email of the first owner.
@@ -184,6 +199,7 @@ impl Config {
             pepper: None,
             previous_pepper: None,
             catalog_file: None,
+            llm: None,
             welcome: true,
             admin_email: defaults::ADMIN_EMAIL.to_owned(),
             admin_password: None,

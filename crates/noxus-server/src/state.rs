@@ -38,6 +38,8 @@ pub(crate) struct Inner {
     /// Workflow runs: wake-ups between the request path, the workers and
     /// the event streams.
     runs: crate::runs::service::RunHub,
+    /// The model endpoint `TextGenerationNode` calls, when configured.
+    models: Option<crate::runs::openai::OpenAiCompatible>,
     config: Config,
 }
 
@@ -57,6 +59,18 @@ impl AppState {
             config.key_cache_capacity,
             store.events(),
         ));
+        let models = config
+            .llm
+            .as_ref()
+            .map(|llm| {
+                crate::runs::openai::OpenAiCompatible::new(
+                    &llm.base_url,
+                    llm.api_key.clone(),
+                    llm.timeout,
+                )
+                .map_err(|why| anyhow::anyhow!("--llm-base-url: {why}"))
+            })
+            .transpose()?;
         let events = store.subscribe();
         tokio::spawn({
             let cache = Arc::clone(&cache);
@@ -77,6 +91,7 @@ impl AppState {
             limits,
             draining: AtomicBool::new(false),
             runs: crate::runs::service::RunHub::default(),
+            models,
             store,
             catalog,
             config,
@@ -99,6 +114,14 @@ impl AppState {
     /// The state again, while anything else still holds it.
     pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Self> {
         weak.upgrade().map(Self)
+    }
+
+    /// The model endpoint runs call, if the operator configured one.
+    pub fn models(&self) -> Option<&dyn crate::runs::executor::ModelProvider> {
+        self.0
+            .models
+            .as_ref()
+            .map(|m| m as &dyn crate::runs::executor::ModelProvider)
     }
 
     /// The store.

@@ -308,6 +308,6 @@ impl RunEnv for Env {
     }
 
     fn models(&self) -> Option<&dyn ModelProvider> {
-        None
+        self.state.models()
     }
 }
