@@ -7,6 +7,10 @@
 #                                       (CI runs this before `cargo test --workspace`,
 #                                       whose official_python_client test then runs them)
 #   tests/python/run.sh [pytest args]   extra arguments go to pytest (e.g. -k viewer)
+#   tests/python/run.sh --client 0.5 ...
+#                                       the same against the previous release line
+#                                       (requirements-0.5.txt, target/python-venv-0.5);
+#                                       --client comes first, before --setup-only
 #
 # NOXUS_TESTSERVER=/path/to/noxus-testserver skips the cargo build.
 # PYTHON=python3.11 picks the interpreter for a new virtualenv.
@@ -15,6 +19,21 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="$root/target/python-venv"
+requirements="$here/requirements.txt"
+if [[ "${1:-}" == "--client" ]]; then
+    case "${2:-}" in
+        0.6) ;;
+        0.5)
+            venv="$root/target/python-venv-0.5"
+            requirements="$here/requirements-0.5.txt"
+            ;;
+        *)
+            echo "--client takes 0.6 (the default) or 0.5, not '${2:-}'" >&2
+            exit 2
+            ;;
+    esac
+    shift 2
+fi
 
 setup_only=0
 if [[ "${1:-}" == "--setup-only" ]]; then
@@ -28,7 +47,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     "${PYTHON:-python3}" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    -r "$here/requirements.txt"
+    -r "$requirements"
 
 if (( setup_only )); then
     echo "official client installed in $venv" >&2
