@@ -125,6 +125,20 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_MAX_DEFINITION_BYTES_PER_WORKSPACE", default_value_t = defaults::MAX_DEFINITION_BYTES_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
     max_definition_bytes_per_workspace: u64,
 
+    /// Runs one workspace may have queued or running at once (409 above it).
+    #[arg(long, env = "NOXUS_MAX_ACTIVE_RUNS_PER_WORKSPACE", default_value_t = noxus_server::store::DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
+    max_active_runs_per_workspace: u64,
+
+    /// Bytes the runs of one workspace may hold: definitions, inputs,
+    /// outputs and every node's input and output (409 on a new run above it).
+    #[arg(long, env = "NOXUS_MAX_RUN_BYTES_PER_WORKSPACE", default_value_t = noxus_server::store::DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
+    max_run_bytes_per_workspace: u64,
+
+    /// Ended runs (completed, failed, stopped) older than this many days
+    /// are deleted with their events and node data (checked hourly).
+    #[arg(long, env = "NOXUS_RUN_RETENTION_DAYS", default_value_t = defaults::RUN_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    run_retention_days: u32,
+
     /// Live API keys one user may have in one workspace (409 above it).
     #[arg(long, env = "NOXUS_MAX_KEYS_PER_USER", default_value_t = defaults::MAX_KEYS_PER_USER, value_parser = clap::value_parser!(u32).range(1..))]
     max_keys_per_user: u32,
@@ -324,6 +338,11 @@ fn serve(
     config.max_workflows_per_workspace = args.max_workflows_per_workspace;
     config.max_versions_per_workflow = args.max_versions_per_workflow;
     config.max_definition_bytes_per_workspace = args.max_definition_bytes_per_workspace;
+    config.run_quotas = noxus_server::store::RunQuotas {
+        active_runs_per_workspace: args.max_active_runs_per_workspace,
+        run_bytes_per_workspace: args.max_run_bytes_per_workspace,
+    };
+    config.run_retention_days = args.run_retention_days;
     config.key_quotas = noxus_server::store::KeyQuotas {
         per_user: args.max_keys_per_user,
         per_workspace: args.max_keys_per_workspace,

@@ -69,6 +69,8 @@ pub mod defaults {
     pub const DATABASE_STATEMENT_TIMEOUT_MS: u64 = 10_000;
     /// How often replicas sync their rate-limit spending, in milliseconds.
     pub const LIMITS_SYNC_MS: u64 = 100;
+    /// `--run-retention-days`.
+    pub const RUN_RETENTION_DAYS: u32 = 30;
     /// `--shutdown-drain-ms`: no drain period.
     pub const SHUTDOWN_DRAIN_MS: u64 = 0;
 }
@@ -174,6 +176,11 @@ pub struct Config {
     /// Bytes of stored definitions (workflows and their versions, as JSON)
     /// a workspace may hold.
     pub max_definition_bytes_per_workspace: u64,
+    /// Runs a workspace may have queued or running, and bytes its runs
+    /// may hold.
+    pub run_quotas: crate::store::RunQuotas,
+    /// Ended runs older than this many days are deleted (checked hourly).
+    pub run_retention_days: u32,
 }
 
 impl Config {
@@ -233,6 +240,8 @@ impl Config {
             max_workflows_per_workspace: defaults::MAX_WORKFLOWS_PER_WORKSPACE,
             max_versions_per_workflow: defaults::MAX_VERSIONS_PER_WORKFLOW,
             max_definition_bytes_per_workspace: defaults::MAX_DEFINITION_BYTES_PER_WORKSPACE,
+            run_quotas: crate::store::RunQuotas::default(),
+            run_retention_days: defaults::RUN_RETENTION_DAYS,
         }
     }
 }

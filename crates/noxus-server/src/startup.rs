@@ -183,14 +183,42 @@ impl Application {
     }
 }
 
-/// Prunes usage, addresses and dead keys past the retention, and ended
-/// sessions and old form nonces.
+/// Prunes usage, addresses and dead keys past the retention, ended runs
+/// past theirs, and ended sessions and old form nonces.
 async fn hourly_maintenance(state: &AppState) {
     crate::usage::prune(state.store(), state.config().usage_retention_days).await;
+    match purge_old_runs(state).await {
+        Ok(0) => {}
+        Ok(runs) => tracing::info!(runs, "deleted ended runs past the retention"),
+        Err(err) => tracing::warn!(error = %err, "cannot delete ended runs past the retention"),
+    }
     match purge_expired(state).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, "purged ended sessions and used form nonces"),
         Err(err) => tracing::warn!(error = %err, "cannot purge ended sessions"),
+    }
+}
+
+/// Runs deleted per statement by the retention: short transactions, so
+/// that the purge never holds the database for long.
+const RUN_PURGE_BATCH: u32 = 500;
+
+/// Deletes ended runs that ended more than `--run-retention-days` ago, in
+/// batches until none is left. Run hourly.
+pub async fn purge_old_runs(state: &AppState) -> crate::store::StoreResult<u64> {
+    let cutoff = time::OffsetDateTime::now_utc()
+        - time::Duration::days(i64::from(state.config().run_retention_days));
+    let mut total = 0;
+    loop {
+        let purged = state
+            .store()
+            .purge_ended_runs(cutoff, RUN_PURGE_BATCH)
+            .await?;
+        total += purged;
+        if purged < u64::from(RUN_PURGE_BATCH) {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
     }
 }
 

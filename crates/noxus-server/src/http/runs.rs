@@ -32,8 +32,8 @@ use crate::http::extract::{int_query_params, ApiJson, ApiPath, IntParam, QueryPa
 use crate::http::workflows::workflow_id;
 use crate::state::AppState;
 use crate::store::{
-    NewRun, RunEvent, RunId, RunQuotas, RunRecord, RunStatus, VersionSlice, WorkflowId,
-    WorkflowVersionId, WorkspaceId,
+    NewRun, RunEvent, RunId, RunRecord, RunStatus, VersionSlice, WorkflowId, WorkflowVersionId,
+    WorkspaceId,
 };
 use crate::time_fmt::rfc3339;
 
@@ -291,7 +291,7 @@ async fn start(
                 started_by_user: auth.user_id().clone(),
                 started_by_key: Some(auth.record().key.id.clone()),
             },
-            &RunQuotas::default(),
+            &state.config().run_quotas,
         )
         .await?;
     state.runs().queued();

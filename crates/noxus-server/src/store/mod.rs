@@ -15,7 +15,7 @@ pub use ids::*;
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
 pub use runs::{
     event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
-    DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE,
+    DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE, DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE,
 };
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
@@ -211,6 +211,8 @@ pub enum Quota {
     DefinitionBytesPerWorkspace,
     /// Queued and running runs per workspace.
     ActiveRunsPerWorkspace,
+    /// Bytes held by the runs of a workspace.
+    RunBytesPerWorkspace,
 }
 
 impl Quota {
@@ -229,6 +231,9 @@ impl Quota {
             ),
             Self::ActiveRunsPerWorkspace => format!(
                 "This workspace already has {limit} queued or running runs, the most it may hold; wait for some to finish, or stop those no longer needed, before starting others"
+            ),
+            Self::RunBytesPerWorkspace => format!(
+                "This run would take what the runs of this workspace hold past their limit of {limit} bytes; delete finished runs it no longer needs (DELETE /v1/runs/{{id}}, POST /v1/runs/bulk/delete) before starting others"
             ),
         }
     }

@@ -170,12 +170,20 @@ pub struct NewRun {
 pub struct RunQuotas {
     /// Queued and running runs per workspace.
     pub active_runs_per_workspace: u64,
+    /// Bytes the runs of a workspace may hold (definitions, inputs,
+    /// outputs, errors, every node's input and output): a new run's
+    /// definition and input must fit in what is left.
+    pub run_bytes_per_workspace: u64,
 }
+
+/// `--max-run-bytes-per-workspace`: 1 GiB.
+pub const DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE: u64 = 1 << 30;
 
 impl Default for RunQuotas {
     fn default() -> Self {
         Self {
             active_runs_per_workspace: DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE,
+            run_bytes_per_workspace: DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE,
         }
     }
 }
@@ -350,6 +358,15 @@ pub trait RunStore: Send + Sync {
         query: &str,
         limit: u32,
     ) -> StoreResult<Vec<RunRecord>>;
+    /// What the workspace's runs hold, in bytes (as checked against
+    /// [`RunQuotas::run_bytes_per_workspace`]): a queued or running run
+    /// counts its definition and input, an ended one everything it keeps.
+    async fn run_storage_bytes(&self, workspace_id: &WorkspaceId) -> StoreResult<u64>;
+    /// Deletes at most `limit` ended runs (completed, failed, stopped) that
+    /// ended before `ended_before`, oldest first, with their events and
+    /// node input/output; returns how many. Runs not ended are never
+    /// deleted. No audit row: this is the server's retention, not a user's act.
+    async fn purge_ended_runs(&self, ended_before: OffsetDateTime, limit: u32) -> StoreResult<u64>;
 }
 
 /// The words of a search query: its runs of letters and digits. Every

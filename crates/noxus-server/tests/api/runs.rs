@@ -525,3 +525,58 @@ async fn stopping_a_running_run_ends_it_and_its_stream_and_the_worker_cannot_fin
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_workspace_whose_runs_hold_their_byte_limit_starts_no_more_until_some_are_deleted() {
+    // Room for about three runs of this workflow with their outputs.
+    let (definition, input, _output) = greeting_definition();
+    let one_run = definition.to_string().len() as u64 * 3;
+    let app = TestApp::spawn_with(move |config| {
+        config.run_quotas.run_bytes_per_workspace = one_run * 3;
+    })
+    .await;
+    let key = app.owner_key.clone();
+    let workflow = save(&app, &key, &definition).await;
+    let mut runs = Vec::new();
+    let refused = loop {
+        let response = app
+            .post(&format!("/v1/workflows/{workflow}/runs"), &key)
+            .json(&json!({"input": {format!("{input}::input"): "Ada"}}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() != 201 {
+            break response;
+        }
+        let run: Value = response.json().await.unwrap();
+        let run = run["id"].as_str().unwrap().to_owned();
+        wait_done(&app, &key, &workflow, &run).await;
+        runs.push(run);
+        assert!(runs.len() < 20, "the byte limit never refused a run");
+    };
+    assert!(runs.len() >= 2, "{} runs fit", runs.len());
+    let body = assert_error(refused, 409, "conflict").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "past their limit of {} bytes; delete finished runs",
+            one_run * 3
+        )),
+        "{detail}"
+    );
+
+    // Deleting the oldest makes room again.
+    let deleted = app
+        .delete(&format!("/v1/runs/{}", runs[0]), &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let again = app
+        .post(&format!("/v1/workflows/{workflow}/runs"), &key)
+        .json(&json!({"input": {format!("{input}::input"): "Grace"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 201);
+}

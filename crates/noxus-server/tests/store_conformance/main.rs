@@ -122,6 +122,8 @@ conformance! {
         deleting_runs_takes_their_io_and_events,
         deleting_a_workflow_or_workspace_takes_its_runs,
         active_run_quota_is_enforced,
+        run_bytes_count_what_runs_hold_and_bound_new_runs,
+        purging_takes_only_runs_that_ended_before_the_cutoff,
     ],
     fresh: [
         // 5. Usage from two store instances (two replicas).

@@ -34,6 +34,23 @@ async fn append_event(
     Ok(Some(seq))
 }
 
+/// Sets what an ended run holds, in bytes: its definition, input, output,
+/// error and every node's recorded input and output.
+async fn settle_stored_bytes(tx: &mut Tx, run_id: &RunId) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE runs SET stored_bytes =
+             octet_length(definition) + octet_length(input)
+             + COALESCE(octet_length(output), 0) + COALESCE(octet_length(error), 0)
+             + COALESCE((SELECT SUM(octet_length(io.input) + octet_length(io.output))
+                         FROM run_node_io io WHERE io.run_id = runs.id), 0)
+         WHERE id = $1",
+    )
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Writes an event whose number the caller took from `last_event_seq`.
 async fn insert_event(
     tx: &mut Tx,
@@ -90,11 +107,28 @@ impl RunStore for PostgresStore {
                 limit: quotas.active_runs_per_workspace,
             });
         }
+        let definition = run.definition.to_string();
+        let input = run.input.to_string();
+        let new_bytes = u64::try_from(definition.len() + input.len()).unwrap_or(u64::MAX);
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(stored_bytes), 0)::BIGINT FROM runs WHERE workspace_id = $1",
+        )
+        .bind(&run.workspace_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if u64::try_from(stored).unwrap_or(0).saturating_add(new_bytes)
+            > quotas.run_bytes_per_workspace
+        {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::RunBytesPerWorkspace,
+                limit: quotas.run_bytes_per_workspace,
+            });
+        }
         let record: RunRecord = sqlx::query_as::<_, RunRow>(&format!(
             "INSERT INTO runs (id, group_id, organization_id, workspace_id, workflow_id,
                  workflow_version_id, definition, input, status, callback_url, started_by_user,
-                 started_by_key, created_at, last_event_seq)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, 1)
+                 started_by_key, created_at, last_event_seq, stored_bytes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, 1, $13)
              RETURNING {RUN_COLUMNS}"
         ))
         .bind(&id)
@@ -103,12 +137,13 @@ impl RunStore for PostgresStore {
         .bind(&run.workspace_id)
         .bind(&run.workflow_id)
         .bind(&run.workflow_version_id)
-        .bind(run.definition.to_string())
-        .bind(run.input.to_string())
+        .bind(&definition)
+        .bind(&input)
         .bind(&run.callback_url)
         .bind(&run.started_by_user)
         .bind(&run.started_by_key)
         .bind(to_ms(at))
+        .bind(i64::try_from(new_bytes).unwrap_or(i64::MAX))
         .fetch_one(&mut *tx)
         .await?
         .try_into()?;
@@ -349,6 +384,7 @@ impl RunStore for PostgresStore {
         };
         let (kind, data) = outcome_event(outcome);
         insert_event(&mut tx, run_id, seq, kind, &data).await?;
+        settle_stored_bytes(&mut tx, run_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -386,6 +422,7 @@ impl RunStore for PostgresStore {
             &event_data(RunStatus::Stopped, Value::Null),
         )
         .await?;
+        settle_stored_bytes(&mut tx, id).await?;
         audit(
             &mut tx,
             actor,
@@ -495,6 +532,35 @@ impl RunStore for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows::records(rows)
+    }
+
+    async fn run_storage_bytes(&self, workspace_id: &WorkspaceId) -> StoreResult<u64> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(stored_bytes), 0)::BIGINT FROM runs WHERE workspace_id = $1",
+        )
+        .bind(workspace_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    async fn purge_ended_runs(&self, ended_before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        // Events and node input/output go with the run (ON DELETE CASCADE).
+        // SKIP LOCKED: replicas purging at once take different runs.
+        let purged = sqlx::query(
+            "DELETE FROM runs WHERE id IN (
+                 SELECT id FROM runs
+                 WHERE finished_at IS NOT NULL AND finished_at < $1
+                   AND status IN ('completed', 'failed', 'stopped')
+                 ORDER BY finished_at LIMIT $2
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(to_ms(ended_before))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(purged)
     }
 }
 

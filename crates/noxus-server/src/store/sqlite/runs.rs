@@ -31,6 +31,23 @@ async fn append_event(
     Ok(Some(seq))
 }
 
+/// Sets what an ended run holds, in bytes: its definition, input, output,
+/// error and every node's recorded input and output.
+async fn settle_stored_bytes(tx: &mut Transaction<'_, Sqlite>, run_id: &RunId) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE runs SET stored_bytes =
+             length(CAST(definition AS BLOB)) + length(CAST(input AS BLOB))
+             + COALESCE(length(CAST(output AS BLOB)), 0) + COALESCE(length(CAST(error AS BLOB)), 0)
+             + COALESCE((SELECT SUM(length(CAST(io.input AS BLOB)) + length(CAST(io.output AS BLOB)))
+                         FROM run_node_io io WHERE io.run_id = runs.id), 0)
+         WHERE id = ?",
+    )
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Writes an event whose number the caller took from `last_event_seq`.
 async fn insert_event(
     tx: &mut Transaction<'_, Sqlite>,
@@ -84,11 +101,28 @@ impl RunStore for SqliteStore {
                 limit: quotas.active_runs_per_workspace,
             });
         }
+        let definition = run.definition.to_string();
+        let input = run.input.to_string();
+        let new_bytes = u64::try_from(definition.len() + input.len()).unwrap_or(u64::MAX);
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(stored_bytes), 0) FROM runs WHERE workspace_id = ?",
+        )
+        .bind(&run.workspace_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if u64::try_from(stored).unwrap_or(0).saturating_add(new_bytes)
+            > quotas.run_bytes_per_workspace
+        {
+            return Err(StoreError::QuotaExceeded {
+                quota: Quota::RunBytesPerWorkspace,
+                limit: quotas.run_bytes_per_workspace,
+            });
+        }
         let record: RunRecord = sqlx::query_as::<_, RunRow>(&format!(
             "INSERT INTO runs (id, group_id, organization_id, workspace_id, workflow_id,
                  workflow_version_id, definition, input, status, callback_url, started_by_user,
-                 started_by_key, created_at, last_event_seq)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, 1)
+                 started_by_key, created_at, last_event_seq, stored_bytes)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, 1, ?)
              RETURNING {RUN_COLUMNS}"
         ))
         .bind(&id)
@@ -97,12 +131,13 @@ impl RunStore for SqliteStore {
         .bind(&run.workspace_id)
         .bind(&run.workflow_id)
         .bind(&run.workflow_version_id)
-        .bind(run.definition.to_string())
-        .bind(run.input.to_string())
+        .bind(&definition)
+        .bind(&input)
         .bind(&run.callback_url)
         .bind(&run.started_by_user)
         .bind(&run.started_by_key)
         .bind(to_ms(at))
+        .bind(i64::try_from(new_bytes).unwrap_or(i64::MAX))
         .fetch_one(&mut *tx)
         .await?
         .try_into()?;
@@ -338,6 +373,7 @@ impl RunStore for SqliteStore {
         };
         let (kind, data) = outcome_event(outcome);
         insert_event(&mut tx, run_id, seq, kind, &data).await?;
+        settle_stored_bytes(&mut tx, run_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -375,6 +411,7 @@ impl RunStore for SqliteStore {
             &event_data(RunStatus::Stopped, Value::Null),
         )
         .await?;
+        settle_stored_bytes(&mut tx, id).await?;
         audit(
             &mut tx,
             actor,
@@ -482,5 +519,35 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows::records(rows)
+    }
+
+    async fn run_storage_bytes(&self, workspace_id: &WorkspaceId) -> StoreResult<u64> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(stored_bytes), 0) FROM runs WHERE workspace_id = ?",
+        )
+        .bind(workspace_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    async fn purge_ended_runs(&self, ended_before: OffsetDateTime, limit: u32) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        // Events, node input/output and the search row go with the run
+        // (ON DELETE CASCADE, the search trigger).
+        let purged = sqlx::query(
+            "DELETE FROM runs WHERE id IN (
+                 SELECT id FROM runs
+                 WHERE finished_at IS NOT NULL AND finished_at < ?
+                   AND status IN ('completed', 'failed', 'stopped')
+                 ORDER BY finished_at LIMIT ?)",
+        )
+        .bind(to_ms(ended_before))
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(purged)
     }
 }

@@ -818,6 +818,7 @@ pub async fn active_run_quota_is_enforced(store: Arc<dyn Store>) {
     let flow = workflow(&store, &w, &w.ws).await;
     let quotas = RunQuotas {
         active_runs_per_workspace: 2,
+        ..RunQuotas::default()
     };
     let create = |store: Arc<dyn Store>, run: NewRun| async move {
         store.create_run(&Actor::system(), &run, &quotas).await
@@ -870,4 +871,192 @@ pub async fn active_run_quota_is_enforced(store: Arc<dyn Store>) {
     create(Arc::clone(&store), new_run(&w, &other_flow, json!({})))
         .await
         .unwrap();
+}
+
+/// The bytes a new run of `new_run` starts with: its definition and input.
+fn new_bytes(run: &NewRun) -> u64 {
+    (run.definition.to_string().len() + run.input.to_string().len()) as u64
+}
+
+pub async fn run_bytes_count_what_runs_hold_and_bound_new_runs(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let first_run = new_run(&w, &flow, json!({"text": "héllo"}));
+    let first_bytes = new_bytes(&first_run);
+    let first = store
+        .create_run(&actor(&w.owner), &first_run, &RunQuotas::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run_storage_bytes(&w.ws.id).await.unwrap(),
+        first_bytes
+    );
+
+    // Ended, it holds its node input/output and its output as well (bytes,
+    // not characters: "é" is two).
+    claim_all(&store, WORKER).await;
+    let (io_in, io_out) = (json!({"input": "héllo"}), json!({"output": "HÉLLO"}));
+    store
+        .record_node_io(&first.id, "upper", &io_in, &io_out)
+        .await
+        .unwrap();
+    let output = json!({"out::output": {"text": "HÉLLO"}});
+    assert!(store
+        .finish_run(
+            &first.id,
+            WORKER,
+            &RunOutcome::Completed {
+                output: output.clone()
+            },
+            now()
+        )
+        .await
+        .unwrap());
+    let held = first_bytes
+        + (io_in.to_string().len() + io_out.to_string().len() + output.to_string().len()) as u64;
+    assert_eq!(store.run_storage_bytes(&w.ws.id).await.unwrap(), held);
+
+    // A failed run counts its error; a stopped one what it had.
+    let failing = start(&store, &w, &flow, json!({})).await;
+    claim_all(&store, WORKER).await;
+    let error = "Node x: it broke.";
+    store
+        .finish_run(
+            &failing.id,
+            WORKER,
+            &RunOutcome::Failed {
+                error: error.to_owned(),
+                output: None,
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    let held = held + new_bytes(&new_run(&w, &flow, json!({}))) + error.len() as u64;
+    assert_eq!(store.run_storage_bytes(&w.ws.id).await.unwrap(), held);
+
+    // The quota: a run fits if its definition and input fit in what is left.
+    let next = new_run(&w, &flow, json!({"n": 1}));
+    let exact = RunQuotas {
+        run_bytes_per_workspace: held + new_bytes(&next),
+        ..RunQuotas::default()
+    };
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
+    store
+        .create_run(&actor(&w.owner), &next, &exact)
+        .await
+        .expect("a run that fits exactly");
+    let refused = store.create_run(&actor(&w.owner), &next, &exact).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::RunBytesPerWorkspace,
+                limit
+            }) if limit == exact.run_bytes_per_workspace
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(audit.actions(&store).await, vec!["run.start"]);
+
+    // Deleting a run makes room; another workspace has its own.
+    store
+        .delete_runs(&actor(&w.owner), &w.ws.id, std::slice::from_ref(&first.id))
+        .await
+        .unwrap();
+    store
+        .create_run(&actor(&w.owner), &next, &exact)
+        .await
+        .expect("room after a deletion");
+    let other = workspace(&store, &w, "Other").await;
+    assert_eq!(store.run_storage_bytes(&other.id).await.unwrap(), 0);
+    let other_flow = workflow(&store, &w, &other).await;
+    store
+        .create_run(
+            &actor(&w.owner),
+            &new_run(&w, &other_flow, json!({"n": 1})),
+            &exact,
+        )
+        .await
+        .unwrap();
+}
+
+pub async fn purging_takes_only_runs_that_ended_before_the_cutoff(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let completed = start(&store, &w, &flow, json!({"x": "completed"})).await;
+    let stopped = start(&store, &w, &flow, json!({"x": "stopped"})).await;
+    claim_all(&store, WORKER).await;
+    store
+        .record_node_io(&completed.id, "n", &json!({}), &json!({}))
+        .await
+        .unwrap();
+    let long_ago = now() - Duration::from_secs(3 * 86_400);
+    store
+        .finish_run(
+            &completed.id,
+            WORKER,
+            &RunOutcome::Completed { output: json!({}) },
+            long_ago,
+        )
+        .await
+        .unwrap();
+    store
+        .stop_run(
+            &Actor::system(),
+            &w.ws.id,
+            &stopped.id,
+            long_ago + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let recent = start(&store, &w, &flow, json!({"x": "recent"})).await;
+    claim_all(&store, WORKER).await;
+    store
+        .finish_run(
+            &recent.id,
+            WORKER,
+            &RunOutcome::Completed { output: json!({}) },
+            now(),
+        )
+        .await
+        .unwrap();
+    let queued = start(&store, &w, &flow, json!({"x": "queued"})).await;
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
+
+    let cutoff = now() - Duration::from_secs(86_400);
+    // Oldest first, at most the limit per call.
+    assert_eq!(store.purge_ended_runs(cutoff, 1).await.unwrap(), 1);
+    assert_eq!(store.run(&w.ws.id, &completed.id).await.unwrap(), None);
+    assert_eq!(
+        store.node_io(&w.ws.id, &completed.id, "n").await.unwrap(),
+        None
+    );
+    assert!(store
+        .run_events_after(&w.ws.id, &completed.id, 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .search_runs(&w.ws.id, "completed", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(get(&store, &stopped).await.status, RunStatus::Stopped);
+    assert_eq!(store.purge_ended_runs(cutoff, 10).await.unwrap(), 1);
+    assert_eq!(store.run(&w.ws.id, &stopped.id).await.unwrap(), None);
+    assert_eq!(store.purge_ended_runs(cutoff, 10).await.unwrap(), 0);
+    // What ended after the cutoff, and what has not ended, stays; the
+    // retention writes no audit row.
+    assert_eq!(get(&store, &recent).await.status, RunStatus::Completed);
+    assert_eq!(get(&store, &queued).await.status, RunStatus::Queued);
+    assert_eq!(
+        store
+            .purge_ended_runs(now() + Duration::from_secs(60), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(get(&store, &queued).await.status, RunStatus::Queued);
+    assert!(audit.actions(&store).await.is_empty());
 }
