@@ -629,13 +629,12 @@ async fn bulk_delete_runs(
         if body.run_ids.is_some() {
             runs.retain(|r| matches(r));
         } else {
+            // The oldest ended runs that match, however many newer ones
+            // there are; a caller deletes more by calling again.
             runs = state
                 .store()
-                .list_runs(auth.workspace_id(), &wid, 0, MAX_RUNS_PER_REQUEST)
-                .await?
-                .into_iter()
-                .filter(|r| matches(r))
-                .collect();
+                .ended_runs(auth.workspace_id(), &wid, before, MAX_RUNS_PER_REQUEST)
+                .await?;
         }
     }
     if let Some(expected) = body.expected_count {

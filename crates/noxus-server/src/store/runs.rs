@@ -260,6 +260,17 @@ pub trait RunStore: Send + Sync {
         offset: u64,
         limit: u64,
     ) -> StoreResult<Vec<RunRecord>>;
+    /// Ended runs (completed, failed, stopped) of a workflow of the
+    /// workspace created before `created_before` (any time: `None`),
+    /// oldest first, at most `limit`: what a bulk deletion by filters
+    /// selects, however many newer runs there are.
+    async fn ended_runs(
+        &self,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
+        created_before: Option<OffsetDateTime>,
+        limit: u64,
+    ) -> StoreResult<Vec<RunRecord>>;
     /// Atomically claims for `worker` up to `limit` runs, oldest first, that
     /// are queued, or running with a lease that ran out before `now` (their
     /// worker is gone: they resume). Each becomes running, claimed by

@@ -124,6 +124,7 @@ conformance! {
         active_run_quota_is_enforced,
         run_bytes_count_what_runs_hold_and_bound_new_runs,
         purging_takes_only_runs_that_ended_before_the_cutoff,
+        ended_runs_are_the_oldest_ended_ones_of_the_workflow,
     ],
     fresh: [
         // 5. Usage from two store instances (two replicas).

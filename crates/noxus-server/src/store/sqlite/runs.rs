@@ -196,6 +196,28 @@ impl RunStore for SqliteStore {
         rows::records(rows)
     }
 
+    async fn ended_runs(
+        &self,
+        workspace_id: &WorkspaceId,
+        workflow_id: &WorkflowId,
+        created_before: Option<OffsetDateTime>,
+        limit: u64,
+    ) -> StoreResult<Vec<RunRecord>> {
+        let rows = sqlx::query_as::<_, RunRow>(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs
+             WHERE workflow_id = ? AND workspace_id = ?
+               AND status IN ('completed', 'failed', 'stopped') AND created_at < ?
+             ORDER BY created_at, id LIMIT ?"
+        ))
+        .bind(workflow_id)
+        .bind(workspace_id)
+        .bind(created_before.map_or(i64::MAX, to_ms))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows::records(rows)
+    }
+
     async fn claim_runs(
         &self,
         worker: &str,

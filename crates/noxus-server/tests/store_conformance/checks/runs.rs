@@ -1060,3 +1060,56 @@ pub async fn purging_takes_only_runs_that_ended_before_the_cutoff(store: Arc<dyn
     assert_eq!(get(&store, &queued).await.status, RunStatus::Queued);
     assert!(audit.actions(&store).await.is_empty());
 }
+
+pub async fn ended_runs_are_the_oldest_ended_ones_of_the_workflow(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let other_flow = store
+        .create_workflow(&actor(&w.owner), &w.ws.id, flow_named("other"), &quotas())
+        .await
+        .unwrap();
+    let mut ended = Vec::new();
+    for i in 0..3 {
+        let run = start(&store, &w, &flow, json!({ "i": i })).await;
+        store
+            .stop_run(&Actor::system(), &w.ws.id, &run.id, now())
+            .await
+            .unwrap();
+        ended.push(run);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let active = start(&store, &w, &flow, json!({"i": "active"})).await;
+    let elsewhere = start(&store, &w, &other_flow, json!({})).await;
+    store
+        .stop_run(&Actor::system(), &w.ws.id, &elsewhere.id, now())
+        .await
+        .unwrap();
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+
+    let all = store
+        .ended_runs(&w.ws.id, &flow.id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(all),
+        ended.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        "oldest first; not the active run, not another workflow's"
+    );
+    let two = store.ended_runs(&w.ws.id, &flow.id, None, 2).await.unwrap();
+    assert_eq!(ids(two), vec![ended[0].id.clone(), ended[1].id.clone()]);
+    let before_third = store
+        .ended_runs(&w.ws.id, &flow.id, Some(ended[2].created_at), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(before_third),
+        vec![ended[0].id.clone(), ended[1].id.clone()]
+    );
+    let other = workspace(&store, &w, "Other").await;
+    assert!(store
+        .ended_runs(&other.id, &flow.id, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(get(&store, &active).await.status, RunStatus::Queued);
+}
