@@ -21,6 +21,10 @@ pub const FORBIDDEN: u8 = 4;
 pub const NETWORK: u8 = 5;
 /// No such object (404).
 pub const NOT_FOUND: u8 = 6;
+/// A run that was waited for failed (`workflows run --wait`).
+pub const RUN_FAILED: u8 = 7;
+/// A run that was waited for was stopped before it ended.
+pub const RUN_STOPPED: u8 = 8;
 
 /// A failed command: what to print and the exit code.
 #[derive(Debug)]
@@ -87,6 +91,8 @@ impl From<SdkError> for Failure {
             SdkError::NotFound(_) => NOT_FOUND,
             SdkError::Timeout { .. } | SdkError::Connection { .. } => NETWORK,
             SdkError::Config(_) => CONFIG,
+            SdkError::RunFailed(_) => RUN_FAILED,
+            SdkError::RunStopped(_) => RUN_STOPPED,
             _ => OTHER,
         };
         let request_id = err.request_id().map(str::to_owned);

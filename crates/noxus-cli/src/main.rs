@@ -26,7 +26,8 @@ use crate::output::Output;
 ///
 /// Exit codes: 0 ok, 1 other error, 2 usage or configuration error,
 /// 3 invalid key (401), 4 missing permission (403), 5 network error or
-/// timeout, 6 not found (404).
+/// timeout, 6 not found (404), 7 a run waited for failed, 8 a run waited
+/// for was stopped.
 #[derive(Debug, Parser)]
 #[command(name = "noxus", version, about, long_about)]
 struct Cli {
@@ -58,7 +59,7 @@ enum Command {
     /// List, create and delete workspaces (tenant-admin keys for the last two).
     #[command(subcommand)]
     Workspaces(commands::workspaces::WorkspacesCommand),
-    /// List, show, create and delete workflows of the key's workspace.
+    /// List, show, create, run and delete workflows of the key's workspace.
     #[command(subcommand)]
     Workflows(commands::workflows::WorkflowsCommand),
     /// Read the audit log: every key, member, role and workspace change.

@@ -715,3 +715,122 @@ fn audit_archive_moves_old_rows_to_a_file_and_refuses_careless_runs() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("already exists"), "{}", r.stderr);
 }
+
+#[test]
+fn workflows_run_waits_prints_the_output_and_exits_by_the_runs_outcome() {
+    let p = Platform::start();
+    let member = p.user(Role::Member);
+    let file = p.cwd.path().join("greeting.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "nodes": [
+                {"id": "in", "type": "InputNode", "node_config": {"label": "Name"}},
+                {"id": "compose", "type": "ComposeTextNode", "node_config": {"template": "Hello, {input}!"}},
+                {"id": "out", "type": "OutputNode"}
+            ],
+            "edges": [
+                {"from_id": {"node_id": "in", "connector_name": "output"}, "to_id": {"node_id": "compose", "connector_name": "input"}},
+                {"from_id": {"node_id": "compose", "connector_name": "output"}, "to_id": {"node_id": "out", "connector_name": "input"}}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let created = json(&run(p.noxus(&member.key).args([
+        "workflows",
+        "create",
+        "greeting",
+        "--file",
+        file.to_str().unwrap(),
+        "--json",
+    ])));
+    let id = created["id"].as_str().unwrap();
+
+    // --wait --json: only the ended run, as JSON, on stdout.
+    let done = json(&run(p.noxus(&member.key).args([
+        "workflows",
+        "run",
+        id,
+        "--input",
+        "Name=Ada",
+        "--wait",
+        "--json",
+    ])));
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["output"]["out::output"]["text"], "Hello, Ada!");
+
+    // For people: the output alone on stdout, the progress on stderr, a
+    // line per event when stderr is not a terminal.
+    let r = run(p.noxus(&member.key).args([
+        "workflows",
+        "run",
+        id,
+        "--input-json",
+        r#"{"Name": "Bo"}"#,
+        "--wait",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "Hello, Bo!\n");
+    for needle in [
+        "queued",
+        "node 1/3 started: InputNode \"Name\" (in)",
+        "node 2/3 started: ComposeTextNode (compose)",
+        "progress 100%",
+        "completed",
+    ] {
+        assert!(r.stderr.contains(needle), "{needle} in {}", r.stderr);
+    }
+    assert!(!r.stderr.contains('\u{1b}'), "no escapes: {}", r.stderr);
+
+    // Without --wait: the run's id and status.
+    let started = run(p
+        .noxus(&member.key)
+        .args(["workflows", "run", id, "-i", "Name=Cy"]));
+    assert_eq!(started.code, 0, "{}", started.stderr);
+    assert!(
+        started.stdout.contains("run") && started.stdout.contains("queued"),
+        "{}",
+        started.stdout
+    );
+
+    // A run that fails: exit 7 with the server's sentence; --json still
+    // prints the run.
+    let failed = run(p
+        .noxus(&member.key)
+        .args(["workflows", "run", id, "--wait"]));
+    assert_eq!(failed.code, 7, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("error: The run ")
+            && failed
+                .stderr
+                .contains("failed: Node in: the run input has no value for 'Name'"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(failed.stdout, "");
+    let failed = run(p
+        .noxus(&member.key)
+        .args(["workflows", "run", id, "--wait", "--json"]));
+    assert_eq!(failed.code, 7, "{}", failed.stderr);
+    let body: Value = serde_json::from_str(&failed.stdout).unwrap();
+    assert_eq!(body["status"], "failed");
+
+    // Bad input is a usage error; a viewer may not run.
+    let bad = run(p
+        .noxus(&member.key)
+        .args(["workflows", "run", id, "--input", "Name"]));
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("KEY=VALUE"), "{}", bad.stderr);
+    let viewer = p.user(Role::Viewer);
+    let refused =
+        run(p
+            .noxus(&viewer.key)
+            .args(["workflows", "run", id, "-i", "Name=Ada", "--wait"]));
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("workflows:run"),
+        "{}",
+        refused.stderr
+    );
+}

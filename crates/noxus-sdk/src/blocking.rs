@@ -39,6 +39,7 @@ use serde_json::Value;
 use crate::config::{Config, ConfigError, Environment};
 use crate::error::Result;
 use crate::resources::{AuditFilter, ListWorkflows};
+use crate::runs::{NodeIo, RunDeletion, RunEvent, StartRun};
 
 /// The runtime every blocking call runs on.
 #[derive(Clone)]
@@ -143,6 +144,14 @@ impl Client {
     pub fn workflows(&self) -> Workflows {
         Workflows {
             inner: self.inner.workflows(),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// See [`crate::Client::runs`].
+    pub fn runs(&self) -> Runs {
+        Runs {
+            inner: self.inner.runs(),
             runtime: self.runtime.clone(),
         }
     }
@@ -378,6 +387,219 @@ impl Workflows {
     ) -> Result<WorkflowVersion> {
         self.runtime
             .block_on(self.inner.update_version(id, version_id, version))
+    }
+
+    /// See [`crate::Workflows::run`]: the run's `wait` blocks here.
+    pub fn run(&self, id: &str, input: Value) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.run(id, input))?;
+        Ok(Run::wrap(run, &self.runtime))
+    }
+
+    /// See [`crate::Workflows::run_with`].
+    pub fn run_with(&self, id: &str, start: &StartRun) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.run_with(id, start))?;
+        Ok(Run::wrap(run, &self.runtime))
+    }
+
+    /// See [`crate::Workflows::run_sync`].
+    pub fn run_sync(&self, id: &str, input: Value) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.run_sync(id, input))?;
+        Ok(Run::wrap(run, &self.runtime))
+    }
+
+    /// See [`crate::Workflows::run_sync_output`].
+    pub fn run_sync_output(&self, id: &str, input: Value) -> Result<Value> {
+        self.runtime.block_on(self.inner.run_sync_output(id, input))
+    }
+}
+
+/// The blocking twin of [`crate::Run`]: its fields are read through it
+/// (`run.id`, `run.status`, `run.output`), its calls block.
+#[derive(Clone)]
+pub struct Run {
+    inner: crate::Run,
+    runtime: Runtime,
+}
+
+impl fmt::Debug for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::ops::Deref for Run {
+    type Target = crate::Run;
+
+    fn deref(&self) -> &crate::Run {
+        &self.inner
+    }
+}
+
+/// The events of a run, as they arrive: the blocking twin of
+/// [`crate::Run::stream`] and [`crate::Runs::events`].
+pub struct RunEventIter {
+    stream: Pin<Box<dyn Stream<Item = Result<RunEvent>> + Send>>,
+    runtime: Runtime,
+}
+
+impl fmt::Debug for RunEventIter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunEventIter").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for RunEventIter {
+    type Item = Result<RunEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.runtime.block_on(self.stream.next())
+    }
+}
+
+impl Run {
+    fn wrap(inner: crate::Run, runtime: &Runtime) -> Self {
+        Self {
+            inner,
+            runtime: runtime.clone(),
+        }
+    }
+
+    /// The async client's run (its data, and calls to `.await`).
+    pub fn into_async(self) -> crate::Run {
+        self.inner
+    }
+
+    /// See [`crate::Run::refresh`].
+    pub fn refresh(&self) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.refresh())?;
+        Ok(Self::wrap(run, &self.runtime))
+    }
+
+    /// See [`crate::Run::wait`]: blocks until the run ends.
+    pub fn wait(&self) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.wait())?;
+        Ok(Self::wrap(run, &self.runtime))
+    }
+
+    /// See [`crate::Run::wait_timeout`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.wait_timeout(timeout))?;
+        Ok(Self::wrap(run, &self.runtime))
+    }
+
+    /// See [`crate::Run::stream`]: an iterator here.
+    pub fn stream(&self) -> RunEventIter {
+        RunEventIter {
+            stream: Box::pin(self.inner.stream()),
+            runtime: self.runtime.clone(),
+        }
+    }
+
+    /// See [`crate::Run::stop`].
+    pub fn stop(&self) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.stop())?;
+        Ok(Self::wrap(run, &self.runtime))
+    }
+
+    /// See [`crate::Run::delete`].
+    pub fn delete(&self) -> Result<RunDeletion> {
+        self.runtime.block_on(self.inner.delete())
+    }
+
+    /// See [`crate::Run::data`].
+    pub fn data(&self) -> Result<Value> {
+        self.runtime.block_on(self.inner.data())
+    }
+
+    /// See [`crate::Run::node_io`].
+    pub fn node_io(&self, node_id: &str) -> Result<NodeIo> {
+        self.runtime.block_on(self.inner.node_io(node_id))
+    }
+}
+
+/// One page of runs: the blocking twin of [`crate::Runs::list`]'s `Page<Run>`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunPage {
+    /// The runs of this page, newest first.
+    pub items: Vec<Run>,
+    /// How many runs there are in all (at least; the server counts one page ahead).
+    pub total: u64,
+    /// This page's number, from 1.
+    pub page: u64,
+    /// The page size.
+    pub size: u64,
+    /// How many pages there are.
+    pub pages: u64,
+}
+
+/// The blocking twin of [`crate::Runs`].
+#[derive(Debug, Clone)]
+pub struct Runs {
+    inner: crate::Runs,
+    runtime: Runtime,
+}
+
+impl Runs {
+    fn wrap(&self, run: crate::Run) -> Run {
+        Run::wrap(run, &self.runtime)
+    }
+
+    /// See [`crate::Runs::list`].
+    pub fn list(&self, workflow_id: &str, page: u64, size: u64) -> Result<RunPage> {
+        let runs = self
+            .runtime
+            .block_on(self.inner.list(workflow_id, page, size))?;
+        Ok(RunPage {
+            total: runs.total,
+            page: runs.page,
+            size: runs.size,
+            pages: runs.pages,
+            items: runs.items.into_iter().map(|r| self.wrap(r)).collect(),
+        })
+    }
+
+    /// See [`crate::Runs::get`].
+    pub fn get(&self, workflow_id: &str, run_id: &str) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.get(workflow_id, run_id))?;
+        Ok(self.wrap(run))
+    }
+
+    /// See [`crate::Runs::stop`].
+    pub fn stop(&self, run_id: &str) -> Result<Run> {
+        let run = self.runtime.block_on(self.inner.stop(run_id))?;
+        Ok(self.wrap(run))
+    }
+
+    /// See [`crate::Runs::delete`].
+    pub fn delete(&self, run_id: &str) -> Result<RunDeletion> {
+        self.runtime.block_on(self.inner.delete(run_id))
+    }
+
+    /// See [`crate::Runs::data`].
+    pub fn data(&self, run_id: &str) -> Result<Value> {
+        self.runtime.block_on(self.inner.data(run_id))
+    }
+
+    /// See [`crate::Runs::node_io`].
+    pub fn node_io(&self, run_id: &str, node_id: &str) -> Result<NodeIo> {
+        self.runtime.block_on(self.inner.node_io(run_id, node_id))
+    }
+
+    /// See [`crate::Runs::search`].
+    pub fn search(&self, query: &str, limit: u32, offset: u32) -> Result<Vec<Run>> {
+        let runs = self
+            .runtime
+            .block_on(self.inner.search(query, limit, offset))?;
+        Ok(runs.into_iter().map(|r| self.wrap(r)).collect())
+    }
+
+    /// See [`crate::Runs::events`]: an iterator here.
+    pub fn events(&self, run_id: &str, after: Option<u64>) -> RunEventIter {
+        RunEventIter {
+            stream: Box::pin(self.inner.events(run_id, after)),
+            runtime: self.runtime.clone(),
+        }
     }
 }
 

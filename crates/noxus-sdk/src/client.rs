@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::config::{Config, ConfigError, Environment, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT};
 use crate::error::{ApiError, Error, ErrorCode, Result};
 use crate::resources::{Admin, Models, Nodes, Workflows};
+use crate::runs::Runs;
 
 /// The longest wait between two attempts, whatever `Retry-After` says.
 pub const DEFAULT_MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
@@ -108,6 +109,12 @@ impl Client {
         Workflows::new(self)
     }
 
+    /// Workflow runs: list, read, stop, delete, events. Start one with
+    /// [`Workflows::run`](crate::Workflows::run).
+    pub fn runs(&self) -> Runs {
+        Runs::new(self)
+    }
+
     /// Workspaces and their API keys.
     pub fn admin(&self) -> Admin {
         Admin::new(self)
@@ -151,6 +158,59 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&B>,
     ) -> Result<T> {
+        let (url, response) = self
+            .execute(method, path, query, body, Delivery::Json(None))
+            .await?;
+        decode(url, response).await
+    }
+
+    /// As [`Client::send`], with a longer timeout for this request only: a
+    /// route that waits on the server's side (`/runs/sync` waits up to 60 s).
+    pub(crate) async fn send_waiting<T: DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        at_least: Duration,
+    ) -> Result<T> {
+        let timeout = self.inner.config.timeout().max(at_least);
+        let (url, response) = self
+            .execute(method, path, query, body, Delivery::Json(Some(timeout)))
+            .await?;
+        decode(url, response).await
+    }
+
+    /// Opens a `text/event-stream` GET: the answer's head must arrive
+    /// within the configured timeout, its body may then last up to
+    /// `lifetime` (the caller reads it and bounds the time between chunks).
+    /// Retried like any GET.
+    pub(crate) async fn open_event_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        lifetime: Duration,
+    ) -> Result<(String, reqwest::Response)> {
+        self.execute(
+            Method::GET,
+            path,
+            query,
+            None::<&()>,
+            Delivery::EventStream { lifetime },
+        )
+        .await
+    }
+
+    /// Sends a request until it succeeds (a 2xx, returned unread with its
+    /// URL), fails for good, or runs out of retries.
+    async fn execute<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&B>,
+        delivery: Delivery,
+    ) -> Result<(String, reqwest::Response)> {
         let inner = &*self.inner;
         let mut url = format!("{}{path}", inner.config.base_url());
         if !query.is_empty() {
@@ -170,6 +230,11 @@ impl Client {
             method,
             Method::GET | Method::HEAD | Method::DELETE | Method::PUT | Method::OPTIONS
         );
+        // The whole exchange, body included, must end within this.
+        let timeout = match delivery {
+            Delivery::Json(timeout) => timeout.unwrap_or(inner.config.timeout()),
+            Delivery::EventStream { lifetime } => lifetime,
+        };
         let mut attempt = 0u32;
         loop {
             // Rebuilt on every attempt: a request cannot be replayed.
@@ -177,9 +242,13 @@ impl Client {
             // Our own client carries the key, headers and timeout already;
             // a caller-supplied one gets them on each request.
             if let Some(headers) = &inner.per_request_headers {
-                request = request
-                    .headers(headers.clone())
-                    .timeout(inner.config.timeout());
+                request = request.headers(headers.clone());
+            }
+            if inner.per_request_headers.is_some() || timeout != inner.config.timeout() {
+                request = request.timeout(timeout);
+            }
+            if let Delivery::EventStream { .. } = delivery {
+                request = request.header(reqwest::header::ACCEPT, "text/event-stream");
             }
             if let Some(bytes) = &body {
                 request = request
@@ -187,12 +256,25 @@ impl Client {
                     .body(bytes.clone());
             }
             tracing::debug!(%method, path, attempt, key = %inner.config.api_key(), "noxus request");
-            let retryable_error = match request.send().await {
+            let sent = match delivery {
+                // A stream's head is bounded by the usual timeout, its
+                // body (read by the caller) by `lifetime`.
+                Delivery::EventStream { .. } => {
+                    match tokio::time::timeout(inner.config.timeout(), request.send()).await {
+                        Ok(sent) => sent,
+                        Err(_) => {
+                            return Err(Error::Timeout {
+                                url,
+                                timeout: inner.config.timeout(),
+                            })
+                        }
+                    }
+                }
+                Delivery::Json(_) => request.send().await,
+            };
+            let retryable_error = match sent {
                 Err(err) if err.is_timeout() => {
-                    return Err(Error::Timeout {
-                        url,
-                        timeout: inner.config.timeout(),
-                    });
+                    return Err(Error::Timeout { url, timeout });
                 }
                 Err(err) => {
                     let error = Error::Connection {
@@ -205,7 +287,7 @@ impl Client {
                 Ok(response) => {
                     let status = response.status();
                     if status.is_success() {
-                        return decode(url, response).await;
+                        return Ok((url, response));
                     }
                     let retry_after = parse_retry_after(response.headers());
                     let api = api_error(response).await;
@@ -231,9 +313,19 @@ impl Client {
     }
 }
 
+/// How a request's answer is read.
+#[derive(Debug, Clone, Copy)]
+enum Delivery {
+    /// One JSON body, read within the timeout (the configured one unless given).
+    Json(Option<Duration>),
+    /// Server-sent events: the head within the configured timeout, the
+    /// body for up to `lifetime`.
+    EventStream { lifetime: Duration },
+}
+
 /// Exponential backoff with jitter: a random wait in [d/2, d] where
 /// d = 500 ms × 2^attempt, capped at 8 s.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let full = BACKOFF_BASE
         .saturating_mul(1u32 << attempt.min(10))
         .min(BACKOFF_CAP);
@@ -274,7 +366,7 @@ const MAX_BODY_CHARS: usize = 4096;
 /// Text from a response, as an error keeps it: anything that looks like an
 /// API key cut to its first 10 characters (a proxy may echo the request's
 /// headers), and at most `max` characters (then ending in `…`).
-fn clip(text: &str, max: usize) -> String {
+pub(crate) fn clip(text: &str, max: usize) -> String {
     let text = noxus_api::key_format::redact(text);
     match text.char_indices().nth(max) {
         None => text.into_owned(),
@@ -295,7 +387,7 @@ fn clipped_source(err: serde_json::Error) -> serde_json::Error {
     }
 }
 
-fn connection_message(err: &reqwest::Error) -> String {
+pub(crate) fn connection_message(err: &reqwest::Error) -> String {
     use std::error::Error as _;
     let mut message = if err.is_connect() {
         "cannot connect".to_owned()

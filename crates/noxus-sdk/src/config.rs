@@ -84,6 +84,10 @@ pub enum ConfigError {
     /// The HTTP client could not be built (e.g. no TLS roots).
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
+    /// A [`Run`](crate::Run) built from JSON (not returned by a client)
+    /// was asked to act: it has no client to act with.
+    #[error("this run was not read through a client: get it with client.runs().get(workflow_id, run_id) to wait for it, stream or stop it")]
+    RunWithoutClient,
     /// `ENVIRONMENT` holds a name that is none of the environments.
     #[error("unknown ENVIRONMENT {value:?}: expected production (or prod), staging (or stage) or development (or dev)")]
     UnknownEnvironment {

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::config::ConfigError;
+use crate::runs::Run;
 
 /// Result alias of the SDK.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -260,6 +261,43 @@ pub enum Error {
     /// A configuration problem, found before any request.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// [`Run::wait`](crate::Run::wait): the run ended as `failed`. The run
+    /// (with its `error`, the server's sentence) is inside.
+    #[error("{}", run_failed(.0))]
+    RunFailed(Box<Run>),
+    /// [`Run::wait`](crate::Run::wait): the run was stopped before it ended.
+    #[error("The run {} was stopped before it ended", .0.id)]
+    RunStopped(Box<Run>),
+    /// [`Run::wait_timeout`](crate::Run::wait_timeout): the run had not
+    /// ended when the time was up. It goes on: wait again, or stop it.
+    #[error(
+        "The run {run_id} did not end within {timeout:?}; it goes on (wait again, or stop it)"
+    )]
+    WaitTimeout {
+        /// The run.
+        run_id: String,
+        /// The time given.
+        timeout: Duration,
+    },
+    /// A run's event stream could not be followed: an event over the size
+    /// limit, or connections that kept ending before the run did.
+    /// [`Run::wait`](crate::Run::wait) falls back to polling instead.
+    #[error("Cannot follow the event stream of {url}: {message}")]
+    EventStream {
+        /// The stream's URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn run_failed(run: &Run) -> String {
+    match run.error.as_deref() {
+        Some(error) if !error.trim().is_empty() => {
+            format!("The run {} failed: {error}", run.id)
+        }
+        _ => format!("The run {} failed (the server gave no reason)", run.id),
+    }
 }
 
 /// The first part of a connection message, before its causes.

@@ -13,6 +13,8 @@ mod config;
 mod error;
 mod key;
 mod resources;
+mod runs;
+mod sse;
 
 pub use client::{Client, ClientBuilder, DEFAULT_MAX_RETRY_WAIT};
 pub use config::{
@@ -37,3 +39,6 @@ pub use noxus_api::{
 /// `reqwest::Client`; connection errors carry a `reqwest::Error`).
 pub use reqwest;
 pub use resources::{Admin, AuditFilter, Keys, ListWorkflows, Models, Nodes, Workflows};
+pub use runs::{
+    NodeIo, Run, RunDeletion, RunEvent, RunEventKind, RunStatus, Runs, StartRun, MAX_EVENT_BYTES,
+};

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::error::Result;
+use crate::runs::{Run, Runs, StartRun};
 
 /// `GET /v1/models/llms` and `/presets`.
 #[derive(Debug, Clone)]
@@ -250,6 +251,48 @@ impl Workflows {
             .await
     }
 
+    /// Starts a run of a workflow with this input (`{"{input_node_id}::input":
+    /// value}`, or keyed by the input nodes' labels) and returns it queued:
+    /// [`Run::wait`] for its end, [`Run::stream`] for its events. Not retried.
+    /// Needs `workflows:run`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: noxus_sdk::Client, id: &str) -> noxus_sdk::Result<()> {
+    /// let run = client.workflows().run(id, serde_json::json!({"Name": "Ada"})).await?;
+    /// let done = run.wait().await?;
+    /// println!("{:?}", done.output);
+    /// # Ok(()) }
+    /// ```
+    pub async fn run(&self, id: &str, input: Value) -> Result<Run> {
+        self.run_with(id, &StartRun::new(input)).await
+    }
+
+    /// [`Workflows::run`] with a saved version or a group.
+    pub async fn run_with(&self, id: &str, start: &StartRun) -> Result<Run> {
+        Runs::new(&self.client).start(id, start).await
+    }
+
+    /// Starts a run and waits on the server (up to 60 s) for its end: the
+    /// run as it ended, or as it stands after 60 s (`queued` or
+    /// `running`: [`Run::wait`] for the rest). A failed run is returned,
+    /// not an error: look at its `status`. Not retried.
+    pub async fn run_sync(&self, id: &str, input: Value) -> Result<Run> {
+        let runs = Runs::new(&self.client);
+        let run: Run = runs
+            .start_and_wait(id, &StartRun::new(input), false)
+            .await?;
+        Ok(runs.bind(run))
+    }
+
+    /// [`Workflows::run_sync`], answered with the output only
+    /// (`output_only=true`): `{"{output_node_id}::output": {"text": …}}`,
+    /// empty when the run did not complete within 60 s or failed.
+    pub async fn run_sync_output(&self, id: &str, input: Value) -> Result<Value> {
+        Runs::new(&self.client)
+            .start_and_wait(id, &StartRun::new(input), true)
+            .await
+    }
+
     /// Replaces a version's name, description and definition.
     pub async fn update_version(
         &self,
@@ -470,7 +513,7 @@ impl Default for AuditFilter {
 }
 
 /// Percent-encodes a path segment so that an id can never change the route.
-fn segment(id: &str) -> String {
+pub(crate) fn segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod keys;
 pub mod models;
+pub mod runs;
 pub mod workflows;
 pub mod workspaces;
 

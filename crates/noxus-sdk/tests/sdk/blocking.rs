@@ -40,6 +40,7 @@ fn public_methods(source: &str) -> BTreeMap<String, BTreeSet<String>> {
 fn every_async_call_has_a_blocking_twin_with_the_same_name() {
     let mut async_api = public_methods(include_str!("../../src/client.rs"));
     async_api.extend(public_methods(include_str!("../../src/resources.rs")));
+    async_api.extend(public_methods(include_str!("../../src/runs.rs")));
     let blocking_api = public_methods(include_str!("../../src/blocking.rs"));
     for ty in [
         "Client",
@@ -47,6 +48,8 @@ fn every_async_call_has_a_blocking_twin_with_the_same_name() {
         "Models",
         "Nodes",
         "Workflows",
+        "Runs",
+        "Run",
         "Admin",
         "Keys",
     ] {
@@ -128,5 +131,56 @@ fn the_blocking_client_works_without_async() {
         .unwrap()
         .iter()
         .any(|w| w.id == app.workspace_id));
+    runtime.block_on(app.stop());
+}
+
+#[test]
+fn a_blocking_run_is_started_waited_for_and_streamed() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app = runtime.block_on(TestApp::spawn());
+    let member = runtime.block_on(app.user_with_role(Role::Member));
+    let client = noxus_sdk::blocking::Client::builder()
+        .api_key(&member.key)
+        .base_url(&app.base_url)
+        .build()
+        .unwrap();
+    let edge = |from: &str, to: &str| {
+        serde_json::json!({"from_id": {"node_id": from, "connector_name": "output"},
+                           "to_id": {"node_id": to, "connector_name": "input"}})
+    };
+    let mut write = WorkflowWrite::new("shout");
+    write.definition = Some(serde_json::json!({
+        "nodes": [
+            {"id": "in", "type": "InputNode", "node_config": {"label": "Word"}},
+            {"id": "c", "type": "ComposeTextNode", "node_config": {"template": "{input}!"}},
+            {"id": "out", "type": "OutputNode"}
+        ],
+        "edges": [edge("in", "c"), edge("c", "out")]
+    }));
+    let workflow = client.workflows().save(&write).unwrap();
+    let run = client
+        .workflows()
+        .run(&workflow.id, serde_json::json!({"Word": "hey"}))
+        .unwrap();
+    let done = run.wait().unwrap();
+    assert_eq!(done.status, noxus_sdk::RunStatus::Completed);
+    assert_eq!(
+        done.output,
+        Some(serde_json::json!({"out::output": {"text": "hey!"}}))
+    );
+    let events: Vec<noxus_sdk::RunEvent> = run.stream().map(Result::unwrap).collect();
+    assert!(events.last().unwrap().is_terminal());
+    let page = client.runs().list(&workflow.id, 1, 10).unwrap();
+    assert_eq!(page.items[0].id, run.id);
+    let failed = client
+        .workflows()
+        .run(&workflow.id, serde_json::json!({}))
+        .unwrap()
+        .wait()
+        .unwrap_err();
+    assert!(
+        matches!(failed, noxus_sdk::Error::RunFailed(_)),
+        "{failed:?}"
+    );
     runtime.block_on(app.stop());
 }

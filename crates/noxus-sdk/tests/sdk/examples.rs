@@ -127,6 +127,20 @@ async fn the_guides_examples_run_against_the_local_platform() {
 
     let (code, out) = run("blocking", &env, &[]);
     assert_eq!(code, 0, "{out}");
+
+    // A workflow run: its events, then its output.
+    let (code, out) = run("run_workflow", &env, &["Ada"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("▸ greet") && out.contains("100%"), "{out}");
+    assert!(out.contains("✅ Hello, Ada!"), "{out}");
+    // A viewer may neither save nor run it: the guide's sentence, a failing exit.
+    let viewer_env = [
+        ("NOXUS_API_KEY", viewer.key.as_str()),
+        ("NOXUS_BACKEND_URL", url),
+    ];
+    let (code, out) = run("run_workflow", &viewer_env, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("API key lacks required permissions"), "{out}");
     app.stop().await;
 }
 

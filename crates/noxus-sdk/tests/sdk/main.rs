@@ -10,4 +10,5 @@ mod examples;
 mod leaks;
 mod resources;
 mod retries;
+mod runs;
 mod server_errors;
