@@ -193,6 +193,13 @@ pub struct ServeArgs {
     /// connection's peer is the client.
     #[arg(long = "trusted-proxy", env = "NOXUS_TRUSTED_PROXIES", value_name = "CIDR_OR_IP", value_delimiter = ',', value_parser = noxus_server::client_addr::parse_trusted_proxy)]
     trusted_proxies: Vec<noxus_server::config::IpNet>,
+
+    /// Let run callbacks (callback_url) go to loopback addresses
+    /// (127.0.0.0/8, ::1, e.g. http://localhost:9000/hook): for tests and
+    /// local development. Private, link-local and other non-public
+    /// addresses stay refused.
+    #[arg(long, env = "NOXUS_ALLOW_LOOPBACK_CALLBACKS")]
+    allow_loopback_callbacks: bool,
 }
 
 /// The endpoint as logged: without any user name or password in it.
@@ -330,6 +337,7 @@ fn serve(
     config.request_body_timeout = Duration::from_secs(args.request_body_timeout_secs);
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     config.trusted_proxies = args.trusted_proxies;
+    config.allow_loopback_callbacks = args.allow_loopback_callbacks;
     if let Some(slots) = args.password_hash_concurrency {
         config.password_hash_concurrency = usize::try_from(slots).unwrap_or(1);
     }

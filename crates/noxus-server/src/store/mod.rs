@@ -2,6 +2,7 @@
 //! PostgreSQL (scale-out) are interchangeable without touching callers.
 //! Every mutating call writes its audit-log row in the same transaction.
 
+mod callbacks;
 mod common;
 pub mod events;
 mod ids;
@@ -10,6 +11,10 @@ mod rows;
 mod runs;
 mod sqlite;
 
+pub use callbacks::{
+    callback_event, CallbackAttempt, CallbackDelivery, CallbackSecretGeneration, CallbackStatus,
+    CallbackStore, INTERRUPTED_LAST_ATTEMPT, MAX_CALLBACK_ATTEMPTS,
+};
 pub use events::{EventBus, EventSubscription, StoreEvent};
 pub use ids::*;
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
@@ -103,8 +108,8 @@ pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<std::sync::Arc
 /// every aspect's methods into scope on a `&dyn Store`.
 pub mod prelude {
     pub use super::{
-        AuditStore, KeyStore, MemberStore, RunStore, SessionStore, Store, UsageStore,
-        WorkflowStore, WorkspaceStore,
+        AuditStore, CallbackStore, KeyStore, MemberStore, RunStore, SessionStore, Store,
+        UsageStore, WorkflowStore, WorkspaceStore,
     };
 }
 
@@ -1233,6 +1238,7 @@ pub trait Store:
     + AuditStore
     + WorkflowStore
     + RunStore
+    + CallbackStore
     + std::fmt::Debug
     + 'static
 {

@@ -407,6 +407,7 @@ impl RunStore for PostgresStore {
         let (kind, data) = outcome_event(outcome);
         insert_event(&mut tx, run_id, seq, kind, &data).await?;
         settle_stored_bytes(&mut tx, run_id).await?;
+        super::callbacks::queue_callback(&mut tx, run_id, status, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -445,6 +446,7 @@ impl RunStore for PostgresStore {
         )
         .await?;
         settle_stored_bytes(&mut tx, id).await?;
+        super::callbacks::queue_callback(&mut tx, id, RunStatus::Stopped, now).await?;
         audit(
             &mut tx,
             actor,
