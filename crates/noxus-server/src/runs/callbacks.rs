@@ -785,6 +785,8 @@ fn send_error(host: &str, err: &reqwest::Error) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn kind(ip: &str) -> Option<&'static str> {
@@ -884,6 +886,136 @@ mod tests {
         assert!(check_url(&long, false).unwrap_err().contains("at most"));
         assert!(check_url("http://127.0.0.1:8080/", true).is_ok());
         assert!(check_url("http://10.0.0.1/", true).is_err());
+    }
+
+    /// Whether the standard library (an oracle independent of
+    /// [`refusal`]) calls `ip` something that must never be a target.
+    fn std_says_internal(ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(v4) => {
+                v4.is_private()
+                    || v4.is_loopback()
+                    || v4.is_link_local()
+                    || v4.is_unspecified()
+                    || v4.is_multicast()
+                    || v4.is_broadcast()
+                    || v4.is_documentation()
+            }
+            IpAddr::V6(v6) => {
+                let first = v6.segments()[0];
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || first & 0xfe00 == 0xfc00
+                    || first & 0xffc0 == 0xfe80
+                    || v6
+                        .to_ipv4_mapped()
+                        .is_some_and(|v4| std_says_internal(v4.into()))
+            }
+        }
+    }
+
+    /// An address of a range that must be refused, with random host bits.
+    fn internal_v4() -> impl Strategy<Value = Ipv4Addr> {
+        let ranges: Vec<([u8; 4], u32)> = vec![
+            ([10, 0, 0, 0], 8),
+            ([172, 16, 0, 0], 12),
+            ([192, 168, 0, 0], 16),
+            ([127, 0, 0, 0], 8),
+            ([169, 254, 0, 0], 16),
+            ([0, 0, 0, 0], 8),
+            ([224, 0, 0, 0], 4),
+            ([255, 255, 255, 255], 32),
+            ([192, 0, 2, 0], 24),
+            ([198, 51, 100, 0], 24),
+            ([203, 0, 113, 0], 24),
+        ];
+        (proptest::sample::select(ranges), any::<u32>()).prop_map(|((net, prefix), bits)| {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            Ipv4Addr::from((u32::from(Ipv4Addr::from(net)) & mask) | (bits & !mask))
+        })
+    }
+
+    /// The ways a URL can spell an IPv4 address (the URL parser reads them
+    /// all as the same address).
+    fn spelled(ip: Ipv4Addr, how: u8) -> String {
+        let n = u32::from(ip);
+        let [a, b, c, d] = ip.octets();
+        match how % 6 {
+            0 => ip.to_string(),
+            1 => n.to_string(),
+            2 => format!("0x{n:x}"),
+            3 => format!("0{a:o}.{b}.{c}.{d}"),
+            4 => format!("[{}]", ip.to_ipv6_mapped()),
+            _ => format!(
+                "{a}.{}",
+                (u32::from(b) << 16) | (u32::from(c) << 8) | u32::from(d)
+            ),
+        }
+    }
+
+    proptest::proptest! {
+        // A fixed number of cases from a fixed seed, unless the environment
+        // asks for others (as the API's properties, docs/testing.md).
+        #![proptest_config({
+            let mut config = ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            };
+            if std::env::var_os("PROPTEST_CASES").is_none() {
+                config.cases = 2048;
+            }
+            if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+                config.rng_seed = proptest::test_runner::RngSeed::Fixed(0x6361_6c6c);
+            }
+            config
+        })]
+
+        /// Whatever a client sends, the check answers (never panics); what
+        /// it accepts it accepts again as is, and a literal address it
+        /// accepts is public.
+        #[test]
+        fn the_url_check_never_lets_an_internal_literal_through(
+            raw in proptest::prop_oneof![
+                ".{0,80}",
+                (
+                    proptest::sample::select(vec!["http", "https", "HTTP", "ftp", "file", "gopher"]),
+                    proptest::prop_oneof![
+                        proptest::arbitrary::any::<std::net::Ipv4Addr>().prop_map(|ip| ip.to_string()),
+                        proptest::arbitrary::any::<std::net::Ipv6Addr>().prop_map(|ip| format!("[{ip}]")),
+                        proptest::arbitrary::any::<u32>().prop_map(|n| n.to_string()),
+                        proptest::arbitrary::any::<u32>().prop_map(|n| format!("0x{n:x}")),
+                        (0u8..=255, 0u8..=255).prop_map(|(a, b)| format!("0{a:o}.{b}")),
+                        (internal_v4(), any::<u8>()).prop_map(|(ip, how)| spelled(ip, how)),
+                        (internal_v4(), any::<u8>()).prop_map(|(ip, how)| spelled(ip, how)),
+                        (proptest::sample::select(vec![0xfc00u16, 0xfd12, 0xfe80, 0xfebf, 0xff02]), any::<u128>())
+                            .prop_map(|(top, rest)| format!(
+                                "[{}]",
+                                Ipv6Addr::from((u128::from(top) << 112) | (rest >> 16))
+                            )),
+                        "[a-z0-9.-]{1,20}",
+                        r"[a-zA-Z0-9:%@.\\\[\]-]{0,30}",
+                    ],
+                    "(:[0-9]{0,6})?",
+                    "[/?#a-z0-9@:%.=&-]{0,20}",
+                )
+                    .prop_map(|(scheme, host, port, rest)| format!("{scheme}://{host}{port}{rest}")),
+            ],
+        ) {
+            if let Ok(stored) = check_url(&raw, false) {
+                prop_assert_eq!(check_url(&stored, false), Ok(stored.clone()));
+                let url = reqwest::Url::parse(&stored).unwrap();
+                prop_assert!(matches!(url.scheme(), "http" | "https"));
+                let literal = match url.host() {
+                    Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                    Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                    _ => None,
+                };
+                if let Some(ip) = literal {
+                    prop_assert!(!std_says_internal(ip), "{raw} accepted as {stored}");
+                }
+            }
+        }
     }
 
     #[test]
