@@ -26,8 +26,9 @@ CREATE TABLE run_callbacks (
 -- What senders claim: pending deliveries, soonest due first.
 CREATE INDEX run_callbacks_due_idx ON run_callbacks (next_attempt_at, seq)
     WHERE status = 'pending';
--- The cascade from a deleted workspace.
-CREATE INDEX run_callbacks_workspace_idx ON run_callbacks (workspace_id);
+-- The quota of waiting callbacks per workspace; also the cascade from a
+-- deleted workspace.
+CREATE INDEX run_callbacks_workspace_idx ON run_callbacks (workspace_id, status);
 
 CREATE TABLE workspace_callback_secrets (
     workspace_id         TEXT PRIMARY KEY NOT NULL REFERENCES workspaces(id) ON DELETE CASCADE,

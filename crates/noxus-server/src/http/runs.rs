@@ -317,7 +317,7 @@ async fn start(
     responses((status = 201, body = RunBody),
               (status = 403, description = "Needs `workflows:run` (`insufficient_permissions`)", body = ErrorBody),
               (status = 404, description = "No such workflow in this workspace", body = ErrorBody),
-              (status = 409, description = "The definition cannot run, or too many runs are queued or running in the workspace (`conflict`)", body = ErrorBody)))]
+              (status = 409, description = "The definition cannot run, too many runs are queued or running in the workspace, or (with `callback_url`) too many callbacks are waiting (`conflict`)", body = ErrorBody)))]
 async fn start_run(
     State(state): State<AppState>,
     auth: AuthContext,

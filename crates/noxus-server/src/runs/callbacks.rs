@@ -46,6 +46,10 @@ use crate::store::{
 
 /// Deliveries one process sends at once.
 pub const CONCURRENCY: usize = 16;
+/// Deliveries of one workspace sent at once (by all processes, give or
+/// take a claim racing another): a workspace whose receiver hangs holds at
+/// most this many senders, and the others' callbacks go on.
+pub const PER_WORKSPACE: u32 = 4;
 /// How long a claim lasts: longer than an attempt can take.
 const LEASE: Duration = Duration::from_secs(60);
 /// How often the sender looks for due deliveries (at most).
@@ -523,7 +527,7 @@ async fn send_loop(weak: Weak<crate::state::Inner>) {
             let now = OffsetDateTime::now_utc();
             match state
                 .store()
-                .claim_callbacks(&hub.sender, free as u32, now, now + LEASE)
+                .claim_callbacks(&hub.sender, free as u32, PER_WORKSPACE, now, now + LEASE)
                 .await
             {
                 Ok(claimed) => {

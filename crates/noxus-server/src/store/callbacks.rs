@@ -152,9 +152,12 @@ impl Default for CallbackSecretGeneration {
 pub trait CallbackStore: Send + Sync {
     /// Atomically claims for `sender` up to `limit` pending deliveries due
     /// at `now` (`next_attempt_at` reached, not claimed or with a lease
-    /// that ran out), soonest due first. Each gets `attempts` one more,
-    /// `last_attempt_at` = `now`, and the claim until `lease_until`. Of
-    /// several concurrent claimers (processes), each delivery goes to one.
+    /// that ran out), soonest due first, but no more of one workspace than
+    /// take its claimed deliveries (by any sender, leases running) to
+    /// `per_workspace`: one workspace's slow receiver cannot hold every
+    /// sender. Each gets `attempts` one more, `last_attempt_at` = `now`,
+    /// and the claim until `lease_until`. Of several concurrent claimers
+    /// (processes), each delivery goes to one.
     /// A pending delivery whose last allowed attempt was interrupted (its
     /// lease ran out with [`MAX_CALLBACK_ATTEMPTS`] attempts made) fails
     /// with [`INTERRUPTED_LAST_ATTEMPT`] instead.
@@ -162,6 +165,7 @@ pub trait CallbackStore: Send + Sync {
         &self,
         sender: &str,
         limit: u32,
+        per_workspace: u32,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> StoreResult<Vec<CallbackDelivery>>;

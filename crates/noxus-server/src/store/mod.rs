@@ -21,6 +21,7 @@ pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
 pub use runs::{
     event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
     DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE, DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE,
+    DEFAULT_MAX_WAITING_CALLBACKS_PER_WORKSPACE,
 };
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
@@ -218,6 +219,9 @@ pub enum Quota {
     ActiveRunsPerWorkspace,
     /// Bytes held by the runs of a workspace.
     RunBytesPerWorkspace,
+    /// Run callbacks waiting to be delivered (and queued or running runs
+    /// that will send one) per workspace.
+    WaitingCallbacksPerWorkspace,
 }
 
 impl Quota {
@@ -239,6 +243,9 @@ impl Quota {
             ),
             Self::RunBytesPerWorkspace => format!(
                 "This run would take what the runs of this workspace hold past their limit of {limit} bytes; delete finished runs it no longer needs (DELETE /v1/runs/{{id}}, POST /v1/runs/bulk/delete) before starting others"
+            ),
+            Self::WaitingCallbacksPerWorkspace => format!(
+                "This workspace already has {limit} run callbacks waiting to be delivered (or runs under way that will send one), the most it may hold; check that the receiver answers (GET /v1/runs/{{id}}/callback says why it did not), delete runs whose callbacks are no longer wanted, or start runs without callback_url"
             ),
         }
     }

@@ -130,6 +130,8 @@ conformance! {
         callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sender,
         an_interrupted_last_attempt_fails_the_callback,
         the_callback_secret_generation_rotates_with_audit_rows,
+        one_workspace_gets_at_most_its_share_of_senders,
+        waiting_callback_quota_is_enforced,
     ],
     fresh: [
         // 5. Usage from two store instances (two replicas).

@@ -37,6 +37,33 @@ pub(super) async fn queue_callback(
     Ok(())
 }
 
+/// Refuses a run with a `callback_url` in a workspace that already has
+/// `quotas.waiting_callbacks_per_workspace` callbacks waiting: pending
+/// deliveries, and runs under way that will send one. Inside the
+/// transaction that creates the run.
+pub(super) async fn check_waiting_callbacks(
+    tx: &mut Tx,
+    workspace_id: &WorkspaceId,
+    quotas: &RunQuotas,
+) -> StoreResult<()> {
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM run_callbacks WHERE workspace_id = $1 AND status = 'pending')
+              + (SELECT COUNT(*) FROM runs WHERE workspace_id = $1
+                   AND status IN ('queued', 'running') AND callback_url IS NOT NULL)",
+    )
+    .bind(workspace_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let limit = quotas.waiting_callbacks_per_workspace;
+    if u64::try_from(waiting).unwrap_or(0) >= limit {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::WaitingCallbacksPerWorkspace,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 async fn generation_in(
     tx: &mut Tx,
     workspace_id: &WorkspaceId,
@@ -80,10 +107,11 @@ impl CallbackStore for PostgresStore {
         &self,
         sender: &str,
         limit: u32,
+        per_workspace: u32,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> StoreResult<Vec<CallbackDelivery>> {
-        if limit == 0 {
+        if limit == 0 || per_workspace == 0 {
             return Ok(Vec::new());
         }
         let mut tx = self.begin().await?;
@@ -97,17 +125,35 @@ impl CallbackStore for PostgresStore {
         .bind(to_ms(now))
         .execute(&mut *tx)
         .await?;
-        // Rows another sender has locked are skipped, not waited for; a row
-        // that changed between the snapshot and its lock is rechecked
-        // against the WHERE clause (READ COMMITTED), so a delivery just
-        // claimed elsewhere is not taken again.
+        // Each due delivery is numbered within its workspace (soonest
+        // first) after the workspace's deliveries being sent now; those
+        // numbered past `per_workspace` wait for a later claim. Rows another
+        // sender has locked are skipped, not waited for; a row that changed
+        // between the snapshot and its lock is rechecked against the
+        // conditions on `r` (READ COMMITTED), so a delivery just claimed
+        // elsewhere is not taken again. (Two replicas claiming at the same
+        // moment may each count the other's claims late: a workspace then
+        // gets at most `per_workspace` per replica.)
         let mut claimed = sqlx::query_as::<_, CallbackRow>(&format!(
-            "WITH picked AS (
-                 SELECT id FROM run_callbacks
-                 WHERE status = 'pending' AND next_attempt_at <= $3 AND attempts < $5
-                   AND (lease_until IS NULL OR lease_until < $3)
-                 ORDER BY next_attempt_at, seq LIMIT $4
-                 FOR UPDATE SKIP LOCKED)
+            "WITH busy AS (
+                 SELECT workspace_id, COUNT(*) AS n FROM run_callbacks
+                 WHERE status = 'pending' AND lease_until >= $3
+                 GROUP BY workspace_id),
+             due AS (
+                 SELECT c.id, c.seq, c.next_attempt_at,
+                     ROW_NUMBER() OVER (
+                         PARTITION BY c.workspace_id ORDER BY c.next_attempt_at, c.seq)
+                     + COALESCE(b.n, 0) AS place
+                 FROM run_callbacks c LEFT JOIN busy b ON b.workspace_id = c.workspace_id
+                 WHERE c.status = 'pending' AND c.next_attempt_at <= $3 AND c.attempts < $5
+                   AND (c.lease_until IS NULL OR c.lease_until < $3)),
+             picked AS (
+                 SELECT r.id FROM run_callbacks r JOIN due ON due.id = r.id
+                 WHERE due.place <= $6
+                   AND r.status = 'pending' AND r.attempts < $5
+                   AND (r.lease_until IS NULL OR r.lease_until < $3)
+                 ORDER BY due.next_attempt_at, due.seq LIMIT $4
+                 FOR UPDATE OF r SKIP LOCKED)
              UPDATE run_callbacks SET claimed_by = $1, lease_until = $2,
                  attempts = run_callbacks.attempts + 1, last_attempt_at = $3
              FROM picked WHERE run_callbacks.id = picked.id
@@ -119,6 +165,7 @@ impl CallbackStore for PostgresStore {
         .bind(to_ms(now))
         .bind(i64::from(limit))
         .bind(MAX_CALLBACK_ATTEMPTS)
+        .bind(i64::from(per_workspace))
         .fetch_all(&mut *tx)
         .await?
         .into_iter()

@@ -35,6 +35,34 @@ pub(super) async fn queue_callback(
     Ok(())
 }
 
+/// Refuses a run with a `callback_url` in a workspace that already has
+/// `quotas.waiting_callbacks_per_workspace` callbacks waiting: pending
+/// deliveries, and runs under way that will send one. Inside the
+/// transaction that creates the run.
+pub(super) async fn check_waiting_callbacks(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &WorkspaceId,
+    quotas: &RunQuotas,
+) -> StoreResult<()> {
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT (SELECT COUNT(*) FROM run_callbacks WHERE workspace_id = ? AND status = 'pending')
+              + (SELECT COUNT(*) FROM runs WHERE workspace_id = ?
+                   AND status IN ('queued', 'running') AND callback_url IS NOT NULL)",
+    )
+    .bind(workspace_id)
+    .bind(workspace_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let limit = quotas.waiting_callbacks_per_workspace;
+    if u64::try_from(waiting).unwrap_or(0) >= limit {
+        return Err(StoreError::QuotaExceeded {
+            quota: Quota::WaitingCallbacksPerWorkspace,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 async fn generation_in(
     tx: &mut Transaction<'_, Sqlite>,
     workspace_id: &WorkspaceId,
@@ -78,10 +106,11 @@ impl CallbackStore for SqliteStore {
         &self,
         sender: &str,
         limit: u32,
+        per_workspace: u32,
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
     ) -> StoreResult<Vec<CallbackDelivery>> {
-        if limit == 0 {
+        if limit == 0 || per_workspace == 0 {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
@@ -97,14 +126,27 @@ impl CallbackStore for SqliteStore {
         .bind(to_ms(now))
         .execute(&mut *tx)
         .await?;
+        // Each due delivery is numbered within its workspace (soonest
+        // first) after the workspace's deliveries being sent now; those
+        // numbered past `per_workspace` wait for a later claim.
         let mut claimed = sqlx::query_as::<_, CallbackRow>(&format!(
             "UPDATE run_callbacks SET claimed_by = ?1, lease_until = ?2, attempts = attempts + 1,
                  last_attempt_at = ?3
              WHERE rowid IN (
-                 SELECT rowid FROM run_callbacks
-                 WHERE status = 'pending' AND next_attempt_at <= ?3 AND attempts < ?5
-                   AND (lease_until IS NULL OR lease_until < ?3)
-                 ORDER BY next_attempt_at, rowid LIMIT ?4)
+                 WITH busy AS (
+                     SELECT workspace_id, COUNT(*) AS n FROM run_callbacks
+                     WHERE status = 'pending' AND lease_until >= ?3
+                     GROUP BY workspace_id),
+                 due AS (
+                     SELECT rowid AS rid, workspace_id, next_attempt_at,
+                         ROW_NUMBER() OVER (
+                             PARTITION BY workspace_id ORDER BY next_attempt_at, rowid) AS nth
+                     FROM run_callbacks
+                     WHERE status = 'pending' AND next_attempt_at <= ?3 AND attempts < ?5
+                       AND (lease_until IS NULL OR lease_until < ?3))
+                 SELECT due.rid FROM due LEFT JOIN busy ON busy.workspace_id = due.workspace_id
+                 WHERE due.nth + COALESCE(busy.n, 0) <= ?6
+                 ORDER BY due.next_attempt_at, due.rid LIMIT ?4)
              RETURNING {CALLBACK_COLUMNS}"
         ))
         .bind(sender)
@@ -112,6 +154,7 @@ impl CallbackStore for SqliteStore {
         .bind(to_ms(now))
         .bind(i64::from(limit))
         .bind(MAX_CALLBACK_ATTEMPTS)
+        .bind(i64::from(per_workspace))
         .fetch_all(&mut *tx)
         .await?
         .into_iter()

@@ -118,6 +118,9 @@ impl RunStore for SqliteStore {
                 limit: quotas.run_bytes_per_workspace,
             });
         }
+        if run.callback_url.is_some() {
+            super::callbacks::check_waiting_callbacks(&mut tx, &run.workspace_id, quotas).await?;
+        }
         let record: RunRecord = sqlx::query_as::<_, RunRow>(&format!(
             "INSERT INTO runs (id, group_id, organization_id, workspace_id, workflow_id,
                  workflow_version_id, definition, input, status, callback_url, started_by_user,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use noxus_server::store::prelude::*;
 use noxus_server::store::{
     Actor, CallbackAttempt, CallbackId, CallbackSecretGeneration, CallbackStatus, NewRun,
-    OrganizationId, RunOutcome, RunQuotas, RunRecord, StoreError, WorkflowRecord,
+    OrganizationId, Quota, RunOutcome, RunQuotas, RunRecord, StoreError, WorkflowRecord,
     INTERRUPTED_LAST_ATTEMPT, MAX_CALLBACK_ATTEMPTS,
 };
 use serde_json::json;
@@ -22,6 +22,8 @@ use crate::backend::Fresh;
 use crate::world::*;
 
 const HOOK: &str = "https://hooks.example.com/noxus";
+/// No per-workspace cap (checked by its own check).
+const ANY: u32 = 1000;
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -60,7 +62,7 @@ async fn running(
         .await
         .expect("create run");
     let claimed = store
-        .claim_runs("worker-1", 1000, now(), now() + Duration::from_secs(60))
+        .claim_runs("worker-1", ANY, now(), now() + Duration::from_secs(60))
         .await
         .expect("claim runs");
     assert!(claimed.iter().any(|r| r.id == run.id));
@@ -164,7 +166,7 @@ pub async fn a_run_that_ends_with_a_callback_url_queues_one_callback(store: Arc<
 
     // Three callbacks, each claimed once.
     let claimed = store
-        .claim_callbacks("sender", 10, now(), now() + Duration::from_secs(60))
+        .claim_callbacks("sender", 10, ANY, now(), now() + Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 3);
@@ -196,14 +198,17 @@ pub async fn callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sende
     let t0 = now() + Duration::from_millis(5);
     let lease = |t: OffsetDateTime| t + Duration::from_secs(60);
 
-    let first = store.claim_callbacks("a", 10, t0, lease(t0)).await.unwrap();
+    let first = store
+        .claim_callbacks("a", 10, ANY, t0, lease(t0))
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     let d = &first[0];
     assert_eq!((d.attempts, d.claimed_by.as_deref()), (1, Some("a")));
     assert!(d.last_attempt_at.is_some());
     // Held: nobody else takes it.
     assert!(store
-        .claim_callbacks("b", 10, t0, lease(t0))
+        .claim_callbacks("b", 10, ANY, t0, lease(t0))
         .await
         .unwrap()
         .is_empty());
@@ -240,13 +245,13 @@ pub async fn callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sende
     );
     // Not due before its time; due after.
     assert!(store
-        .claim_callbacks("b", 10, t0 + Duration::from_secs(60), lease(t0))
+        .claim_callbacks("b", 10, ANY, t0 + Duration::from_secs(60), lease(t0))
         .await
         .unwrap()
         .is_empty());
     let later = retry_at + Duration::from_secs(1);
     let second = store
-        .claim_callbacks("b", 10, later, lease(later))
+        .claim_callbacks("b", 10, ANY, later, lease(later))
         .await
         .unwrap();
     assert_eq!(second.len(), 1);
@@ -285,7 +290,7 @@ pub async fn callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sende
     // Done: never claimed again.
     let much_later = later + Duration::from_secs(86_400);
     assert!(store
-        .claim_callbacks("c", 10, much_later, lease(much_later))
+        .claim_callbacks("c", 10, ANY, much_later, lease(much_later))
         .await
         .unwrap()
         .is_empty());
@@ -294,7 +299,10 @@ pub async fn callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sende
     let other = running(&store, &w, &flow, Some(HOOK)).await;
     finish(&store, &other, completed()).await;
     let t1 = now() + Duration::from_millis(5);
-    let claimed = store.claim_callbacks("a", 10, t1, lease(t1)).await.unwrap();
+    let claimed = store
+        .claim_callbacks("a", 10, ANY, t1, lease(t1))
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert!(store
         .record_callback_attempt(
@@ -315,7 +323,7 @@ pub async fn callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sende
         .unwrap();
     assert_eq!(failed.status, CallbackStatus::Failed);
     assert!(store
-        .claim_callbacks("c", 10, much_later, lease(much_later))
+        .claim_callbacks("c", 10, ANY, much_later, lease(much_later))
         .await
         .unwrap()
         .is_empty());
@@ -331,7 +339,13 @@ pub async fn an_interrupted_last_attempt_fails_the_callback(store: Arc<dyn Store
     let mut t = now() + Duration::from_millis(5);
     for attempt in 1..=MAX_CALLBACK_ATTEMPTS {
         let claimed = store
-            .claim_callbacks(&format!("s{attempt}"), 10, t, t + Duration::from_secs(10))
+            .claim_callbacks(
+                &format!("s{attempt}"),
+                10,
+                ANY,
+                t,
+                t + Duration::from_secs(10),
+            )
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "attempt {attempt}");
@@ -339,7 +353,7 @@ pub async fn an_interrupted_last_attempt_fails_the_callback(store: Arc<dyn Store
         t += Duration::from_secs(11);
     }
     assert!(store
-        .claim_callbacks("last", 10, t, t + Duration::from_secs(10))
+        .claim_callbacks("last", 10, ANY, t, t + Duration::from_secs(10))
         .await
         .unwrap()
         .is_empty());
@@ -376,7 +390,7 @@ pub async fn concurrent_senders_claim_each_callback_once(fresh: &mut Fresh) {
             let mut mine = Vec::new();
             loop {
                 let claimed = store
-                    .claim_callbacks(&sender, 4, at, at + Duration::from_secs(60))
+                    .claim_callbacks(&sender, 4, ANY, at, at + Duration::from_secs(60))
                     .await
                     .unwrap();
                 if claimed.is_empty() {
@@ -497,4 +511,132 @@ pub async fn the_callback_secret_generation_rotates_with_audit_rows(store: Arc<d
         store.callback_secret_generation(&other.id).await.unwrap(),
         CallbackSecretGeneration::default()
     );
+}
+
+pub async fn one_workspace_gets_at_most_its_share_of_senders(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let busy = workflow(&store, &w).await;
+    let other = workspace(&store, &w, "Other").await;
+    let other_flow = store
+        .create_workflow(&actor(&w.owner), &other.id, flow("g", "flow"), &quotas())
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let run = running(&store, &w, &busy, Some(HOOK)).await;
+        finish(&store, &run, completed()).await;
+    }
+    // The other workspace's one callback is due after all ten.
+    let late = running(&store, &w, &other_flow, Some(HOOK)).await;
+    finish(&store, &late, completed()).await;
+    let t = now() + Duration::from_millis(5);
+    let lease = t + Duration::from_secs(60);
+    let first = store.claim_callbacks("a", 16, 3, t, lease).await.unwrap();
+    let of = |claimed: &[noxus_server::store::CallbackDelivery],
+              ws: &noxus_server::store::WorkspaceId| {
+        claimed.iter().filter(|d| &d.workspace_id == ws).count()
+    };
+    assert_eq!(
+        (of(&first, &w.ws.id), of(&first, &other.id)),
+        (3, 1),
+        "three of the busy workspace, and the other's too"
+    );
+    // While those three are being sent, the busy workspace gets no more,
+    // from any sender.
+    assert!(store
+        .claim_callbacks("b", 16, 3, t, lease)
+        .await
+        .unwrap()
+        .is_empty());
+    // One recorded: one more may go.
+    let done = first.iter().find(|d| d.workspace_id == w.ws.id).unwrap();
+    assert!(store
+        .record_callback_attempt(
+            &done.id,
+            "a",
+            &CallbackAttempt::Delivered { status_code: 200 },
+            t
+        )
+        .await
+        .unwrap());
+    let next = store.claim_callbacks("b", 16, 3, t, lease).await.unwrap();
+    assert_eq!(of(&next, &w.ws.id), 1);
+    // Leases that ran out free their places.
+    let later = lease + Duration::from_secs(1);
+    let again = store
+        .claim_callbacks("c", 16, 3, later, later + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(of(&again, &w.ws.id), 3);
+}
+
+pub async fn waiting_callback_quota_is_enforced(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w).await;
+    let quotas = RunQuotas {
+        waiting_callbacks_per_workspace: 2,
+        ..RunQuotas::default()
+    };
+    let new_run = |callback_url: Option<&str>| NewRun {
+        workspace_id: w.ws.id.clone(),
+        workflow_id: flow.id.clone(),
+        workflow_version_id: None,
+        definition: json!({"nodes": [], "edges": []}),
+        input: json!({}),
+        group_id: None,
+        callback_url: callback_url.map(str::to_owned),
+        started_by_user: w.owner.id.clone(),
+        started_by_key: None,
+    };
+    // A run under way with a callback counts, and so does a pending one.
+    let first = store
+        .create_run(&Actor::system(), &new_run(Some(HOOK)), &quotas)
+        .await
+        .unwrap();
+    store
+        .claim_runs("worker-1", 10, now(), now() + Duration::from_secs(60))
+        .await
+        .unwrap();
+    finish(&store, &first, completed()).await;
+    store
+        .create_run(&Actor::system(), &new_run(Some(HOOK)), &quotas)
+        .await
+        .unwrap();
+    let refused = store
+        .create_run(&Actor::system(), &new_run(Some(HOOK)), &quotas)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::QuotaExceeded {
+                quota: Quota::WaitingCallbacksPerWorkspace,
+                limit: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    // Runs without a callback are not limited by it.
+    store
+        .create_run(&Actor::system(), &new_run(None), &quotas)
+        .await
+        .unwrap();
+    // A delivered callback frees its place.
+    let t = now() + Duration::from_millis(5);
+    let claimed = store
+        .claim_callbacks("s", 10, ANY, t, t + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    store
+        .record_callback_attempt(
+            &claimed[0].id,
+            "s",
+            &CallbackAttempt::Delivered { status_code: 200 },
+            t,
+        )
+        .await
+        .unwrap();
+    store
+        .create_run(&Actor::system(), &new_run(Some(HOOK)), &quotas)
+        .await
+        .unwrap();
 }
