@@ -765,3 +765,96 @@ async fn on_sqlite_without_a_pepper_the_secret_lives_in_the_data_directory() {
     app.stop().await;
     drop(kept);
 }
+
+#[tokio::test]
+async fn admins_see_and_rotate_the_secret_in_the_dashboard_after_confirming_their_password() {
+    use crate::helpers::Browser;
+    let app = TestApp::spawn_with(with_loopback).await;
+    let tab = format!(
+        "/settings/organization/workspaces/{}/callbacks",
+        app.workspace_id
+    );
+    let keys = format!(
+        "/settings/organization/workspaces/{}/api-keys",
+        app.workspace_id
+    );
+
+    // A member is not offered the tab, and is refused the page and its forms.
+    let member = app.user_with_role(Role::Member).await;
+    let mut browser = Browser::new(&app);
+    browser.login(&member).await;
+    assert!(!browser.get(&keys).await.body.contains("tab-callbacks"));
+    assert_eq!(browser.get(&tab).await.status, 403);
+    let csrf = browser.csrf().await;
+    let page = browser
+        .post(&format!("{tab}/secret"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(page.status, 403);
+    assert!(!page.body.contains("whsec_"));
+
+    let admin = app.user_with_role(Role::Admin).await;
+    let mut browser = Browser::new(&app);
+    browser.login(&admin).await;
+    assert!(browser.get(&keys).await.body.contains("tab-callbacks"));
+    let page = browser.get(&tab).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Secret number 1"), "{}", page.body);
+    assert!(!page.body.contains("whsec_"), "not shown until asked for");
+
+    // The password entered more than 10 minutes ago: asked again.
+    browser.end_sudo(&app).await;
+    let csrf = browser.csrf().await;
+    let page = browser
+        .post(&format!("{tab}/secret"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location_path(), "/sudo");
+    assert!(!page.body.contains("whsec_"));
+    browser.sudo(&admin.password, &tab).await;
+    let page = browser
+        .post(&format!("{tab}/secret"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(page.status, 200);
+    let through_api = secret(&app, &app.owner_key).await;
+    let shown = through_api["secret"].as_str().unwrap();
+    assert!(page.body.contains(shown), "the page shows the API's secret");
+
+    // Rotating shows the new secret, which the API then gives too.
+    let page = browser
+        .post(&format!("{tab}/rotate"), &[("csrf", &csrf), ("grace", "0")])
+        .await;
+    assert_eq!(page.status, 200);
+    let now = secret(&app, &app.owner_key).await;
+    assert_eq!(now["generation"], 2);
+    let new = now["secret"].as_str().unwrap();
+    assert_ne!(new, shown);
+    assert!(page.body.contains(new) && !page.body.contains(shown));
+    let page = browser
+        .post(
+            &format!("{tab}/rotate"),
+            &[("csrf", &csrf), ("grace", "604800")],
+        )
+        .await;
+    assert_eq!(page.status, 422, "only the offered grace periods");
+
+    // Both are in the audit log, by the admin.
+    let audit = json_ok(
+        app.get("/v1/admin/audit?limit=50", &app.owner_key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let by_admin = |action: &str| {
+        audit["items"]
+            .as_array()
+            .or(audit.as_array())
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action && e.to_string().contains(&admin.id))
+            .count()
+    };
+    assert_eq!(by_admin("workspace.callback_secret.read"), 1, "{audit}");
+    assert_eq!(by_admin("workspace.callback_secret.rotate"), 1, "{audit}");
+    app.stop().await;
+}
