@@ -134,6 +134,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_MAX_RUN_BYTES_PER_WORKSPACE", default_value_t = noxus_server::store::DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
     max_run_bytes_per_workspace: u64,
 
+    /// Run callbacks one workspace may have waiting: deliveries not yet
+    /// made, and runs under way with a callback_url (409 on a new run with
+    /// a callback_url above it).
+    #[arg(long, env = "NOXUS_MAX_WAITING_CALLBACKS_PER_WORKSPACE", default_value_t = noxus_server::store::DEFAULT_MAX_WAITING_CALLBACKS_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
+    max_waiting_callbacks_per_workspace: u64,
+
     /// Ended runs (completed, failed, stopped) older than this many days
     /// are deleted with their events and node data (checked hourly).
     #[arg(long, env = "NOXUS_RUN_RETENTION_DAYS", default_value_t = defaults::RUN_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
@@ -349,6 +355,7 @@ fn serve(
     config.run_quotas = noxus_server::store::RunQuotas {
         active_runs_per_workspace: args.max_active_runs_per_workspace,
         run_bytes_per_workspace: args.max_run_bytes_per_workspace,
+        waiting_callbacks_per_workspace: args.max_waiting_callbacks_per_workspace,
     };
     config.run_retention_days = args.run_retention_days;
     config.key_quotas = noxus_server::store::KeyQuotas {
