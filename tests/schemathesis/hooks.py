@@ -6,6 +6,13 @@ So that schema-valid cases stay valid, a generated `expires_at` in the past
 is moved into the future, keeping its spelling (only the year changes, by
 whole 400-year cycles, so that 29 February stays a date). Nothing else is
 touched.
+
+A run's `callback_url` must also name a public address, which JSON Schema
+cannot say either (the document says it in words): a generated URL of the
+right length is replaced by one the server accepts and that never resolves
+(`.invalid`, RFC 6761), so that no callback leaves the machine. Longer or
+non-string values (negative cases) are left alone; the URL check itself is
+fuzzed by a property test (`runs::callbacks`).
 """
 
 from datetime import datetime, timezone
@@ -13,6 +20,10 @@ from datetime import datetime, timezone
 import schemathesis
 
 KEY_CREATION = ("POST", "/v1/admin/groups/{id}/api-keys")
+RUN_STARTS = {("POST", "/v1/workflows/{id}/runs"), ("POST", "/v1/workflows/{id}/runs/sync")}
+# The documented bound of `callback_url`, in characters.
+CALLBACK_URL_MAX = 2048
+ACCEPTED_CALLBACK_URL = "https://callbacks.invalid/run-ended"
 
 
 def future(text):
@@ -37,4 +48,8 @@ def map_case(context, case):
         expires_at = case.body.get("expires_at")
         if isinstance(expires_at, str):
             case.body["expires_at"] = future(expires_at)
+    if (case.method.upper(), case.path) in RUN_STARTS and isinstance(case.body, dict):
+        url = case.body.get("callback_url")
+        if isinstance(url, str) and 0 < len(url) <= CALLBACK_URL_MAX:
+            case.body["callback_url"] = ACCEPTED_CALLBACK_URL
     return case

@@ -134,6 +134,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_MAX_RUN_BYTES_PER_WORKSPACE", default_value_t = noxus_server::store::DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
     max_run_bytes_per_workspace: u64,
 
+    /// Run callbacks one workspace may have waiting: deliveries not yet
+    /// made, and runs under way with a callback_url (409 on a new run with
+    /// a callback_url above it).
+    #[arg(long, env = "NOXUS_MAX_WAITING_CALLBACKS_PER_WORKSPACE", default_value_t = noxus_server::store::DEFAULT_MAX_WAITING_CALLBACKS_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
+    max_waiting_callbacks_per_workspace: u64,
+
     /// Ended runs (completed, failed, stopped) older than this many days
     /// are deleted with their events and node data (checked hourly).
     #[arg(long, env = "NOXUS_RUN_RETENTION_DAYS", default_value_t = defaults::RUN_RETENTION_DAYS, value_parser = clap::value_parser!(u32).range(1..=3650))]
@@ -193,6 +199,13 @@ pub struct ServeArgs {
     /// connection's peer is the client.
     #[arg(long = "trusted-proxy", env = "NOXUS_TRUSTED_PROXIES", value_name = "CIDR_OR_IP", value_delimiter = ',', value_parser = noxus_server::client_addr::parse_trusted_proxy)]
     trusted_proxies: Vec<noxus_server::config::IpNet>,
+
+    /// Let run callbacks (callback_url) go to loopback addresses
+    /// (127.0.0.0/8, ::1, e.g. http://localhost:9000/hook): for tests and
+    /// local development. Private, link-local and other non-public
+    /// addresses stay refused.
+    #[arg(long, env = "NOXUS_ALLOW_LOOPBACK_CALLBACKS")]
+    allow_loopback_callbacks: bool,
 }
 
 /// The endpoint as logged: without any user name or password in it.
@@ -330,6 +343,7 @@ fn serve(
     config.request_body_timeout = Duration::from_secs(args.request_body_timeout_secs);
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     config.trusted_proxies = args.trusted_proxies;
+    config.allow_loopback_callbacks = args.allow_loopback_callbacks;
     if let Some(slots) = args.password_hash_concurrency {
         config.password_hash_concurrency = usize::try_from(slots).unwrap_or(1);
     }
@@ -341,6 +355,7 @@ fn serve(
     config.run_quotas = noxus_server::store::RunQuotas {
         active_runs_per_workspace: args.max_active_runs_per_workspace,
         run_bytes_per_workspace: args.max_run_bytes_per_workspace,
+        waiting_callbacks_per_workspace: args.max_waiting_callbacks_per_workspace,
     };
     config.run_retention_days = args.run_retention_days;
     config.key_quotas = noxus_server::store::KeyQuotas {

@@ -73,6 +73,9 @@ pub mod defaults {
     pub const RUN_RETENTION_DAYS: u32 = 30;
     /// `--shutdown-drain-ms`: no drain period.
     pub const SHUTDOWN_DRAIN_MS: u64 = 0;
+    /// The wait before a callback's first retry (each next one is three
+    /// times longer), in seconds.
+    pub const CALLBACK_RETRY_BASE_SECS: u64 = 60;
 }
 
 /// An OpenAI-compatible chat-completions endpoint (`--llm-base-url`).
@@ -181,6 +184,14 @@ pub struct Config {
     pub run_quotas: crate::store::RunQuotas,
     /// Ended runs older than this many days are deleted (checked hourly).
     pub run_retention_days: u32,
+    /// Let run callbacks go to loopback addresses (127.0.0.0/8, ::1): for
+    /// tests and local development. Every other non-public address stays
+    /// refused.
+    pub allow_loopback_callbacks: bool,
+    /// The wait before a failed callback is tried again the first time;
+    /// each next wait is three times longer (with ±20 % jitter). Tests
+    /// shorten it; not a flag.
+    pub callback_retry_base: Duration,
 }
 
 impl Config {
@@ -242,6 +253,8 @@ impl Config {
             max_definition_bytes_per_workspace: defaults::MAX_DEFINITION_BYTES_PER_WORKSPACE,
             run_quotas: crate::store::RunQuotas::default(),
             run_retention_days: defaults::RUN_RETENTION_DAYS,
+            allow_loopback_callbacks: false,
+            callback_retry_base: Duration::from_secs(defaults::CALLBACK_RETRY_BASE_SECS),
         }
     }
 }

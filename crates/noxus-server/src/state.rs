@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     runs: crate::runs::service::RunHub,
     /// The model endpoint `TextGenerationNode` calls, when configured.
     models: Option<crate::runs::openai::OpenAiCompatible>,
+    /// Run callbacks: the sender's wake-up and the signer.
+    callbacks: crate::runs::callbacks::CallbackHub,
     config: Config,
 }
 
@@ -92,17 +94,24 @@ impl AppState {
             draining: AtomicBool::new(false),
             runs: crate::runs::service::RunHub::default(),
             models,
+            callbacks: crate::runs::callbacks::CallbackHub::new(&config)?,
             store,
             catalog,
             config,
         }));
         crate::runs::service::start(&state);
+        crate::runs::callbacks::start(&state);
         Ok(state)
     }
 
     /// The runs' wake-ups.
     pub fn runs(&self) -> &crate::runs::service::RunHub {
         &self.0.runs
+    }
+
+    /// The run callbacks' sender and signer.
+    pub fn callbacks(&self) -> &crate::runs::callbacks::CallbackHub {
+        &self.0.callbacks
     }
 
     /// A handle that does not keep the state alive (for background tasks

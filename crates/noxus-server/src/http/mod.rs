@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body_timeout;
+pub mod callbacks;
 pub mod catalog;
 pub mod error;
 pub mod extract;
@@ -62,6 +63,7 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(admin::router())
         .merge(workflows::router())
         .merge(runs::router())
+        .merge(callbacks::router())
         .merge(usage::router())
         .merge(audit::router())
         .merge(users::router())

@@ -124,6 +124,9 @@ pub struct RunBody {
     finished_at: Option<String>,
     /// `{"{output_node_id}::output": {"text": …}}` once completed.
     output: Option<Value>,
+    /// Where the finished run is posted (`GET /v1/runs/{id}/callback`
+    /// says how that went).
+    callback_url: Option<String>,
 }
 
 fn node_ids(definition: &Value) -> Option<Vec<String>> {
@@ -159,7 +162,13 @@ fn run_body(run: &RunRecord) -> RunBody {
         created_at: rfc3339(run.created_at),
         finished_at: run.finished_at.map(rfc3339),
         output: run.output.clone(),
+        callback_url: run.callback_url.clone(),
     }
+}
+
+/// What a run's callback posts: the run as `GET` answers it.
+pub(crate) fn callback_payload(run: &RunRecord) -> RunBody {
+    run_body(run)
 }
 
 /// Ids are UUIDs; anything else cannot exist: 404 without a lookup.
@@ -169,7 +178,11 @@ fn run_id(raw: &str) -> Result<RunId> {
         .ok_or_else(|| ApiError::not_found("run"))
 }
 
-async fn find_run(state: &AppState, workspace: &WorkspaceId, raw: &str) -> Result<RunRecord> {
+pub(crate) async fn find_run(
+    state: &AppState,
+    workspace: &WorkspaceId,
+    raw: &str,
+) -> Result<RunRecord> {
     let id = run_id(raw)?;
     state
         .store()
@@ -189,10 +202,13 @@ pub struct StartRun {
     /// Run this saved version's definition instead of the workflow's.
     #[serde(default)]
     workflow_version_id: Option<String>,
-    /// Not supported yet: only `null` or an empty string; a URL is refused
-    /// (422) rather than silently ignored.
+    /// Where to post the run once it ends (completed, failed or stopped),
+    /// signed with the workspace's callback secret: an http or https URL to
+    /// a public address (a literal private, loopback or link-local address
+    /// is refused with 422; a host name is resolved, and checked, when the
+    /// callback is sent). `null` or empty: no callback.
     #[serde(default)]
-    #[schema(max_length = 0)]
+    #[schema(max_length = 2048)]
     callback_url: Option<String>,
     /// Groups runs (defaults to the run's own id).
     #[serde(default)]
@@ -209,16 +225,7 @@ async fn start(
     auth.require(Permission::WorkflowsRun)?;
     let id = workflow_id(raw_id)?;
     let input = Value::Object(body.input.unwrap_or_default());
-    if body
-        .callback_url
-        .as_deref()
-        .is_some_and(|url| !url.is_empty())
-    {
-        return Err(ApiError::validation(
-            "callback_url",
-            "callbacks are not supported by this server yet; wait for the run with its event stream (`GET /v1/runs/{id}/events`) or poll it",
-        ));
-    }
+    let callback_url = crate::http::callbacks::accept_url(state, body.callback_url.as_deref())?;
     if let Some(group) = &body.group_id {
         if group.is_empty() || group.chars().count() > 100 {
             return Err(ApiError::validation(
@@ -287,7 +294,7 @@ async fn start(
                 definition,
                 input,
                 group_id: body.group_id,
-                callback_url: None,
+                callback_url,
                 started_by_user: auth.user_id().clone(),
                 started_by_key: Some(auth.record().key.id.clone()),
             },
@@ -310,7 +317,7 @@ async fn start(
     responses((status = 201, body = RunBody),
               (status = 403, description = "Needs `workflows:run` (`insufficient_permissions`)", body = ErrorBody),
               (status = 404, description = "No such workflow in this workspace", body = ErrorBody),
-              (status = 409, description = "The definition cannot run, or too many runs are queued or running in the workspace (`conflict`)", body = ErrorBody)))]
+              (status = 409, description = "The definition cannot run, too many runs are queued or running in the workspace, or (with `callback_url`) too many callbacks are waiting (`conflict`)", body = ErrorBody)))]
 async fn start_run(
     State(state): State<AppState>,
     auth: AuthContext,

@@ -147,6 +147,10 @@ id_type!(
     /// A workflow run.
     RunId
 );
+id_type!(
+    /// A run's callback delivery (sent as `Noxus-Delivery`).
+    CallbackId
+);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

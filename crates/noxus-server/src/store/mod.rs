@@ -2,6 +2,7 @@
 //! PostgreSQL (scale-out) are interchangeable without touching callers.
 //! Every mutating call writes its audit-log row in the same transaction.
 
+mod callbacks;
 mod common;
 pub mod events;
 mod ids;
@@ -10,12 +11,17 @@ mod rows;
 mod runs;
 mod sqlite;
 
+pub use callbacks::{
+    callback_event, CallbackAttempt, CallbackDelivery, CallbackSecretGeneration, CallbackStatus,
+    CallbackStore, INTERRUPTED_LAST_ATTEMPT, MAX_CALLBACK_ATTEMPTS,
+};
 pub use events::{EventBus, EventSubscription, StoreEvent};
 pub use ids::*;
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
 pub use runs::{
     event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
     DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE, DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE,
+    DEFAULT_MAX_WAITING_CALLBACKS_PER_WORKSPACE,
 };
 pub use sqlite::{AuditArchive, Durability, SqliteStore};
 
@@ -103,8 +109,8 @@ pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<std::sync::Arc
 /// every aspect's methods into scope on a `&dyn Store`.
 pub mod prelude {
     pub use super::{
-        AuditStore, KeyStore, MemberStore, RunStore, SessionStore, Store, UsageStore,
-        WorkflowStore, WorkspaceStore,
+        AuditStore, CallbackStore, KeyStore, MemberStore, RunStore, SessionStore, Store,
+        UsageStore, WorkflowStore, WorkspaceStore,
     };
 }
 
@@ -213,6 +219,9 @@ pub enum Quota {
     ActiveRunsPerWorkspace,
     /// Bytes held by the runs of a workspace.
     RunBytesPerWorkspace,
+    /// Run callbacks waiting to be delivered (and queued or running runs
+    /// that will send one) per workspace.
+    WaitingCallbacksPerWorkspace,
 }
 
 impl Quota {
@@ -234,6 +243,9 @@ impl Quota {
             ),
             Self::RunBytesPerWorkspace => format!(
                 "This run would take what the runs of this workspace hold past their limit of {limit} bytes; delete finished runs it no longer needs (DELETE /v1/runs/{{id}}, POST /v1/runs/bulk/delete) before starting others"
+            ),
+            Self::WaitingCallbacksPerWorkspace => format!(
+                "This workspace already has {limit} run callbacks waiting to be delivered (or runs under way that will send one), the most it may hold; check that the receiver answers (GET /v1/runs/{{id}}/callback says why it did not), delete runs whose callbacks are no longer wanted, or start runs without callback_url"
             ),
         }
     }
@@ -1233,6 +1245,7 @@ pub trait Store:
     + AuditStore
     + WorkflowStore
     + RunStore
+    + CallbackStore
     + std::fmt::Debug
     + 'static
 {

@@ -544,3 +544,51 @@ impl TryFrom<NodeIoRow> for (Value, Value) {
         ))
     }
 }
+
+/// The columns of [`CallbackRow`] (PostgreSQL's `seq` left out).
+pub(super) const CALLBACK_COLUMNS: &str = "id, run_id, workspace_id, url, event, status, attempts,
+    next_attempt_at, last_attempt_at, last_status_code, last_error, delivered_at, created_at,
+    claimed_by, lease_until";
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct CallbackRow {
+    id: CallbackId,
+    run_id: RunId,
+    workspace_id: WorkspaceId,
+    url: String,
+    event: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    last_attempt_at: Option<i64>,
+    last_status_code: Option<i64>,
+    last_error: Option<String>,
+    delivered_at: Option<i64>,
+    created_at: i64,
+    claimed_by: Option<String>,
+    lease_until: Option<i64>,
+}
+
+impl TryFrom<CallbackRow> for CallbackDelivery {
+    type Error = StoreError;
+    fn try_from(row: CallbackRow) -> StoreResult<Self> {
+        Ok(Self {
+            id: row.id,
+            run_id: row.run_id,
+            workspace_id: row.workspace_id,
+            url: row.url,
+            event: row.event,
+            status: CallbackStatus::parse(&row.status)
+                .ok_or_else(|| StoreError::Corrupt(format!("callback status {:?}", row.status)))?,
+            attempts: row.attempts,
+            next_attempt_at: from_ms(row.next_attempt_at)?,
+            last_attempt_at: opt_from_ms(row.last_attempt_at)?,
+            last_status_code: row.last_status_code,
+            last_error: row.last_error,
+            delivered_at: opt_from_ms(row.delivered_at)?,
+            created_at: from_ms(row.created_at)?,
+            claimed_by: row.claimed_by,
+            lease_until: opt_from_ms(row.lease_until)?,
+        })
+    }
+}

@@ -15,6 +15,11 @@ use super::{
 
 /// Queued and running runs a workspace may hold at once, unless configured.
 pub const DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE: u64 = 10_000;
+/// Callbacks a workspace may have waiting (pending deliveries, and runs
+/// under way with a `callback_url`), unless configured: a receiver that is
+/// down (or a key that starts runs in a loop) cannot queue outbound work
+/// without end.
+pub const DEFAULT_MAX_WAITING_CALLBACKS_PER_WORKSPACE: u64 = 1_000;
 
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -174,6 +179,9 @@ pub struct RunQuotas {
     /// outputs, errors, every node's input and output): a new run's
     /// definition and input must fit in what is left.
     pub run_bytes_per_workspace: u64,
+    /// For a run with a `callback_url`: pending callback deliveries plus
+    /// queued and running runs with a `callback_url`, per workspace.
+    pub waiting_callbacks_per_workspace: u64,
 }
 
 /// `--max-run-bytes-per-workspace`: 1 GiB.
@@ -184,6 +192,7 @@ impl Default for RunQuotas {
         Self {
             active_runs_per_workspace: DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE,
             run_bytes_per_workspace: DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE,
+            waiting_callbacks_per_workspace: DEFAULT_MAX_WAITING_CALLBACKS_PER_WORKSPACE,
         }
     }
 }
@@ -243,7 +252,10 @@ pub trait RunStore: Send + Sync {
     /// transaction. A workflow not in the workspace is
     /// [`super::StoreError::NotFound`]; a workspace already holding
     /// `quotas.active_runs_per_workspace` queued and running runs is
-    /// [`super::StoreError::QuotaExceeded`] ([`super::Quota::ActiveRunsPerWorkspace`]).
+    /// [`super::StoreError::QuotaExceeded`] ([`super::Quota::ActiveRunsPerWorkspace`]);
+    /// a run with a `callback_url` in a workspace already holding
+    /// `quotas.waiting_callbacks_per_workspace` pending callbacks and runs
+    /// under way with one is too ([`super::Quota::WaitingCallbacksPerWorkspace`]).
     async fn create_run(
         &self,
         actor: &Actor,

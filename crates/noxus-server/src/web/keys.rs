@@ -69,6 +69,8 @@ pub(super) struct WorkspaceNav {
     pub members: bool,
     /// The Audit tab is offered (`keys:manage`).
     pub audit: bool,
+    /// The Callbacks tab is offered (`workspace:write`).
+    pub callbacks: bool,
 }
 
 /// What the header says about the user in the workspace: the role they
@@ -93,6 +95,7 @@ impl WorkspaceNav {
             tab,
             members: access.can(Permission::MembersRead),
             audit: access.can(Permission::KeysManage),
+            callbacks: access.can(Permission::WorkspaceWrite),
         }
     }
 }

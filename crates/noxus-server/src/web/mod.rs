@@ -4,6 +4,7 @@
 //! with a CSRF token.
 
 mod account;
+mod callbacks;
 mod keys;
 pub mod layout;
 mod members;
@@ -122,6 +123,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/settings/organization/workspaces/{id}/audit",
             get(usage::audit_page),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/callbacks",
+            get(callbacks::callbacks_page),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/callbacks/secret",
+            post(callbacks::reveal_secret),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/callbacks/rotate",
+            post(callbacks::rotate_secret),
         )
         .layer(axum::middleware::from_fn(layout::chrome))
 }

@@ -23,6 +23,7 @@ mod postgres_outage;
 mod properties;
 mod rate_limits;
 mod runs;
+mod runs_callbacks;
 mod secrets;
 mod startup_checks;
 mod usage;

@@ -125,6 +125,13 @@ conformance! {
         run_bytes_count_what_runs_hold_and_bound_new_runs,
         purging_takes_only_runs_that_ended_before_the_cutoff,
         ended_runs_are_the_oldest_ended_ones_of_the_workflow,
+        // 12. Run callbacks.
+        a_run_that_ends_with_a_callback_url_queues_one_callback,
+        callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sender,
+        an_interrupted_last_attempt_fails_the_callback,
+        the_callback_secret_generation_rotates_with_audit_rows,
+        one_workspace_gets_at_most_its_share_of_senders,
+        waiting_callback_quota_is_enforced,
     ],
     fresh: [
         // 5. Usage from two store instances (two replicas).
@@ -133,5 +140,7 @@ conformance! {
         concurrent_setting_inserts_keep_the_first,
         // 11. Workflow runs: claimers in two store instances (two replicas).
         concurrent_claimers_take_each_run_exactly_once,
+        // 12. Run callbacks: senders in two store instances.
+        concurrent_senders_claim_each_callback_once,
     ],
 }

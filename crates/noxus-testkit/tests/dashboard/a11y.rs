@@ -125,7 +125,8 @@ async fn every_settings_page_passes_axe_and_fits_a_phone() {
     app.stop().await;
 }
 
-/// Login, the organization's pages, a workspace's other tabs, the account
+/// Login, the organization's pages, a workspace's other tabs (Callbacks
+/// with its secret shown too), the account
 /// pages, and a 403 as a viewer.
 async fn walk_settings_pages(
     app: &TestApp,
@@ -162,6 +163,16 @@ async fn walk_settings_pages(
         .await?;
     b.find("table#audit").await?;
     b.check_a11y("audit").await?;
+
+    // The Callbacks tab, then its secret shown (the owner just logged in:
+    // no password asked).
+    b.goto(&format!("/settings/organization/workspaces/{ws}/callbacks"))
+        .await?;
+    b.find("form#reveal-form").await?;
+    b.check_a11y("callbacks").await?;
+    b.click("#reveal-submit").await?;
+    b.find("#signing-secret").await?;
+    b.check_a11y("callbacks-secret").await?;
 
     b.goto("/settings/account").await?;
     b.find("#account-email").await?;

@@ -57,6 +57,7 @@ use uuid::Uuid;
 use super::*;
 
 mod audit;
+mod callbacks;
 mod keys;
 mod members;
 mod rate_counters;

@@ -16,6 +16,7 @@ use super::*;
 
 mod archive;
 mod audit;
+mod callbacks;
 mod keys;
 mod members;
 use super::common::*;

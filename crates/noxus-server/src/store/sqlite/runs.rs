@@ -118,6 +118,9 @@ impl RunStore for SqliteStore {
                 limit: quotas.run_bytes_per_workspace,
             });
         }
+        if run.callback_url.is_some() {
+            super::callbacks::check_waiting_callbacks(&mut tx, &run.workspace_id, quotas).await?;
+        }
         let record: RunRecord = sqlx::query_as::<_, RunRow>(&format!(
             "INSERT INTO runs (id, group_id, organization_id, workspace_id, workflow_id,
                  workflow_version_id, definition, input, status, callback_url, started_by_user,
@@ -396,6 +399,7 @@ impl RunStore for SqliteStore {
         let (kind, data) = outcome_event(outcome);
         insert_event(&mut tx, run_id, seq, kind, &data).await?;
         settle_stored_bytes(&mut tx, run_id).await?;
+        super::callbacks::queue_callback(&mut tx, run_id, status, now).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -434,6 +438,7 @@ impl RunStore for SqliteStore {
         )
         .await?;
         settle_stored_bytes(&mut tx, id).await?;
+        super::callbacks::queue_callback(&mut tx, id, RunStatus::Stopped, now).await?;
         audit(
             &mut tx,
             actor,

@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod callbacks;
 mod cascade;
 mod concurrency;
 mod events;
@@ -13,6 +14,7 @@ mod usage;
 
 pub use audit::*;
 pub use auth::*;
+pub use callbacks::*;
 pub use cascade::*;
 pub use concurrency::*;
 pub use events::*;
