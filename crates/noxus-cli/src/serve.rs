@@ -112,6 +112,16 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_MAX_ADDRESSES_PER_KEY", default_value_t = defaults::MAX_ADDRESSES_PER_KEY, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_addresses_per_key: u64,
 
+    /// Run event streams (`GET /v1/runs/{id}/events`) one API key may hold
+    /// open at once on this server (429 above it).
+    #[arg(long, env = "NOXUS_MAX_EVENT_STREAMS_PER_KEY", default_value_t = defaults::MAX_EVENT_STREAMS_PER_KEY, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_event_streams_per_key: u64,
+
+    /// Run event streams one workspace (all its keys) may hold open at once
+    /// on this server (429 above it).
+    #[arg(long, env = "NOXUS_MAX_EVENT_STREAMS_PER_WORKSPACE", default_value_t = defaults::MAX_EVENT_STREAMS_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_event_streams_per_workspace: u64,
+
     /// Workflows one workspace may hold (409 above it).
     #[arg(long, env = "NOXUS_MAX_WORKFLOWS_PER_WORKSPACE", default_value_t = defaults::MAX_WORKFLOWS_PER_WORKSPACE, value_parser = clap::value_parser!(u64).range(1..))]
     max_workflows_per_workspace: u64,
@@ -349,6 +359,10 @@ fn serve(
     }
     config.max_addresses_per_key =
         usize::try_from(args.max_addresses_per_key).unwrap_or(usize::MAX);
+    config.event_streams = noxus_server::runs::streams::StreamLimits {
+        per_key: usize::try_from(args.max_event_streams_per_key).unwrap_or(usize::MAX),
+        per_workspace: usize::try_from(args.max_event_streams_per_workspace).unwrap_or(usize::MAX),
+    };
     config.max_workflows_per_workspace = args.max_workflows_per_workspace;
     config.max_versions_per_workflow = args.max_versions_per_workflow;
     config.max_definition_bytes_per_workspace = args.max_definition_bytes_per_workspace;

@@ -501,3 +501,209 @@ async fn organization_changes_reach_every_replica() {
     }
     arranger.close().await;
 }
+
+// Run event streams across replicas: a stream on one replica is woken by
+// what is written through another (the store's `noxus_runs` and
+// `noxus_events` notifications), not by polling.
+
+/// Input → ComposeText ("Hello, {input}!") → Output.
+fn greeting_definition() -> serde_json::Value {
+    let node = |id: &str, kind: &str, config: serde_json::Value| {
+        serde_json::json!({"type": kind, "id": id, "node_config": config,
+                           "connector_config": {"inputs": [], "outputs": []}})
+    };
+    let edge = |from: &str, to: &str| {
+        serde_json::json!({"from_id": {"node_id": from, "connector_name": "output", "key": null, "optional": false},
+                           "to_id": {"node_id": to, "connector_name": "input", "key": null, "optional": false},
+                           "id": format!("{from}-{to}")})
+    };
+    serde_json::json!({
+        "flow_version": "v1",
+        "nodes": [
+            node("in", "InputNode", serde_json::json!({"label": "Name"})),
+            node("compose", "ComposeTextNode", serde_json::json!({"template": "Hello, {input}!"})),
+            node("out", "OutputNode", serde_json::json!({"label": "Greeting"})),
+        ],
+        "edges": [edge("in", "compose"), edge("compose", "out")]
+    })
+}
+
+/// An open event stream, read event by event.
+struct Stream {
+    response: reqwest::Response,
+    buffered: String,
+}
+
+impl Stream {
+    /// Opens the stream of `run` on replica `index` with `key`.
+    async fn open(cluster: &Cluster, index: usize, run: &str, key: &str) -> Self {
+        let response = cluster
+            .get(index, &format!("/v1/runs/{run}/events"), key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        Self {
+            response,
+            buffered: String::new(),
+        }
+    }
+
+    /// The next event's data, with when it arrived; `None` at the end.
+    /// Fails if nothing comes for 10 s.
+    async fn next(&mut self) -> Option<(serde_json::Value, Instant)> {
+        loop {
+            if let Some(end) = self.buffered.find("\n\n") {
+                let frame: String = self.buffered.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    return Some((serde_json::from_str(data).unwrap(), Instant::now()));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(10), self.response.chunk())
+                .await
+                .expect("the stream says something within 10 s")
+                .unwrap()?;
+            self.buffered.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads until an event of `kind`.
+    async fn until(&mut self, kind: &str) {
+        while let Some((event, _)) = self.next().await {
+            if event["type"] == kind {
+                return;
+            }
+        }
+        panic!("the stream ended before a {kind} event");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_on_one_replica_ends_when_its_key_is_revoked_through_another() {
+    let test = "cluster::a_stream_on_one_replica_ends_when_its_key_is_revoked_through_another";
+    let Some(cluster) = Cluster::start(test, Path::new(NOXUS), 2, MINUTE_TTL).await else {
+        return;
+    };
+    let arranger = cluster.arranger().await;
+    let ws = cluster.workspace_id.clone();
+    let member = arranger.user(&ws, Role::Member).await;
+    let workflow = arranger.workflow(&ws, greeting_definition()).await;
+    let run = arranger.held_run(&ws, &workflow, &member.id).await;
+    for round in 0..4 {
+        let (changer, streamer) = (round % 2, 1 - round % 2);
+        let (id, key) = cluster
+            .create_key(
+                changer,
+                serde_json::json!({"name": format!("streamer {round}")}),
+            )
+            .await;
+        let mut stream = Stream::open(&cluster, streamer, &run, &key).await;
+        stream.until("started").await;
+        let revoked = cluster
+            .delete(
+                changer,
+                &format!("/v1/admin/groups/{ws}/api-keys/{id}"),
+                &cluster.owner_key,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status().as_u16(), 200);
+        let answered = Instant::now();
+        let (last, at) = stream.next().await.expect("a final event");
+        assert_eq!(last["type"], "error", "{last}");
+        assert_eq!(last["data"]["code"], "revoked_api_key", "{last}");
+        let took = at.saturating_duration_since(answered);
+        eprintln!(
+            "round {round}: the stream on replica {streamer} ended {} ms after the revocation's response from replica {changer}",
+            took.as_millis()
+        );
+        assert!(took < Duration::from_secs(1), "ended {took:?} after");
+        assert!(stream.next().await.is_none(), "nothing after the error");
+    }
+    arranger.close().await;
+}
+
+#[tokio::test]
+async fn a_stream_on_one_replica_follows_a_run_written_elsewhere_as_it_happens() {
+    let test = "cluster::a_stream_on_one_replica_follows_a_run_written_elsewhere_as_it_happens";
+    let Some(cluster) = Cluster::start(test, Path::new(NOXUS), 2, MINUTE_TTL).await else {
+        return;
+    };
+    let arranger = cluster.arranger().await;
+    let ws = cluster.workspace_id.clone();
+    let member = arranger.user(&ws, Role::Member).await;
+    let workflow = arranger.workflow(&ws, greeting_definition()).await;
+
+    // A run written by another process (the arranger's store, as a worker
+    // of its own): each event reaches replica 1's stream well within the
+    // streams' 2-second safety poll, so by the store's notifications.
+    let run = arranger.held_run(&ws, &workflow, &member.id).await;
+    let mut stream = Stream::open(&cluster, 1, &run, &member.key).await;
+    stream.until("started").await;
+    let mut delays = Vec::new();
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150 + 50 * i)).await;
+        let written = Instant::now();
+        let seq = arranger
+            .run_event(&run, "node_started", serde_json::json!({"index": i}))
+            .await;
+        let (event, at) = stream.next().await.expect("the event");
+        assert_eq!(event["redisId"], seq.to_string(), "{event}");
+        assert_eq!(event["data"]["index"], i, "{event}");
+        delays.push(at.saturating_duration_since(written));
+    }
+    arranger
+        .complete_held_run(&run, serde_json::json!({"out::output": {"text": "done"}}))
+        .await;
+    let (last, _) = stream.next().await.expect("the terminal event");
+    assert_eq!(last["type"], "completed", "{last}");
+    assert!(stream.next().await.is_none(), "the stream ends after it");
+    eprintln!("event delays across replicas: {delays:?}");
+    let slowest = delays.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "an event took {slowest:?} to cross"
+    );
+
+    // A run started and executed through replica 0, streamed on replica 1:
+    // every event, from `queued` to `completed`, then the end.
+    let created = cluster
+        .post(0, &format!("/v1/workflows/{workflow}/runs"), &member.key)
+        .json(&serde_json::json!({"input": {"Name": "Ada"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let run = created["id"].as_str().unwrap();
+    let mut stream = Stream::open(&cluster, 1, run, &member.key).await;
+    let mut kinds = Vec::new();
+    let mut numbers = Vec::new();
+    while let Some((event, _)) = stream.next().await {
+        kinds.push(event["type"].as_str().unwrap().to_owned());
+        numbers.push(event["redisId"].as_str().unwrap().parse::<i64>().unwrap());
+    }
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("queued"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("completed"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "node_started").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        numbers,
+        (1..=numbers.len() as i64).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    arranger.close().await;
+}

@@ -247,17 +247,18 @@ pub async fn authenticate(
 /// Whether the key of a request that was let in is still good for
 /// `permission` now (revoked, expired, owner removed or demoted: refused):
 /// what a long-lived answer, such as an event stream, checks while it
-/// lasts. It reads the key cache, which every replica's store events keep
-/// current, and is not charged to the key's rate limit.
+/// lasts, with the key as it stands (its expiry may have changed: a
+/// rotation sets one). It reads the key cache, which every replica's store
+/// events keep current, and is not charged to the key's rate limit.
 pub async fn still_allowed(
     state: &AppState,
     headers: &HeaderMap,
     client_addr: Option<IpAddr>,
     permission: Permission,
-) -> Result<(), ApiError> {
-    verify(state, headers, client_addr, None, false)
-        .await?
-        .require(permission)
+) -> Result<AuthContext, ApiError> {
+    let auth = verify(state, headers, client_addr, None, false).await?;
+    auth.require(permission)?;
+    Ok(auth)
 }
 
 async fn verify(

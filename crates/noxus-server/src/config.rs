@@ -55,6 +55,12 @@ pub mod defaults {
     pub const MAX_CONNECTIONS: u64 = 10_000;
     /// `--max-addresses-per-key`.
     pub const MAX_ADDRESSES_PER_KEY: u64 = crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY as u64;
+    /// `--max-event-streams-per-key`.
+    pub const MAX_EVENT_STREAMS_PER_KEY: u64 =
+        crate::runs::streams::DEFAULT_MAX_STREAMS_PER_KEY as u64;
+    /// `--max-event-streams-per-workspace`.
+    pub const MAX_EVENT_STREAMS_PER_WORKSPACE: u64 =
+        crate::runs::streams::DEFAULT_MAX_STREAMS_PER_WORKSPACE as u64;
     /// `--max-workflows-per-workspace`.
     pub const MAX_WORKFLOWS_PER_WORKSPACE: u64 = 10_000;
     /// `--max-versions-per-workflow`.
@@ -172,6 +178,9 @@ pub struct Config {
     /// Addresses remembered per key (IPv6 per /64); beyond that the least
     /// recently seen is forgotten.
     pub max_addresses_per_key: usize,
+    /// Run event streams (`GET /v1/runs/{id}/events`) one key, and one
+    /// workspace, may hold open at once in this process; more are 429.
+    pub event_streams: crate::runs::streams::StreamLimits,
     /// Workflows a workspace may hold.
     pub max_workflows_per_workspace: u64,
     /// Versions a workflow may hold.
@@ -248,6 +257,7 @@ impl Config {
             login_throttle: LoginThrottlePolicy::default(),
             auth_failure_limit: crate::rate_limit::DEFAULT_AUTH_FAILURE_LIMIT,
             max_addresses_per_key: crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY,
+            event_streams: crate::runs::streams::StreamLimits::default(),
             max_workflows_per_workspace: defaults::MAX_WORKFLOWS_PER_WORKSPACE,
             max_versions_per_workflow: defaults::MAX_VERSIONS_PER_WORKFLOW,
             max_definition_bytes_per_workspace: defaults::MAX_DEFINITION_BYTES_PER_WORKSPACE,

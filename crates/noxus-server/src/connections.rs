@@ -132,6 +132,12 @@ pub async fn serve(
             refuse(stream, &refusals);
             continue;
         };
+        // Small writes go out at once: an event stream's frame must not wait
+        // (Nagle) for the client's delayed acknowledgement of the previous
+        // one, up to 40 ms on Linux. Answers are written whole anyway.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %err, "cannot set TCP_NODELAY");
+        }
         let clock = Arc::new(ConnectionClock::new(timeouts));
         let io = TokioIo::new(TimedStream::new(stream, Arc::clone(&clock)));
         let service = {

@@ -289,6 +289,8 @@ impl KeyCache {
                 self.invalidate_where(|r| r.key.workspace_id == *id)
             }
             StoreEvent::Resync => self.invalidate_where(|_| true),
+            // Concerns no key (and travels on the runs' channel anyway).
+            StoreEvent::RunChanged(_) => {}
         }
     }
 

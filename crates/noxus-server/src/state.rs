@@ -42,13 +42,15 @@ pub(crate) struct Inner {
     models: Option<crate::runs::openai::OpenAiCompatible>,
     /// Run callbacks: the sender's wake-up and the signer.
     callbacks: crate::runs::callbacks::CallbackHub,
+    /// The open run event streams, woken by the store's events.
+    streams: Arc<crate::runs::streams::Streams>,
     config: Config,
 }
 
 impl AppState {
-    /// Assembles the state, and starts the task that applies the store's
-    /// events to the key cache (so it must be called inside a Tokio runtime;
-    /// the task ends with the store). Fails on a Redis URL that cannot be
+    /// Assembles the state, and starts the tasks that apply the store's
+    /// events to the key cache and to the open event streams (so it must be
+    /// called inside a Tokio runtime; the tasks end with the store). Fails on a Redis URL that cannot be
     /// used (it does not connect yet).
     pub fn new(store: Arc<dyn Store>, catalog: Catalog, config: Config) -> anyhow::Result<Self> {
         let limits = ClusterLimits::for_store(
@@ -78,6 +80,12 @@ impl AppState {
             let cache = Arc::clone(&cache);
             async move { cache.run_invalidation(events).await }
         });
+        let streams = Arc::new(crate::runs::streams::Streams::new(config.event_streams));
+        let (key_events, run_events) = (store.subscribe(), store.subscribe_runs());
+        tokio::spawn({
+            let streams = Arc::clone(&streams);
+            async move { streams.run_dispatch(key_events, run_events).await }
+        });
         let state = Self(Arc::new(Inner {
             hasher: KeyHasher::rotating(config.pepper.as_ref(), config.previous_pepper.as_ref()),
             passwords: PasswordPool::new(config.password_hash_concurrency, QUEUE_WAIT),
@@ -95,6 +103,7 @@ impl AppState {
             runs: crate::runs::service::RunHub::default(),
             models,
             callbacks: crate::runs::callbacks::CallbackHub::new(&config)?,
+            streams,
             store,
             catalog,
             config,
@@ -102,6 +111,11 @@ impl AppState {
         crate::runs::service::start(&state);
         crate::runs::callbacks::start(&state);
         Ok(state)
+    }
+
+    /// The open run event streams (and `/sync` waits).
+    pub fn streams(&self) -> &Arc<crate::runs::streams::Streams> {
+        &self.0.streams
     }
 
     /// The runs' wake-ups.

@@ -682,6 +682,9 @@ pub struct ClusterUser {
     pub key_id: String,
 }
 
+/// The worker name under which [`Arranger::held_run`] holds its runs.
+pub const ARRANGER_WORKER: &str = "the-arranger";
+
 /// What the API cannot arrange, done directly in the cluster's database
 /// through the platform's own store (as [`crate::TestApp::user_with_role`]
 /// does in process): people, their memberships, keys of theirs. The store
@@ -947,6 +950,98 @@ impl Arranger {
             record.id.into_string(),
             issued.secret.expose_secret().to_owned(),
         )
+    }
+
+    /// Saves a workflow of `definition` in `workspace_id`; returns its id.
+    pub async fn workflow(&self, workspace_id: &str, definition: serde_json::Value) -> String {
+        use noxus_server::store::prelude::*;
+        self.store
+            .create_workflow(
+                &noxus_server::store::Actor::system(),
+                &workspace_id.into(),
+                noxus_server::store::WorkflowFields {
+                    name: "arranged".to_owned(),
+                    kind: "flow".to_owned(),
+                    definition,
+                    error_handler: None,
+                },
+                &noxus_server::store::WorkflowQuotas {
+                    workflows_per_workspace: u64::MAX,
+                    versions_per_workflow: u64::MAX,
+                    definition_bytes_per_workspace: u64::MAX,
+                },
+            )
+            .await
+            .expect("the workflow")
+            .id
+            .into_string()
+    }
+
+    /// A run of `workflow_id` that stays `running` as long as the caller
+    /// wants: queued and claimed at once by this store as worker
+    /// [`ARRANGER_WORKER`] (its lease lasts an hour), before a replica's
+    /// worker looks (tried again in the rare case one was first). Its
+    /// events so far are `queued` and `started`; append more, or finish
+    /// it, through [`Arranger::store`] as that worker.
+    pub async fn held_run(&self, workspace_id: &str, workflow_id: &str, user_id: &str) -> String {
+        use noxus_server::store::prelude::*;
+        for _ in 0..20 {
+            let run = self
+                .store
+                .create_run(
+                    &noxus_server::store::Actor::system(),
+                    &noxus_server::store::NewRun {
+                        workspace_id: workspace_id.into(),
+                        workflow_id: workflow_id.into(),
+                        workflow_version_id: None,
+                        definition: serde_json::json!({"nodes": [], "edges": []}),
+                        input: serde_json::json!({}),
+                        group_id: None,
+                        callback_url: None,
+                        started_by_user: user_id.into(),
+                        started_by_key: None,
+                    },
+                    &noxus_server::store::RunQuotas::default(),
+                )
+                .await
+                .expect("the run");
+            let now = time::OffsetDateTime::now_utc();
+            let claimed = self
+                .store
+                .claim_runs(ARRANGER_WORKER, 100, now, now + time::Duration::hours(1))
+                .await
+                .expect("a claim");
+            if claimed.iter().any(|r| r.id == run.id) {
+                return run.id.into_string();
+            }
+        }
+        panic!("the replicas' workers claimed every run first");
+    }
+
+    /// Appends an event of `kind` to a run held by [`Arranger::held_run`];
+    /// returns its number.
+    pub async fn run_event(&self, run_id: &str, kind: &str, data: serde_json::Value) -> i64 {
+        use noxus_server::store::prelude::*;
+        self.store
+            .append_run_event(&run_id.into(), kind, &data)
+            .await
+            .expect("the event")
+    }
+
+    /// Completes a run held by [`Arranger::held_run`] with `output`.
+    pub async fn complete_held_run(&self, run_id: &str, output: serde_json::Value) {
+        use noxus_server::store::prelude::*;
+        let finished = self
+            .store
+            .finish_run(
+                &run_id.into(),
+                ARRANGER_WORKER,
+                &noxus_server::store::RunOutcome::Completed { output },
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            .expect("the outcome");
+        assert!(finished, "the run was still held");
     }
 
     /// Closes the store.

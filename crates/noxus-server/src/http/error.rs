@@ -17,6 +17,9 @@ pub const INVALID_KEY_DETAIL: &str = "Invalid API key - please check your creden
 /// reconnects on the next request, so a second is enough once it is back.
 pub const DATABASE_RETRY_AFTER_SECONDS: u64 = 1;
 
+/// `Retry-After` of a 429 `too_many_streams`.
+pub const TOO_MANY_STREAMS_RETRY_AFTER_SECONDS: u64 = 5;
+
 /// Result alias for handlers.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -82,6 +85,10 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after: u64,
     },
+    /// 429 `too_many_streams`, with `Retry-After`: the key (or its
+    /// workspace) holds the most event streams it may hold open at once.
+    #[error("{0}")]
+    TooManyStreams(#[from] crate::runs::streams::TooManyStreams),
     /// 503 `service_unavailable`, with `Retry-After`: the database does not
     /// answer. Authentication fails closed: a key that is not in the cache
     /// is never let through because it could not be checked.
@@ -136,7 +143,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } | Self::AuthThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::AuthThrottled { .. } | Self::TooManyStreams(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -157,6 +166,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Validation { .. } => "validation_error",
             Self::RateLimited { .. } | Self::AuthThrottled { .. } => "rate_limited",
+            Self::TooManyStreams(_) => "too_many_streams",
             Self::ServiceUnavailable { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -240,6 +250,8 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after, .. }
             | Self::AuthThrottled { retry_after }
             | Self::ServiceUnavailable { retry_after, .. } => Some(*retry_after),
+            // When one of the others ends is not known: soon, usually.
+            Self::TooManyStreams(_) => Some(TOO_MANY_STREAMS_RETRY_AFTER_SECONDS),
             _ => None,
         };
         let (detail, required_permission, field, internal) = match self {

@@ -182,11 +182,17 @@ fn add_error_responses(doc: &mut Value) {
     }
 }
 
-/// A status the annotation already declares keeps its description; if its
+/// A status the annotation already declares keeps its description (and
+/// gains the shared `Retry-After` header, e.g. a route's own 429); if its
 /// body is not the error body (e.g. `/readyz`'s 503), it may be either.
 fn merge_error(declared: &mut Value, error: Value) {
     let schema = &mut declared["content"]["application/json"]["schema"];
     if schema.get("$ref").and_then(Value::as_str) == Some(ERROR_BODY) {
+        if let Some(headers) = error.get("headers") {
+            if declared.get("headers").is_none() {
+                declared["headers"] = headers.clone();
+            }
+        }
         return;
     }
     if schema.is_null() {

@@ -7,6 +7,15 @@
 //! Starting, stopping and deleting need `workflows:run`; reading needs
 //! `workflows:read`. An event stream ends with an `error` event as soon as
 //! the key that opened it is revoked, expires, or loses the permission.
+//!
+//! Streams and `/sync` waits do not poll: the store's events wake them
+//! ([`crate::runs::streams`]): their run's new events, from any replica,
+//! and any change of their key, its owner or its workspace. A slow safety
+//! poll ([`SAFETY_POLL`]) stays, so that a missed wake-up delays, never
+//! loses; it is fast ([`DEAF_POLL`]) only while the store cannot hear
+//! other replicas ([`crate::store::EventBus::is_deaf`]). A key's expiry is
+//! a timer at `expires_at`. One key, and one workspace, may hold a bounded
+//! number of streams open at once ([`crate::runs::streams::StreamLimits`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -30,6 +39,7 @@ use crate::domain::validation;
 use crate::http::error::{ApiError, Result};
 use crate::http::extract::{int_query_params, ApiJson, ApiPath, IntParam, QueryPairs, PAGE};
 use crate::http::workflows::workflow_id;
+use crate::runs::streams::{Opener, Watch};
 use crate::state::AppState;
 use crate::store::{
     NewRun, RunEvent, RunId, RunRecord, RunStatus, VersionSlice, WorkflowId, WorkflowVersionId,
@@ -41,9 +51,17 @@ use crate::time_fmt::rfc3339;
 const MAX_RUNS_PER_REQUEST: u64 = 100;
 /// How long `POST …/runs/sync` waits for the run to finish.
 const SYNC_WAIT: Duration = Duration::from_secs(60);
-/// How often a stream (and `/sync`) looks for changes made by other
-/// replicas; changes made in this process wake it at once.
-const STREAM_POLL: Duration = Duration::from_millis(100);
+/// How often a stream (and `/sync`) looks at its run and its key when
+/// nothing woke it: the store's events wake it at once, so this only bounds
+/// what a missed wake-up could delay.
+pub const SAFETY_POLL: Duration = Duration::from_secs(2);
+/// The same while the store cannot hear other replicas' changes (its
+/// PostgreSQL listener lost its connection): then nothing wakes a stream
+/// for what happens elsewhere.
+pub const DEAF_POLL: Duration = Duration::from_millis(100);
+/// The longest a key's expiry timer is set for at once (it is set again
+/// when it fires early).
+const MAX_EXPIRY_TIMER: Duration = Duration::from_secs(24 * 3600);
 /// Events read from the store at once.
 const EVENTS_PER_READ: u32 = 100;
 
@@ -349,18 +367,29 @@ async fn run_sync(
     let output_only = query.boolean("output_only")?.unwrap_or(false);
     let record = start(&state, &auth, &id, body).await?;
     let deadline = tokio::time::Instant::now() + SYNC_WAIT;
+    // Woken by the run's changes; the first read catches one made before
+    // the watch was registered.
+    let watch = state.streams().watch_run(&record.id);
     let mut run = record;
-    while !run.status.is_terminal() && tokio::time::Instant::now() < deadline {
-        let changed = state.runs().wait_changed();
-        tokio::select! {
-            () = changed => {}
-            () = tokio::time::sleep(STREAM_POLL) => {}
-        }
+    loop {
         run = state
             .store()
             .run(auth.workspace_id(), &run.id)
             .await?
             .ok_or_else(|| ApiError::not_found("run"))?;
+        if run.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let poll = if state.store().events().is_deaf() {
+            DEAF_POLL
+        } else {
+            SAFETY_POLL
+        };
+        tokio::select! {
+            () = watch.signal().woken() => {}
+            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+        }
     }
     Ok(if output_only {
         Json(
@@ -781,13 +810,17 @@ async fn search_runs(
 /// until the run ends. Each is `data: {"type", "data": {…,
 /// "workflow_status"}, "redisId"}`. The stream also ends, with an `error`
 /// event, when the key that opened it is revoked, expires, or loses
-/// `workflows:read` (its owner removed or demoted).
+/// `workflows:read` (its owner removed or demoted). One key may hold at
+/// most `--max-event-streams-per-key` streams open at once on a server
+/// (32 unless configured), one workspace `--max-event-streams-per-workspace`
+/// (256): more are 429 `too_many_streams`.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
     params(("id" = Uuid, Path, description = "Run id"),
            ("etag" = Option<String>, Query, description = "Resume after this event")),
     responses((status = 200, description = "`text/event-stream`", content_type = "text/event-stream", body = String),
               (status = 403, description = "Needs `workflows:read` (`insufficient_permissions`)", body = ErrorBody),
-              (status = 404, description = "No such run in this workspace", body = ErrorBody)))]
+              (status = 404, description = "No such run in this workspace", body = ErrorBody),
+              (status = 429, description = "The key, or its workspace, already holds the most event streams it may hold open at once (`too_many_streams`); or over the key's rate limit, or too many failed authentications from this address (`rate_limited`)", body = ErrorBody)))]
 async fn run_events(
     State(state): State<AppState>,
     auth: AuthContext,
@@ -806,7 +839,18 @@ async fn run_events(
             )
         })?,
     };
+    let watch = state.streams().open(
+        &run.id,
+        Opener {
+            key: auth.record().key.id.clone(),
+            user: auth.user_id().clone(),
+            workspace: auth.workspace_id().clone(),
+        },
+    )?;
+    // A run that ended sends nothing after its last event.
+    let done = run.status.is_terminal() && after >= run.last_event_seq;
     let stream = EventStream {
+        expires: expiry_timer(&state, &auth),
         state,
         workspace: auth.workspace_id().clone(),
         run_id: run.id,
@@ -814,7 +858,13 @@ async fn run_events(
         headers,
         client_addr: auth.client_addr,
         pending: VecDeque::new(),
-        done: false,
+        done,
+        watch,
+        // Both at once: a change between the authentication and the
+        // watch's registration woke nothing.
+        recheck_key: true,
+        read_events: true,
+        polled_at: tokio::time::Instant::now(),
     };
     let events = futures_util::stream::unfold(stream, |mut s| async move {
         s.next().await.map(|event| (Ok::<_, Infallible>(event), s))
@@ -832,8 +882,41 @@ struct EventStream {
     after: i64,
     headers: HeaderMap,
     client_addr: Option<IpAddr>,
+    /// At most [`EVENTS_PER_READ`] events, read when it was empty.
     pending: VecDeque<Event>,
     done: bool,
+    /// Its registration: what wakes it, and its place under the limits.
+    watch: Watch,
+    /// The key must be checked again before anything more is sent.
+    recheck_key: bool,
+    /// The run may have new events.
+    read_events: bool,
+    /// When the safety poll last looked.
+    polled_at: tokio::time::Instant,
+    /// When the key expires, if it does.
+    expires: Option<tokio::time::Instant>,
+}
+
+/// When `auth`'s key expires, as a timer deadline (at most
+/// [`MAX_EXPIRY_TIMER`] away: set again when it fires).
+fn expiry_timer(state: &AppState, auth: &AuthContext) -> Option<tokio::time::Instant> {
+    let expires_at = auth.record().key.expires_at?;
+    let expires_ms = i64::try_from(expires_at.unix_timestamp_nanos() / 1_000_000).ok()?;
+    let left_ms = expires_ms
+        .saturating_sub(state.clock().now().unix_ms)
+        .max(0);
+    let left = Duration::from_millis(u64::try_from(left_ms).unwrap_or(0)).min(MAX_EXPIRY_TIMER);
+    Some(tokio::time::Instant::now() + left)
+}
+
+/// What ended a stream's wait.
+enum Woken {
+    /// Its signal: the run, the key, or both (see the signal's flags).
+    Signal,
+    /// The safety poll.
+    Poll,
+    /// The key's expiry.
+    Expiry,
 }
 
 fn frame(event: &RunEvent) -> Event {
@@ -868,48 +951,94 @@ impl EventStream {
                 return None;
             }
             // The key that opened the stream must still be good for it.
-            if let Err(refused) = crate::auth::still_allowed(
-                &self.state,
-                &self.headers,
-                self.client_addr,
-                Permission::WorkflowsRead,
-            )
-            .await
-            {
-                self.done = true;
-                let (code, detail) = (refused.code(), refused.to_string());
-                let payload = json!({
-                    "type": "error",
-                    "data": {"code": code, "detail": detail, "workflow_status": "failed"},
-                });
-                return Some(Event::default().event("message").data(payload.to_string()));
-            }
-            let changed = self.state.runs().wait_changed();
-            match self
-                .state
-                .store()
-                .run_events_after(&self.workspace, &self.run_id, self.after, EVENTS_PER_READ)
+            if self.recheck_key {
+                self.recheck_key = false;
+                match crate::auth::still_allowed(
+                    &self.state,
+                    &self.headers,
+                    self.client_addr,
+                    Permission::WorkflowsRead,
+                )
                 .await
-            {
-                Ok(events) if !events.is_empty() => {
-                    for event in &events {
-                        self.after = event.seq;
-                        self.pending.push_back(frame(event));
-                        if is_final(event) {
-                            self.done = true;
-                            break;
-                        }
+                {
+                    Ok(auth) => self.expires = expiry_timer(&self.state, &auth),
+                    Err(refused) => {
+                        self.done = true;
+                        let (code, detail) = (refused.code(), refused.to_string());
+                        let payload = json!({
+                            "type": "error",
+                            "data": {"code": code, "detail": detail, "workflow_status": "failed"},
+                        });
+                        return Some(Event::default().event("message").data(payload.to_string()));
                     }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(run_id = %self.run_id, error = %err, "reading a run's events failed");
                 }
             }
-            tokio::select! {
-                () = changed => {}
-                () = tokio::time::sleep(STREAM_POLL) => {}
+            if self.read_events {
+                self.read_events = false;
+                match self
+                    .state
+                    .store()
+                    .run_events_after(&self.workspace, &self.run_id, self.after, EVENTS_PER_READ)
+                    .await
+                {
+                    Ok(events) if !events.is_empty() => {
+                        // A full read may have left some behind.
+                        self.read_events = events.len() >= EVENTS_PER_READ as usize;
+                        for event in &events {
+                            self.after = event.seq;
+                            self.pending.push_back(frame(event));
+                            if is_final(event) {
+                                self.done = true;
+                                break;
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        // The safety poll tries again.
+                        tracing::warn!(run_id = %self.run_id, error = %err, "reading a run's events failed");
+                    }
+                }
+            }
+            self.wait().await;
+        }
+    }
+
+    /// Sleeps until the stream has something to look at: a wake-up, the
+    /// safety poll, or the key's expiry.
+    async fn wait(&mut self) {
+        let every = if self.state.store().events().is_deaf() {
+            DEAF_POLL
+        } else {
+            SAFETY_POLL
+        };
+        let poll_at = self.polled_at + every;
+        let expires = self.expires;
+        let signal = std::sync::Arc::clone(self.watch.signal());
+        let woken = tokio::select! {
+            () = signal.woken() => Woken::Signal,
+            () = tokio::time::sleep_until(poll_at) => Woken::Poll,
+            () = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => Woken::Expiry,
+        };
+        match woken {
+            Woken::Signal => {
+                self.recheck_key |= signal.take_key();
+                self.read_events |= signal.take_run();
+            }
+            Woken::Poll => {
+                self.polled_at = tokio::time::Instant::now();
+                self.recheck_key = true;
+                self.read_events = true;
+            }
+            Woken::Expiry => {
+                self.expires = None;
+                self.recheck_key = true;
             }
         }
     }

@@ -40,7 +40,10 @@ pub const MAX_ATTEMPTS: i64 = 3;
 pub struct RunHub {
     /// Wakes the workers: a run was queued in this process.
     queued: Notify,
-    /// Wakes the event streams of this process: a run's events changed.
+    /// Wakes [`RunHub::wait_changed`]: a run's events changed in this
+    /// process. (The event streams and `/sync` are woken by the store's
+    /// `RunChanged` events instead, which come from every replica: see
+    /// [`crate::runs::streams`].)
     changed: Notify,
     /// This process's name in the runs' `claimed_by`.
     worker: String,
@@ -62,13 +65,14 @@ impl RunHub {
         self.queued.notify_one();
     }
 
-    /// A run's events changed: wake the streams waiting for them.
+    /// A run's events changed in this process: wake what waits for it.
     pub fn changed(&self) {
         self.changed.notify_waiters();
     }
 
-    /// Resolves at the next change in this process (or never): the streams
-    /// also poll, for the changes of other replicas.
+    /// Resolves at the next change in this process (or never); changes made
+    /// by other replicas are not seen here (the store's events carry them:
+    /// [`crate::runs::streams`]).
     pub fn wait_changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
     }

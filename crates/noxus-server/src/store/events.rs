@@ -3,6 +3,15 @@
 //! rollback). One task per process feeds them to the verified-key cache
 //! ([`crate::key_cache::KeyCache`]), so no handler invalidates anything by hand.
 //!
+//! Two kinds travel apart. What can change a key's rights (keys, users,
+//! workspaces) is numbered and counted ([`EventBus::subscribe`],
+//! [`EventBus::published`]). That a run has new events
+//! ([`StoreEvent::RunChanged`], for the open event streams,
+//! [`EventBus::subscribe_runs`]) is neither numbered nor counted: runs
+//! change many times a second, concern no key, and must neither hold the
+//! key cache back (it answers nothing while a counted event is unapplied)
+//! nor make its subscription lag (which empties it).
+//!
 //! Read-your-writes within a process: a change is published before the
 //! store call returns, and the cache is bypassed while any published event
 //! has not been applied yet ([`EventBus::published`] against the cache's
@@ -31,32 +40,47 @@ pub enum StoreEvent {
     UserChanged(super::UserId),
     /// A workspace was created, deleted, or its settings (rate limit) changed.
     WorkspaceChanged(super::WorkspaceId),
+    /// A run has new events (it was claimed, progressed, ended or was
+    /// stopped): its open event streams read them. Published on the runs'
+    /// channel ([`EventBus::subscribe_runs`]), never to the key cache.
+    RunChanged(super::RunId),
     /// Events may have been missed (another process's changes could not be
     /// heard for a while): forget everything.
     Resync,
 }
 
 impl StoreEvent {
-    /// The event as one short line (`k:<id>`, `u:<id>`, `w:<id>`, `*`), as
-    /// sent between processes.
+    /// The event as one short line (`k:<id>`, `u:<id>`, `w:<id>`, `r:<id>`,
+    /// `*`), as sent between processes.
     pub fn encode(&self) -> String {
         match self {
             Self::KeyChanged(id) => format!("k:{id}"),
             Self::UserChanged(id) => format!("u:{id}"),
             Self::WorkspaceChanged(id) => format!("w:{id}"),
+            Self::RunChanged(id) => format!("r:{id}"),
             Self::Resync => "*".to_owned(),
         }
     }
 
     /// The event back from [`StoreEvent::encode`]; anything unknown is a
-    /// [`StoreEvent::Resync`] (forgetting too much is safe, too little is not).
+    /// [`StoreEvent::Resync`] (forgetting too much is safe, too little is
+    /// not). A process older than [`StoreEvent::RunChanged`] never hears
+    /// one: run changes go out on a channel of their own, which it does
+    /// not listen to.
     pub fn decode(text: &str) -> Self {
         match text.split_once(':') {
             Some(("k", id)) if !id.is_empty() => Self::KeyChanged(id.into()),
             Some(("u", id)) if !id.is_empty() => Self::UserChanged(id.into()),
             Some(("w", id)) if !id.is_empty() => Self::WorkspaceChanged(id.into()),
+            Some(("r", id)) if !id.is_empty() => Self::RunChanged(id.into()),
             _ => Self::Resync,
         }
+    }
+
+    /// Whether the event travels on the runs' channel
+    /// ([`EventBus::subscribe_runs`]) rather than the counted one.
+    pub fn is_run(&self) -> bool {
+        matches!(self, Self::RunChanged(_))
     }
 }
 
@@ -73,6 +97,9 @@ pub struct EventBus {
 #[derive(Debug)]
 struct Inner {
     sender: broadcast::Sender<(u64, StoreEvent)>,
+    /// [`StoreEvent::RunChanged`], and [`StoreEvent::Resync`] when some may
+    /// have been missed: unnumbered, uncounted.
+    runs: broadcast::Sender<StoreEvent>,
     /// Sequence number of the last published event.
     published: Arc<AtomicU64>,
     /// Whether other processes' changes can go unheard right now.
@@ -92,9 +119,11 @@ impl EventBus {
     /// A bus with no subscriber yet.
     pub fn new() -> Self {
         let (sender, _) = broadcast::channel(CAPACITY);
+        let (runs, _) = broadcast::channel(CAPACITY);
         Self {
             inner: Arc::new(Inner {
                 sender,
+                runs,
                 published: Arc::new(AtomicU64::new(0)),
                 deaf: Arc::new(AtomicBool::new(false)),
                 order: Mutex::new(()),
@@ -103,7 +132,7 @@ impl EventBus {
     }
 
     /// Publishes committed changes (called after the commit, before the
-    /// store call returns).
+    /// store call returns). Run changes go to the runs' channel, unnumbered.
     pub fn publish(&self, events: impl IntoIterator<Item = StoreEvent>) {
         let _order = self
             .inner
@@ -111,6 +140,11 @@ impl EventBus {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for event in events {
+            if event.is_run() {
+                // No subscriber is fine (no stream is open).
+                let _ = self.inner.runs.send(event);
+                continue;
+            }
             let seq = self.inner.published.fetch_add(1, Ordering::AcqRel) + 1;
             // No subscriber is fine (a store used without a server).
             let _ = self.inner.sender.send((seq, event));
@@ -160,10 +194,45 @@ impl EventBus {
         Arc::clone(&self.inner.deaf)
     }
 
-    /// Receives every event published from now on.
+    /// Receives every event published from now on, except run changes.
     pub fn subscribe(&self) -> EventSubscription {
         EventSubscription {
             receiver: self.inner.sender.subscribe(),
+        }
+    }
+
+    /// Receives every [`StoreEvent::RunChanged`] published from now on.
+    pub fn subscribe_runs(&self) -> RunSubscription {
+        RunSubscription {
+            receiver: self.inner.runs.subscribe(),
+        }
+    }
+
+    /// Run changes may have gone unheard (another process said something on
+    /// the runs' channel that this one does not understand): tells the
+    /// runs' subscribers to look at every run again
+    /// ([`StoreEvent::Resync`] on that channel; the key cache is not told).
+    pub fn run_changes_missed(&self) {
+        let _ = self.inner.runs.send(StoreEvent::Resync);
+    }
+}
+
+/// A subscriber's end of the runs' channel of the [`EventBus`].
+#[derive(Debug)]
+pub struct RunSubscription {
+    receiver: broadcast::Receiver<StoreEvent>,
+}
+
+impl RunSubscription {
+    /// The next run change: [`StoreEvent::RunChanged`], or
+    /// [`StoreEvent::Resync`] when some may have been missed (the
+    /// subscriber fell behind, or another process said something unknown).
+    /// `None` when the bus is gone.
+    pub async fn next(&mut self) -> Option<StoreEvent> {
+        match self.receiver.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(StoreEvent::Resync),
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     }
 }
@@ -220,11 +289,12 @@ mod tests {
             StoreEvent::KeyChanged("a-b".into()),
             StoreEvent::UserChanged("u".into()),
             StoreEvent::WorkspaceChanged("w:x".into()),
+            StoreEvent::RunChanged("r-1".into()),
             StoreEvent::Resync,
         ] {
             assert_eq!(StoreEvent::decode(&event.encode()), event);
         }
-        for junk in ["", "k:", "x:1", "k", "hello"] {
+        for junk in ["", "k:", "r:", "x:1", "k", "hello", "run:1"] {
             assert_eq!(StoreEvent::decode(junk), StoreEvent::Resync, "{junk}");
         }
     }
@@ -259,6 +329,32 @@ mod tests {
         bus.hears_again();
         assert!(!bus.is_deaf());
         assert_eq!(sub.next().await, Some((2, StoreEvent::Resync)));
+    }
+
+    #[tokio::test]
+    async fn run_changes_go_to_the_runs_channel_unnumbered_and_uncounted() {
+        let bus = EventBus::new();
+        let mut keys = bus.subscribe();
+        let mut runs = bus.subscribe_runs();
+        bus.publish([
+            StoreEvent::RunChanged("r1".into()),
+            StoreEvent::KeyChanged("k1".into()),
+            StoreEvent::RunChanged("r2".into()),
+        ]);
+        // The key cache's count and subscription see the key change only.
+        assert_eq!(bus.published(), 1);
+        assert_eq!(
+            keys.next().await,
+            Some((1, StoreEvent::KeyChanged("k1".into())))
+        );
+        assert_eq!(runs.next().await, Some(StoreEvent::RunChanged("r1".into())));
+        assert_eq!(runs.next().await, Some(StoreEvent::RunChanged("r2".into())));
+        bus.run_changes_missed();
+        assert_eq!(runs.next().await, Some(StoreEvent::Resync));
+        assert_eq!(bus.published(), 1, "not counted either");
+        // A subscriber that fell behind is told to look at every run again.
+        bus.publish((0..CAPACITY + 10).map(|i| StoreEvent::RunChanged(i.to_string().into())));
+        assert_eq!(runs.next().await, Some(StoreEvent::Resync));
     }
 
     #[tokio::test]

@@ -15,9 +15,9 @@ pub use callbacks::{
     callback_event, CallbackAttempt, CallbackDelivery, CallbackSecretGeneration, CallbackStatus,
     CallbackStore, INTERRUPTED_LAST_ATTEMPT, MAX_CALLBACK_ATTEMPTS,
 };
-pub use events::{EventBus, EventSubscription, StoreEvent};
+pub use events::{EventBus, EventSubscription, RunSubscription, StoreEvent};
 pub use ids::*;
-pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL};
+pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL, RUNS_CHANNEL};
 pub use runs::{
     event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
     DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE, DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE,
@@ -1264,9 +1264,15 @@ pub trait Store:
     /// Where this store publishes the events of committed changes (its own,
     /// and with a shared database those of other processes).
     fn events(&self) -> &EventBus;
-    /// A subscription to [`Store::events`].
+    /// A subscription to [`Store::events`] (what can change a key's rights).
     fn subscribe(&self) -> EventSubscription {
         self.events().subscribe()
+    }
+    /// A subscription to the run changes of [`Store::events`]
+    /// ([`StoreEvent::RunChanged`]), its own and, with a shared database,
+    /// those of other processes.
+    fn subscribe_runs(&self) -> RunSubscription {
+        self.events().subscribe_runs()
     }
     /// The shared rate-limit counters, for a database that several
     /// processes share (PostgreSQL); `None` for one that serves one process

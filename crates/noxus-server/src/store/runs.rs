@@ -245,6 +245,13 @@ pub struct RunEvent {
 /// search. Readers' calls are scoped by workspace (another workspace's run
 /// is not found); workers' calls are by run id and only take effect while
 /// the run is theirs (running, claimed by them).
+///
+/// Every call that appends events to an existing run (`claim_runs`,
+/// `update_run_progress`, `finish_run`, `stop_run`, `append_run_event`)
+/// publishes [`super::StoreEvent::RunChanged`] for it once committed (and
+/// only when it changed something), so that open event streams, in this
+/// process and in others sharing the database, read the new events at
+/// once instead of polling.
 #[async_trait]
 pub trait RunStore: Send + Sync {
     /// Queues a run of a workflow of the workspace, with its first event

@@ -1,7 +1,9 @@
 //! Workflow runs over the API: started with a key, executed off the
 //! request path, read, listed, streamed (server-sent events), stopped and
 //! deleted; another workspace's runs are 404; a viewer may read but not
-//! start; a stream ends when the key that opened it is revoked.
+//! start; a stream ends when the key that opened it is revoked, expires,
+//! or its owner is removed or deactivated; one key and one workspace hold
+//! a bounded number of streams.
 
 use std::time::{Duration, Instant};
 
@@ -390,6 +392,66 @@ async fn held_run(
     panic!("the app's worker claimed every run first");
 }
 
+/// Opens the event stream of `run` with `key` and reads until the
+/// `started` event (the run is held running: the stream stays open).
+async fn open_stream(app: &TestApp, run: &str, key: &str) -> reqwest::Response {
+    let mut response = app
+        .get(&format!("/v1/runs/{run}/events"), key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("\"started\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("the first events arrive")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    response
+}
+
+/// Reads a stream to its end (failing if it stays open `within`): when it
+/// ended, its last event, and everything read.
+async fn stream_end(mut response: reqwest::Response, within: Duration) -> (Instant, Value, String) {
+    let mut tail = String::new();
+    loop {
+        match tokio::time::timeout(within, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => tail.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => panic!("reading the stream: {e}"),
+            Err(_) => panic!("the stream stayed open {within:?}: {tail}"),
+        }
+    }
+    let ended = Instant::now();
+    let last: Value = serde_json::from_str(
+        tail.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .next_back()
+            .unwrap_or_else(|| panic!("a final event in {tail:?}")),
+    )
+    .unwrap();
+    (ended, last, tail)
+}
+
+/// Asserts that a stream ended with an `error` event of `code` whose
+/// sentence contains `says`, within a second of `since`.
+fn assert_ended_with(ended: (Instant, Value, String), since: Instant, code: &str, says: &str) {
+    let (at, last, tail) = ended;
+    let after = at.saturating_duration_since(since);
+    assert!(
+        after < Duration::from_secs(1),
+        "the stream ended {after:?} after the change"
+    );
+    assert_eq!(last["type"], "error", "{tail}");
+    assert_eq!(last["data"]["code"], code, "{tail}");
+    assert_eq!(last["data"]["workflow_status"], "failed", "{tail}");
+    let detail = last["data"]["detail"].as_str().unwrap();
+    assert!(detail.contains(says), "{detail}");
+}
+
 #[tokio::test]
 async fn an_open_event_stream_ends_with_an_error_event_when_its_key_is_revoked() {
     let app = TestApp::spawn().await;
@@ -452,6 +514,258 @@ async fn an_open_event_stream_ends_with_an_error_event_when_its_key_is_revoked()
     .unwrap();
     assert_eq!(last["type"], "error", "{tail}");
     assert_eq!(last["data"]["code"], "revoked_api_key", "{tail}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_event_stream_ends_when_its_keys_owner_is_removed_or_deactivated() {
+    use noxus_server::store::Actor;
+    let app = TestApp::spawn().await;
+    let removed = app.user_with_role(Role::Member).await;
+    let deactivated = app.user_with_role(Role::Member).await;
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &removed.key, &definition).await;
+    let run = held_run(&app, &removed, &workflow, &definition).await;
+    let first = open_stream(&app, &run, &removed.key).await;
+    let second = open_stream(&app, &run, &deactivated.key).await;
+
+    // Removed from the workspace: their keys there are revoked with it.
+    let at = Instant::now();
+    noxus_server::members::remove(
+        &app.state,
+        &Actor::system(),
+        &app.workspace_id.as_str().into(),
+        &removed.id.as_str().into(),
+    )
+    .await
+    .unwrap();
+    assert_ended_with(
+        stream_end(first, Duration::from_secs(5)).await,
+        at,
+        "revoked_api_key",
+        "its owner was removed from the workspace",
+    );
+
+    // Deactivated in the organization: the same, for every workspace.
+    let at = Instant::now();
+    noxus_server::users::set_active(
+        &app.state,
+        &Actor::system(),
+        &app.organization_id.as_str().into(),
+        &deactivated.id.as_str().into(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_ended_with(
+        stream_end(second, Duration::from_secs(5)).await,
+        at,
+        "revoked_api_key",
+        "its owner was deactivated",
+    );
+    app.stop().await;
+}
+
+/// Every role grants `workflows:read` (a viewer reads runs), so no
+/// demotion takes it away: the stream of a demoted member is checked again
+/// and goes on, to the run's end.
+#[tokio::test]
+async fn a_stream_of_a_member_demoted_to_viewer_goes_on_to_the_runs_end() {
+    use noxus_server::store::Actor;
+    let app = TestApp::spawn().await;
+    let member = app.user_with_role(Role::Member).await;
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &member.key, &definition).await;
+    let run = held_run(&app, &member, &workflow, &definition).await;
+    let stream = open_stream(&app, &run, &member.key).await;
+    noxus_server::members::set_role(
+        &app.state,
+        &Actor::system(),
+        &app.workspace_id.as_str().into(),
+        &member.id.as_str().into(),
+        Role::Viewer,
+    )
+    .await
+    .unwrap();
+    // The viewer still reads the run...
+    json_ok(
+        app.get(&format!("/v1/workflows/{workflow}/runs/{run}"), &member.key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    // ...and its stream ends with the run, not with an error.
+    let stopped = app
+        .post(&format!("/v1/runs/{run}/stop"), &app.owner_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    let (_, last, tail) = stream_end(stream, Duration::from_secs(5)).await;
+    assert_eq!(last["type"], "stopped", "{tail}");
+    assert!(!tail.contains("\"error\""), "{tail}");
+    app.stop().await;
+}
+
+/// A key's expiry ends its stream at that time, by a timer (nothing is
+/// published when a key expires), and so does the end of a rotated key's
+/// grace period, which the rotation set while the stream was open.
+#[tokio::test]
+async fn an_open_event_stream_ends_when_its_key_expires_or_its_rotation_grace_ends() {
+    let app = TestApp::spawn().await;
+    let member = app.user_with_role(Role::Member).await;
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &member.key, &definition).await;
+    let run = held_run(&app, &member, &workflow, &definition).await;
+
+    // Expiry times are kept to the millisecond.
+    let expires_at = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500);
+    let (expiring, _) = app
+        .issue_key(
+            &app.workspace_id,
+            &member.id,
+            noxus_testkit::KeyOptions {
+                name: Some("expiring".to_owned()),
+                expires_at: Some(expires_at),
+                ..Default::default()
+            },
+        )
+        .await;
+    let stream = open_stream(&app, &run, &expiring).await;
+    let left = expires_at - time::OffsetDateTime::now_utc();
+    let expiry = Instant::now() + Duration::try_from(left).unwrap_or_default();
+    let ended = stream_end(stream, Duration::from_secs(5)).await;
+    // (The server's clock and this one may disagree by a few milliseconds.)
+    assert!(
+        ended.0 + Duration::from_millis(50) >= expiry,
+        "the stream ended before the key expired"
+    );
+    assert_ended_with(ended, expiry, "expired_api_key", "expired at");
+
+    // Rotated with a grace period: the old key's stream lasts until it ends.
+    let keys = format!("/v1/admin/groups/{}/api-keys", app.workspace_id);
+    let old = json_ok(
+        app.post(&keys, &app.owner_key)
+            .json(&json!({"name": "to rotate"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let stream = open_stream(&app, &run, old["value"].as_str().unwrap()).await;
+    let rotated = app
+        .post(
+            &format!("{keys}/{}/rotate", old["id"].as_str().unwrap()),
+            &app.owner_key,
+        )
+        .json(&json!({"grace_period_seconds": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(rotated.status().is_success(), "{}", rotated.status());
+    let grace_end = Instant::now() + Duration::from_secs(1);
+    let ended = stream_end(stream, Duration::from_secs(5)).await;
+    // The grace period is counted from the rotation's commit, a little
+    // before its response.
+    assert!(
+        ended.0 + Duration::from_millis(200) >= grace_end,
+        "the stream ended before the grace period did"
+    );
+    assert_ended_with(ended, grace_end, "expired_api_key", "grace period ended");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_key_and_one_workspace_hold_a_bounded_number_of_streams() {
+    use noxus_server::runs::streams::StreamLimits;
+    let app = TestApp::spawn_with(|config| {
+        config.event_streams = StreamLimits {
+            per_key: 2,
+            per_workspace: 3,
+        }
+    })
+    .await;
+    let member = app.user_with_role(Role::Member).await;
+    let other = app.user_with_role(Role::Member).await;
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &member.key, &definition).await;
+    let run = held_run(&app, &member, &workflow, &definition).await;
+
+    let first = open_stream(&app, &run, &member.key).await;
+    let second = open_stream(&app, &run, &member.key).await;
+    let refused = app
+        .get(&format!("/v1/runs/{run}/events"), &member.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let body = assert_error(refused, 429, "too_many_streams").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("This API key already has 2 event streams open"),
+        "{body}"
+    );
+    // Other requests of the key are not concerned.
+    json_ok(
+        app.get(&format!("/v1/workflows/{workflow}/runs/{run}"), &member.key)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    // The workspace's third stream, of another key, is its last.
+    let third = open_stream(&app, &run, &other.key).await;
+    let body = assert_error(
+        app.get(&format!("/v1/runs/{run}/events"), &other.key)
+            .send()
+            .await
+            .unwrap(),
+        429,
+        "too_many_streams",
+    )
+    .await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("This workspace already has 3 event streams open"),
+        "{body}"
+    );
+    // Another workspace is not concerned.
+    let outsider = app.second_workspace("elsewhere").await;
+    let their_workflow = save(&app, &outsider.key, &definition).await;
+    let their_run = held_run(&app, &outsider, &their_workflow, &definition).await;
+    let theirs = open_stream(&app, &their_run, &outsider.key).await;
+
+    // A stream the client closes frees its place.
+    drop(first);
+    let started = Instant::now();
+    let fourth = loop {
+        let response = app
+            .get(&format!("/v1/runs/{run}/events"), &member.key)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break response;
+        }
+        assert_eq!(response.status(), 429);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the closed stream's place was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "a closed stream's place was free again {:?} after the client closed it",
+        started.elapsed()
+    );
+    // (An open stream would hold the server's graceful shutdown.)
+    drop((second, third, theirs, fourth));
     app.stop().await;
 }
 

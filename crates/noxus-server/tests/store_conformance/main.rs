@@ -125,6 +125,7 @@ conformance! {
         run_bytes_count_what_runs_hold_and_bound_new_runs,
         purging_takes_only_runs_that_ended_before_the_cutoff,
         ended_runs_are_the_oldest_ended_ones_of_the_workflow,
+        run_writes_publish_run_changes_apart_from_key_events,
         // 12. Run callbacks.
         a_run_that_ends_with_a_callback_url_queues_one_callback,
         callbacks_are_claimed_when_due_and_attempts_recorded_by_their_sender,

@@ -34,6 +34,14 @@
 //! [`Store::ping`] fails (so `/readyz` answers 503): a process that cannot
 //! hear revocations made elsewhere should not take traffic.
 //!
+//! Run changes ([`StoreEvent::RunChanged`], one per write that appends run
+//! events) go out on a channel of their own, `noxus_runs`, which the same
+//! connection also listens on: a process that predates them does not
+//! listen there, so it never mistakes them for something it must forget
+//! its key cache over; one that hears something it does not understand
+//! there tells its streams to look at every run again
+//! ([`EventBus::run_changes_missed`]).
+//!
 //! The listener connects to [`PostgresOptions::listen_url`] when it is set
 //! (PostgreSQL directly, when the main URL goes through a pooler in
 //! transaction mode, which cannot carry `LISTEN`), else to the main URL.
@@ -74,6 +82,9 @@ mod tests;
 
 /// The channel every instance notifies and listens on.
 pub const EVENTS_CHANNEL: &str = "noxus_events";
+
+/// The channel of run changes ([`StoreEvent::RunChanged`]).
+pub const RUNS_CHANNEL: &str = "noxus_runs";
 
 /// Key of the transaction-level advisory lock taken by the first start.
 const BOOTSTRAP_LOCK: i64 = 0x6e6f_7875_7301;
@@ -289,12 +300,22 @@ impl PostgresStore {
     ) -> StoreResult<()> {
         let events: Vec<StoreEvent> = events.into_iter().collect();
         if !events.is_empty() {
+            let channels: Vec<&str> = events
+                .iter()
+                .map(|e| {
+                    if e.is_run() {
+                        RUNS_CHANNEL
+                    } else {
+                        EVENTS_CHANNEL
+                    }
+                })
+                .collect();
             let payloads: Vec<String> = events
                 .iter()
                 .map(|e| format!("{} {}", self.instance, e.encode()))
                 .collect();
-            sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n")
-                .bind(EVENTS_CHANNEL)
+            sqlx::query("SELECT pg_notify(c, p) FROM UNNEST($1::text[], $2::text[]) WITH ORDINALITY AS t(c, p, n) ORDER BY n")
+                .bind(&channels)
                 .bind(&payloads)
                 .execute(&mut *tx)
                 .await?;
@@ -342,24 +363,34 @@ impl PostgresStore {
     }
 }
 
-/// A listener on [`EVENTS_CHANNEL`] on the listener pool's connection.
+/// A listener on [`EVENTS_CHANNEL`] and [`RUNS_CHANNEL`] on the listener
+/// pool's connection.
 async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     // Reconnection is this module's job (so that it can tell, and resync).
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
-    listener.listen(EVENTS_CHANNEL).await?;
+    listener.listen_all([EVENTS_CHANNEL, RUNS_CHANNEL]).await?;
     Ok(listener)
 }
 
 /// Applies one notification: another instance's events go on the local
 /// bus; this instance's own (published at commit) are skipped.
-fn on_notification(payload: &str, instance: &str, events: &EventBus) {
-    match payload.split_once(' ') {
-        Some((from, _)) if from == instance => {}
-        Some((_, event)) => events.publish([StoreEvent::decode(event)]),
-        // Not ours to understand: forgetting too much is safe.
-        None => events.publish([StoreEvent::Resync]),
+fn on_notification(channel: &str, payload: &str, instance: &str, events: &EventBus) {
+    let event = match payload.split_once(' ') {
+        Some((from, _)) if from == instance => return,
+        Some((_, event)) => StoreEvent::decode(event),
+        None => StoreEvent::Resync,
+    };
+    if channel == RUNS_CHANNEL && !event.is_run() {
+        // Something about runs this process does not understand (a newer
+        // one said it): every stream looks again; the key cache is not
+        // concerned.
+        events.run_changes_missed();
+    } else {
+        // Not ours to understand on the key channel: forgetting too much
+        // is safe.
+        events.publish([event]);
     }
 }
 
@@ -415,9 +446,12 @@ async fn run_listener(
                 received = current.try_recv() => received,
             };
             match received {
-                Ok(Some(notification)) => {
-                    on_notification(notification.payload(), &instance, &events)
-                }
+                Ok(Some(notification)) => on_notification(
+                    notification.channel(),
+                    notification.payload(),
+                    &instance,
+                    &events,
+                ),
                 Ok(None) | Err(_) => {
                     // From now on changes made elsewhere go unheard: clear
                     // the key cache and bypass it (every key is looked up

@@ -275,7 +275,11 @@ impl RunStore for PostgresStore {
             .await?;
             claimed.push(run);
         }
-        tx.commit().await?;
+        let changed: Vec<StoreEvent> = claimed
+            .iter()
+            .map(|run| StoreEvent::RunChanged(run.id.clone()))
+            .collect();
+        self.commit(tx, changed).await?;
         Ok(claimed)
     }
 
@@ -375,7 +379,8 @@ impl RunStore for PostgresStore {
             ),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
+            .await?;
         Ok(true)
     }
 
@@ -411,7 +416,8 @@ impl RunStore for PostgresStore {
         insert_event(&mut tx, run_id, seq, kind, &data).await?;
         settle_stored_bytes(&mut tx, run_id).await?;
         super::callbacks::queue_callback(&mut tx, run_id, status, now).await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
+            .await?;
         Ok(true)
     }
 
@@ -460,7 +466,8 @@ impl RunStore for PostgresStore {
             json!({"workflow_id": run.workflow_id}),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(id.clone())])
+            .await?;
         Ok(Some(run))
     }
 
@@ -510,7 +517,8 @@ impl RunStore for PostgresStore {
         let seq = append_event(&mut tx, run_id, kind, data.clone())
             .await?
             .ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
+            .await?;
         Ok(seq)
     }
 

@@ -272,6 +272,122 @@ async fn events_reach_other_instances_after_commit_and_never_after_rollback() {
     db.drop_database().await;
 }
 
+/// The next run change `sub` hears within 10 s.
+async fn next_run_change(sub: &mut crate::store::RunSubscription) -> Option<StoreEvent> {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn run_changes_reach_other_instances_on_their_own_channel() {
+    let Some(db) =
+        fresh_database_or_skip("run_changes_reach_other_instances_on_their_own_channel").await
+    else {
+        return;
+    };
+    let a = open(&db).await;
+    let b = open(&db).await;
+    let w = world(&a).await;
+    let actor = Actor::system();
+    let workflow = a
+        .create_workflow(
+            &actor,
+            &w.workspace.id,
+            WorkflowFields {
+                name: "f".to_owned(),
+                kind: "flow".to_owned(),
+                definition: json!({"nodes": [], "edges": []}),
+                error_handler: None,
+            },
+            &WorkflowQuotas {
+                workflows_per_workspace: 10,
+                versions_per_workflow: 10,
+                definition_bytes_per_workspace: 1 << 20,
+            },
+        )
+        .await
+        .unwrap();
+    let run = a
+        .create_run(
+            &actor,
+            &NewRun {
+                workspace_id: w.workspace.id.clone(),
+                workflow_id: workflow.id.clone(),
+                workflow_version_id: None,
+                definition: json!({"nodes": [], "edges": []}),
+                input: json!({}),
+                group_id: None,
+                callback_url: None,
+                started_by_user: w.owner.id.clone(),
+                started_by_key: None,
+            },
+            &RunQuotas::default(),
+        )
+        .await
+        .unwrap();
+    let mut runs_at_a = a.subscribe_runs();
+    let mut runs_at_b = b.subscribe_runs();
+    let mut keys_at_b = b.subscribe();
+    let published_at_b = b.events().published();
+    let now = OffsetDateTime::now_utc();
+    let claimed = a
+        .claim_runs("w", 1, now, now + Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let changed = StoreEvent::RunChanged(run.id.clone());
+    // Published locally at commit, and heard by the other instance.
+    assert_eq!(next_run_change(&mut runs_at_a).await, Some(changed.clone()));
+    assert_eq!(next_run_change(&mut runs_at_b).await, Some(changed.clone()));
+    a.append_run_event(&run.id, "node_started", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(next_run_change(&mut runs_at_b).await, Some(changed.clone()));
+    // Not counted at B, not heard by its key cache's subscription.
+    assert_eq!(b.events().published(), published_at_b);
+
+    // What a process may hear from others of another version:
+    let pool = raw(&db).await;
+    let notify = |channel: &'static str, payload: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    // a run change on the key channel (from one that sends them there) is a
+    // run change, not a reason to forget every key;
+    notify(EVENTS_CHANNEL, format!("other r:{}", run.id)).await;
+    assert_eq!(next_run_change(&mut runs_at_b).await, Some(changed.clone()));
+    // something unknown on the runs' channel makes every stream look again,
+    // and the key cache forgets nothing;
+    notify(RUNS_CHANNEL, "other x:1".to_owned()).await;
+    assert_eq!(
+        next_run_change(&mut runs_at_b).await,
+        Some(StoreEvent::Resync)
+    );
+    // (a key event, as a marker: the first thing B's key subscription hears)
+    notify(EVENTS_CHANNEL, "other k:marker".to_owned()).await;
+    assert_eq!(
+        next_event(&mut keys_at_b).await,
+        Some(StoreEvent::KeyChanged("marker".into()))
+    );
+    // something unknown on the key channel still forgets every key.
+    notify(EVENTS_CHANNEL, "other x:1".to_owned()).await;
+    assert_eq!(next_event(&mut keys_at_b).await, Some(StoreEvent::Resync));
+
+    pool.close().await;
+    a.close().await;
+    b.close().await;
+    db.drop_database().await;
+}
+
 #[tokio::test]
 async fn a_dropped_listener_reconnects_and_tells_subscribers_to_resync() {
     let Some(db) =

@@ -264,7 +264,11 @@ impl RunStore for SqliteStore {
             .await?;
             claimed.push(run);
         }
-        tx.commit().await?;
+        let changed: Vec<StoreEvent> = claimed
+            .iter()
+            .map(|run| StoreEvent::RunChanged(run.id.clone()))
+            .collect();
+        self.commit(tx, changed).await?;
         Ok(claimed)
     }
 
@@ -364,7 +368,8 @@ impl RunStore for SqliteStore {
             ),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
+            .await?;
         Ok(true)
     }
 
@@ -400,7 +405,8 @@ impl RunStore for SqliteStore {
         insert_event(&mut tx, run_id, seq, kind, &data).await?;
         settle_stored_bytes(&mut tx, run_id).await?;
         super::callbacks::queue_callback(&mut tx, run_id, status, now).await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
+            .await?;
         Ok(true)
     }
 
@@ -449,7 +455,8 @@ impl RunStore for SqliteStore {
             json!({"workflow_id": run.workflow_id}),
         )
         .await?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(id.clone())])
+            .await?;
         Ok(Some(run))
     }
 
@@ -499,7 +506,8 @@ impl RunStore for SqliteStore {
         let seq = append_event(&mut tx, run_id, kind, data.clone())
             .await?
             .ok_or(StoreError::NotFound)?;
-        tx.commit().await?;
+        self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
+            .await?;
         Ok(seq)
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use noxus_server::store::prelude::*;
 use noxus_server::store::{
-    Actor, NewRun, Quota, RunId, RunOutcome, RunQuotas, RunRecord, RunStatus, StoreError,
-    WorkflowRecord, WorkspaceRecord,
+    Actor, NewRun, Quota, RunId, RunOutcome, RunQuotas, RunRecord, RunStatus, RunSubscription,
+    StoreError, StoreEvent, WorkflowRecord, WorkspaceRecord,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -1112,4 +1112,91 @@ pub async fn ended_runs_are_the_oldest_ended_ones_of_the_workflow(store: Arc<dyn
         .unwrap()
         .is_empty());
     assert_eq!(get(&store, &active).await.status, RunStatus::Queued);
+}
+
+/// The run changes published since the last call (none within 100 ms:
+/// they are published before the store call returns).
+async fn run_changes(subscription: &mut RunSubscription) -> Vec<StoreEvent> {
+    let mut changes = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), subscription.next()).await
+    {
+        changes.push(event);
+    }
+    changes
+}
+
+/// Every write that appends events to a run publishes `RunChanged` for it
+/// (and nothing when it changed nothing), on the runs' channel only: not
+/// counted by `events().published()`, not heard by the key cache's
+/// subscription.
+pub async fn run_writes_publish_run_changes_apart_from_key_events(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let mut runs = store.subscribe_runs();
+    let mut keys = EventWatch::new(&store);
+    let published = store.events().published();
+    let changed = |run: &RunRecord| vec![StoreEvent::RunChanged(run.id.clone())];
+
+    let run = start(&store, &w, &flow, json!({})).await;
+    assert_eq!(
+        run_changes(&mut runs).await,
+        [],
+        "no stream can be open yet"
+    );
+    let other = start(&store, &w, &flow, json!({})).await;
+    let claimed = claim_all(&store, WORKER).await;
+    assert_eq!(claimed.len(), 2);
+    let mut heard = run_changes(&mut runs).await;
+    heard.sort_by_key(StoreEvent::encode);
+    assert_eq!(
+        heard,
+        sorted(vec![
+            StoreEvent::RunChanged(run.id.clone()),
+            StoreEvent::RunChanged(other.id.clone())
+        ]),
+        "claim"
+    );
+    store
+        .append_run_event(&run.id, "node_started", &json!({"node_id": "in"}))
+        .await
+        .unwrap();
+    assert_eq!(run_changes(&mut runs).await, changed(&run), "append");
+    assert!(store
+        .update_run_progress(&run.id, WORKER, 50, None)
+        .await
+        .unwrap());
+    assert_eq!(run_changes(&mut runs).await, changed(&run), "progress");
+    // Another worker's writes change nothing and publish nothing.
+    assert!(!store
+        .update_run_progress(&run.id, "someone-else", 60, None)
+        .await
+        .unwrap());
+    let outcome = RunOutcome::Completed {
+        output: json!({"done": true}),
+    };
+    assert!(!store
+        .finish_run(&run.id, "someone-else", &outcome, now())
+        .await
+        .unwrap());
+    assert_eq!(run_changes(&mut runs).await, [], "refused writes");
+    assert!(store
+        .finish_run(&run.id, WORKER, &outcome, now())
+        .await
+        .unwrap());
+    assert_eq!(run_changes(&mut runs).await, changed(&run), "finish");
+    // Stopping an ended run changes nothing; stopping a running one does.
+    store
+        .stop_run(&actor(&w.owner), &w.ws.id, &run.id, now())
+        .await
+        .unwrap();
+    assert_eq!(run_changes(&mut runs).await, [], "stop of an ended run");
+    store
+        .stop_run(&actor(&w.owner), &w.ws.id, &other.id, now())
+        .await
+        .unwrap();
+    assert_eq!(run_changes(&mut runs).await, changed(&other), "stop");
+
+    assert_eq!(store.events().published(), published, "not counted");
+    assert_eq!(keys.take(&store).await, [], "not heard by the key cache");
 }
