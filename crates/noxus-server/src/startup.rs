@@ -127,6 +127,10 @@ impl Application {
                     );
                     tokio::time::sleep(drain).await;
                 }
+                // Event streams and /sync waits can last as long as a run:
+                // they end now, or the shutdown would wait for every run
+                // a client watches (clients resume: docs/runs.md).
+                state.start_closing();
             }
         };
         let flusher = {

@@ -35,6 +35,10 @@ pub(crate) struct Inner {
     /// Set when a shutdown began: `/readyz` fails and every answer closes
     /// its connection, while requests are still served.
     draining: AtomicBool,
+    /// Set when the server stops serving (after the drain): long-lived
+    /// answers (event streams, `/sync` waits) end so that the shutdown
+    /// does not wait for runs to finish.
+    closing: tokio::sync::watch::Sender<bool>,
     /// Workflow runs: wake-ups between the request path, the workers and
     /// the event streams.
     runs: crate::runs::service::RunHub,
@@ -100,6 +104,7 @@ impl AppState {
             login_throttle: LoginThrottle::new(config.login_throttle),
             limits,
             draining: AtomicBool::new(false),
+            closing: tokio::sync::watch::Sender::new(false),
             runs: crate::runs::service::RunHub::default(),
             models,
             callbacks: crate::runs::callbacks::CallbackHub::new(&config)?,
@@ -211,6 +216,20 @@ impl AppState {
     /// Whether a shutdown began.
     pub fn is_draining(&self) -> bool {
         self.0.draining.load(Ordering::Acquire)
+    }
+
+    /// The server stops serving: long-lived answers end now.
+    pub fn start_closing(&self) {
+        self.0.closing.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::start_closing`] was called (at once if it was).
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.0.closing.subscribe();
+        async move {
+            // An error means the state is gone: closing too.
+            let _ = closing.wait_for(|c| *c).await;
+        }
     }
 
     /// Nodes, models and presets.

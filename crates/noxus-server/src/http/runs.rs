@@ -18,7 +18,6 @@
 //! number of streams open at once ([`crate::runs::streams::StreamLimits`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -389,6 +388,8 @@ async fn run_sync(
             () = watch.signal().woken() => {}
             () = tokio::time::sleep(poll) => {}
             () = tokio::time::sleep_until(deadline) => {}
+            // The server stops: answered as it stands, as at the deadline.
+            () = state.closing() => break,
         }
     }
     Ok(if output_only {
@@ -865,9 +866,18 @@ async fn run_events(
         recheck_key: true,
         read_events: true,
         polled_at: tokio::time::Instant::now(),
+        closing: false,
     };
     let events = futures_util::stream::unfold(stream, |mut s| async move {
-        s.next().await.map(|event| (Ok::<_, Infallible>(event), s))
+        match s.next().await {
+            Some(Next::Event(event)) => Some((Ok(event), s)),
+            // The connection is cut, not ended cleanly: clients take a cut
+            // stream for a failure and resume (the official client falls
+            // back to polling, ours reconnects with `etag`), while a clean
+            // end without a final event would read as a run still going.
+            Some(Next::Closing) => Some((Err(ServerClosing), s)),
+            None => None,
+        }
     });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -895,6 +905,8 @@ struct EventStream {
     polled_at: tokio::time::Instant,
     /// When the key expires, if it does.
     expires: Option<tokio::time::Instant>,
+    /// The server is shutting down: the stream is cut.
+    closing: bool,
 }
 
 /// When `auth`'s key expires, as a timer deadline (at most
@@ -909,6 +921,26 @@ fn expiry_timer(state: &AppState, auth: &AuthContext) -> Option<tokio::time::Ins
     Some(tokio::time::Instant::now() + left)
 }
 
+/// The server stops serving: the stream's connection is cut.
+#[derive(Debug)]
+struct ServerClosing;
+
+impl std::fmt::Display for ServerClosing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server is shutting down")
+    }
+}
+
+impl std::error::Error for ServerClosing {}
+
+/// What a stream sends next.
+enum Next {
+    /// An event.
+    Event(Event),
+    /// Nothing more: the server is shutting down.
+    Closing,
+}
+
 /// What ended a stream's wait.
 enum Woken {
     /// Its signal: the run, the key, or both (see the signal's flags).
@@ -917,6 +949,8 @@ enum Woken {
     Poll,
     /// The key's expiry.
     Expiry,
+    /// The server is shutting down.
+    Closing,
 }
 
 fn frame(event: &RunEvent) -> Event {
@@ -942,13 +976,17 @@ fn is_final(event: &RunEvent) -> bool {
 }
 
 impl EventStream {
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<Next> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                return Some(event);
+                return Some(Next::Event(event));
             }
             if self.done {
                 return None;
+            }
+            if self.closing {
+                self.done = true;
+                return Some(Next::Closing);
             }
             // The key that opened the stream must still be good for it.
             if self.recheck_key {
@@ -969,7 +1007,9 @@ impl EventStream {
                             "type": "error",
                             "data": {"code": code, "detail": detail, "workflow_status": "failed"},
                         });
-                        return Some(Event::default().event("message").data(payload.to_string()));
+                        return Some(Next::Event(
+                            Event::default().event("message").data(payload.to_string()),
+                        ));
                     }
                 }
             }
@@ -1019,6 +1059,7 @@ impl EventStream {
         let woken = tokio::select! {
             () = signal.woken() => Woken::Signal,
             () = tokio::time::sleep_until(poll_at) => Woken::Poll,
+            () = self.state.closing() => Woken::Closing,
             () = async {
                 match expires {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -1040,6 +1081,7 @@ impl EventStream {
                 self.expires = None;
                 self.recheck_key = true;
             }
+            Woken::Closing => self.closing = true,
         }
     }
 }

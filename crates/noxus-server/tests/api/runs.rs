@@ -894,3 +894,48 @@ async fn a_workspace_whose_runs_hold_their_byte_limit_starts_no_more_until_some_
         .unwrap();
     assert_eq!(again.status(), 201);
 }
+
+#[tokio::test]
+async fn a_shutdown_cuts_open_event_streams_instead_of_waiting_for_their_runs() {
+    let app = TestApp::spawn().await;
+    let member = app.user_with_role(Role::Member).await;
+    let (definition, _input, _output) = greeting_definition();
+    let workflow = save(&app, &member.key, &definition).await;
+    // Held by a worker that is not there: it would run for ten minutes.
+    let run = held_run(&app, &member, &workflow, &definition).await;
+    let mut stream = app
+        .get(&format!("/v1/runs/{run}/events"), &member.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("\"started\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("the first events arrive")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    let stopping = tokio::spawn(app.stop());
+    // The stream is cut (an error, not a clean end that would read as a
+    // run still going), so clients resume elsewhere.
+    let cut = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(Ok(None)) => panic!("the stream ended cleanly without a final event: {seen}"),
+            Ok(Err(err)) => break err,
+            Err(_) => panic!("the stream stayed open 10 s into the shutdown: {seen}"),
+        }
+    };
+    assert!(
+        cut.is_body() || cut.is_decode() || cut.is_request(),
+        "{cut:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("the shutdown does not wait for the run")
+        .unwrap();
+}
