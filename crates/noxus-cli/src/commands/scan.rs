@@ -322,10 +322,10 @@ pub fn run(out: &Output, connection: &ConnectionArgs, args: &ScanArgs) -> Result
         };
         match summary.keys_found {
             0 => out.error_hint(&format!(
-                "no Noxus key found ({scanned} files scanned in {took:.2} s)"
+                "no Noxus key found ({scanned} scanned in {took:.2} s)"
             )),
             n => out.warn(&format!(
-                "{n} Noxus key{} found ({scanned} files scanned in {took:.2} s): revoke {} and remove {} from the files (and their history)",
+                "{n} Noxus key{} found ({scanned} scanned in {took:.2} s): revoke {} and remove {} from the files (and their history)",
                 if n == 1 { "" } else { "s" },
                 if n == 1 { "it" } else { "them" },
                 if n == 1 { "it" } else { "them" },
