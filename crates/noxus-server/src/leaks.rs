@@ -6,10 +6,12 @@
 //! queue, answering the same `202` whatever they were; when the queue is
 //! full it answers `503` before looking at the candidates. One task per
 //! process drains the queue: it digests each candidate (under the current
-//! pepper, and the previous one during a pepper rotation) and asks the
-//! store to revoke the key it names if that key still works
-//! ([`KeyLeakStore::revoke_leaked_key`]), which writes the audit row and the
-//! leak record and publishes the revocation to every replica's cache. So
+//! pepper, and the previous one during a pepper rotation), reads whether a
+//! key with that digest works (a plain read: made-up keys never take the
+//! write lock), and if one does asks the store to revoke it
+//! ([`crate::store::KeyLeakStore::revoke_leaked_key`], which checks again
+//! inside its write), which writes the audit row and the leak record and
+//! publishes the revocation to every replica's cache. So
 //! the time of the answer depends on the number of candidates only, never
 //! on whether they are keys of this platform, and nothing a reporter sees
 //! afterwards does either.
@@ -174,8 +176,23 @@ async fn handle(state: &AppState, report: Vec<Candidate>) {
     }
 }
 
-/// One revocation, tried again while the database does not answer; whether
-/// a key was revoked.
+/// Whether a key with `digest` exists and still works, by a plain read:
+/// well-formed keys cost nothing to make up, so a flood of unknown ones
+/// must not take the database's write lock one after another.
+async fn still_works(state: &AppState, digest: &KeyDigest) -> Result<bool, StoreError> {
+    let now = time::OffsetDateTime::now_utc();
+    Ok(state
+        .store()
+        .key_for_auth(digest)
+        .await?
+        .is_some_and(|found| {
+            found.key.revoked_at.is_none() && found.key.expires_at.is_none_or(|at| at > now)
+        }))
+}
+
+/// One revocation (a read first, the conditional write only for a key that
+/// works), tried again while the database does not answer; whether a key
+/// was revoked.
 async fn revoke(
     state: &AppState,
     actor: &Actor,
@@ -184,11 +201,17 @@ async fn revoke(
 ) -> bool {
     let mut wait = FIRST_RETRY_AFTER;
     for attempt in 1..=ATTEMPTS {
-        match state
-            .store()
-            .revoke_leaked_key(actor, digest, location)
-            .await
-        {
+        let outcome = match still_works(state, digest).await {
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                state
+                    .store()
+                    .revoke_leaked_key(actor, digest, location)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        match outcome {
             Ok(Some(key)) => {
                 tracing::warn!(
                     key_id = %key.id,
