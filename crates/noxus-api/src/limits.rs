@@ -24,6 +24,32 @@ pub const RATE_BURST_MAX: u32 = 1_000_000;
 /// Longest grace period of a rotation: 7 days.
 pub const MAX_GRACE_SECONDS: u64 = 7 * 24 * 3600;
 
+/// Most candidate keys in one leak report (`POST /v1/keys/leaks`).
+pub const LEAK_CANDIDATES_MAX: usize = 100;
+
+/// Most bytes of a leak report's body (a smaller cap than other bodies:
+/// anyone may send one, without a key).
+pub const LEAK_REPORT_BODY_MAX_BYTES: usize = 64 * 1024;
+
+/// Most characters of a reported candidate key. A Noxus key has 44; longer
+/// strings cannot be one, shorter or malformed ones are accepted (and
+/// dropped unseen) so that the answer never says which were keys.
+pub const LEAK_KEY_MAX_CHARS: usize = 256;
+
+/// Most characters of the URL where a leaked key was found.
+pub const LEAK_URL_MAX_CHARS: usize = 2048;
+
+/// Most characters of the name of what found a leaked key (`github`,
+/// `noxus keys scan`...).
+pub const LEAK_SOURCE_MAX_CHARS: usize = 100;
+
+/// Whether `text` may be a leak report's `url` or `source` of at most
+/// `max_chars` characters: no control characters (they would garble the
+/// dashboard's banner and the logs), not empty.
+pub fn is_valid_leak_text(text: &str, max_chars: usize) -> bool {
+    !text.is_empty() && text.chars().count() <= max_chars && !text.chars().any(char::is_control)
+}
+
 /// The white space a name may not consist of only (Unicode `White_Space`
 /// without the control characters, which names may not contain at all), as
 /// inclusive ranges. A unit test checks it against [`char::is_whitespace`].

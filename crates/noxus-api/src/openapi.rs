@@ -6,7 +6,8 @@ use utoipa::openapi::{KnownFormat, RefOr, Schema};
 use utoipa::Number;
 
 use crate::limits::{
-    self, MAX_GRACE_SECONDS, NAME_MAX_CHARS, RATE_BURST_MAX, RATE_PER_SECOND_MAX,
+    self, LEAK_CANDIDATES_MAX, LEAK_KEY_MAX_CHARS, LEAK_SOURCE_MAX_CHARS, LEAK_URL_MAX_CHARS,
+    MAX_GRACE_SECONDS, NAME_MAX_CHARS, RATE_BURST_MAX, RATE_PER_SECOND_MAX,
     VERSION_DESCRIPTION_MAX_CHARS, WORKFLOW_NAME_MAX_CHARS, WORKSPACE_DESCRIPTION_MAX_CHARS,
 };
 
@@ -118,4 +119,48 @@ pub fn optional_workflow_definition() -> Schema {
             .item(Ref::from_schema_name(WORKFLOW_DEFINITION))
             .build(),
     )
+}
+
+/// `keys` of a leak report: 1 to [`LEAK_CANDIDATES_MAX`] candidates.
+pub fn leak_candidates() -> utoipa::openapi::schema::ArrayBuilder {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(Ref::from_schema_name("LeakCandidate"))
+        .min_items(Some(1))
+        .max_items(Some(LEAK_CANDIDATES_MAX))
+        .description(Some(format!(
+            "1 to {LEAK_CANDIDATES_MAX} candidate keys; the body is at most {} bytes",
+            limits::LEAK_REPORT_BODY_MAX_BYTES
+        )))
+}
+
+/// `key` of a leak candidate: any string up to [`LEAK_KEY_MAX_CHARS`].
+pub fn leak_key() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(LEAK_KEY_MAX_CHARS))
+        .description(Some(format!(
+            "The string found, at most {LEAK_KEY_MAX_CHARS} characters; only a well-formed Noxus key (`noxus_` + 38 base62 characters with a valid checksum) is looked up"
+        )))
+}
+
+/// Free text of a leak report: 1 to `max` characters, no control characters.
+fn leak_text(max: usize, what: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(nullable(Type::String))
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some("^[^\\u0000-\\u001f\\u007f-\\u009f]*$"))
+        .description(Some(format!(
+            "{what}: 1 to {max} characters, without control characters; stored and shown as text, never fetched"
+        )))
+}
+
+/// `url` of a leak candidate.
+pub fn leak_url() -> ObjectBuilder {
+    leak_text(LEAK_URL_MAX_CHARS, "Where the key was found")
+}
+
+/// `source` of a leak candidate.
+pub fn leak_source() -> ObjectBuilder {
+    leak_text(LEAK_SOURCE_MAX_CHARS, "What found the key")
 }

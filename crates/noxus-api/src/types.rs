@@ -182,7 +182,8 @@ pub struct ApiKeyInfo {
     /// workspace or deactivated).
     pub status: String,
     /// Why it stopped working before its time: `revoked`, `rotated`,
-    /// `owner_removed` or `owner_deactivated`.
+    /// `leaked` (reported leaked: `POST /v1/keys/leaks`), `owner_removed`
+    /// or `owner_deactivated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_reason: Option<String>,
     /// When it was created.
@@ -605,7 +606,8 @@ pub struct KeyUsage {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(not(feature = "server"), non_exhaustive)]
 pub struct UsageFlag {
-    /// `new_address`, `spike`, `forbidden_burst` or `used_after_demotion`.
+    /// `new_address`, `spike`, `forbidden_burst`, `used_after_demotion` or
+    /// `reported_leaked`.
     pub kind: String,
     /// The key.
     pub key_id: String,
@@ -741,6 +743,55 @@ pub struct SessionsEnded {
     pub ended: bool,
 }
 
+/// Body of `POST /v1/keys/leaks`: keys found where they should not be
+/// (a public repository, a paste, a log), reported by whoever found them.
+/// No key is needed to send it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
+pub struct LeakReport {
+    /// 1 to 100 candidates.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::leak_candidates))]
+    pub keys: Vec<LeakCandidate>,
+}
+
+/// One candidate of a [`LeakReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
+pub struct LeakCandidate {
+    /// The string found (at most 256 characters). Only a well-formed Noxus
+    /// key (prefix, length, checksum) is looked up; anything else is
+    /// dropped without a lookup, and the answer is the same.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::leak_key))]
+    pub key: String,
+    /// Where it was found, e.g. the URL of a commit (at most 2048
+    /// characters, no control characters). Stored as text and shown to the
+    /// key's workspace as text; never fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::leak_url))]
+    pub url: Option<String>,
+    /// What found it, e.g. `github` or `noxus keys scan` (at most 100
+    /// characters, no control characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::leak_source))]
+    pub source: Option<String>,
+}
+
+/// The answer to every accepted leak report: the same whatever the keys
+/// were, so that reporting never tells whether a key is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[cfg_attr(not(feature = "server"), non_exhaustive)]
+pub struct LeakReportAccepted {
+    /// Always `accepted`.
+    pub status: String,
+    /// What happens next, in one sentence (always the same).
+    pub detail: String,
+}
+
 impl CreateWorkspace {
     /// A workspace named `name`.
     pub fn new(name: impl Into<String>, description: Option<String>) -> Self {
@@ -822,6 +873,47 @@ impl CreateApiKey {
     /// Gives the key its own rate limit.
     pub fn rate_limit(mut self, limit: RateLimitSpec) -> Self {
         self.rate_limit = Some(limit);
+        self
+    }
+}
+
+impl LeakReport {
+    /// A report of `candidates` (1 to 100).
+    ///
+    /// ```
+    /// use noxus_api::{LeakCandidate, LeakReport};
+    ///
+    /// let report = LeakReport::new([LeakCandidate::new("noxus_…")
+    ///     .url("https://github.com/acme/app/blob/0a1b2c/.env#L3")
+    ///     .source("my scanner")]);
+    /// assert_eq!(report.keys.len(), 1);
+    /// ```
+    pub fn new(candidates: impl IntoIterator<Item = LeakCandidate>) -> Self {
+        Self {
+            keys: candidates.into_iter().collect(),
+        }
+    }
+}
+
+impl LeakCandidate {
+    /// The string found.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            url: None,
+            source: None,
+        }
+    }
+
+    /// Where it was found.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// What found it.
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
         self
     }
 }

@@ -40,7 +40,63 @@ pub struct ConnectionArgs {
     timeout: Option<f64>,
 }
 
+/// Where to reach the platform without a key (`keys scan --report`): the
+/// backend URL and the timeout, resolved as for every command.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// The URL, without a trailing slash.
+    pub url: String,
+    /// Longest wait for one answer.
+    pub timeout: Duration,
+}
+
 impl ConnectionArgs {
+    /// The backend URL and timeout only (no key needed): flags >
+    /// environment > `.env` > the defaults.
+    pub fn backend(&self) -> Result<Backend, Failure> {
+        noxus_sdk::load_dotenv()?;
+        let (var, url) = match &self.backend_url {
+            Some(url) => ("--backend-url", url.clone()),
+            None => match std::env::var(noxus_sdk::BASE_URL_VAR) {
+                Ok(url) if !url.is_empty() => (noxus_sdk::BASE_URL_VAR, url),
+                _ => ("default", noxus_sdk::DEFAULT_BASE_URL.to_owned()),
+            },
+        };
+        let parsed = noxus_sdk::reqwest::Url::parse(url.trim()).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        });
+        if parsed.is_none() {
+            return Err(Failure::config(anyhow::anyhow!(
+                "{var} is not an absolute http:// or https:// URL: {url}"
+            )));
+        }
+        let timeout = match (self.timeout, std::env::var(noxus_sdk::TIMEOUT_VAR)) {
+            (Some(seconds), _) => Some(("--timeout", seconds.to_string(), seconds)),
+            (None, Ok(text)) if !text.trim().is_empty() => {
+                let seconds = text.trim().parse::<f64>().unwrap_or(f64::NAN);
+                Some((noxus_sdk::TIMEOUT_VAR, text, seconds))
+            }
+            _ => None,
+        };
+        let timeout = match timeout {
+            None => noxus_sdk::DEFAULT_TIMEOUT,
+            Some((_, _, seconds))
+                if seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0 =>
+            {
+                Duration::from_secs_f64(seconds)
+            }
+            Some((var, text, _)) => {
+                return Err(Failure::config(anyhow::anyhow!(
+                    "{var} must be a positive number of seconds, at most 86400 (got {text})"
+                )))
+            }
+        };
+        Ok(Backend {
+            url: url.trim().trim_end_matches('/').to_owned(),
+            timeout,
+        })
+    }
+
     /// Builds the client: flags > environment > `.env`.
     pub fn client(&self) -> Result<Client, Failure> {
         // .env never overrides what the environment already holds.

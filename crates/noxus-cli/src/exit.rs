@@ -25,6 +25,8 @@ pub const NOT_FOUND: u8 = 6;
 pub const RUN_FAILED: u8 = 7;
 /// A run that was waited for was stopped before it ended.
 pub const RUN_STOPPED: u8 = 8;
+/// `keys scan` found at least one Noxus key (reported or not).
+pub const KEYS_FOUND: u8 = 9;
 
 /// A failed command: what to print and the exit code.
 #[derive(Debug)]
@@ -53,6 +55,26 @@ impl Failure {
             code: CONFIG,
             error: error.into(),
             request_id: None,
+            silent: false,
+        }
+    }
+
+    /// Exit 5: the platform could not be reached or did not answer in time.
+    pub fn network(error: anyhow::Error) -> Self {
+        Self {
+            code: NETWORK,
+            error,
+            request_id: None,
+            silent: false,
+        }
+    }
+
+    /// An answer of the platform that is an error: exit 1, with its request id.
+    pub fn answered(error: anyhow::Error, request_id: Option<String>) -> Self {
+        Self {
+            code: OTHER,
+            error,
+            request_id,
             silent: false,
         }
     }

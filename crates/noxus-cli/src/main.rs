@@ -27,7 +27,7 @@ use crate::output::Output;
 /// Exit codes: 0 ok, 1 other error, 2 usage or configuration error,
 /// 3 invalid key (401), 4 missing permission (403), 5 network error or
 /// timeout, 6 not found (404), 7 a run waited for failed, 8 a run waited
-/// for was stopped.
+/// for was stopped, 9 `keys scan` found a key.
 #[derive(Debug, Parser)]
 #[command(name = "noxus", version, about, long_about)]
 struct Cli {
@@ -53,7 +53,7 @@ enum Command {
     /// Check the API key: who it is, its workspace, role and permissions.
     #[command(subcommand)]
     Auth(commands::auth::AuthCommand),
-    /// Create, list, show, rotate, revoke and check API keys.
+    /// Create, list, show, rotate, revoke and check API keys; scan files for keys.
     #[command(subcommand)]
     Keys(commands::keys::KeysCommand),
     /// List, create and delete workspaces (tenant-admin keys for the last two).
@@ -90,6 +90,9 @@ fn main() -> ExitCode {
         }
         Command::Keys(commands::keys::KeysCommand::Check(args)) => {
             commands::keys::check(&out, &args)
+        }
+        Command::Keys(commands::keys::KeysCommand::Scan(args)) => {
+            commands::scan::run(&out, &cli.connection, &args)
         }
         Command::Auth(command) => run(&cli.connection, &out, |c| {
             commands::auth::run(c, &out, command)

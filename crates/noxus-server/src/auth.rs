@@ -327,6 +327,9 @@ async fn verify(
             }
             Some(RevokedReason::OwnerDeactivated) => " because its owner was deactivated",
             Some(RevokedReason::Rotated) => " when it was rotated",
+            Some(RevokedReason::Leaked) => {
+                " because it was reported leaked (found where it should not be)"
+            }
             _ => "",
         };
         return Err(ApiError::RevokedApiKey(format!(

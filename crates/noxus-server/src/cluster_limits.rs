@@ -45,7 +45,9 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::clock::Clock;
-use crate::rate_limit::{throttle_address, AccountKey, AuthFailures, LoginCounter, LoginThrottle};
+use crate::rate_limit::{
+    throttle_address, AccountKey, AddressThrottle, AuthFailures, LoginCounter, LoginThrottle,
+};
 use crate::store::{KeyId, Store};
 use crate::usage::KeyHot;
 
@@ -101,11 +103,14 @@ pub enum Scope {
     FailedAuth(IpAddr),
     /// Dashboard logins: one of the login throttle's counters.
     Login(LoginCounter),
+    /// Leak reports from an address (IPv6 per /64).
+    LeakReports(IpAddr),
 }
 
 impl Scope {
     /// The counter's name: `k:<key id>`, `f:<address>`, `lp:<account>:<address>`,
-    /// `la:<address>`, `lc:<account>` (an account is a hash of the email).
+    /// `la:<address>`, `lc:<account>` (an account is a hash of the email),
+    /// `r:<address>`.
     fn name(&self) -> String {
         match self {
             Self::Key(id) => format!("k:{id}"),
@@ -113,6 +118,7 @@ impl Scope {
             Self::Login(LoginCounter::Pair(account, ip)) => format!("lp:{account}:{ip}"),
             Self::Login(LoginCounter::Address(ip)) => format!("la:{ip}"),
             Self::Login(LoginCounter::Account(account)) => format!("lc:{account}"),
+            Self::LeakReports(ip) => format!("r:{ip}"),
         }
     }
 }
@@ -262,6 +268,8 @@ pub struct Local<'a> {
     pub auth_failures: &'a AuthFailures,
     /// The dashboard's login throttle.
     pub login: &'a LoginThrottle,
+    /// Leak reports per address.
+    pub leak_reports: &'a AddressThrottle,
     /// The hot path's clock (GCRA times are on it).
     pub clock: &'a Clock,
 }
@@ -554,7 +562,9 @@ impl ClusterLimits {
             }
             let active_for = match scope {
                 Scope::Key(_) => KEY_ACTIVE_FOR,
-                Scope::FailedAuth(_) | Scope::Login(_) => THROTTLE_ACTIVE_FOR,
+                Scope::FailedAuth(_) | Scope::Login(_) | Scope::LeakReports(_) => {
+                    THROTTLE_ACTIVE_FOR
+                }
             };
             if now.saturating_duration_since(entry.last_active) < active_for {
                 throttle_scopes += usize::from(!is_key);
@@ -611,6 +621,7 @@ impl ClusterLimits {
                 }
                 Scope::FailedAuth(ip) => local.auth_failures.charge(*ip, others, since_ns),
                 Scope::Login(counter) => local.login.charge(*counter, others, Instant::now()),
+                Scope::LeakReports(ip) => local.leak_reports.charge(*ip, others, since_ns),
             }
         }
     }
@@ -627,6 +638,11 @@ pub fn charge(tat: u64, requests: u64, emission_ns: u64, since_ns: u64) -> u64 {
 /// The scope of failed authentications from `ip`.
 pub fn failed_auth_scope(ip: IpAddr) -> Scope {
     Scope::FailedAuth(throttle_address(ip))
+}
+
+/// The scope of leak reports from `ip`.
+pub fn leak_reports_scope(ip: IpAddr) -> Scope {
+    Scope::LeakReports(throttle_address(ip))
 }
 
 #[cfg(test)]
@@ -652,6 +668,7 @@ mod tests {
             Scope::Login(LoginCounter::Pair(account, ip)),
             Scope::Login(LoginCounter::Address(ip)),
             Scope::Login(LoginCounter::Account(account)),
+            Scope::LeakReports(ip),
         ]
         .iter()
         .map(Scope::name)

@@ -175,6 +175,9 @@ pub struct Config {
     /// Failed API authentications (missing, malformed or unknown keys) an
     /// address may make before it is answered 429.
     pub auth_failure_limit: RateLimit,
+    /// Leak reports (`POST /v1/keys/leaks`, no key needed) an address may
+    /// send before it is answered 429.
+    pub leak_report_limit: RateLimit,
     /// Addresses remembered per key (IPv6 per /64); beyond that the least
     /// recently seen is forgotten.
     pub max_addresses_per_key: usize,
@@ -256,6 +259,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             login_throttle: LoginThrottlePolicy::default(),
             auth_failure_limit: crate::rate_limit::DEFAULT_AUTH_FAILURE_LIMIT,
+            leak_report_limit: crate::rate_limit::DEFAULT_LEAK_REPORT_LIMIT,
             max_addresses_per_key: crate::usage::DEFAULT_MAX_ADDRESSES_PER_KEY,
             event_streams: crate::runs::streams::StreamLimits::default(),
             max_workflows_per_workspace: defaults::MAX_WORKFLOWS_PER_WORKSPACE,

@@ -1,5 +1,5 @@
 //! Unusual activity of a key, computed from its stored usage when it is
-//! read. Four signals, each explained in one sentence:
+//! read. Five signals, each explained in one sentence:
 //!
 //! - **new address**: a use from an address never seen for that key before
 //!   (the key's very first address is not flagged);
@@ -8,13 +8,19 @@
 //! - **forbidden burst**: an hour with at least [`FORBIDDEN_BURST`] answers
 //!   403 (someone probing what the key may do);
 //! - **used after demotion**: the key was used after its owner's role in the
-//!   workspace was lowered.
+//!   workspace was lowered;
+//! - **reported leaked**: someone reported finding the key where it should
+//!   not be (`POST /v1/keys/leaks`), which revoked it; the flag stays after
+//!   the dashboard's warning is dismissed.
 
 use noxus_api::{Role, UsageFlag};
 use time::OffsetDateTime;
 
 use crate::store::OrganizationId;
-use crate::store::{AuditQuery, AuditRecord, KeyAddress, KeyRecord, Store, StoreResult, UsageHour};
+use crate::store::{
+    AuditQuery, AuditRecord, KeyAddress, KeyLeakRecord, KeyRecord, LeakQuery, Store, StoreResult,
+    UsageHour,
+};
 use crate::time_fmt::rfc3339;
 
 /// A spike needs at least this many requests in the hour.
@@ -89,6 +95,15 @@ pub async fn flags_of(
             limit: 1000,
         })
         .await?;
+    let leaks = store
+        .key_leaks(&LeakQuery {
+            workspace_id: first.workspace_id.clone(),
+            since: OffsetDateTime::from_unix_timestamp(from_hour.saturating_mul(3600))
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            include_dismissed: true,
+            limit: MAX_FLAGS as u32,
+        })
+        .await?;
     let mut flags = Vec::new();
     for key in keys {
         let history = store
@@ -106,6 +121,7 @@ pub async fn flags_of(
         spikes(key, &history, from_hour, &mut flags);
         forbidden_bursts(key, &history, from_hour, &mut flags);
         used_after_demotion(&role_changes, key, from_hour, &mut flags);
+        reported_leaked(&leaks, key, to_hour, &mut flags);
     }
     // A stable sort: flags of one hour stay in the order they were found.
     flags.sort_by(|a, b| a.hour.cmp(&b.hour));
@@ -254,5 +270,38 @@ fn used_after_demotion(
                 ),
             ));
         }
+    }
+}
+
+fn reported_leaked(
+    leaks: &[KeyLeakRecord],
+    key: &KeyRecord,
+    to_hour: i64,
+    flags: &mut Vec<UsageFlag>,
+) {
+    for leak in leaks.iter().filter(|l| l.key_id == key.id) {
+        let hour = leak.reported_at.unix_timestamp().div_euclid(3600);
+        if hour > to_hour {
+            continue;
+        }
+        // The reporter's text, as it came: pages escape it, the API quotes it.
+        let by = leak
+            .location
+            .source
+            .as_deref()
+            .map_or_else(String::new, |source| format!(" by {source}"));
+        let at = leak.location.url.as_deref().map_or_else(
+            || " (where it was found was not said)".to_owned(),
+            |url| format!(": found at {url}"),
+        );
+        flags.push(flag(
+            "reported_leaked",
+            key,
+            hour,
+            format!(
+                "Reported leaked{by} at {}{at}; the key was revoked at once.",
+                short(leak.reported_at),
+            ),
+        ));
     }
 }

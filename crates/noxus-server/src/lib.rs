@@ -20,6 +20,7 @@ pub mod flags;
 pub mod http;
 pub mod key_cache;
 pub mod keys;
+pub mod leaks;
 pub mod members;
 pub mod rate_limit;
 pub mod reports;

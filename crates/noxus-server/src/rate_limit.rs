@@ -7,7 +7,9 @@
 //!   average, with bursts of up to `burst`. The state is one atomic
 //!   timestamp per key (the theoretical arrival time), updated without locks;
 //! - [`AuthFailures`]: failed API authentications per client address;
-//! - [`LoginThrottle`]: failed dashboard logins, with growing delays.
+//! - [`LoginThrottle`]: failed dashboard logins, with growing delays;
+//! - [`AddressThrottle`]: requests per address to an endpoint that needs
+//!   no key (leak reports).
 //!
 //! Every map here has a fixed capacity and forgets the least recently used
 //! entry when full, and is keyed by fixed-size values (addresses, hashes of
@@ -264,6 +266,51 @@ impl AuthFailures {
     /// Whether no address is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Requests per client address (IPv6 per /64) to an endpoint anyone may
+/// call without a key (leak reports): GCRA, the limit shared by every
+/// request from the address. Remembers at most [`THROTTLE_CAPACITY`]
+/// addresses.
+#[derive(Debug)]
+pub struct AddressThrottle {
+    gcra: Gcra,
+    addresses: Mutex<LruCache<IpAddr, u64>>,
+}
+
+/// Leak reports an address may send: a burst of 20, then one a second
+/// (each may carry 100 candidates).
+pub const DEFAULT_LEAK_REPORT_LIMIT: RateLimit = RateLimit {
+    per_second: 1,
+    burst: 20,
+};
+
+impl AddressThrottle {
+    /// Allowing `limit` requests per address, remembering at most `capacity` addresses.
+    pub fn new(limit: RateLimit, capacity: usize) -> Self {
+        Self {
+            gcra: Gcra::new(limit),
+            addresses: Mutex::new(bounded(capacity)),
+        }
+    }
+
+    /// Admits one request from `addr` at `now_ns`, or says how long to wait.
+    pub fn admit(&self, addr: IpAddr, now_ns: u64) -> Result<(), RetryAfter> {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = addresses.get_or_insert_mut(throttle_address(addr), || 0);
+        let tat = AtomicU64::new(*slot);
+        let result = self.gcra.check(&tat, now_ns).map(|_| ());
+        *slot = tat.load(Ordering::Relaxed);
+        result
+    }
+
+    /// Charges `requests` made at other replicas to `addr` (see
+    /// [`crate::cluster_limits::charge`]).
+    pub fn charge(&self, addr: IpAddr, requests: u64, since_ns: u64) {
+        let mut addresses = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = addresses.get_or_insert_mut(throttle_address(addr), || 0);
+        *slot = crate::cluster_limits::charge(*slot, requests, self.gcra.emission_ns, since_ns);
     }
 }
 

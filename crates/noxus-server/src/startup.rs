@@ -157,6 +157,7 @@ impl Application {
                 let local = crate::cluster_limits::Local {
                     auth_failures: state.auth_failures(),
                     login: state.login_throttle(),
+                    leak_reports: state.leak_reports().throttle(),
                     clock: state.clock(),
                 };
                 state.limits().run(local).await;
@@ -178,6 +179,18 @@ impl Application {
         if let Some(sync) = limits_sync {
             sync.abort();
         }
+        // Leak reports already answered 202: revoke before the database goes.
+        if !self
+            .state
+            .leak_reports()
+            .wait_idle(LEAK_REPORTS_DRAIN)
+            .await
+        {
+            tracing::warn!(
+                reports = self.state.leak_reports().pending(),
+                "shutting down with leak reports not handled yet: they must be sent again"
+            );
+        }
         // Whatever was counted after the last tick.
         self.state.usage().flush(self.state.store()).await;
         self.state.store().close().await;
@@ -186,6 +199,9 @@ impl Application {
         Ok(())
     }
 }
+
+/// Longest wait at shutdown for the leak reports already accepted.
+const LEAK_REPORTS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Prunes usage, addresses and dead keys past the retention, ended runs
 /// past theirs, and ended sessions and old form nonces.

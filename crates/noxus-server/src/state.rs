@@ -31,6 +31,8 @@ pub(crate) struct Inner {
     usage: UsageRecorder,
     auth_failures: crate::rate_limit::AuthFailures,
     login_throttle: LoginThrottle,
+    /// Leaked-key reports waiting to be handled, and their throttle.
+    leak_reports: crate::leaks::LeakReports,
     limits: ClusterLimits,
     /// Set when a shutdown began: `/readyz` fails and every answer closes
     /// its connection, while requests are still served.
@@ -102,6 +104,10 @@ impl AppState {
                 crate::rate_limit::THROTTLE_CAPACITY,
             ),
             login_throttle: LoginThrottle::new(config.login_throttle),
+            leak_reports: crate::leaks::LeakReports::new(
+                crate::leaks::QUEUE_CAPACITY,
+                config.leak_report_limit,
+            ),
             limits,
             draining: AtomicBool::new(false),
             closing: tokio::sync::watch::Sender::new(false),
@@ -115,6 +121,7 @@ impl AppState {
         }));
         crate::runs::service::start(&state);
         crate::runs::callbacks::start(&state);
+        crate::leaks::start(&state);
         Ok(state)
     }
 
@@ -201,6 +208,11 @@ impl AppState {
     /// Failed-login throttle of the dashboard.
     pub fn login_throttle(&self) -> &LoginThrottle {
         &self.0.login_throttle
+    }
+
+    /// Leaked-key reports: their queue and their throttle.
+    pub fn leak_reports(&self) -> &crate::leaks::LeakReports {
+        &self.0.leak_reports
     }
 
     /// How the limits are shared with other replicas.

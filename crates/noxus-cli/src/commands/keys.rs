@@ -1,5 +1,6 @@
 //! `noxus keys`: create (the secret shown once), list, show, rotate,
-//! revoke, and an offline format check.
+//! revoke, an offline format check, and a scan of files for keys
+//! ([`super::scan`]).
 
 use std::time::Duration;
 
@@ -36,6 +37,16 @@ pub enum KeysCommand {
     /// checksum): for secret scanning and typo hunting. Never prints the key.
     /// Exits 0 when well formed, 1 when not.
     Check(CheckArgs),
+    /// Find Noxus keys in files and directories, offline (prefix and
+    /// checksum: look-alikes are never reported). Prints `file:line:` and
+    /// the key's fragment only, never the key.
+    ///
+    /// Skips .git, target and node_modules, binary files, files over
+    /// --max-file-bytes and symbolic links inside directories. Exits 0 when
+    /// no key was found, 9 when one was (reported or not). With --report,
+    /// sends the keys found to the platform (no API key needed), which
+    /// revokes each one that still works.
+    Scan(super::scan::ScanArgs),
 }
 
 /// `--workspace`.
@@ -138,6 +149,10 @@ pub async fn run(ctx: Context, out: &Output, command: KeysCommand) -> Result<(),
         KeysCommand::Revoke(args) => revoke(ctx, out, args).await,
         KeysCommand::Usage(args) => usage(ctx, out, args).await,
         KeysCommand::Check(args) => check(out, &args),
+        // Dispatched by `main` (it needs no key); never reached.
+        KeysCommand::Scan(_) => Err(Failure::config(anyhow::anyhow!(
+            "`noxus keys scan` needs no API key: run it on its own"
+        ))),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod keys;
 pub mod models;
 pub mod runs;
+pub mod scan;
 pub mod workflows;
 pub mod workspaces;
 

@@ -89,6 +89,12 @@ pub enum ApiError {
     /// workspace) holds the most event streams it may hold open at once.
     #[error("{0}")]
     TooManyStreams(#[from] crate::runs::streams::TooManyStreams),
+    /// 429 `rate_limited`: too many leak reports from the client's address.
+    #[error("Too many leak reports from your address; retry in {retry_after} s")]
+    ReportsThrottled {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
     /// 503 `service_unavailable`, with `Retry-After`: the database does not
     /// answer. Authentication fails closed: a key that is not in the cache
     /// is never let through because it could not be checked.
@@ -143,9 +149,10 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } | Self::AuthThrottled { .. } | Self::TooManyStreams(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            Self::RateLimited { .. }
+            | Self::AuthThrottled { .. }
+            | Self::ReportsThrottled { .. }
+            | Self::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -165,7 +172,9 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Validation { .. } => "validation_error",
-            Self::RateLimited { .. } | Self::AuthThrottled { .. } => "rate_limited",
+            Self::RateLimited { .. }
+            | Self::AuthThrottled { .. }
+            | Self::ReportsThrottled { .. } => "rate_limited",
             Self::TooManyStreams(_) => "too_many_streams",
             Self::ServiceUnavailable { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",
@@ -249,6 +258,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             Self::RateLimited { retry_after, .. }
             | Self::AuthThrottled { retry_after }
+            | Self::ReportsThrottled { retry_after }
             | Self::ServiceUnavailable { retry_after, .. } => Some(*retry_after),
             // When one of the others ends is not known: soon, usually.
             Self::TooManyStreams(_) => Some(TOO_MANY_STREAMS_RETRY_AFTER_SECONDS),

@@ -152,43 +152,50 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let limit = state.config().max_body_bytes;
         let bytes = crate::body::read_limited(request.into_body(), limit).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::Validation {
-                field: None,
-                detail: "The request body is empty; send a JSON object".to_owned(),
-            });
-        }
-        // Every body of this API is an object; serde would also accept a
-        // struct written as an array, which only confuses.
-        if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err(ApiError::Validation {
-                field: None,
-                detail: "Invalid request body: it must be a JSON object".to_owned(),
-            });
-        }
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-            // serde quotes the client's text (an unknown field's name, a
-            // string of the wrong type), of any length, perhaps a key.
-            let path = clip(&err.path().to_string(), MAX_QUOTED_FIELD);
-            let inner = err.into_inner();
-            let message = clip(&inner.to_string(), MAX_QUOTED_MESSAGE);
-            let field = (path != ".").then_some(path);
-            let detail = match (&field, inner.classify()) {
-                (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
-                    format!("The request body is not valid JSON: {message}")
-                }
-                (Some(field), _) => format!("Invalid value for `{field}`: {message}"),
-                (None, _) => format!("Invalid request body: {message}"),
-            };
-            ApiError::Validation { field, detail }
-        })?;
-        deserializer.end().map_err(|e| ApiError::Validation {
-            field: None,
-            detail: format!("The request body is not valid JSON: {e}"),
-        })?;
-        Ok(Self(value))
+        parse_json_object(&bytes).map(Self)
     }
+}
+
+/// A JSON object body as `T`, with our 422s: empty, not an object, not
+/// JSON, or a field of the wrong shape (named, with the client's text
+/// clipped and any key in it cut to its first characters).
+pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::Validation {
+            field: None,
+            detail: "The request body is empty; send a JSON object".to_owned(),
+        });
+    }
+    // Every body of this API is an object; serde would also accept a
+    // struct written as an array, which only confuses.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::Validation {
+            field: None,
+            detail: "Invalid request body: it must be a JSON object".to_owned(),
+        });
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        // serde quotes the client's text (an unknown field's name, a
+        // string of the wrong type), of any length, perhaps a key.
+        let path = clip(&err.path().to_string(), MAX_QUOTED_FIELD);
+        let inner = err.into_inner();
+        let message = clip(&inner.to_string(), MAX_QUOTED_MESSAGE);
+        let field = (path != ".").then_some(path);
+        let detail = match (&field, inner.classify()) {
+            (_, serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
+                format!("The request body is not valid JSON: {message}")
+            }
+            (Some(field), _) => format!("Invalid value for `{field}`: {message}"),
+            (None, _) => format!("Invalid request body: {message}"),
+        };
+        ApiError::Validation { field, detail }
+    })?;
+    deserializer.end().map_err(|e| ApiError::Validation {
+        field: None,
+        detail: format!("The request body is not valid JSON: {e}"),
+    })?;
+    Ok(value)
 }
 
 /// The query string as ordered pairs, for routes that parse it by hand.

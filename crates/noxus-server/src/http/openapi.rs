@@ -6,7 +6,8 @@
 //!   key is needed, 404 where the path names an object, 408, 413 and 422
 //!   where there is a body, 422 where there are query parameters, and 503
 //!   (the connection cap) everywhere. The annotations add 403 and 409 where
-//!   the route can answer them.
+//!   the route can answer them (and 429 where an operation without a key is
+//!   throttled), with a description; the error body is added here.
 //! - `WorkflowDefinition` lists the catalog's node types.
 //! - `RateLimitSetting`, a rate limit someone sets, stays under the
 //!   operator's ceiling (`--max-rate-limit-per-key`).
@@ -178,6 +179,17 @@ fn add_error_responses(doc: &mut Value) {
                     Some(declared) => merge_error(declared, error),
                 }
             }
+            // An error an annotation declares with its description only
+            // (e.g. the 429 of an operation that needs no key) gets the
+            // error body, and `Retry-After` for 429 and 503.
+            for (status, declared) in responses.iter_mut() {
+                let is_error = status.as_str() >= "400" && status.len() == 3;
+                if is_error && declared.get("content").is_none() {
+                    let description = declared["description"].as_str().unwrap_or_default();
+                    let retry_after = status == "429" || status == "503";
+                    *declared = error_response(description, retry_after);
+                }
+            }
         }
     }
 }
@@ -196,7 +208,12 @@ fn merge_error(declared: &mut Value, error: Value) {
         return;
     }
     if schema.is_null() {
+        // Declared with a description only: the error body, keeping it.
+        let description = declared["description"].clone();
         *declared = error;
+        if description.as_str().is_some_and(|d| !d.is_empty()) {
+            declared["description"] = description;
+        }
         return;
     }
     let theirs = schema.take();

@@ -6,6 +6,7 @@ mod callbacks;
 mod common;
 pub mod events;
 mod ids;
+mod leaks;
 mod postgres;
 mod rows;
 mod runs;
@@ -17,6 +18,7 @@ pub use callbacks::{
 };
 pub use events::{EventBus, EventSubscription, RunSubscription, StoreEvent};
 pub use ids::*;
+pub use leaks::{KeyLeakRecord, KeyLeakStore, LeakLocation, LeakQuery};
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL, RUNS_CHANNEL};
 pub use runs::{
     event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
@@ -109,8 +111,8 @@ pub async fn connect(database: &DatabaseConfig) -> anyhow::Result<std::sync::Arc
 /// every aspect's methods into scope on a `&dyn Store`.
 pub mod prelude {
     pub use super::{
-        AuditStore, CallbackStore, KeyStore, MemberStore, RunStore, SessionStore, Store,
-        UsageStore, WorkflowStore, WorkspaceStore,
+        AuditStore, CallbackStore, KeyLeakStore, KeyStore, MemberStore, RunStore, SessionStore,
+        Store, UsageStore, WorkflowStore, WorkspaceStore,
     };
 }
 
@@ -339,6 +341,9 @@ pub enum RevokedReason {
     OwnerRemoved,
     /// Its owner was deactivated.
     OwnerDeactivated,
+    /// Someone reported it leaked (`POST /v1/keys/leaks`): it was found
+    /// where it should not be.
+    Leaked,
 }
 
 impl RevokedReason {
@@ -349,6 +354,7 @@ impl RevokedReason {
             Self::Rotated => "rotated",
             Self::OwnerRemoved => "owner_removed",
             Self::OwnerDeactivated => "owner_deactivated",
+            Self::Leaked => "leaked",
         }
     }
 
@@ -358,6 +364,7 @@ impl RevokedReason {
             "rotated" => Self::Rotated,
             "owner_removed" => Self::OwnerRemoved,
             "owner_deactivated" => Self::OwnerDeactivated,
+            "leaked" => Self::Leaked,
             _ => Self::Revoked,
         }
     }
@@ -374,6 +381,7 @@ impl RevokedReason {
             Self::Rotated => "replaced by rotation",
             Self::OwnerRemoved => "disabled: its owner was removed from the workspace",
             Self::OwnerDeactivated => "disabled: its owner was deactivated",
+            Self::Leaked => "reported leaked",
         }
     }
 }
@@ -1238,6 +1246,7 @@ pub trait RateCounterStore: Send + Sync {
 #[async_trait]
 pub trait Store:
     KeyStore
+    + KeyLeakStore
     + WorkspaceStore
     + MemberStore
     + SessionStore

@@ -19,8 +19,15 @@ use super::{page, WebError, WebResult};
 use crate::domain::validation;
 use crate::keys::{self, Caller, KeyStatus, MintRequest, RateBounds, RotateError};
 use crate::state::AppState;
-use crate::store::KeyRecord;
 use crate::store::{KeyId, UserId, WorkspaceId};
+use crate::store::{KeyRecord, LeakQuery, RevokedReason};
+
+/// How long the API Keys page warns about a key reported leaked, unless an
+/// admin dismisses the warning first.
+pub const LEAK_BANNER_DAYS: i64 = 30;
+
+/// Warnings one page shows at most (the newest).
+const MAX_LEAK_BANNERS: u32 = 20;
 
 /// Keeps an id from the URL safe to put back into a URL.
 pub(super) fn path_segment(id: impl AsRef<str>) -> String {
@@ -116,7 +123,7 @@ struct KeyRow {
     status_label: &'static str,
     /// What follows the status: "works until …, replaced by noxus_…".
     status_detail: String,
-    /// Why the key was disabled with its owner.
+    /// Why the key was disabled with its owner, or that it was reported leaked.
     status_note: String,
     restricted: String,
     can_revoke: bool,
@@ -175,12 +182,27 @@ fn role_plural(role: Role) -> &'static str {
     }
 }
 
+/// A warning about a key reported leaked. Everything the reporter sent is
+/// untrusted text: the template escapes it and never makes it a link.
+struct LeakBanner {
+    key_id: String,
+    name: String,
+    value: String,
+    reported: String,
+    url: Option<String>,
+    source: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "keys.html")]
 struct KeysPage<'a> {
     layout: Layout,
     csrf: &'a str,
     nav: WorkspaceNav,
+    /// Keys of this list reported leaked lately, warning not dismissed.
+    leaks: Vec<LeakBanner>,
+    /// The user may dismiss the warnings (`keys:manage`).
+    can_dismiss: bool,
     keys: Vec<KeyRow>,
     can_create: bool,
     /// An organization admin who is not a member: the list says to add
@@ -237,6 +259,7 @@ pub async fn keys_page(
         .filter_map(|k| k.replaced_by.as_ref().map(|next| (next, &k.id)))
         .collect();
     let now = OffsetDateTime::now_utc();
+    let leaks = leak_banners(&state, &access, &records, now).await?;
     state.usage().flush(state.store()).await;
     let day = crate::reports::Range::last(24, 1);
     let hours = state
@@ -291,7 +314,7 @@ pub async fn keys_page(
                 status_detail,
                 status_note: k
                     .revoked_reason
-                    .filter(|r| r.is_disabled())
+                    .filter(|r| r.is_disabled() || *r == RevokedReason::Leaked)
                     .map(|r| r.describe().to_owned())
                     .unwrap_or_default(),
                 restricted: k
@@ -321,9 +344,80 @@ pub async fn keys_page(
                 .filter(|n| *n != NoCreate::NotMember)
                 .map(|n| n.sentence(access.org_admin)),
             nav: WorkspaceNav::of(&access, "keys"),
+            leaks,
+            can_dismiss: access.can(Permission::KeysManage),
             keys,
             showing_all,
         },
+    ))
+}
+
+/// The warnings about keys of `records` (the keys the page lists) reported
+/// leaked in the last [`LEAK_BANNER_DAYS`] and not dismissed, newest first.
+async fn leak_banners(
+    state: &AppState,
+    access: &Access,
+    records: &[KeyRecord],
+    now: OffsetDateTime,
+) -> WebResult<Vec<LeakBanner>> {
+    let leaks = state
+        .store()
+        .key_leaks(&LeakQuery {
+            workspace_id: access.workspace.id.clone(),
+            since: now - Duration::days(LEAK_BANNER_DAYS),
+            include_dismissed: false,
+            limit: MAX_LEAK_BANNERS,
+        })
+        .await?;
+    Ok(leaks
+        .into_iter()
+        .filter_map(|leak| {
+            let key = records.iter().find(|k| k.id == leak.key_id)?;
+            Some(LeakBanner {
+                key_id: path_segment(&key.id),
+                name: key.name.clone(),
+                value: masked(&key.prefix, &key.suffix),
+                reported: date(leak.reported_at),
+                url: leak.location.url,
+                source: leak.location.source,
+            })
+        })
+        .collect())
+}
+
+/// POST …/api-keys/{key}/leak/dismiss: the warning about a key reported
+/// leaked goes (the revocation, the audit entry and the usage flag stay).
+pub async fn dismiss_leak(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path((id, key_id)): Path<(WorkspaceId, KeyId)>,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    let access = access(&state, &user, &id).await?;
+    access.require(Permission::KeysManage)?;
+    let key = state
+        .store()
+        .key(&access.workspace.id, &key_id)
+        .await?
+        .ok_or_else(|| WebError::NotFound("No such key".to_owned()))?;
+    state
+        .store()
+        .dismiss_key_leak(&user.actor(), &access.workspace.id, &key.id)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => {
+                WebError::NotFound("This key was not reported leaked".to_owned())
+            }
+            other => other.into(),
+        })?;
+    Ok(user.redirect_with_flash(
+        &keys_url(&access.workspace.id),
+        &format!(
+            "The warning about key '{}' ({}) was dismissed; it stays revoked.",
+            key.name,
+            masked(&key.prefix, &key.suffix)
+        ),
     ))
 }
 

@@ -105,6 +105,10 @@ pub fn router() -> Router<AppState> {
             get(keys::rotate_page).post(keys::rotate_key),
         )
         .route(
+            "/settings/organization/workspaces/{id}/api-keys/{key_id}/leak/dismiss",
+            post(keys::dismiss_leak),
+        )
+        .route(
             "/settings/organization/workspaces/{id}/members",
             get(members::members_page).post(members::add_member),
         )

@@ -15,6 +15,7 @@ mod flags;
 mod front_door;
 mod isolation;
 mod key_lifecycle;
+mod leaks;
 mod login_protection;
 mod malformed_input;
 mod openapi;

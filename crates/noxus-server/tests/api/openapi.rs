@@ -74,6 +74,7 @@ async fn openapi_json_describes_every_route_and_the_probes_answer() {
         ("/v1/runs/{id}/io/{node_id}", "get"),
         ("/v1/runs/{id}/callback", "get"),
         ("/v1/runs/search", "post"),
+        ("/v1/keys/leaks", "post"),
         ("/v1/nodes", "get"),
         ("/v1/models/llms", "get"),
         ("/v1/models/llms/presets", "get"),
@@ -193,7 +194,7 @@ async fn every_operation_documents_the_errors_it_can_answer_with_the_error_body(
                 "{label} takes input, so it documents 422 with the ErrorBody"
             );
         }
-        if needs_key {
+        if needs_key || responses.contains_key("429") {
             assert_eq!(
                 responses["429"]["headers"]["Retry-After"]["required"], true,
                 "{label}: 429 says when to retry"

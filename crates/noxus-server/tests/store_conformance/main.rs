@@ -133,6 +133,12 @@ conformance! {
         the_callback_secret_generation_rotates_with_audit_rows,
         one_workspace_gets_at_most_its_share_of_senders,
         waiting_callback_quota_is_enforced,
+        // 13. Keys reported leaked.
+        a_leaked_key_is_revoked_once_with_its_record_audit_row_and_event,
+        a_rotated_key_in_its_grace_period_reported_leaked_is_revoked,
+        dismissing_a_leak_warning_is_audited_once_and_keeps_the_revocation,
+        concurrent_reports_of_one_key_revoke_it_once,
+        leak_records_go_with_their_key_and_workspace,
     ],
     fresh: [
         // 5. Usage from two store instances (two replicas).

@@ -8,9 +8,9 @@
 //! "admin_key", "member_key", "viewer_key"}`.
 //!
 //! `--fuzz` prepares it for the OpenAPI fuzzer run of `tests/schemathesis`
-//! (see docs/testing.md): failed authentications are not throttled (the
-//! fuzzer sends requests without a key on purpose, and a 429 there would
-//! hide the 401 it checks), and the line also has:
+//! (see docs/testing.md): failed authentications and leak reports are not
+//! throttled (the fuzzer sends requests without a key on purpose, and a
+//! 429 there would hide the 401 or the 202 it checks), and the line also has:
 //! - `fuzz_key`: a tenant-admin key of the owner in the first workspace,
 //!   with its own rate limit (the operator's ceiling), so that a workspace
 //!   limit set by a generated call cannot starve it;
@@ -50,6 +50,10 @@ async fn main() {
     let app = TestApp::spawn_with(|config| {
         if fuzz {
             config.auth_failure_limit = RateLimit {
+                per_second: 1_000_000,
+                burst: 1_000_000,
+            };
+            config.leak_report_limit = RateLimit {
                 per_second: 1_000_000,
                 burst: 1_000_000,
             };

@@ -67,6 +67,7 @@ use super::*;
 mod audit;
 mod callbacks;
 mod keys;
+mod leaks;
 mod members;
 mod rate_counters;
 mod runs;

@@ -18,6 +18,7 @@ mod archive;
 mod audit;
 mod callbacks;
 mod keys;
+mod leaks;
 mod members;
 use super::common::*;
 use super::rows;

@@ -153,7 +153,25 @@ pub(crate) fn sentence(row: &AuditRecord, names: &Names) -> String {
             };
             format!("{who} created key {}{for_whom}", names.key(target, d))
         }
+        "api_key.revoke" if text(d, "reason") == Some("reported_leaked") => {
+            // The reporter's text, quoted as it came (the page escapes it).
+            let at = text(d, "leak_url").map_or_else(
+                || " (where it was found was not said)".to_owned(),
+                |url| format!(" at {url}"),
+            );
+            let by = text(d, "leak_source")
+                .map(|source| format!(" (reported by {source})"))
+                .unwrap_or_default();
+            format!(
+                "{who} revoked key {}: reported leaked{at}{by}",
+                names.key(target, d)
+            )
+        }
         "api_key.revoke" => format!("{who} revoked key {}", names.key(target, d)),
+        "api_key.leak_dismiss" => format!(
+            "{who} dismissed the warning that key {} was reported leaked",
+            names.key(target, d)
+        ),
         "api_key.rotate" => {
             let successor = text(d, "new_key_id")
                 .map(|id| format!("; its replacement is {}", names.key(id, &Value::Null)))
@@ -350,6 +368,36 @@ mod tests {
         assert_eq!(
             sentence(&r, &names()),
             "admin@example.com revoked key 'billing service' (noxus_ENJ6…5txN)."
+        );
+    }
+
+    #[test]
+    fn a_key_reported_leaked_says_where_it_was_found() {
+        let mut r = row(
+            "api_key.revoke",
+            "k1",
+            json!({"name": "billing service", "prefix": "noxus_ENJ6", "reason": "reported_leaked",
+                   "leak_url": "https://github.com/acme/app/blob/0a1b/.env#L3", "leak_source": "github"}),
+        );
+        r.actor_user_id = None;
+        r.client_addr = Some("192.0.2.7".to_owned());
+        assert_eq!(
+            sentence(&r, &names()),
+            "The platform revoked key 'billing service' (noxus_ENJ6…5txN): reported leaked at https://github.com/acme/app/blob/0a1b/.env#L3 (reported by github)."
+        );
+        r.details = json!({"name": "billing service", "reason": "reported_leaked"});
+        assert_eq!(
+            sentence(&r, &names()),
+            "The platform revoked key 'billing service' (noxus_ENJ6…5txN): reported leaked (where it was found was not said)."
+        );
+        let r = row(
+            "api_key.leak_dismiss",
+            "k1",
+            json!({"name": "billing service"}),
+        );
+        assert_eq!(
+            sentence(&r, &names()),
+            "admin@example.com dismissed the warning that key 'billing service' (noxus_ENJ6…5txN) was reported leaked."
         );
     }
 
