@@ -20,7 +20,9 @@
 //!
 //! Rounds alternate the order of the configurations; the summary gives the
 //! median of each and the ratio of each HTTP configuration to the
-//! in-process platform on its backend.
+//! in-process platform on its backend. Each line also says the server
+//! processes' CPU time per run (`/proc`) and how busy the machine's CPUs
+//! were meanwhile (all processes: on a shared machine, others' too).
 //!
 //! ```sh
 //! bench/runs_load                                   # SQLite
