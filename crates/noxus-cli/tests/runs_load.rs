@@ -4,7 +4,9 @@
 //! process) and on PostgreSQL with three replicas, none executed by two;
 //! and a process killed (SIGKILL) or stopped (SIGTERM) in the middle of
 //! them loses none: started again on the same data, every run ends
-//! completed (or failed with a reason), none stays queued or running.
+//! completed (or failed with a reason), none stays queued or running. A
+//! run stopped in a slow node (a model that has not answered) is given
+//! back at the shutdown and finishes at the next start.
 //!
 //! For the kills and stops, the runs are queued through the store while
 //! no process runs (so that all are waiting when the processes start), and
@@ -21,13 +23,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::extract::State;
+use axum::Json;
 use noxus_testkit::cluster::{Cluster, ClusterOptions, ReplicaOptions};
 use noxus_testkit::runs_load::{
     check_runs, queue_in_store, queue_runs, worker_in_log, Expect, LoadReport, LoadWorkflow,
     RunsDatabase,
 };
+use serde_json::{json, Value};
 
 const NOXUS: &str = env!("CARGO_BIN_EXE_noxus");
 
@@ -92,6 +99,16 @@ impl Serve {
     /// Starts it and waits until it is ready; on the first start of the
     /// directory, returns the key it printed too.
     async fn start(dir: &Path, n: usize) -> (Self, Option<String>) {
+        Self::start_with(dir, n, &[], &[]).await
+    }
+
+    /// [`Serve::start`] with more arguments and environment variables.
+    async fn start_with(
+        dir: &Path,
+        n: usize,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Self, Option<String>) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -104,6 +121,8 @@ impl Serve {
             .arg("--data-dir")
             .arg(dir)
             .args(UNLIMITED)
+            .args(extra)
+            .envs(env.iter().copied())
             .env_remove("NOXUS_NO_WELCOME")
             .env_remove("NOXUS_DATABASE_URL")
             .env("NOXUS_LOG", "info")
@@ -337,9 +356,16 @@ fn signal(pid: u32, signal: &str) {
 /// Freezes process `pid` (SIGSTOP) at a moment the database shows it
 /// executing runs (claimed by `worker`; by anyone with `None`), so that
 /// what it holds is known exactly when it is then killed or stopped;
-/// returns how many it holds.
+/// returns how many it holds. It waits until the database shows such runs,
+/// freezes the process, and looks again (it may have finished them in
+/// between: then it lets it go on and tries again).
 async fn freeze_while_running(pid: u32, db: &mut RunsDatabase, worker: Option<&str>) -> usize {
-    for _ in 0..2000 {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if db.running(worker).await == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
         signal(pid, "STOP");
         // Stopped, it writes nothing more: the database shows what it holds.
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -348,9 +374,11 @@ async fn freeze_while_running(pid: u32, db: &mut RunsDatabase, worker: Option<&s
             return running;
         }
         signal(pid, "CONT");
-        tokio::time::sleep(Duration::from_millis(3)).await;
     }
-    panic!("process {pid} never held a run");
+    panic!(
+        "process {pid} was never seen holding a run; runs by status: {:?}",
+        db.counts().await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,6 +486,185 @@ async fn on_sqlite_a_process_stopped_mid_way_gives_its_runs_back_and_they_run_on
     // microseconds: most were in their last write) or were given back;
     // either way none was counted as a crash, and none was left to recover.
     assert_eq!(report.interrupted, 0, "nothing was left to recover");
+    let (status, log) = serve.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// A chat-completions endpoint whose answers wait until `gate` is opened
+/// (`Model <model> says: <prompt>`); counts the calls.
+async fn slow_model() -> (String, Arc<AtomicUsize>, tokio::sync::watch::Sender<bool>) {
+    async fn completions(
+        State((calls, gate)): State<(Arc<AtomicUsize>, tokio::sync::watch::Receiver<bool>)>,
+        Json(body): Json<Value>,
+    ) -> Json<Value> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let mut gate = gate;
+        let _ = gate.wait_for(|open| *open).await;
+        let prompt = body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let text = format!(
+            "Model {} says: {prompt}",
+            body["model"].as_str().unwrap_or("?")
+        );
+        Json(json!({"choices": [{"message": {"role": "assistant", "content": text}}]}))
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (gate, opened) = tokio::sync::watch::channel(false);
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(completions))
+        .with_state((Arc::clone(&calls), opened));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{address}/v1"), calls, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_run_in_a_slow_node_at_a_stop_is_given_back_and_finishes_at_the_next_start() {
+    if ran_in_the_default_pass(
+        "runs_load::on_sqlite_a_run_in_a_slow_node_at_a_stop_is_given_back_and_finishes_at_the_next_start",
+    ) {
+        return;
+    }
+    let (model_url, calls, gate) = slow_model().await;
+    let model: &[&str] = &[
+        "--llm-base-url",
+        &model_url,
+        "--llm-api-key-env",
+        "STUB_LLM_KEY",
+    ];
+    let env: &[(&str, &str)] = &[("STUB_LLM_KEY", "sk-stub-key")];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let (serve, key) = Serve::start_with(&dir, 0, model, env).await;
+    let key = key.expect("the first start prints a key");
+    let http = reqwest::Client::new();
+    let edge = |from: &str, to: &str, connector: &str| {
+        json!({"from_id": {"node_id": from, "connector_name": "output", "key": null, "optional": false},
+               "to_id": {"node_id": to, "connector_name": connector, "key": null, "optional": false},
+               "id": format!("{from}-{to}")})
+    };
+    let node = |id: &str, kind: &str, config: Value| json!({"type": kind, "id": id, "node_config": config, "connector_config": {"inputs": [], "outputs": []}});
+    let definition = json!({
+        "flow_version": "v1",
+        "nodes": [
+            node("question", "InputNode", json!({"label": "Question"})),
+            node("prompt", "ComposeTextNode", json!({"template": "Briefly: {input}"})),
+            node("llm", "TextGenerationNode", json!({"model": "tiny-local-model"})),
+            node("answer", "OutputNode", json!({"label": "Answer"})),
+        ],
+        "edges": [edge("question", "prompt", "input"), edge("prompt", "llm", "prompt"), edge("llm", "answer", "input")]
+    });
+    let saved: Value = http
+        .post(format!("{}/v1/workflows", serve.base))
+        .header("X-API-Key", &key)
+        .json(&json!({"name": "ask", "type": "flow", "definition": definition}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let workflow = saved["id"].as_str().unwrap().to_owned();
+    let started: Value = http
+        .post(format!("{}/v1/workflows/{workflow}/runs", serve.base))
+        .header("X-API-Key", &key)
+        .json(&json!({"input": {"Question": "why?"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = started["id"].as_str().unwrap().to_owned();
+
+    // The model is being asked: what came before its node is written while
+    // the node runs (within the write delay), not held back for the run's end.
+    let mut db = RunsDatabase::sqlite(&dir).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let llm_started = loop {
+        let run = db
+            .runs()
+            .await
+            .into_iter()
+            .find(|r| r.id == run_id)
+            .unwrap();
+        if calls.load(Ordering::SeqCst) == 1
+            && run
+                .events_of("node_started")
+                .any(|e| e.data["node_id"] == "llm")
+        {
+            break run;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow node's start was not written: {run:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let kinds: Vec<&str> = llm_started.events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "queued",
+            "started",
+            "node_started",
+            "progress",
+            "node_started",
+            "progress",
+            "node_started"
+        ],
+        "the nodes before the slow one, and its start"
+    );
+
+    // Stopped while the model answers: the node is abandoned after the
+    // shutdown's wait, and the run goes back to the queue, not counted.
+    let stopping = Instant::now();
+    let (status, log) = serve.terminate();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("abandoned"), "{log}");
+    assert!(log.contains("back in the queue"), "{log}");
+    eprintln!("stopped in {took:?} with a run in a slow node");
+    let back = db
+        .runs()
+        .await
+        .into_iter()
+        .find(|r| r.id == run_id)
+        .unwrap();
+    assert_eq!(
+        (back.status.as_str(), back.attempts),
+        ("queued", 0),
+        "{back:?}"
+    );
+    assert_eq!(back.requeued("released"), 1, "{back:?}");
+
+    // Started again, with the model answering: the run asks it again and
+    // completes, its one counted claim the second.
+    gate.send_replace(true);
+    let (serve, _) = Serve::start_with(&dir, 1, model, env).await;
+    db.wait_ended(1, PATIENCE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", serve.log()));
+    let done = db
+        .runs()
+        .await
+        .into_iter()
+        .find(|r| r.id == run_id)
+        .unwrap();
+    assert_eq!(done.status, "completed", "{done:?}");
+    assert_eq!(
+        done.output,
+        Some(json!({"answer::output": {"text": "Model tiny-local-model says: Briefly: why?"}}))
+    );
+    assert_eq!(done.attempts, 1, "the claim given back was not counted");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the model was asked again");
     let (status, log) = serve.terminate();
     assert!(status.success(), "{log}");
 }

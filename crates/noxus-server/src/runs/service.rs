@@ -499,6 +499,7 @@ async fn execute(state: &AppState, run: RunRecord, held: Arc<Held>) {
         run_id: run_id.clone(),
         held: Arc::clone(&held),
         pending: Mutex::new(Pending::default()),
+        kept: Notify::new(),
         writing: tokio::sync::Mutex::new(()),
     };
     let mut running = std::pin::pin!(executor::execute(&plan, &input, &env));
@@ -510,6 +511,8 @@ async fn execute(state: &AppState, run: RunRecord, held: Arc<Held>) {
             biased;
             () = held.lost(&hub.pool) => break None,
             outcome = &mut running => break Some(outcome),
+            // The first step kept since the last write: a new deadline.
+            () = env.kept.notified() => {}
             () = sleep_until(due) => {
                 // Not while the executor is itself writing (it holds the
                 // lock across its write, and is not polled meanwhile).
@@ -676,6 +679,9 @@ struct Env<'a> {
     run_id: RunId,
     held: Arc<Held>,
     pending: Mutex<Pending>,
+    /// A step was kept with none waiting before it: the run's loop sets
+    /// the deadline of its write.
+    kept: Notify,
     /// Held across a write, so that writes keep the steps' order.
     writing: tokio::sync::Mutex<()>,
 }
@@ -692,7 +698,15 @@ impl Env<'_> {
 
     fn keep(&self, step: Step) -> bool {
         let mut pending = self.pending();
-        let since = *pending.since.get_or_insert_with(Instant::now);
+        let since = match pending.since {
+            Some(since) => since,
+            None => {
+                let now = Instant::now();
+                pending.since = Some(now);
+                self.kept.notify_one();
+                now
+            }
+        };
         pending.steps.push(step);
         pending.steps.len() >= MAX_PENDING_STEPS || since.elapsed() >= WRITE_DELAY
     }
