@@ -38,6 +38,12 @@ impl Application {
             DatabaseConfig::Postgres(_) => None,
         };
         let store = crate::store::connect(&database).await?;
+        // SQLite: the lock proves this is the only process on the data, so
+        // every run still running belonged to one that died; it resumes now
+        // instead of after its lease.
+        if data_dir_lock.is_some() {
+            crate::runs::service::requeue_orphans(store.as_ref()).await?;
+        }
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -179,6 +185,9 @@ impl Application {
         if let Some(sync) = limits_sync {
             sync.abort();
         }
+        // The runs in flight stop at their next node and go back to the
+        // queue, for another replica or the next start.
+        crate::runs::service::shutdown(&self.state).await;
         // Leak reports already answered 202: revoke before the database goes.
         if !self
             .state

@@ -15,6 +15,7 @@
 pub mod cluster;
 pub mod proxy;
 pub mod redis;
+pub mod runs_load;
 
 use std::io::Write;
 use std::path::Path;

@@ -21,7 +21,7 @@ pub use ids::*;
 pub use leaks::{KeyLeakRecord, KeyLeakStore, LeakLocation, LeakQuery};
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL, RUNS_CHANNEL};
 pub use runs::{
-    event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStore,
+    event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStep, RunStore,
     DEFAULT_MAX_ACTIVE_RUNS_PER_WORKSPACE, DEFAULT_MAX_RUN_BYTES_PER_WORKSPACE,
     DEFAULT_MAX_WAITING_CALLBACKS_PER_WORKSPACE,
 };

@@ -92,6 +92,12 @@ pub mod event_kinds {
     pub const FAILED: &str = "failed";
     /// The run was stopped (terminal).
     pub const STOPPED: &str = "stopped";
+    /// The run went back to the queue without waiting for its lease:
+    /// `reason` `released` (the worker shut down and gave it back; its
+    /// claim is not counted as an attempt) or `interrupted` (found running
+    /// when a process started on a database no other process uses: its
+    /// worker died; the claim counts).
+    pub const REQUEUED: &str = "requeued";
 }
 
 /// A run as stored.
@@ -136,9 +142,11 @@ pub struct RunRecord {
     /// When it ended.
     pub finished_at: Option<OffsetDateTime>,
     /// How many times a worker claimed it (1 on the first claim; more after
-    /// leases that ran out).
+    /// leases that ran out). A claim given back at a worker's shutdown
+    /// ([`RunStore::release_runs`]) is not counted.
     pub attempts: i64,
-    /// The worker that claimed it last.
+    /// The worker that holds it, or held it when it ended (`None` while
+    /// queued).
     pub claimed_by: Option<String>,
     /// Until when that worker's claim holds, unless renewed.
     pub lease_until: Option<OffsetDateTime>,
@@ -224,6 +232,33 @@ impl RunOutcome {
     }
 }
 
+/// One thing a worker reports about a run it holds, in the order it
+/// happened ([`RunStore::record_run_steps`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RunStep<'a> {
+    /// A node starts: a `node_started` event with this data (an object;
+    /// the store adds `workflow_status`).
+    NodeStarted {
+        /// The event's data, e.g. `{"node_id", "index", "total"}`.
+        data: &'a Value,
+    },
+    /// A node finished: what it received and produced (replacing what an
+    /// earlier attempt recorded), and the run's progress after it, with a
+    /// `progress` event.
+    NodeFinished {
+        /// The node.
+        node_id: &'a str,
+        /// What it received.
+        input: &'a Value,
+        /// What it produced.
+        output: &'a Value,
+        /// The run's progress, 0 to 100 (clamped).
+        progress: i64,
+        /// What the worker says about it.
+        progress_details: Option<&'a Value>,
+    },
+}
+
 /// One event of a run, as an event stream sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunEvent {
@@ -247,7 +282,8 @@ pub struct RunEvent {
 /// the run is theirs (running, claimed by them).
 ///
 /// Every call that appends events to an existing run (`claim_runs`,
-/// `update_run_progress`, `finish_run`, `stop_run`, `append_run_event`)
+/// `update_run_progress`, `finish_run`, `record_run_steps`, `stop_run`,
+/// `release_runs`, `requeue_running_runs`, `append_run_event`)
 /// publishes [`super::StoreEvent::RunChanged`] for it once committed (and
 /// only when it changed something), so that open event streams, in this
 /// process and in others sharing the database, read the new events at
@@ -365,6 +401,44 @@ pub trait RunStore: Send + Sync {
         workspace_id: &WorkspaceId,
         ids: &[RunId],
     ) -> StoreResult<(Vec<RunId>, Vec<RunId>)>;
+    /// Records what a worker reports about a run it holds, in one write:
+    /// `steps` in order (with their events, node input and output, and
+    /// progress) and, if given, the outcome that ends the run (as
+    /// [`RunStore::finish_run`]: its event last, the run's stored bytes
+    /// settled, its callback queued). Only while the run is
+    /// running and claimed by `worker`; `false` (nothing written) if not:
+    /// a stop, or a worker that took the run over after the lease ran
+    /// out, wins, and nothing of a late worker's reaches the run.
+    async fn record_run_steps(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        steps: &[RunStep<'_>],
+        end: Option<&RunOutcome>,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Extends, in one write, the lease of every run `worker` holds
+    /// (running, claimed by it) to `lease_until`; returns those runs. A run
+    /// of the worker's that is not among them is no longer its own.
+    async fn renew_run_leases(
+        &self,
+        worker: &str,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<Vec<RunId>>;
+    /// Gives back the runs `worker` holds (a worker shutting down): each
+    /// is queued again at once, not claimed by anyone, its progress reset
+    /// and its claim not counted as an attempt, with a `requeued` event
+    /// (`reason` `released`); another worker need not wait for the lease.
+    /// Returns them.
+    async fn release_runs(&self, worker: &str) -> StoreResult<Vec<RunId>>;
+    /// Queues again every running run at once, its claim counted (its
+    /// worker died), with a `requeued` event (`reason` `interrupted`).
+    /// **Only** for a database no other process uses — SQLite, at the
+    /// start of the one process its locked data directory admits: every
+    /// run still running there belonged to a process that is gone. On a
+    /// shared database it would hand live runs to a second worker.
+    /// Returns them.
+    async fn requeue_running_runs(&self) -> StoreResult<Vec<RunId>>;
     /// Appends an event to a run and returns its `seq`. An object `data`
     /// without `workflow_status` gets the run's current status.
     /// [`super::StoreError::NotFound`] if the run does not exist.
@@ -453,6 +527,51 @@ pub(super) fn outcome_event(outcome: &RunOutcome) -> (&'static str, String) {
             event_data(RunStatus::Failed, serde_json::json!({"error": error})),
         ),
     }
+}
+
+/// The events `record_run_steps` writes for `steps` and `end`, in order
+/// (kind, stored data), and the progress it leaves the run at (that of
+/// the last finished node, with its details as stored), if any.
+#[allow(clippy::type_complexity)]
+pub(super) fn step_events(
+    steps: &[RunStep<'_>],
+    end: Option<&RunOutcome>,
+) -> (Vec<(&'static str, String)>, Option<(i64, Option<String>)>) {
+    let mut events = Vec::with_capacity(steps.len() + 1);
+    let mut progress = None;
+    for step in steps {
+        match step {
+            RunStep::NodeStarted { data } => events.push((
+                event_kinds::NODE_STARTED,
+                event_data(RunStatus::Running, (*data).clone()),
+            )),
+            RunStep::NodeFinished {
+                progress: percent,
+                progress_details,
+                ..
+            } => {
+                let percent = (*percent).clamp(0, 100);
+                events.push((
+                    event_kinds::PROGRESS,
+                    event_data(
+                        RunStatus::Running,
+                        serde_json::json!({"progress": percent, "progress_details": progress_details}),
+                    ),
+                ));
+                progress = Some((percent, progress_details.map(Value::to_string)));
+            }
+        }
+    }
+    if let Some(outcome) = end {
+        let (kind, data) = outcome_event(outcome);
+        events.push((kind, data));
+    }
+    (events, progress)
+}
+
+/// The data of a `requeued` event.
+pub(super) fn requeued_event(reason: &str) -> String {
+    event_data(RunStatus::Queued, serde_json::json!({"reason": reason}))
 }
 
 /// The output and error an outcome stores.

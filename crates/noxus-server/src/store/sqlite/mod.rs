@@ -53,6 +53,9 @@ const MMAP_SIZE: u64 = 1 << 30;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection, for write transactions only: writers of this process
+    /// queue for it in order ([`SqliteStore::begin_write`]).
+    writer: SqlitePool,
     events: EventBus,
 }
 
@@ -64,8 +67,16 @@ impl SqliteStore {
     /// writes fails with "database is locked" when another writer (such as
     /// the usage flusher) got in between, instead of waiting its turn; an
     /// immediate one waits for the busy timeout.
+    ///
+    /// Write transactions take turns on one connection of their own: SQLite
+    /// lets one writer in at a time anyway, and a writer waiting for its
+    /// lock inside SQLite polls with growing sleeps (up to 100 ms) and no
+    /// order, so under a load of concurrent writes (runs queued and
+    /// executed at once) some waited past the busy timeout and failed with
+    /// "database is locked" while others went ahead. Waiting for the
+    /// connection instead is first come, first served, without sleeps.
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// Commits a write and then publishes its events: after the commit, so
@@ -154,11 +165,19 @@ impl SqliteStore {
             // thread before every query, and an embedded file has no peer
             // that could have dropped it: don't.
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            // As long as SQLite's busy timeout: the longest a write waits.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
         Ok(Self {
             pool,
+            writer,
             events: EventBus::new(),
         })
     }
@@ -296,6 +315,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 

@@ -5,7 +5,10 @@
 
 use super::rows::{NodeIoRow, OrderedRunRow, RunEventRow, RunRow, RUN_COLUMNS};
 use super::*;
-use crate::store::runs::{event_data, fts5_query, outcome_columns, outcome_event, unique_ids};
+use crate::store::runs::{
+    event_data, fts5_query, outcome_columns, outcome_event, requeued_event, step_events, unique_ids,
+};
+use crate::store::RunStep;
 
 /// Bumps a run's event counter and writes the event with the new number;
 /// `None` if the run does not exist.
@@ -67,6 +70,134 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Writes events (run, `seq`, kind, data), numbered by the caller, in one
+/// statement: a round trip per event was most of what a run cost.
+async fn insert_events(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[(&RunId, i64, &str, &str)],
+) -> StoreResult<()> {
+    let at = to_ms(now());
+    // Well under the bound parameters a statement may have (5 per event).
+    for part in events.chunks(1000) {
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO run_events (run_id, seq, kind, data, created_at) ",
+        );
+        insert.push_values(part, |mut row, (run_id, seq, kind, data)| {
+            row.push_bind(*run_id)
+                .push_bind(*seq)
+                .push_bind(*kind)
+                .push_bind(*data)
+                .push_bind(at);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Records (or replaces) what nodes of a run received and produced, in one
+/// statement (a node appears once: the last of its entries).
+async fn upsert_nodes_io(
+    tx: &mut Transaction<'_, Sqlite>,
+    run_id: &RunId,
+    nodes: &[(&str, &Value, &Value)],
+) -> StoreResult<()> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rows: Vec<(&str, String, String)> = nodes
+        .iter()
+        .rev()
+        .filter(|(node_id, _, _)| seen.insert(*node_id))
+        .map(|(node_id, input, output)| (*node_id, input.to_string(), output.to_string()))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.reverse();
+    let at = to_ms(now());
+    for part in rows.chunks(1000) {
+        let mut upsert = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO run_node_io (run_id, node_id, iteration, input, output, created_at) ",
+        );
+        upsert.push_values(part, |mut row, (node_id, input, output)| {
+            row.push_bind(run_id)
+                .push_bind(*node_id)
+                .push_bind(0_i64)
+                .push_bind(input.as_str())
+                .push_bind(output.as_str())
+                .push_bind(at);
+        });
+        upsert.push(
+            " ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET
+                 input = excluded.input, output = excluded.output,
+                 created_at = excluded.created_at",
+        );
+        upsert
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map_err(on_missing_run)?;
+    }
+    Ok(())
+}
+
+/// Records (or replaces) what a node of a run received and produced.
+async fn upsert_node_io<'e, E>(
+    executor: E,
+    run_id: &RunId,
+    node_id: &str,
+    input: &Value,
+    output: &Value,
+) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO run_node_io (run_id, node_id, iteration, input, output, created_at)
+         VALUES (?, ?, 0, ?, ?, ?)
+         ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET
+             input = excluded.input, output = excluded.output, created_at = excluded.created_at",
+    )
+    .bind(run_id)
+    .bind(node_id)
+    .bind(input.to_string())
+    .bind(output.to_string())
+    .bind(to_ms(now()))
+    .execute(executor)
+    .await
+    .map_err(on_missing_run)?;
+    Ok(())
+}
+
+/// Queues again the running runs `worker` gives back (`released`, the
+/// claim not counted) or, with `None`, every running run (`interrupted`,
+/// the claim counted), each with a `requeued` event.
+async fn requeue(
+    tx: &mut Transaction<'_, Sqlite>,
+    worker: Option<&str>,
+) -> StoreResult<Vec<RunId>> {
+    let (reason, uncount) = match worker {
+        Some(_) => ("released", 1),
+        None => ("interrupted", 0),
+    };
+    let rows: Vec<(RunId, i64)> = sqlx::query_as(
+        "UPDATE runs SET status = 'queued', claimed_by = NULL, lease_until = NULL,
+             attempts = MAX(attempts - ?1, 0), progress = 0, progress_details = NULL,
+             last_event_seq = last_event_seq + 1
+         WHERE status = 'running' AND (?2 IS NULL OR claimed_by = ?2)
+         RETURNING id, last_event_seq",
+    )
+    .bind(uncount)
+    .bind(worker)
+    .fetch_all(&mut **tx)
+    .await?;
+    let data = requeued_event(reason);
+    let events: Vec<(&RunId, i64, &str, &str)> = rows
+        .iter()
+        .map(|(id, seq)| (id, *seq, event_kinds::REQUEUED, data.as_str()))
+        .collect();
+    insert_events(tx, &events).await?;
+    Ok(rows.into_iter().map(|(id, _)| id).collect())
 }
 
 #[async_trait]
@@ -251,19 +382,27 @@ impl RunStore for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         rows.sort_by_key(|row| row.claim_order);
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let run = RunRecord::try_from(row.run)?;
-            insert_event(
-                &mut tx,
-                &run.id,
-                run.last_event_seq,
-                event_kinds::STARTED,
-                &event_data(RunStatus::Running, json!({"attempt": run.attempts})),
-            )
-            .await?;
-            claimed.push(run);
-        }
+        let claimed = rows
+            .into_iter()
+            .map(|row| RunRecord::try_from(row.run))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let data: Vec<String> = claimed
+            .iter()
+            .map(|run| event_data(RunStatus::Running, json!({"attempt": run.attempts})))
+            .collect();
+        let events: Vec<(&RunId, i64, &str, &str)> = claimed
+            .iter()
+            .zip(&data)
+            .map(|(run, data)| {
+                (
+                    &run.id,
+                    run.last_event_seq,
+                    event_kinds::STARTED,
+                    data.as_str(),
+                )
+            })
+            .collect();
+        insert_events(&mut tx, &events).await?;
         let changed: Vec<StoreEvent> = claimed
             .iter()
             .map(|run| StoreEvent::RunChanged(run.id.clone()))
@@ -298,21 +437,7 @@ impl RunStore for SqliteStore {
         input: &Value,
         output: &Value,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO run_node_io (run_id, node_id, iteration, input, output, created_at)
-             VALUES (?, ?, 0, ?, ?, ?)
-             ON CONFLICT (run_id, node_id, iteration) DO UPDATE SET
-                 input = excluded.input, output = excluded.output, created_at = excluded.created_at",
-        )
-        .bind(run_id)
-        .bind(node_id)
-        .bind(input.to_string())
-        .bind(output.to_string())
-        .bind(to_ms(now()))
-        .execute(&self.pool)
-        .await
-        .map_err(on_missing_run)?;
-        Ok(())
+        upsert_node_io(&self.pool, run_id, node_id, input, output).await
     }
 
     async fn node_io(
@@ -408,6 +533,112 @@ impl RunStore for SqliteStore {
         self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
             .await?;
         Ok(true)
+    }
+
+    async fn record_run_steps(
+        &self,
+        run_id: &RunId,
+        worker: &str,
+        steps: &[RunStep<'_>],
+        end: Option<&RunOutcome>,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let (events, progress) = step_events(steps, end);
+        let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
+        let has_progress = progress.is_some();
+        let (percent, details) = progress.unwrap_or((0, None));
+        let mut tx = self.begin_write().await?;
+        // The guard and the event numbers at once: the run must still be
+        // this worker's.
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE runs SET last_event_seq = last_event_seq + ?1,
+                 progress = CASE WHEN ?2 THEN ?3 ELSE progress END,
+                 progress_details = CASE WHEN ?2 THEN ?4 ELSE progress_details END
+             WHERE id = ?5 AND status = 'running' AND claimed_by = ?6
+             RETURNING last_event_seq",
+        )
+        .bind(count)
+        .bind(has_progress)
+        .bind(percent)
+        .bind(details)
+        .bind(run_id)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(last) = last else {
+            return Ok(false);
+        };
+        let nodes: Vec<(&str, &Value, &Value)> = steps
+            .iter()
+            .filter_map(|step| match step {
+                RunStep::NodeFinished {
+                    node_id,
+                    input,
+                    output,
+                    ..
+                } => Some((*node_id, *input, *output)),
+                RunStep::NodeStarted { .. } => None,
+            })
+            .collect();
+        upsert_nodes_io(&mut tx, run_id, &nodes).await?;
+        let rows: Vec<(&RunId, i64, &str, &str)> = (last - count + 1..)
+            .zip(&events)
+            .map(|(seq, (kind, data))| (run_id, seq, *kind, data.as_str()))
+            .collect();
+        insert_events(&mut tx, &rows).await?;
+        if let Some(outcome) = end {
+            let (output, error) = outcome_columns(outcome);
+            sqlx::query(
+                "UPDATE runs SET status = ?1, output = ?2, error = ?3, finished_at = ?4,
+                     progress = CASE WHEN ?1 = 'completed' THEN 100 ELSE progress END,
+                     lease_until = NULL
+                 WHERE id = ?5",
+            )
+            .bind(outcome.status().as_str())
+            .bind(output)
+            .bind(error)
+            .bind(to_ms(now))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            settle_stored_bytes(&mut tx, run_id).await?;
+            super::callbacks::queue_callback(&mut tx, run_id, outcome.status(), now).await?;
+        }
+        self.commit(tx, [StoreEvent::RunChanged(run_id.clone())])
+            .await?;
+        Ok(true)
+    }
+
+    async fn renew_run_leases(
+        &self,
+        worker: &str,
+        lease_until: OffsetDateTime,
+    ) -> StoreResult<Vec<RunId>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE runs SET lease_until = ?
+             WHERE status = 'running' AND claimed_by = ?
+             RETURNING id",
+        )
+        .bind(to_ms(lease_until))
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn release_runs(&self, worker: &str) -> StoreResult<Vec<RunId>> {
+        let mut tx = self.begin_write().await?;
+        let ids = requeue(&mut tx, Some(worker)).await?;
+        let changed: Vec<StoreEvent> = ids.iter().cloned().map(StoreEvent::RunChanged).collect();
+        self.commit(tx, changed).await?;
+        Ok(ids)
+    }
+
+    async fn requeue_running_runs(&self) -> StoreResult<Vec<RunId>> {
+        let mut tx = self.begin_write().await?;
+        let ids = requeue(&mut tx, None).await?;
+        let changed: Vec<StoreEvent> = ids.iter().cloned().map(StoreEvent::RunChanged).collect();
+        self.commit(tx, changed).await?;
+        Ok(ids)
     }
 
     async fn stop_run(

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use noxus_server::store::prelude::*;
 use noxus_server::store::{
-    Actor, NewRun, Quota, RunId, RunOutcome, RunQuotas, RunRecord, RunStatus, RunSubscription,
-    StoreError, StoreEvent, WorkflowRecord, WorkspaceRecord,
+    Actor, NewRun, Quota, RunId, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStep,
+    RunSubscription, StoreError, StoreEvent, WorkflowRecord, WorkspaceRecord,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -1197,6 +1197,622 @@ pub async fn run_writes_publish_run_changes_apart_from_key_events(store: Arc<dyn
         .unwrap();
     assert_eq!(run_changes(&mut runs).await, changed(&other), "stop");
 
+    // A worker's steps (and outcome) in one write; given back; requeued.
+    let third = start(&store, &w, &flow, json!({})).await;
+    let fourth = start(&store, &w, &flow, json!({})).await;
+    assert_eq!(claim_all(&store, WORKER).await.len(), 2);
+    run_changes(&mut runs).await;
+    let data = json!({"node_id": "in"});
+    let step = [RunStep::NodeStarted { data: &data }];
+    assert!(!store
+        .record_run_steps(&third.id, "someone-else", &step, Some(&outcome), now())
+        .await
+        .unwrap());
+    assert_eq!(run_changes(&mut runs).await, [], "refused steps");
+    assert!(store
+        .record_run_steps(&third.id, WORKER, &step, None, now())
+        .await
+        .unwrap());
+    assert_eq!(run_changes(&mut runs).await, changed(&third), "steps");
+    assert!(store
+        .record_run_steps(&third.id, WORKER, &step, Some(&outcome), now())
+        .await
+        .unwrap());
+    assert_eq!(
+        run_changes(&mut runs).await,
+        changed(&third),
+        "steps and end"
+    );
+    assert!(store
+        .renew_run_leases(WORKER, now() + Duration::from_secs(60))
+        .await
+        .is_ok());
+    assert_eq!(run_changes(&mut runs).await, [], "a renewal adds no event");
+    assert_eq!(
+        store.release_runs(WORKER).await.unwrap(),
+        vec![fourth.id.clone()]
+    );
+    assert_eq!(run_changes(&mut runs).await, changed(&fourth), "given back");
+    claim_all(&store, WORKER).await;
+    run_changes(&mut runs).await;
+    assert_eq!(
+        store.requeue_running_runs().await.unwrap(),
+        vec![fourth.id.clone()]
+    );
+    assert_eq!(run_changes(&mut runs).await, changed(&fourth), "requeued");
+    assert!(store.release_runs(WORKER).await.unwrap().is_empty());
+    assert_eq!(run_changes(&mut runs).await, [], "nothing given back");
+
     assert_eq!(store.events().published(), published, "not counted");
     assert_eq!(keys.take(&store).await, [], "not heard by the key cache");
+}
+
+/// The kinds of a run's events after `after`.
+async fn kinds(store: &Arc<dyn Store>, run: &RunRecord, after: i64) -> Vec<String> {
+    events(store, run, after)
+        .await
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect()
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+pub async fn a_worker_records_its_steps_in_one_write_only_while_it_holds_the_run(
+    store: Arc<dyn Store>,
+) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let run = start(&store, &w, &flow, json!({"in::input": "hi"})).await;
+    assert_eq!(claim_all(&store, WORKER).await.len(), 1);
+
+    let first = json!({"node_id": "in", "index": 0, "total": 2});
+    assert!(store
+        .record_run_steps(
+            &run.id,
+            WORKER,
+            &[RunStep::NodeStarted { data: &first }],
+            None,
+            now()
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        events(&store, &run, 0).await,
+        pairs(&[
+            ("queued", "queued"),
+            ("started", "running"),
+            ("node_started", "running"),
+        ])
+    );
+    let details = json!({"node_id": "in"});
+    let second = json!({"node_id": "out", "index": 1, "total": 2});
+    let (input, output) = (json!({"input": "hi"}), json!({"output": "hi"}));
+    assert!(store
+        .record_run_steps(
+            &run.id,
+            WORKER,
+            &[
+                RunStep::NodeFinished {
+                    node_id: "in",
+                    input: &input,
+                    output: &output,
+                    progress: 50,
+                    progress_details: Some(&details),
+                },
+                RunStep::NodeStarted { data: &second },
+            ],
+            None,
+            now(),
+        )
+        .await
+        .unwrap());
+    let mid = get(&store, &run).await;
+    assert_eq!((mid.status, mid.progress), (RunStatus::Running, 50));
+    assert_eq!(mid.progress_details, Some(details.clone()));
+    assert_eq!(mid.last_event_seq, 5);
+    assert_eq!(
+        store.node_io(&w.ws.id, &run.id, "in").await.unwrap(),
+        Some((input.clone(), output.clone()))
+    );
+    let written = store
+        .run_events_after(&w.ws.id, &run.id, 3, 10)
+        .await
+        .unwrap();
+    let written: Vec<_> = written.iter().map(|e| (e.kind.as_str(), &e.data)).collect();
+    assert_eq!(
+        written,
+        vec![
+            (
+                "progress",
+                &json!({"progress": 50, "progress_details": details, "workflow_status": "running"})
+            ),
+            (
+                "node_started",
+                &json!({"node_id": "out", "index": 1, "total": 2, "workflow_status": "running"})
+            ),
+        ],
+        "in the order given, each saying the run's status"
+    );
+
+    // Another worker's report changes nothing.
+    let intruder = json!({"output": "forged"});
+    assert!(!store
+        .record_run_steps(
+            &run.id,
+            "worker-2",
+            &[RunStep::NodeFinished {
+                node_id: "out",
+                input: &intruder,
+                output: &intruder,
+                progress: 100,
+                progress_details: None,
+            }],
+            Some(&RunOutcome::Completed {
+                output: intruder.clone()
+            }),
+            now(),
+        )
+        .await
+        .unwrap());
+    assert_eq!(get(&store, &run).await, mid, "nothing changed");
+    assert_eq!(store.node_io(&w.ws.id, &run.id, "out").await.unwrap(), None);
+
+    // The last node and the outcome together.
+    let done_output = json!({"out::output": {"text": "hi"}});
+    let (out_in, out_out) = (json!({"input": "hi"}), json!({"output": "hi"}));
+    assert!(store
+        .record_run_steps(
+            &run.id,
+            WORKER,
+            &[RunStep::NodeFinished {
+                node_id: "out",
+                input: &out_in,
+                output: &out_out,
+                progress: 100,
+                progress_details: None,
+            }],
+            Some(&RunOutcome::Completed {
+                output: done_output.clone()
+            }),
+            now(),
+        )
+        .await
+        .unwrap());
+    let done = get(&store, &run).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.output, Some(done_output));
+    assert_eq!(done.progress, 100);
+    assert!(done.finished_at.is_some() && done.lease_until.is_none());
+    assert_eq!(done.claimed_by.as_deref(), Some(WORKER), "who ended it");
+    assert_eq!(
+        store.node_io(&w.ws.id, &run.id, "out").await.unwrap(),
+        Some((out_in, out_out))
+    );
+    assert_eq!(
+        events(&store, &run, 5).await,
+        pairs(&[("progress", "running"), ("completed", "completed")])
+    );
+    // Ended: its worker's reports change nothing any more.
+    assert!(!store
+        .record_run_steps(
+            &run.id,
+            WORKER,
+            &[RunStep::NodeStarted { data: &first }],
+            None,
+            now()
+        )
+        .await
+        .unwrap());
+    assert_eq!(get(&store, &run).await, done);
+
+    // A failure with no step: the sentence and the `failed` event.
+    let failing = start(&store, &w, &flow, json!({})).await;
+    claim_all(&store, WORKER).await;
+    let failed = RunOutcome::Failed {
+        error: "Node x: it broke.".to_owned(),
+        output: None,
+    };
+    assert!(store
+        .record_run_steps(&failing.id, WORKER, &[], Some(&failed), now())
+        .await
+        .unwrap());
+    let failing_now = get(&store, &failing).await;
+    assert_eq!(failing_now.status, RunStatus::Failed);
+    assert_eq!(failing_now.error.as_deref(), Some("Node x: it broke."));
+    assert_eq!(
+        kinds(&store, &failing, 0).await,
+        strings(&["queued", "started", "failed"])
+    );
+
+    // A stop wins over the worker's next report, which writes nothing.
+    let stopped = start(&store, &w, &flow, json!({})).await;
+    claim_all(&store, WORKER).await;
+    store
+        .stop_run(&actor(&w.owner), &w.ws.id, &stopped.id, now())
+        .await
+        .unwrap();
+    assert!(!store
+        .record_run_steps(
+            &stopped.id,
+            WORKER,
+            &[RunStep::NodeFinished {
+                node_id: "in",
+                input: &input,
+                output: &output,
+                progress: 50,
+                progress_details: None,
+            }],
+            Some(&RunOutcome::Completed { output: json!({}) }),
+            now(),
+        )
+        .await
+        .unwrap());
+    assert_eq!(get(&store, &stopped).await.status, RunStatus::Stopped);
+    assert_eq!(
+        store.node_io(&w.ws.id, &stopped.id, "in").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        kinds(&store, &stopped, 0).await,
+        strings(&["queued", "started", "stopped"])
+    );
+}
+
+/// What node `n` received and produced, as reported by `who`.
+fn node_values(who: &str) -> (Value, Value) {
+    (json!({"input": who}), json!({"output": who}))
+}
+
+/// Node `n` finished.
+fn node_n<'a>(input: &'a Value, output: &'a Value) -> RunStep<'a> {
+    RunStep::NodeFinished {
+        node_id: "n",
+        input,
+        output,
+        progress: 50,
+        progress_details: None,
+    }
+}
+
+pub async fn a_late_worker_never_overwrites_the_worker_that_took_its_run_over(
+    store: Arc<dyn Store>,
+) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let run = start(&store, &w, &flow, json!({})).await;
+    let t0 = now();
+    assert_eq!(
+        store
+            .claim_runs("slow", 10, t0, t0 + Duration::from_secs(10))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (slow_in, slow_out) = node_values("slow");
+    assert!(store
+        .record_run_steps(&run.id, "slow", &[node_n(&slow_in, &slow_out)], None, now())
+        .await
+        .unwrap());
+    // Its lease ran out: another worker takes the run over and reports.
+    let taken = store
+        .claim_runs(
+            "healthy",
+            10,
+            t0 + Duration::from_secs(11),
+            t0 + Duration::from_secs(71),
+        )
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    let (healthy_in, healthy_out) = node_values("healthy");
+    assert!(store
+        .record_run_steps(
+            &run.id,
+            "healthy",
+            &[node_n(&healthy_in, &healthy_out)],
+            None,
+            now()
+        )
+        .await
+        .unwrap());
+    // The slow worker, still going, reports its node and an outcome: refused.
+    let (late_in, late_out) = node_values("late");
+    let before = get(&store, &run).await;
+    assert!(!store
+        .record_run_steps(
+            &run.id,
+            "slow",
+            &[node_n(&late_in, &late_out)],
+            Some(&RunOutcome::Completed {
+                output: json!({"by": "slow"})
+            }),
+            now(),
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .renew_run_leases("slow", lease())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.release_runs("slow").await.unwrap().is_empty());
+    assert_eq!(get(&store, &run).await, before, "nothing of the slow one");
+    assert_eq!(
+        store.node_io(&w.ws.id, &run.id, "n").await.unwrap(),
+        Some((healthy_in, healthy_out))
+    );
+    assert!(store
+        .record_run_steps(
+            &run.id,
+            "healthy",
+            &[],
+            Some(&RunOutcome::Completed {
+                output: json!({"by": "healthy"})
+            }),
+            now(),
+        )
+        .await
+        .unwrap());
+    let done = get(&store, &run).await;
+    assert_eq!(done.output, Some(json!({"by": "healthy"})));
+    assert_eq!(done.attempts, 2);
+}
+
+pub async fn renewing_leases_extends_every_run_a_worker_holds_in_one_write(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let mut runs = Vec::new();
+    for i in 0..4 {
+        runs.push(start(&store, &w, &flow, json!({"i": i})).await);
+    }
+    let t0 = now();
+    let short = t0 + Duration::from_secs(5);
+    let mine = store.claim_runs("a", 3, t0, short).await.unwrap();
+    let theirs = store.claim_runs("b", 3, t0, short).await.unwrap();
+    assert_eq!((mine.len(), theirs.len()), (3, 1));
+    let ids = |list: &[RunId]| {
+        let mut list = list.to_vec();
+        list.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        list
+    };
+    let mine_ids: Vec<RunId> = mine.iter().map(|r| r.id.clone()).collect();
+
+    let until = t0 + Duration::from_secs(60);
+    let renewed = store.renew_run_leases("a", until).await.unwrap();
+    assert_eq!(ids(&renewed), ids(&mine_ids));
+    for run in &mine {
+        let lease = get(&store, run).await.lease_until.expect("a lease");
+        assert!(
+            (lease - until).abs() < time::Duration::milliseconds(2),
+            "{lease} is the renewal's {until}"
+        );
+    }
+    let other = get(&store, &theirs[0]).await.lease_until.expect("a lease");
+    assert!(
+        (other - short).abs() < time::Duration::milliseconds(2),
+        "another worker's lease is untouched"
+    );
+    // Renewed, they are not taken over when the first lease would have run out.
+    let later = store
+        .claim_runs("c", 10, t0 + Duration::from_secs(6), lease())
+        .await
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![theirs[0].id.clone()],
+        "only b's run, whose lease ran out"
+    );
+
+    // A stopped and a finished run are no longer renewed: named no more.
+    store
+        .stop_run(&actor(&w.owner), &w.ws.id, &mine[0].id, now())
+        .await
+        .unwrap();
+    assert!(store
+        .record_run_steps(
+            &mine[1].id,
+            "a",
+            &[],
+            Some(&RunOutcome::Completed { output: json!({}) }),
+            now()
+        )
+        .await
+        .unwrap());
+    let renewed = store.renew_run_leases("a", until).await.unwrap();
+    assert_eq!(renewed, vec![mine[2].id.clone()]);
+    assert!(store
+        .renew_run_leases("nobody", until)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(get(&store, &mine[1]).await.lease_until, None);
+}
+
+pub async fn released_runs_are_queued_again_at_once_without_counting_the_claim(
+    store: Arc<dyn Store>,
+) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let mut runs = Vec::new();
+    for i in 0..3 {
+        runs.push(start(&store, &w, &flow, json!({"i": i})).await);
+    }
+    let mine = store
+        .claim_runs("leaving", 2, now(), lease())
+        .await
+        .unwrap();
+    let theirs = store
+        .claim_runs("staying", 2, now(), lease())
+        .await
+        .unwrap();
+    assert_eq!((mine.len(), theirs.len()), (2, 1));
+    let data = json!({"node_id": "n", "index": 0, "total": 2});
+    let io = json!({"v": 1});
+    assert!(store
+        .record_run_steps(
+            &mine[0].id,
+            "leaving",
+            &[
+                RunStep::NodeStarted { data: &data },
+                RunStep::NodeFinished {
+                    node_id: "n",
+                    input: &io,
+                    output: &io,
+                    progress: 40,
+                    progress_details: Some(&data),
+                },
+            ],
+            None,
+            now(),
+        )
+        .await
+        .unwrap());
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
+
+    let released = store.release_runs("leaving").await.unwrap();
+    let mut expected: Vec<RunId> = mine.iter().map(|r| r.id.clone()).collect();
+    let mut got = released.clone();
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    got.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(got, expected);
+    for run in &mine {
+        let back = get(&store, run).await;
+        assert_eq!(back.status, RunStatus::Queued);
+        assert_eq!((back.claimed_by, back.lease_until), (None, None));
+        assert_eq!(back.attempts, 0, "a claim given back is not an attempt");
+        assert_eq!((back.progress, back.progress_details), (0, None));
+        assert!(back.started_at.is_some(), "when it first started is kept");
+        let last = store
+            .run_events_after(&w.ws.id, &run.id, back.last_event_seq - 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].kind, "requeued");
+        assert_eq!(
+            last[0].data,
+            json!({"reason": "released", "workflow_status": "queued"})
+        );
+    }
+    let other = get(&store, &theirs[0]).await;
+    assert_eq!(
+        (other.status, other.claimed_by.as_deref()),
+        (RunStatus::Running, Some("staying")),
+        "another worker's run is untouched"
+    );
+    assert!(
+        audit.actions(&store).await.is_empty(),
+        "workers' changes are not audited"
+    );
+    // The worker that left can change them no more.
+    assert!(!store
+        .record_run_steps(
+            &mine[0].id,
+            "leaving",
+            &[],
+            Some(&RunOutcome::Completed { output: json!({}) }),
+            now()
+        )
+        .await
+        .unwrap());
+    assert!(store.release_runs("leaving").await.unwrap().is_empty());
+    // Another worker takes them at once, without waiting for the lease.
+    let taken = store.claim_runs("next", 10, now(), lease()).await.unwrap();
+    assert_eq!(
+        taken.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        mine.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        "oldest first"
+    );
+    for run in &taken {
+        assert_eq!((run.attempts, run.claimed_by.as_deref()), (1, Some("next")));
+    }
+    assert_eq!(
+        kinds(&store, &mine[0], 0).await,
+        strings(&[
+            "queued",
+            "started",
+            "node_started",
+            "progress",
+            "requeued",
+            "started"
+        ])
+    );
+}
+
+pub async fn requeueing_running_runs_takes_every_one_and_counts_the_claim(store: Arc<dyn Store>) {
+    let w = world(&store).await;
+    let flow = workflow(&store, &w, &w.ws).await;
+    let done = start(&store, &w, &flow, json!({"i": "done"})).await;
+    claim_all(&store, "a").await;
+    assert!(store
+        .record_run_steps(
+            &done.id,
+            "a",
+            &[],
+            Some(&RunOutcome::Completed { output: json!({}) }),
+            now()
+        )
+        .await
+        .unwrap());
+    let first = start(&store, &w, &flow, json!({"i": 1})).await;
+    assert_eq!(
+        store
+            .claim_runs("a", 1, now(), lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let second = start(&store, &w, &flow, json!({"i": 2})).await;
+    assert_eq!(
+        store
+            .claim_runs("b", 1, now(), lease())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let waiting = start(&store, &w, &flow, json!({"i": 3})).await;
+
+    let mut requeued = store.requeue_running_runs().await.unwrap();
+    requeued.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    let mut expected = vec![first.id.clone(), second.id.clone()];
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(requeued, expected);
+    for run in [&first, &second] {
+        let back = get(&store, run).await;
+        assert_eq!((back.status, back.claimed_by), (RunStatus::Queued, None));
+        assert_eq!(back.attempts, 1, "the interrupted claim counts");
+        let last = store
+            .run_events_after(&w.ws.id, &run.id, back.last_event_seq - 1, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (last[0].kind.as_str(), &last[0].data),
+            (
+                "requeued",
+                &json!({"reason": "interrupted", "workflow_status": "queued"})
+            )
+        );
+    }
+    assert_eq!(get(&store, &done).await.status, RunStatus::Completed);
+    assert_eq!(
+        kinds(&store, &waiting, 0).await,
+        strings(&["queued"]),
+        "a queued run is untouched"
+    );
+    assert!(store.requeue_running_runs().await.unwrap().is_empty());
+    let taken = store.claim_runs("next", 10, now(), lease()).await.unwrap();
+    let taken: Vec<_> = taken.iter().map(|r| (r.id.clone(), r.attempts)).collect();
+    assert_eq!(
+        taken,
+        vec![
+            (first.id.clone(), 2),
+            (second.id.clone(), 2),
+            (waiting.id.clone(), 1)
+        ]
+    );
 }
