@@ -358,7 +358,13 @@ async fn held_run(
 ) -> String {
     use noxus_server::store::{Actor, NewRun, RunQuotas};
     let now = time::OffsetDateTime::now_utc();
-    for _ in 0..10 {
+    for attempt in 0..20u64 {
+        // After a lost race the app's worker runs that run and, a freed
+        // slot waking it, claims again at once: give it time to finish and
+        // go idle, so that the next creation and claim come between its polls.
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20 + 10 * attempt)).await;
+        }
         let run = app
             .state
             .store()

@@ -419,7 +419,13 @@ async fn a_stopped_run_is_posted_as_stopped() {
     // still running when the stop comes (see runs.rs `held_run`).
     let now = time::OffsetDateTime::now_utc();
     let mut held = None;
-    for _ in 0..10 {
+    for attempt in 0..20u64 {
+        // After a lost race the app's worker runs that run and, a freed
+        // slot waking it, claims again at once: give it time to finish and
+        // go idle, so that the next creation and claim come between its polls.
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20 + 10 * attempt)).await;
+        }
         let run = app
             .state
             .store()
