@@ -227,3 +227,56 @@ impl Browser {
         .await
     }
 }
+
+/// A run held `running` by a claimer that is not the app's worker (so it
+/// stays open as long as the test wants): created through the store and
+/// claimed before the app's worker looks (tried again in the rare case the
+/// worker was first).
+pub async fn held_run(
+    app: &TestApp,
+    user: &noxus_testkit::TestUser,
+    workflow: &str,
+    definition: &Value,
+    callback_url: Option<String>,
+) -> String {
+    use noxus_server::store::{Actor, NewRun, RunQuotas};
+    let now = time::OffsetDateTime::now_utc();
+    for attempt in 0..20u64 {
+        // After a lost race the app's worker runs that run and, a freed
+        // slot waking it, claims again at once: give it time to finish and
+        // go idle, so that the next creation and claim come between its polls.
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20 + 10 * attempt)).await;
+        }
+        let run = app
+            .state
+            .store()
+            .create_run(
+                &Actor::system(),
+                &NewRun {
+                    workspace_id: user.workspace_id.as_str().into(),
+                    workflow_id: workflow.into(),
+                    workflow_version_id: None,
+                    definition: definition.clone(),
+                    input: serde_json::json!({}),
+                    group_id: None,
+                    callback_url: callback_url.clone(),
+                    started_by_user: user.id.as_str().into(),
+                    started_by_key: None,
+                },
+                &RunQuotas::default(),
+            )
+            .await
+            .unwrap();
+        let claimed = app
+            .state
+            .store()
+            .claim_runs("the-test", 100, now, now + time::Duration::minutes(10))
+            .await
+            .unwrap();
+        if claimed.iter().any(|r| r.id == run.id) {
+            return run.id.to_string();
+        }
+    }
+    panic!("the app's worker claimed every run first");
+}

@@ -409,55 +409,21 @@ async fn a_failed_attempt_says_why_and_a_restart_loses_no_delivery() {
 
 #[tokio::test]
 async fn a_stopped_run_is_posted_as_stopped() {
-    use noxus_server::store::{Actor, NewRun, RunQuotas};
     let app = TestApp::spawn_with(with_loopback).await;
     let receiver = Receiver::start(&[]).await;
     let member = app.user_with_role(Role::Member).await;
     let (workflow, _input) = workflow(&app, &member.key).await;
     let definition = crate::helpers::input_output_definition();
     // A run held by a claimer that is not the app's worker, so that it is
-    // still running when the stop comes (see runs.rs `held_run`).
-    let now = time::OffsetDateTime::now_utc();
-    let mut held = None;
-    for attempt in 0..20u64 {
-        // After a lost race the app's worker runs that run and, a freed
-        // slot waking it, claims again at once: give it time to finish and
-        // go idle, so that the next creation and claim come between its polls.
-        if attempt > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(20 + 10 * attempt)).await;
-        }
-        let run = app
-            .state
-            .store()
-            .create_run(
-                &Actor::system(),
-                &NewRun {
-                    workspace_id: member.workspace_id.as_str().into(),
-                    workflow_id: workflow.as_str().into(),
-                    workflow_version_id: None,
-                    definition: definition.clone(),
-                    input: json!({}),
-                    group_id: None,
-                    callback_url: Some(receiver.url.clone()),
-                    started_by_user: member.id.as_str().into(),
-                    started_by_key: None,
-                },
-                &RunQuotas::default(),
-            )
-            .await
-            .unwrap();
-        let claimed = app
-            .state
-            .store()
-            .claim_runs("the-test", 100, now, now + time::Duration::minutes(10))
-            .await
-            .unwrap();
-        if claimed.iter().any(|r| r.id == run.id) {
-            held = Some(run.id.to_string());
-            break;
-        }
-    }
-    let run = held.expect("a run held by the test");
+    // still running when the stop comes.
+    let run = crate::helpers::held_run(
+        &app,
+        &member,
+        &workflow,
+        &definition,
+        Some(receiver.url.clone()),
+    )
+    .await;
     let stopped = json_ok(
         app.post(&format!("/v1/runs/{run}/stop"), &member.key)
             .send()
