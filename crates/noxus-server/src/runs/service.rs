@@ -24,8 +24,8 @@
 //! may take it over (the replicas' clocks must differ by less than that),
 //! and the store refuses every write of a worker that no longer holds the
 //! run, so a late worker never changes another's outcome. A stop (from any
-//! replica) is seen at the next write or renewal: the run ends before its
-//! next node.
+//! replica) ends the run in the store at once; its worker learns of it at
+//! its next write or renewal and gives the run up.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
