@@ -807,7 +807,13 @@ async fn on_postgres_a_replica_killed_mid_way_has_its_runs_taken_over_after_the_
     let mut db = RunsDatabase::postgres(&cluster.database_url()).await;
     let victim = worker_in_log(&cluster.replicas[0].stderr()).expect("replica 0 names its worker");
     wait_for_ended(&mut db, total as i64 / 4).await;
-    let held = freeze_while_running(cluster.replicas[0].pid(), &mut db, Some(&victim)).await;
+    freeze_while_running(cluster.replicas[0].pid(), &mut db, Some(&victim)).await;
+    cluster.kill_replica(0);
+    let killed_ms = now_ms();
+    // A claim the replica had sent before it froze may still commit (the
+    // database has the statement): what it holds is read once the database
+    // has seen its connections close, well before its leases lapse.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let held_ids: Vec<String> = db
         .runs()
         .await
@@ -815,8 +821,8 @@ async fn on_postgres_a_replica_killed_mid_way_has_its_runs_taken_over_after_the_
         .filter(|r| r.status == "running" && r.claimed_by.as_deref() == Some(victim.as_str()))
         .map(|r| r.id)
         .collect();
-    cluster.kill_replica(0);
-    let killed_ms = now_ms();
+    let held = held_ids.len();
+    assert!(held > 0, "the killed replica held runs");
     eprintln!(
         "replica 0 killed holding {held} runs; runs by status: {:?}",
         db.counts().await
