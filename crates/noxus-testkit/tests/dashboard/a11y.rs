@@ -168,11 +168,18 @@ async fn walk_settings_pages(
     // no password asked).
     b.goto(&format!("/settings/organization/workspaces/{ws}/callbacks"))
         .await?;
-    b.find("form#reveal-form").await?;
-    b.check_a11y("callbacks").await?;
-    b.click("#reveal-submit").await?;
-    b.find("#signing-secret").await?;
-    b.check_a11y("callbacks-secret").await?;
+    if std::env::var("NOXUS_TEST_BACKEND").as_deref() == Ok("postgres") {
+        // The test platform on PostgreSQL has no NOXUS_KEY_PEPPER, hence no
+        // secret to sign callbacks with: the tab says so.
+        b.find("#callbacks-unavailable").await?;
+        b.check_a11y("callbacks-unavailable").await?;
+    } else {
+        b.find("form#reveal-form").await?;
+        b.check_a11y("callbacks").await?;
+        b.click("#reveal-submit").await?;
+        b.find("#signing-secret").await?;
+        b.check_a11y("callbacks-secret").await?;
+    }
 
     b.goto("/settings/account").await?;
     b.find("#account-email").await?;
