@@ -1,6 +1,13 @@
 //! `noxus`: run the Noxus platform, check a key, and manage workspaces,
 //! keys and workflows from a terminal or a script.
 
+/// mimalloc instead of the system allocator: a request allocates and frees
+/// a few dozen small blocks, and glibc's free of larger ones (consolidation)
+/// showed in the request path's profile (docs/benchmarks.md, "The request
+/// path against the framework's floor").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod audit_archive;
 mod commands;
 mod connection;

@@ -1,7 +1,8 @@
 //! The one place where the application is assembled: the HTTP API
 //! ([`crate::http`]) and the dashboard ([`crate::web`]) side by side, the
 //! OpenAPI document, and the layers every request passes (request id and
-//! error bodies, panics, body timeout, HSTS).
+//! error bodies, panics, body timeout, HSTS), which wrap the router once
+//! rather than each route.
 
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -20,11 +21,6 @@ pub fn app(state: AppState) -> Router {
 /// error bodies, panic handling). Benchmarks use it to add a comparison
 /// route; they are not part of the API or its OpenAPI document.
 pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
-    let https = state
-        .config()
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
     let (router, mut generated) = http::router_with_openapi();
     let router = router.merge(extra).merge(crate::web::router());
     generated.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -32,11 +28,7 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
     let document = axum::body::Bytes::from(
         serde_json::to_vec(&http::openapi::document(&generated, &state)).unwrap_or_default(),
     );
-    let body_timeout = axum::middleware::from_fn_with_state(
-        state.clone(),
-        http::body_timeout::request_body_timeout,
-    );
-    router
+    let routes = router
         .route(
             "/openapi.json",
             get(move || {
@@ -50,34 +42,21 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
                 }
             }),
         )
+        // Tells the request layer which route template answered (for logs
+        // and metrics): the one layer applied to each route, and a cheap one.
+        .route_layer(tower::layer::layer_fn(http::middleware::RecordRoute))
         .fallback(crate::web::layout::fallback)
         .method_not_allowed_fallback(crate::web::layout::method_not_allowed)
-        .layer(body_timeout)
+        .with_state(state.clone());
+    // The layers every request passes wrap the router once, instead of
+    // being applied to each route (`Router::layer`): a route's layered
+    // service is cloned, box by box, on every request it answers.
+    let layered = tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            http::middleware::request_context,
+        ))
         .layer(CatchPanicLayer::custom(http::middleware::panic_response))
-        .layer(axum::middleware::from_fn(http::middleware::request_context))
-        .layer(axum::middleware::map_response({
-            let state = state.clone();
-            move |mut response: axum::response::Response| {
-                let draining = state.is_draining();
-                async move {
-                    if draining {
-                        // Shutting down: the client's next request goes on a new
-                        // connection, to another replica.
-                        response.headers_mut().insert(
-                            axum::http::header::CONNECTION,
-                            axum::http::HeaderValue::from_static("close"),
-                        );
-                    }
-                    if https {
-                        // Served over HTTPS: browsers must never come back over plain HTTP.
-                        response.headers_mut().insert(
-                            axum::http::header::STRICT_TRANSPORT_SECURITY,
-                            axum::http::HeaderValue::from_static("max-age=31536000"),
-                        );
-                    }
-                    response
-                }
-            }
-        }))
-        .with_state(state)
+        .service(routes);
+    Router::new().fallback_service(layered)
 }

@@ -207,6 +207,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether the public URL is HTTPS (answers then carry HSTS).
+    pub fn serves_https(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+    }
+
     /// The database this configuration runs on.
     pub fn database(&self) -> DatabaseConfig {
         match &self.postgres {

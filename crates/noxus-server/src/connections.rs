@@ -104,12 +104,12 @@ pub async fn serve(
     );
 
     let mut builder = http1::Builder::new();
-    // Our stream wrapper enforces the exact deadlines; hyper's own header
-    // timer (which also runs while a kept-alive connection waits) stays on
-    // as a backstop no shorter than either.
+    // Our stream wrapper enforces the deadlines (header read and idle).
+    // hyper's own header timer is off: it re-armed a timer on every request
+    // of a kept-alive connection, for a deadline the wrapper already keeps.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read.max(timeouts.idle))
+        .header_read_timeout(None)
         .keep_alive(true);
     let permits = Arc::new(Semaphore::new(cap));
     let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));
@@ -391,21 +391,47 @@ impl AsyncRead for TimedStream {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-            Poll::Pending => {
-                let Some(deadline) = this.clock.deadline() else {
-                    return Poll::Pending;
-                };
-                if this.sleep.deadline() != deadline {
-                    this.sleep.as_mut().reset(deadline);
-                }
-                match this.sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client sent no complete request in time",
-                    ))),
-                    Poll::Pending => Poll::Pending,
-                }
+            Poll::Pending => match this.arm(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client sent no complete request in time",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl TimedStream {
+    /// Makes sure the task is woken at the connection's deadline; `Ready`
+    /// once it has passed. The timer is moved only to an earlier deadline:
+    /// a later one (the idle wait after each answer moves it later) is
+    /// checked when the timer fires, so that a busy connection does not
+    /// touch the runtime's timer wheel on every request.
+    fn arm(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let Some(deadline) = self.clock.deadline() else {
+                return Poll::Pending;
+            };
+            if deadline < self.sleep.deadline() {
+                self.sleep.as_mut().reset(deadline);
             }
+            match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) if Instant::now() >= deadline => return Poll::Ready(()),
+                // Fired at an older deadline that has moved: wait for the new one.
+                Poll::Ready(()) => self.sleep.as_mut().reset(deadline),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// After bytes of an answer left: hyper may not read again before the
+    /// client sends something, so the idle deadline is armed here, with the
+    /// connection task's waker; when it fires, hyper's next read fails.
+    fn wrote(&mut self, cx: &mut Context<'_>, n: usize) {
+        if n > 0 {
+            self.clock.sent(Instant::now());
+            let _ = self.arm(cx);
         }
     }
 }
@@ -419,9 +445,7 @@ impl AsyncWrite for TimedStream {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
-            if n > 0 {
-                this.clock.sent(Instant::now());
-            }
+            this.wrote(cx, n);
         }
         written
     }
@@ -434,9 +458,7 @@ impl AsyncWrite for TimedStream {
         let this = self.get_mut();
         let written = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = written {
-            if n > 0 {
-                this.clock.sent(Instant::now());
-            }
+            this.wrote(cx, n);
         }
         written
     }

@@ -440,12 +440,22 @@ pub async fn prune(store: &dyn Store, retention_days: u32) {
 /// rate-limit state), and the request layer reads it back to count the
 /// answer against the key and to add the `RateLimit-*` headers.
 #[derive(Debug, Clone, Default)]
-pub struct KeySlot(Arc<Mutex<Option<RequestKey>>>);
+pub struct KeySlot(Arc<Mutex<SlotState>>);
+
+#[derive(Debug, Default)]
+struct SlotState {
+    key: Option<RequestKey>,
+    route: Option<axum::extract::MatchedPath>,
+}
 
 impl KeySlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Names the key of the request.
     pub fn set_key(&self, key: &Arc<KeyHot>, unix_ms: i64) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(RequestKey {
+        self.lock().key = Some(RequestKey {
             hot: Arc::clone(key),
             rate: None,
             unix_ms,
@@ -454,14 +464,24 @@ impl KeySlot {
 
     /// Notes the request's rate-limit state.
     pub fn set_rate(&self, rate: crate::rate_limit::RateInfo) {
-        if let Some(key) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        if let Some(key) = self.lock().key.as_mut() {
             key.rate = Some(rate);
         }
     }
 
     /// The key, if the request presented a known one.
     pub fn take(&self) -> Option<RequestKey> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.lock().key.take()
+    }
+
+    /// Notes the route template that answered the request.
+    pub fn set_route(&self, route: axum::extract::MatchedPath) {
+        self.lock().route = Some(route);
+    }
+
+    /// The route template that answered, if a route did (not the fallback).
+    pub fn route(&self) -> Option<axum::extract::MatchedPath> {
+        self.lock().route.clone()
     }
 }
 

@@ -4,16 +4,17 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use noxus_api::ErrorBody;
-use rand::distributions::Alphanumeric;
 use rand::Rng;
 use tracing::Instrument;
 
+use crate::http::body_timeout;
 use crate::http::error::{ApiError, ErrorPayload};
+use crate::state::AppState;
 use crate::usage::KeySlot;
 
 /// The id of the current request, in request extensions.
@@ -24,20 +25,39 @@ static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
-/// A new request id: `req_` and 20 random alphanumerics.
+/// A new request id: `req_` and 20 random alphanumerics (two random 64-bit
+/// numbers written in base 62, 119 bits in all).
 pub(crate) fn new_request_id() -> String {
-    let suffix: String = rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .take(20)
-        .map(char::from)
-        .collect();
-    format!("req_{suffix}")
+    const PREFIX: &[u8] = b"req_";
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut id = [0u8; PREFIX.len() + 20];
+    id[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut rng = rand::thread_rng();
+    for half in id[PREFIX.len()..].chunks_mut(10) {
+        // 62^10 < 2^64: ten digits from one number (some ids are up to 5%
+        // likelier than others, immaterial for an identifier).
+        let mut n: u64 = rng.gen();
+        for byte in half {
+            *byte = ALPHABET[(n % 62) as usize];
+            n /= 62;
+        }
+    }
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 /// Assigns the request id, renders error bodies and logs the outcome.
 /// Client-sent `x-request-id` headers are ignored: ids are ours, so they can
 /// be trusted when a user quotes one.
-pub async fn request_context(mut request: Request, next: Next) -> Response {
+/// It also applies the request-body timeout, and marks answers given while
+/// draining (`Connection: close`) or over HTTPS (HSTS): one layer, because
+/// each layer costs an allocation and a copy of the request's future.
+pub async fn request_context(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (mut request, body_watch) =
+        body_timeout::watch_body(request, state.config().request_body_timeout);
     let request_id = new_request_id();
     request
         .extensions_mut()
@@ -52,6 +72,9 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     let slot = KeySlot::default();
     request.extensions_mut().insert(slot.clone());
     let mut response = next.run(request).instrument(span.clone()).await;
+    if let Some(watch) = body_watch {
+        response = watch.answer(response);
+    }
     if let Some(key) = slot.take() {
         key.hot.count(response.status().as_u16(), key.unix_ms);
         if let Some(rate) = key.rate {
@@ -97,7 +120,7 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert("x-request-id", value);
             }
-            return response;
+            return finish(&state, response);
         }
         let body = ErrorBody {
             detail: payload.detail,
@@ -119,7 +142,59 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", value);
     }
     tracing::debug!(parent: &span, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+    finish(&state, response)
+}
+
+/// Headers every answer gets from the server's situation.
+fn finish(state: &AppState, mut response: Response) -> Response {
+    if state.is_draining() {
+        // Shutting down: the client's next request goes on a new
+        // connection, to another replica.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if state.config().serves_https() {
+        // Served over HTTPS: browsers must never come back over plain HTTP.
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     response
+}
+
+/// Copies the route template axum matched (`MatchedPath`) into the
+/// request's [`KeySlot`], where the request layer (which wraps the router,
+/// so runs before routing) finds it after the answer. Applied to each route
+/// with `route_layer`: a plain service, no boxing, no allocation.
+#[derive(Debug, Clone)]
+pub struct RecordRoute<S>(pub S);
+
+impl<S> tower::Service<Request> for RecordRoute<S>
+where
+    S: tower::Service<Request>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if let (Some(slot), Some(route)) = (
+            request.extensions().get::<KeySlot>(),
+            request.extensions().get::<axum::extract::MatchedPath>(),
+        ) {
+            slot.set_route(route.clone());
+        }
+        self.0.call(request)
+    }
 }
 
 /// Marks an error response whose body is meant as it is (`/readyz`'s 503
