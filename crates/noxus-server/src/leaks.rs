@@ -10,8 +10,10 @@
 //! key with that digest works (a plain read: made-up keys never take the
 //! write lock), and if one does asks the store to revoke it
 //! ([`crate::store::KeyLeakStore::revoke_leaked_key`], which checks again
-//! inside its write), which writes the audit row and the leak record and
-//! publishes the revocation to every replica's cache. So
+//! inside its write), which writes the audit row and the leak record,
+//! queues the event for the workspace's security webhook if it has one
+//! (sent signed by [`crate::runs::callbacks`]), and publishes the
+//! revocation to every replica's cache. So
 //! the time of the answer depends on the number of candidates only, never
 //! on whether they are keys of this platform, and nothing a reporter sees
 //! afterwards does either.
@@ -219,6 +221,8 @@ async fn revoke(
                     key = %format!("{}…", key.prefix),
                     "key revoked: reported leaked"
                 );
+                // Its workspace's security webhook may have an event queued.
+                state.callbacks().wake();
                 return true;
             }
             Ok(None) => return false,

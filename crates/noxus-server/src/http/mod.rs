@@ -14,6 +14,7 @@ pub mod leaks;
 pub mod middleware;
 pub mod openapi;
 pub mod runs;
+pub mod security_webhook;
 pub mod usage;
 pub mod users;
 pub mod workflows;
@@ -68,6 +69,7 @@ pub fn router_with_openapi() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(workflows::router())
         .merge(runs::router())
         .merge(callbacks::router())
+        .merge(security_webhook::router())
         .merge(usage::router())
         .merge(audit::router())
         .merge(users::router())

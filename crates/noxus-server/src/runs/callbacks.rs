@@ -1,5 +1,7 @@
-//! Callbacks of finished runs (`callback_url`): the store queues one
-//! delivery per run in the transaction that ends it; each process claims
+//! Callbacks of finished runs (`callback_url`) and security events (to a
+//! workspace's security webhook: a key revoked as reported leaked): the
+//! store queues one delivery per run in the transaction that ends it, and
+//! one per event in the transaction of the revocation; each process claims
 //! due deliveries (PostgreSQL hands each attempt to exactly one claimer:
 //! `FOR UPDATE SKIP LOCKED`), sends at most [`CONCURRENCY`] at once, and
 //! retries failures with exponential backoff and jitter, up to
@@ -41,7 +43,8 @@ use crate::config::Config;
 use crate::domain::keys::PreviousPepper;
 use crate::state::AppState;
 use crate::store::{
-    CallbackAttempt, CallbackDelivery, CallbackSecretGeneration, WorkspaceId, MAX_CALLBACK_ATTEMPTS,
+    CallbackAttempt, CallbackDelivery, CallbackKind, CallbackSecretGeneration, WorkspaceId,
+    MAX_CALLBACK_ATTEMPTS,
 };
 
 /// Deliveries one process sends at once.
@@ -458,50 +461,50 @@ fn refused_because(ip: IpAddr, kind: &str, allow_loopback: bool) -> String {
 /// or why it is refused, as a sentence. Host names are resolved at each
 /// attempt, not here.
 pub fn check_url(raw: &str, allow_loopback: bool) -> Result<String, String> {
+    check_url_of("callback_url", raw, allow_loopback)
+}
+
+/// [`check_url`] of a URL that the sentences call `field` (`url` for a
+/// security webhook).
+pub fn check_url_of(field: &str, raw: &str, allow_loopback: bool) -> Result<String, String> {
     if raw.chars().count() > MAX_URL_CHARS {
-        return Err(format!(
-            "callback_url is at most {MAX_URL_CHARS} characters"
-        ));
+        return Err(format!("{field} is at most {MAX_URL_CHARS} characters"));
     }
-    let url =
-        reqwest::Url::parse(raw).map_err(|e| format!("callback_url is not a valid URL ({e})"))?;
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("{field} is not a valid URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "callback_url must be an http or https URL, not {}:",
+            "{field} must be an http or https URL, not {}:",
             url.scheme()
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(
-            "callback_url must not hold a user name or password; put a token in its path or query instead"
-                .to_owned(),
-        );
+        return Err(format!(
+            "{field} must not hold a user name or password; put a token in its path or query instead"
+        ));
     }
     if url.port() == Some(0) {
-        return Err("callback_url's port must be from 1 to 65535".to_owned());
+        return Err(format!("{field}'s port must be from 1 to 65535"));
     }
     match url.host() {
-        None | Some(url::Host::Domain("")) => {
-            return Err("callback_url must name a host".to_owned())
-        }
-        Some(url::Host::Ipv4(ip)) => literal_ip(IpAddr::V4(ip), allow_loopback)?,
-        Some(url::Host::Ipv6(ip)) => literal_ip(IpAddr::V6(ip), allow_loopback)?,
+        None | Some(url::Host::Domain("")) => return Err(format!("{field} must name a host")),
+        Some(url::Host::Ipv4(ip)) => literal_ip(field, IpAddr::V4(ip), allow_loopback)?,
+        Some(url::Host::Ipv6(ip)) => literal_ip(field, IpAddr::V6(ip), allow_loopback)?,
         Some(url::Host::Domain(_)) => {}
     }
     let normalized = url.to_string();
     if normalized.chars().count() > MAX_URL_CHARS {
         return Err(format!(
-            "callback_url is at most {MAX_URL_CHARS} characters (once normalized)"
+            "{field} is at most {MAX_URL_CHARS} characters (once normalized)"
         ));
     }
     Ok(normalized)
 }
 
-fn literal_ip(ip: IpAddr, allow_loopback: bool) -> Result<(), String> {
+fn literal_ip(field: &str, ip: IpAddr, allow_loopback: bool) -> Result<(), String> {
     match refusal(ip, allow_loopback) {
         None => Ok(()),
         Some(kind) => Err(format!(
-            "callback_url points to {}",
+            "{field} points to {}",
             refused_because(ip, kind, allow_loopback)
         )),
     }
@@ -572,28 +575,79 @@ enum Failure {
     },
 }
 
+/// What an attempt of a delivery posts, where; or why it is not made.
+enum Prepared {
+    /// Post `body` to `url`.
+    Send { url: String, body: Vec<u8> },
+    /// Record this failure without an attempt.
+    Refused(String),
+    /// Nothing to record (the run went; or reading failed, and the lease
+    /// will lapse so that it is tried again).
+    Skip,
+}
+
+/// The body and target of an attempt: a run's current state to its
+/// `callback_url`; a security event's fixed body to the workspace's
+/// security webhook as it is now.
+async fn prepare(state: &AppState, delivery: &CallbackDelivery) -> Prepared {
+    let store = state.store();
+    match delivery.kind {
+        CallbackKind::Run => {
+            // The run's current state is what is sent; a deleted run took
+            // its delivery with it.
+            let Some(run_id) = delivery.run_id.as_ref() else {
+                return Prepared::Skip;
+            };
+            let run = match store.run(&delivery.workspace_id, run_id).await {
+                Ok(Some(run)) => run,
+                Ok(None) => return Prepared::Skip,
+                Err(err) => {
+                    tracing::warn!(delivery = %delivery.id, error = %err, "reading a callback's run failed; its lease will lapse and it is tried again");
+                    return Prepared::Skip;
+                }
+            };
+            match serde_json::to_vec(&crate::http::runs::callback_payload(&run)) {
+                Ok(body) => Prepared::Send {
+                    url: delivery.url.clone(),
+                    body,
+                },
+                Err(err) => {
+                    tracing::error!(delivery = %delivery.id, error = %err, "a run could not be written as JSON");
+                    Prepared::Skip
+                }
+            }
+        }
+        CallbackKind::Security => {
+            let Some(payload) = delivery.payload.as_ref() else {
+                return Prepared::Skip;
+            };
+            match store.security_webhook(&delivery.workspace_id).await {
+                Ok(Some(hook)) => Prepared::Send {
+                    url: hook.url,
+                    body: payload.clone().into_bytes(),
+                },
+                Ok(None) => Prepared::Refused(
+                    "The workspace's security webhook was removed before this event was delivered."
+                        .to_owned(),
+                ),
+                Err(err) => {
+                    tracing::warn!(delivery = %delivery.id, error = %err, "reading a workspace's security webhook failed; the lease will lapse and it is tried again");
+                    Prepared::Skip
+                }
+            }
+        }
+    }
+}
+
 /// Makes one attempt of a claimed delivery and records it.
 async fn deliver(state: &AppState, delivery: CallbackDelivery) {
     let hub = state.callbacks();
     let store = state.store();
-    // The run's current state is what is sent; a deleted run took its
-    // delivery with it.
-    let run = match store.run(&delivery.workspace_id, &delivery.run_id).await {
-        Ok(Some(run)) => run,
-        Ok(None) => return,
-        Err(err) => {
-            tracing::warn!(delivery = %delivery.id, error = %err, "reading a callback's run failed; its lease will lapse and it is tried again");
-            return;
-        }
+    let outcome = match prepare(state, &delivery).await {
+        Prepared::Skip => return,
+        Prepared::Refused(why) => Err(Failure::Refused(why)),
+        Prepared::Send { url, body } => attempt(state, &delivery, &url, &body).await,
     };
-    let body = match serde_json::to_vec(&crate::http::runs::callback_payload(&run)) {
-        Ok(body) => body,
-        Err(err) => {
-            tracing::error!(delivery = %delivery.id, error = %err, "a run could not be written as JSON");
-            return;
-        }
-    };
-    let outcome = attempt(state, &delivery, &body).await;
     let now = OffsetDateTime::now_utc();
     let recorded = match outcome {
         Ok(status_code) => CallbackAttempt::Delivered { status_code },
@@ -620,10 +674,10 @@ async fn deliver(state: &AppState, delivery: CallbackDelivery) {
     };
     match &recorded {
         CallbackAttempt::Delivered { status_code } => {
-            tracing::debug!(delivery = %delivery.id, run_id = %delivery.run_id, attempt = delivery.attempts, status_code, "callback delivered");
+            tracing::debug!(delivery = %delivery.id, event = %delivery.event, attempt = delivery.attempts, status_code, "callback delivered");
         }
         CallbackAttempt::Retry { error, .. } | CallbackAttempt::Failed { error, .. } => {
-            tracing::info!(delivery = %delivery.id, run_id = %delivery.run_id, attempt = delivery.attempts, error = %error, "callback attempt failed");
+            tracing::info!(delivery = %delivery.id, event = %delivery.event, attempt = delivery.attempts, error = %error, "callback attempt failed");
         }
     }
     match store
@@ -640,18 +694,22 @@ async fn deliver(state: &AppState, delivery: CallbackDelivery) {
     }
 }
 
-/// One POST of `body` to the delivery's target; the receiver's 2xx status,
-/// or why not.
+/// One POST of `body` to `target`; the receiver's 2xx status, or why not.
 async fn attempt(
     state: &AppState,
     delivery: &CallbackDelivery,
+    target: &str,
     body: &[u8],
 ) -> Result<u16, Failure> {
     let hub = state.callbacks();
     let Some(signer) = hub.signer.as_ref() else {
         return Err(Failure::Refused(NO_SIGNING_SECRET.to_owned() + "."));
     };
-    let url = check_url(&delivery.url, hub.allow_loopback)
+    let field = match delivery.kind {
+        CallbackKind::Run => "callback_url",
+        CallbackKind::Security => "the security webhook's url",
+    };
+    let url = check_url_of(field, target, hub.allow_loopback)
         .and_then(|u| reqwest::Url::parse(&u).map_err(|e| e.to_string()))
         .map_err(|why| Failure::Refused(crate::domain::sentence(&why)))?;
     let mut client = reqwest::Client::builder()

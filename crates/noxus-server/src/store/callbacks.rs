@@ -1,14 +1,64 @@
-//! Run callbacks as the store keeps them: one delivery per run that has a
+//! Callbacks as the store keeps them: one delivery per run that has a
 //! `callback_url`, queued in the same transaction that ends the run
-//! (completed, failed or stopped), claimed by senders with a lease as runs
-//! are claimed by workers, and the per-workspace generation of the secret
-//! that signs them (the secret itself is derived, never stored: see
-//! `crate::runs::callbacks`).
+//! (completed, failed or stopped), and one per security event (a key of a
+//! workspace with a security webhook revoked as reported leaked), queued in
+//! the transaction of the revocation; claimed by senders with a lease as
+//! runs are claimed by workers; each workspace's security webhook; and the
+//! per-workspace generation of the secret that signs them all (the secret
+//! itself is derived, never stored: see `crate::runs::callbacks`).
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{Actor, CallbackId, OrganizationId, RunId, RunStatus, StoreResult, WorkspaceId};
+use super::{
+    Actor, CallbackId, KeyId, OrganizationId, RunId, RunStatus, StoreResult, UserId, WorkspaceId,
+};
+
+/// The event a security delivery reports: a key revoked because someone
+/// reported it leaked.
+pub const KEY_REPORTED_LEAKED_EVENT: &str = "api_key.reported_leaked";
+
+/// What a delivery is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallbackKind {
+    /// A run's end, posted to its `callback_url`: the run as it is now.
+    Run,
+    /// A security event, posted to the workspace's security webhook: the
+    /// body fixed when it was queued.
+    Security,
+}
+
+impl CallbackKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Security => "security",
+        }
+    }
+
+    /// From the stored text.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "run" => Self::Run,
+            "security" => Self::Security,
+            _ => return None,
+        })
+    }
+}
+
+/// A workspace's security webhook: where its security events are posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityWebhook {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// Where to post (checked as a `callback_url` is).
+    pub url: String,
+    /// When it was set.
+    pub updated_at: OffsetDateTime,
+    /// Who set it.
+    pub updated_by: Option<UserId>,
+}
 
 /// Attempts of one delivery before it fails for good (the first and seven
 /// retries: about 18 hours with the default backoff).
@@ -60,19 +110,28 @@ pub fn callback_event(status: RunStatus) -> Option<&'static str> {
     }
 }
 
-/// One run's callback delivery.
+/// One delivery: of a run's callback, or of a security event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallbackDelivery {
     /// Id, sent as `Noxus-Delivery` (the same on every attempt, so that a
-    /// receiver can drop duplicates).
+    /// receiver can drop duplicates); a security event's `id` too.
     pub id: CallbackId,
-    /// The run.
-    pub run_id: RunId,
+    /// What it is of.
+    pub kind: CallbackKind,
+    /// The run, for [`CallbackKind::Run`].
+    pub run_id: Option<RunId>,
+    /// The key, for [`CallbackKind::Security`].
+    pub key_id: Option<KeyId>,
+    /// The body, for [`CallbackKind::Security`] (a run's is its current
+    /// state, read at each attempt).
+    pub payload: Option<String>,
     /// Its workspace.
     pub workspace_id: WorkspaceId,
-    /// Where to post.
+    /// Where to post (a security event goes to the workspace's security
+    /// webhook as it is at each attempt; this is where it was when queued).
     pub url: String,
-    /// `run.completed`, `run.failed` or `run.stopped`.
+    /// `run.completed`, `run.failed`, `run.stopped` or
+    /// [`KEY_REPORTED_LEAKED_EVENT`].
     pub event: String,
     /// Where it is.
     pub status: CallbackStatus,
@@ -143,11 +202,15 @@ impl Default for CallbackSecretGeneration {
     }
 }
 
-/// Run callbacks: deliveries claimed by senders with leases, their
-/// attempts, and the generation of each workspace's signing secret.
-/// Deliveries are queued by [`super::RunStore::finish_run`] and
-/// [`super::RunStore::stop_run`] (in their transaction) for runs that have a
-/// `callback_url`, one per run, and go with their run or workspace.
+/// Callbacks: deliveries claimed by senders with leases, their attempts,
+/// each workspace's security webhook, and the generation of each
+/// workspace's signing secret. Run deliveries are queued by
+/// [`super::RunStore::finish_run`] and [`super::RunStore::stop_run`] (in
+/// their transaction) for runs that have a `callback_url`, one per run, and
+/// go with their run or workspace; security deliveries by
+/// [`super::KeyLeakStore::revoke_leaked_key`] (in its transaction) when the
+/// key's workspace has a security webhook, and go with their key or
+/// workspace.
 #[async_trait]
 pub trait CallbackStore: Send + Sync {
     /// Atomically claims for `sender` up to `limit` pending deliveries due
@@ -187,6 +250,40 @@ pub trait CallbackStore: Send + Sync {
         workspace_id: &WorkspaceId,
         run_id: &RunId,
     ) -> StoreResult<Option<CallbackDelivery>>;
+    /// The workspace's security webhook, if it has one.
+    async fn security_webhook(
+        &self,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<Option<SecurityWebhook>>;
+    /// Sets (or replaces) the workspace's security webhook to `url`
+    /// (checked by the caller), with an audit row
+    /// `workspace.security_webhook.set` naming the URL's origin only (its
+    /// path and query may hold a token). [`super::StoreError::NotFound`] for
+    /// a workspace not in the organization.
+    async fn set_security_webhook(
+        &self,
+        actor: &Actor,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
+        url: &str,
+    ) -> StoreResult<SecurityWebhook>;
+    /// Removes the workspace's security webhook, with an audit row
+    /// `workspace.security_webhook.delete`; its events not yet delivered
+    /// fail at their next attempt. [`super::StoreError::NotFound`] when the
+    /// workspace (of the organization) has none.
+    async fn remove_security_webhook(
+        &self,
+        actor: &Actor,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<()>;
+    /// The workspace's latest security deliveries, newest first, at most
+    /// `limit`.
+    async fn security_deliveries(
+        &self,
+        workspace_id: &WorkspaceId,
+        limit: u32,
+    ) -> StoreResult<Vec<CallbackDelivery>>;
     /// The generation of the workspace's signing secret (the default one
     /// until the first rotation), to sign with.
     async fn callback_secret_generation(
@@ -217,6 +314,14 @@ pub trait CallbackStore: Send + Sync {
     ) -> StoreResult<CallbackSecretGeneration>;
 }
 
+/// The origin (`scheme://host[:port]`) of a webhook URL, for the audit
+/// log: its path and query may hold a token.
+pub(super) fn url_origin(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +336,23 @@ mod tests {
             assert_eq!(CallbackStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(CallbackStatus::parse("sent"), None);
+    }
+
+    #[test]
+    fn the_audit_log_gets_a_webhook_url_without_its_path_or_query() {
+        assert_eq!(
+            url_origin("https://hooks.example.com:8443/noxus?token=s3cret"),
+            "https://hooks.example.com:8443"
+        );
+        assert_eq!(url_origin("http://127.0.0.1:9/x"), "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [CallbackKind::Run, CallbackKind::Security] {
+            assert_eq!(CallbackKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(CallbackKind::parse("Run"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::common::*;
-use super::{Actor, KeyId, KeyRecord, StoreError, StoreResult, WorkspaceId};
+use super::{Actor, CallbackId, KeyId, KeyRecord, StoreError, StoreResult, WorkspaceId};
 use crate::domain::keys::KeyDigest;
 
 /// Where a reporter says a key was found. Untrusted text, bounded by the
@@ -54,8 +54,11 @@ pub trait KeyLeakStore: Send + Sync {
     /// revoked, not expired; a rotated key in its grace period works, so it
     /// is revoked too) for [`super::RevokedReason::Leaked`], and records
     /// where it was found, with the audit row (`api_key.revoke`, details
-    /// `reason: "reported_leaked"`, `leak_url`, `leak_source`), in one
-    /// transaction that publishes `KeyChanged`. Returns the key as revoked;
+    /// `reason: "reported_leaked"`, `leak_url`, `leak_source`), and, when
+    /// the key's workspace has a security webhook, queues the
+    /// [`super::KEY_REPORTED_LEAKED_EVENT`] event for it
+    /// ([`leaked_key_event`]), in one transaction that publishes
+    /// `KeyChanged`. Returns the key as revoked;
     /// `None`, changing nothing, when no working key has this digest.
     async fn revoke_leaked_key(
         &self,
@@ -119,4 +122,32 @@ pub(super) fn leak_audit_details(key: &KeyRecord, location: &LeakLocation) -> se
     details["leak_url"] = serde_json::json!(location.url);
     details["leak_source"] = serde_json::json!(location.source);
     details
+}
+
+/// The body of the security event about `key`, just revoked at
+/// `revoked_at` as reported found at `location`: a Stripe-style event
+/// (`type`, `id` = the delivery's id, `created_at`, `data`) that names the
+/// key by id, name and display fragment, never by its secret.
+pub fn leaked_key_event(
+    id: &CallbackId,
+    key: &KeyRecord,
+    location: &LeakLocation,
+    revoked_at: OffsetDateTime,
+) -> String {
+    let at = crate::time_fmt::rfc3339(revoked_at);
+    serde_json::json!({
+        "type": super::KEY_REPORTED_LEAKED_EVENT,
+        "id": id,
+        "created_at": at,
+        "data": {
+            "workspace_id": key.workspace_id,
+            "key_id": key.id,
+            "key_name": key.name,
+            "fragment": noxus_api::key_format::masked(&key.prefix, &key.suffix),
+            "found_at": location.url,
+            "source": location.source,
+            "revoked_at": at,
+        },
+    })
+    .to_string()
 }

@@ -13,12 +13,13 @@ mod runs;
 mod sqlite;
 
 pub use callbacks::{
-    callback_event, CallbackAttempt, CallbackDelivery, CallbackSecretGeneration, CallbackStatus,
-    CallbackStore, INTERRUPTED_LAST_ATTEMPT, MAX_CALLBACK_ATTEMPTS,
+    callback_event, CallbackAttempt, CallbackDelivery, CallbackKind, CallbackSecretGeneration,
+    CallbackStatus, CallbackStore, SecurityWebhook, INTERRUPTED_LAST_ATTEMPT,
+    KEY_REPORTED_LEAKED_EVENT, MAX_CALLBACK_ATTEMPTS,
 };
 pub use events::{EventBus, EventSubscription, RunSubscription, StoreEvent};
 pub use ids::*;
-pub use leaks::{KeyLeakRecord, KeyLeakStore, LeakLocation, LeakQuery};
+pub use leaks::{leaked_key_event, KeyLeakRecord, KeyLeakStore, LeakLocation, LeakQuery};
 pub use postgres::{migrate_only, PostgresStore, EVENTS_CHANNEL, RUNS_CHANNEL};
 pub use runs::{
     event_kinds, NewRun, RunEvent, RunOutcome, RunQuotas, RunRecord, RunStatus, RunStep, RunStore,

@@ -546,17 +546,21 @@ impl TryFrom<NodeIoRow> for (Value, Value) {
 }
 
 /// The columns of [`CallbackRow`] (PostgreSQL's `seq` left out).
-pub(super) const CALLBACK_COLUMNS: &str = "id, run_id, workspace_id, url, event, status, attempts,
+pub(super) const CALLBACK_COLUMNS: &str = "id, kind, run_id, key_id, workspace_id, url, event,
+    payload, status, attempts,
     next_attempt_at, last_attempt_at, last_status_code, last_error, delivered_at, created_at,
     claimed_by, lease_until";
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct CallbackRow {
     id: CallbackId,
-    run_id: RunId,
+    kind: String,
+    run_id: Option<RunId>,
+    key_id: Option<KeyId>,
     workspace_id: WorkspaceId,
     url: String,
     event: String,
+    payload: Option<String>,
     status: String,
     attempts: i64,
     next_attempt_at: i64,
@@ -574,10 +578,14 @@ impl TryFrom<CallbackRow> for CallbackDelivery {
     fn try_from(row: CallbackRow) -> StoreResult<Self> {
         Ok(Self {
             id: row.id,
+            kind: CallbackKind::parse(&row.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("callback kind {:?}", row.kind)))?,
             run_id: row.run_id,
+            key_id: row.key_id,
             workspace_id: row.workspace_id,
             url: row.url,
             event: row.event,
+            payload: row.payload,
             status: CallbackStatus::parse(&row.status)
                 .ok_or_else(|| StoreError::Corrupt(format!("callback status {:?}", row.status)))?,
             attempts: row.attempts,

@@ -1,8 +1,9 @@
 //! The Callbacks tab, for those who manage the workspace (`workspace:write`:
 //! admins and owners): the run-callback signing secret, shown on request
-//! and rotated, both after the password was confirmed recently (sudo) and
-//! both in the audit log, as through the API
-//! (`crate::http::callbacks`).
+//! and rotated, and the security webhook, set and removed, all after the
+//! password was confirmed recently (sudo) and all in the audit log, as
+//! through the API (`crate::http::callbacks`,
+//! `crate::http::security_webhook`).
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -16,7 +17,7 @@ use super::layout::Layout;
 use super::organization::{access, Access};
 use super::session::{CurrentUser, Form};
 use super::{page, WebError, WebResult};
-use crate::runs::callbacks::NO_SIGNING_SECRET;
+use crate::runs::callbacks::{check_url_of, NO_SIGNING_SECRET};
 use crate::state::AppState;
 use crate::store::{CallbackSecretGeneration, WorkspaceId};
 
@@ -39,6 +40,8 @@ struct CallbacksPage<'a> {
     previous_until: Option<String>,
     /// The secret, when asked for.
     secret: Option<String>,
+    /// Where security events go, if the workspace set a webhook.
+    webhook: Option<String>,
 }
 
 fn minute(t: OffsetDateTime) -> String {
@@ -49,14 +52,20 @@ fn minute(t: OffsetDateTime) -> String {
         .replace('T', " ")
 }
 
-fn render(
+/// The page (with the workspace's security webhook as it is now).
+async fn render(
     state: &AppState,
     user: &CurrentUser,
     access: &Access,
     generation: CallbackSecretGeneration,
     show_secret: bool,
     flash: Option<String>,
-) -> axum::response::Response {
+) -> WebResult {
+    let webhook = state
+        .store()
+        .security_webhook(&access.workspace.id)
+        .await?
+        .map(|hook| hook.url);
     let signer = state.callbacks().signer();
     let mut layout = Layout::of(user);
     layout.flash = flash;
@@ -65,7 +74,7 @@ fn render(
             .expose_secret()
             .to_owned()
     });
-    page(
+    Ok(page(
         StatusCode::OK,
         &CallbacksPage {
             layout,
@@ -80,8 +89,9 @@ fn render(
                 .filter(|u| *u > OffsetDateTime::now_utc())
                 .map(minute),
             secret,
+            webhook,
         },
-    )
+    ))
 }
 
 /// The workspace, for someone who may manage its callbacks.
@@ -112,7 +122,7 @@ pub async fn callbacks_page(
         .store()
         .callback_secret_generation(&access.workspace.id)
         .await?;
-    Ok(render(&state, &user, &access, generation, false, None))
+    render(&state, &user, &access, generation, false, None).await
 }
 
 /// POST …/callbacks/secret: shows the secret (after sudo; audited).
@@ -134,7 +144,7 @@ pub async fn reveal_secret(
             &access.workspace.id,
         )
         .await?;
-    Ok(render(&state, &user, &access, generation, true, None))
+    render(&state, &user, &access, generation, true, None).await
 }
 
 /// POST …/callbacks/rotate: a new secret, shown (after sudo; audited).
@@ -177,12 +187,76 @@ pub async fn rotate_secret(
             minute(until)
         ),
     };
-    Ok(render(
+    render(&state, &user, &access, generation, true, Some(flash)).await
+}
+
+/// POST …/callbacks/security-webhook: sets (or replaces) the security
+/// webhook (after sudo; checked as through the API; audited).
+pub async fn set_security_webhook(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<WorkspaceId>,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    let access = managed(&state, &user, &id).await?;
+    user.require_sudo(&callbacks_url(&access.workspace.id))?;
+    require_signer(&state)?;
+    let raw = form.get("url").unwrap_or("").trim();
+    let url = check_url_of("The URL", raw, state.callbacks().allow_loopback())
+        .map_err(|why| WebError::Invalid(crate::domain::sentence(&why)))?;
+    state
+        .store()
+        .set_security_webhook(
+            &user.actor(),
+            &access.workspace.organization_id,
+            &access.workspace.id,
+            &url,
+        )
+        .await?;
+    let generation = state
+        .store()
+        .callback_secret_generation(&access.workspace.id)
+        .await?;
+    let flash = "Security webhook saved: a key of this workspace reported leaked is posted there, signed with the signing secret.".to_owned();
+    render(&state, &user, &access, generation, false, Some(flash)).await
+}
+
+/// POST …/callbacks/security-webhook/remove: removes it (after sudo;
+/// audited).
+pub async fn remove_security_webhook(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<WorkspaceId>,
+    form: Form,
+) -> WebResult {
+    user.check_csrf(&form)?;
+    let access = managed(&state, &user, &id).await?;
+    user.require_sudo(&callbacks_url(&access.workspace.id))?;
+    let flash = match state
+        .store()
+        .remove_security_webhook(
+            &user.actor(),
+            &access.workspace.organization_id,
+            &access.workspace.id,
+        )
+        .await
+    {
+        Ok(()) => "Security webhook removed: nothing more is posted there.",
+        Err(crate::store::StoreError::NotFound) => "This workspace has no security webhook.",
+        Err(err) => return Err(err.into()),
+    };
+    let generation = state
+        .store()
+        .callback_secret_generation(&access.workspace.id)
+        .await?;
+    render(
         &state,
         &user,
         &access,
         generation,
-        true,
-        Some(flash),
-    ))
+        false,
+        Some(flash.to_owned()),
+    )
+    .await
 }

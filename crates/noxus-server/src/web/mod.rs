@@ -140,6 +140,14 @@ pub fn router() -> Router<AppState> {
             "/settings/organization/workspaces/{id}/callbacks/rotate",
             post(callbacks::rotate_secret),
         )
+        .route(
+            "/settings/organization/workspaces/{id}/callbacks/security-webhook",
+            post(callbacks::set_security_webhook),
+        )
+        .route(
+            "/settings/organization/workspaces/{id}/callbacks/security-webhook/remove",
+            post(callbacks::remove_security_webhook),
+        )
         .layer(axum::middleware::from_fn(layout::chrome))
 }
 

@@ -139,6 +139,7 @@ conformance! {
         dismissing_a_leak_warning_is_audited_once_and_keeps_the_revocation,
         concurrent_reports_of_one_key_revoke_it_once,
         leak_records_go_with_their_key_and_workspace,
+        a_leak_queues_one_event_for_its_workspace_security_webhook_only,
         // 14. Workers under load: one write per run, leases, shutdowns, restarts.
         a_worker_records_its_steps_in_one_write_only_while_it_holds_the_run,
         a_late_worker_never_overwrites_the_worker_that_took_its_run_over,

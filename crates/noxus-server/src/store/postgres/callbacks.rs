@@ -21,9 +21,9 @@ pub(super) async fn queue_callback(
         return Ok(());
     };
     sqlx::query(
-        "INSERT INTO run_callbacks (id, run_id, workspace_id, url, event, status, attempts,
-             next_attempt_at, created_at)
-         SELECT $1, id, workspace_id, callback_url, $2, 'pending', 0, $3, $4
+        "INSERT INTO callback_deliveries (id, kind, run_id, workspace_id, url, event, status,
+             attempts, next_attempt_at, created_at)
+         SELECT $1, 'run', id, workspace_id, callback_url, $2, 'pending', 0, $3, $4
          FROM runs WHERE id = $5 AND callback_url IS NOT NULL
          ON CONFLICT (run_id) DO NOTHING",
     )
@@ -47,7 +47,8 @@ pub(super) async fn check_waiting_callbacks(
     quotas: &RunQuotas,
 ) -> StoreResult<()> {
     let waiting: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM run_callbacks WHERE workspace_id = $1 AND status = 'pending')
+        "SELECT (SELECT COUNT(*) FROM callback_deliveries
+                   WHERE workspace_id = $1 AND kind = 'run' AND status = 'pending')
               + (SELECT COUNT(*) FROM runs WHERE workspace_id = $1
                    AND status IN ('queued', 'running') AND callback_url IS NOT NULL)",
     )
@@ -116,7 +117,7 @@ impl CallbackStore for PostgresStore {
         }
         let mut tx = self.begin().await?;
         sqlx::query(
-            "UPDATE run_callbacks SET status = 'failed', last_error = $1, lease_until = NULL,
+            "UPDATE callback_deliveries SET status = 'failed', last_error = $1, lease_until = NULL,
                  claimed_by = NULL
              WHERE status = 'pending' AND attempts >= $2 AND lease_until < $3",
         )
@@ -136,7 +137,7 @@ impl CallbackStore for PostgresStore {
         // gets at most `per_workspace` per replica.)
         let mut claimed = sqlx::query_as::<_, CallbackRow>(&format!(
             "WITH busy AS (
-                 SELECT workspace_id, COUNT(*) AS n FROM run_callbacks
+                 SELECT workspace_id, COUNT(*) AS n FROM callback_deliveries
                  WHERE status = 'pending' AND lease_until >= $3
                  GROUP BY workspace_id),
              due AS (
@@ -144,19 +145,19 @@ impl CallbackStore for PostgresStore {
                      ROW_NUMBER() OVER (
                          PARTITION BY c.workspace_id ORDER BY c.next_attempt_at, c.seq)
                      + COALESCE(b.n, 0) AS place
-                 FROM run_callbacks c LEFT JOIN busy b ON b.workspace_id = c.workspace_id
+                 FROM callback_deliveries c LEFT JOIN busy b ON b.workspace_id = c.workspace_id
                  WHERE c.status = 'pending' AND c.next_attempt_at <= $3 AND c.attempts < $5
                    AND (c.lease_until IS NULL OR c.lease_until < $3)),
              picked AS (
-                 SELECT r.id FROM run_callbacks r JOIN due ON due.id = r.id
+                 SELECT r.id FROM callback_deliveries r JOIN due ON due.id = r.id
                  WHERE due.place <= $6
                    AND r.status = 'pending' AND r.attempts < $5
                    AND (r.lease_until IS NULL OR r.lease_until < $3)
                  ORDER BY due.next_attempt_at, due.seq LIMIT $4
                  FOR UPDATE OF r SKIP LOCKED)
-             UPDATE run_callbacks SET claimed_by = $1, lease_until = $2,
-                 attempts = run_callbacks.attempts + 1, last_attempt_at = $3
-             FROM picked WHERE run_callbacks.id = picked.id
+             UPDATE callback_deliveries SET claimed_by = $1, lease_until = $2,
+                 attempts = callback_deliveries.attempts + 1, last_attempt_at = $3
+             FROM picked WHERE callback_deliveries.id = picked.id
              RETURNING {}",
             qualified_callback_columns()
         ))
@@ -212,7 +213,7 @@ impl CallbackStore for PostgresStore {
             ),
         };
         let updated = sqlx::query(
-            "UPDATE run_callbacks SET status = $1, last_status_code = $2, last_error = $3,
+            "UPDATE callback_deliveries SET status = $1, last_status_code = $2, last_error = $3,
                  next_attempt_at = COALESCE($4, next_attempt_at), delivered_at = $5,
                  claimed_by = NULL, lease_until = NULL
              WHERE id = $6 AND status = 'pending' AND claimed_by = $7",
@@ -236,7 +237,7 @@ impl CallbackStore for PostgresStore {
         run_id: &RunId,
     ) -> StoreResult<Option<CallbackDelivery>> {
         sqlx::query_as::<_, CallbackRow>(&format!(
-            "SELECT {CALLBACK_COLUMNS} FROM run_callbacks WHERE workspace_id = $1 AND run_id = $2"
+            "SELECT {CALLBACK_COLUMNS} FROM callback_deliveries WHERE workspace_id = $1 AND run_id = $2"
         ))
         .bind(workspace_id)
         .bind(run_id)
@@ -244,6 +245,129 @@ impl CallbackStore for PostgresStore {
         .await?
         .map(CallbackDelivery::try_from)
         .transpose()
+    }
+
+    async fn security_webhook(
+        &self,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<Option<SecurityWebhook>> {
+        let row: Option<(String, i64, Option<UserId>)> = sqlx::query_as(
+            "SELECT url, updated_at, updated_by FROM workspace_security_webhooks
+             WHERE workspace_id = $1",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(url, updated_at, updated_by)| {
+            Ok(SecurityWebhook {
+                workspace_id: workspace_id.clone(),
+                url,
+                updated_at: from_ms(updated_at)?,
+                updated_by,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_security_webhook(
+        &self,
+        actor: &Actor,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
+        url: &str,
+    ) -> StoreResult<SecurityWebhook> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        workspace_in(&mut tx, organization_id, workspace_id).await?;
+        let replaced: Option<String> = sqlx::query_scalar(
+            "SELECT url FROM workspace_security_webhooks WHERE workspace_id = $1",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workspace_security_webhooks (workspace_id, url, updated_at, updated_by)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (workspace_id) DO UPDATE SET url = $2, updated_at = $3,
+                 updated_by = $4",
+        )
+        .bind(workspace_id)
+        .bind(url)
+        .bind(to_ms(at))
+        .bind(actor.user_id.as_ref())
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(workspace_id),
+            "workspace.security_webhook.set",
+            ("workspace", workspace_id),
+            json!({
+                "origin": super::super::callbacks::url_origin(url),
+                "replaced": replaced.is_some(),
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(SecurityWebhook {
+            workspace_id: workspace_id.clone(),
+            url: url.to_owned(),
+            // As stored (milliseconds), as a read answers it.
+            updated_at: from_ms(to_ms(at))?,
+            updated_by: actor.user_id.clone(),
+        })
+    }
+
+    async fn remove_security_webhook(
+        &self,
+        actor: &Actor,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        workspace_in(&mut tx, organization_id, workspace_id).await?;
+        let removed: Option<String> = sqlx::query_scalar(
+            "DELETE FROM workspace_security_webhooks WHERE workspace_id = $1 RETURNING url",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(url) = removed else {
+            return Err(StoreError::NotFound);
+        };
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(workspace_id),
+            "workspace.security_webhook.delete",
+            ("workspace", workspace_id),
+            json!({"origin": super::super::callbacks::url_origin(&url)}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn security_deliveries(
+        &self,
+        workspace_id: &WorkspaceId,
+        limit: u32,
+    ) -> StoreResult<Vec<CallbackDelivery>> {
+        sqlx::query_as::<_, CallbackRow>(&format!(
+            "SELECT {CALLBACK_COLUMNS} FROM callback_deliveries
+             WHERE workspace_id = $1 AND kind = 'security'
+             ORDER BY created_at DESC, id DESC LIMIT $2"
+        ))
+        .bind(workspace_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(CallbackDelivery::try_from)
+        .collect()
     }
 
     async fn callback_secret_generation(
@@ -326,12 +450,12 @@ impl CallbackStore for PostgresStore {
     }
 }
 
-/// [`CALLBACK_COLUMNS`] of `run_callbacks` (in an `UPDATE ... FROM`, where
+/// [`CALLBACK_COLUMNS`] of `callback_deliveries` (in an `UPDATE ... FROM`, where
 /// `id` is ambiguous).
 fn qualified_callback_columns() -> String {
     CALLBACK_COLUMNS
         .split(',')
-        .map(|c| format!("run_callbacks.{}", c.trim()))
+        .map(|c| format!("callback_deliveries.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -1,6 +1,6 @@
 //! [`KeyLeakStore`] on PostgreSQL.
 
-use super::super::leaks::{leak_audit_details, KeyLeakRow, LEAK_COLUMNS};
+use super::super::leaks::{leak_audit_details, leaked_key_event, KeyLeakRow, LEAK_COLUMNS};
 use super::rows::{records, KeyRow, KEY_COLUMNS};
 use super::*;
 
@@ -50,6 +50,24 @@ impl KeyLeakStore for PostgresStore {
         .bind(location.url.as_deref())
         .bind(location.source.as_deref())
         .bind(to_ms(at))
+        .execute(&mut *tx)
+        .await?;
+        // The workspace's security webhook hears of it, if it has one: the
+        // event is queued with the revocation, so neither goes without the
+        // other.
+        let event_id = CallbackId::new();
+        sqlx::query(
+            "INSERT INTO callback_deliveries (id, kind, key_id, workspace_id, url, event, payload,
+                 status, attempts, next_attempt_at, created_at)
+             SELECT $1, 'security', $2, workspace_id, url, $3, $4, 'pending', 0, $5, $5
+             FROM workspace_security_webhooks WHERE workspace_id = $6",
+        )
+        .bind(&event_id)
+        .bind(&key.id)
+        .bind(KEY_REPORTED_LEAKED_EVENT)
+        .bind(leaked_key_event(&event_id, &key, location, at))
+        .bind(to_ms(at))
+        .bind(&key.workspace_id)
         .execute(&mut *tx)
         .await?;
         let org = org_of_workspace(&mut tx, &key.workspace_id).await?;

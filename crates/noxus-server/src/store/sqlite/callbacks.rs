@@ -19,9 +19,9 @@ pub(super) async fn queue_callback(
         return Ok(());
     };
     sqlx::query(
-        "INSERT INTO run_callbacks (id, run_id, workspace_id, url, event, status, attempts,
-             next_attempt_at, created_at)
-         SELECT ?, id, workspace_id, callback_url, ?, 'pending', 0, ?, ?
+        "INSERT INTO callback_deliveries (id, kind, run_id, workspace_id, url, event, status,
+             attempts, next_attempt_at, created_at)
+         SELECT ?, 'run', id, workspace_id, callback_url, ?, 'pending', 0, ?, ?
          FROM runs WHERE id = ? AND callback_url IS NOT NULL
          ON CONFLICT (run_id) DO NOTHING",
     )
@@ -45,7 +45,8 @@ pub(super) async fn check_waiting_callbacks(
     quotas: &RunQuotas,
 ) -> StoreResult<()> {
     let waiting: i64 = sqlx::query_scalar(
-        "SELECT (SELECT COUNT(*) FROM run_callbacks WHERE workspace_id = ? AND status = 'pending')
+        "SELECT (SELECT COUNT(*) FROM callback_deliveries
+                   WHERE workspace_id = ? AND kind = 'run' AND status = 'pending')
               + (SELECT COUNT(*) FROM runs WHERE workspace_id = ?
                    AND status IN ('queued', 'running') AND callback_url IS NOT NULL)",
     )
@@ -114,10 +115,10 @@ impl CallbackStore for SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
-        // `status = 'pending'` spelled as in run_callbacks_due_idx, so that
+        // `status = 'pending'` spelled as in callback_deliveries_due_idx, so that
         // SQLite reads the candidates from that partial index.
         sqlx::query(
-            "UPDATE run_callbacks SET status = 'failed', last_error = ?1, lease_until = NULL,
+            "UPDATE callback_deliveries SET status = 'failed', last_error = ?1, lease_until = NULL,
                  claimed_by = NULL
              WHERE status = 'pending' AND attempts >= ?2 AND lease_until < ?3",
         )
@@ -130,18 +131,18 @@ impl CallbackStore for SqliteStore {
         // first) after the workspace's deliveries being sent now; those
         // numbered past `per_workspace` wait for a later claim.
         let mut claimed = sqlx::query_as::<_, CallbackRow>(&format!(
-            "UPDATE run_callbacks SET claimed_by = ?1, lease_until = ?2, attempts = attempts + 1,
+            "UPDATE callback_deliveries SET claimed_by = ?1, lease_until = ?2, attempts = attempts + 1,
                  last_attempt_at = ?3
              WHERE rowid IN (
                  WITH busy AS (
-                     SELECT workspace_id, COUNT(*) AS n FROM run_callbacks
+                     SELECT workspace_id, COUNT(*) AS n FROM callback_deliveries
                      WHERE status = 'pending' AND lease_until >= ?3
                      GROUP BY workspace_id),
                  due AS (
                      SELECT rowid AS rid, workspace_id, next_attempt_at,
                          ROW_NUMBER() OVER (
                              PARTITION BY workspace_id ORDER BY next_attempt_at, rowid) AS nth
-                     FROM run_callbacks
+                     FROM callback_deliveries
                      WHERE status = 'pending' AND next_attempt_at <= ?3 AND attempts < ?5
                        AND (lease_until IS NULL OR lease_until < ?3))
                  SELECT due.rid FROM due LEFT JOIN busy ON busy.workspace_id = due.workspace_id
@@ -201,7 +202,7 @@ impl CallbackStore for SqliteStore {
             ),
         };
         let updated = sqlx::query(
-            "UPDATE run_callbacks SET status = ?, last_status_code = ?, last_error = ?,
+            "UPDATE callback_deliveries SET status = ?, last_status_code = ?, last_error = ?,
                  next_attempt_at = COALESCE(?, next_attempt_at), delivered_at = ?,
                  claimed_by = NULL, lease_until = NULL
              WHERE id = ? AND status = 'pending' AND claimed_by = ?",
@@ -225,7 +226,7 @@ impl CallbackStore for SqliteStore {
         run_id: &RunId,
     ) -> StoreResult<Option<CallbackDelivery>> {
         sqlx::query_as::<_, CallbackRow>(&format!(
-            "SELECT {CALLBACK_COLUMNS} FROM run_callbacks WHERE workspace_id = ? AND run_id = ?"
+            "SELECT {CALLBACK_COLUMNS} FROM callback_deliveries WHERE workspace_id = ? AND run_id = ?"
         ))
         .bind(workspace_id)
         .bind(run_id)
@@ -233,6 +234,129 @@ impl CallbackStore for SqliteStore {
         .await?
         .map(CallbackDelivery::try_from)
         .transpose()
+    }
+
+    async fn security_webhook(
+        &self,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<Option<SecurityWebhook>> {
+        let row: Option<(String, i64, Option<UserId>)> = sqlx::query_as(
+            "SELECT url, updated_at, updated_by FROM workspace_security_webhooks
+             WHERE workspace_id = ?",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(url, updated_at, updated_by)| {
+            Ok(SecurityWebhook {
+                workspace_id: workspace_id.clone(),
+                url,
+                updated_at: from_ms(updated_at)?,
+                updated_by,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_security_webhook(
+        &self,
+        actor: &Actor,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
+        url: &str,
+    ) -> StoreResult<SecurityWebhook> {
+        let at = now();
+        let mut tx = self.begin_write().await?;
+        workspace_in(&mut tx, organization_id, workspace_id).await?;
+        let replaced: Option<String> = sqlx::query_scalar(
+            "SELECT url FROM workspace_security_webhooks WHERE workspace_id = ?",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO workspace_security_webhooks (workspace_id, url, updated_at, updated_by)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (workspace_id) DO UPDATE SET url = ?2, updated_at = ?3,
+                 updated_by = ?4",
+        )
+        .bind(workspace_id)
+        .bind(url)
+        .bind(to_ms(at))
+        .bind(actor.user_id.as_ref())
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(workspace_id),
+            "workspace.security_webhook.set",
+            ("workspace", workspace_id),
+            json!({
+                "origin": super::super::callbacks::url_origin(url),
+                "replaced": replaced.is_some(),
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(SecurityWebhook {
+            workspace_id: workspace_id.clone(),
+            url: url.to_owned(),
+            // As stored (milliseconds), as a read answers it.
+            updated_at: from_ms(to_ms(at))?,
+            updated_by: actor.user_id.clone(),
+        })
+    }
+
+    async fn remove_security_webhook(
+        &self,
+        actor: &Actor,
+        organization_id: &OrganizationId,
+        workspace_id: &WorkspaceId,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        workspace_in(&mut tx, organization_id, workspace_id).await?;
+        let removed: Option<String> = sqlx::query_scalar(
+            "DELETE FROM workspace_security_webhooks WHERE workspace_id = ? RETURNING url",
+        )
+        .bind(workspace_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(url) = removed else {
+            return Err(StoreError::NotFound);
+        };
+        audit(
+            &mut tx,
+            actor,
+            organization_id,
+            Some(workspace_id),
+            "workspace.security_webhook.delete",
+            ("workspace", workspace_id),
+            json!({"origin": super::super::callbacks::url_origin(&url)}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn security_deliveries(
+        &self,
+        workspace_id: &WorkspaceId,
+        limit: u32,
+    ) -> StoreResult<Vec<CallbackDelivery>> {
+        sqlx::query_as::<_, CallbackRow>(&format!(
+            "SELECT {CALLBACK_COLUMNS} FROM callback_deliveries
+             WHERE workspace_id = ?1 AND kind = 'security'
+             ORDER BY created_at DESC, id DESC LIMIT ?2"
+        ))
+        .bind(workspace_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(CallbackDelivery::try_from)
+        .collect()
     }
 
     async fn callback_secret_generation(

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use noxus_server::store::prelude::*;
 use noxus_server::store::{
-    Actor, CallbackAttempt, CallbackId, CallbackSecretGeneration, CallbackStatus, NewRun,
-    OrganizationId, Quota, RunOutcome, RunQuotas, RunRecord, StoreError, WorkflowRecord,
+    Actor, CallbackAttempt, CallbackId, CallbackKind, CallbackSecretGeneration, CallbackStatus,
+    NewRun, OrganizationId, Quota, RunOutcome, RunQuotas, RunRecord, StoreError, WorkflowRecord,
     INTERRUPTED_LAST_ATTEMPT, MAX_CALLBACK_ATTEMPTS,
 };
 use serde_json::json;
@@ -105,7 +105,9 @@ pub async fn a_run_that_ends_with_a_callback_url_queues_one_callback(store: Arc<
         ),
         (HOOK, "run.completed", CallbackStatus::Pending, 0)
     );
-    assert_eq!(queued.run_id, done.id);
+    assert_eq!(queued.run_id.as_ref(), Some(&done.id));
+    assert_eq!(queued.kind, CallbackKind::Run);
+    assert_eq!((queued.key_id, queued.payload), (None, None));
     assert_eq!(queued.workspace_id, w.ws.id);
     assert!(queued.next_attempt_at >= before - Duration::from_millis(1));
     assert_eq!(
@@ -179,7 +181,11 @@ pub async fn a_run_that_ends_with_a_callback_url_queues_one_callback(store: Arc<
     assert_eq!(store.run_callback(&w.ws.id, &done.id).await.unwrap(), None);
     assert!(!store
         .record_callback_attempt(
-            &claimed.iter().find(|c| c.run_id == done.id).unwrap().id,
+            &claimed
+                .iter()
+                .find(|c| c.run_id.as_ref() == Some(&done.id))
+                .unwrap()
+                .id,
             "sender",
             &CallbackAttempt::Delivered { status_code: 200 },
             now(),

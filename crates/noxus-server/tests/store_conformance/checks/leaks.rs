@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use noxus_server::store::prelude::*;
 use noxus_server::store::{
-    Actor, KeyQuotas, LeakLocation, LeakQuery, RevokedReason, StoreError, WorkspaceId,
+    Actor, CallbackKind, CallbackStatus, KeyQuotas, LeakLocation, LeakQuery, RevokedReason,
+    StoreError, WorkspaceId, KEY_REPORTED_LEAKED_EVENT,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -313,6 +314,111 @@ pub async fn leak_records_go_with_their_key_and_workspace(store: Arc<dyn Store>)
     assert!(store.key(&w.ws.id, &kept.id).await.unwrap().is_none());
     assert!(store
         .key_leaks(&leaks_of(&w.ws.id, true))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn a_leak_queues_one_event_for_its_workspace_security_webhook_only(
+    store: Arc<dyn Store>,
+) {
+    const HOOK: &str = "https://hooks.example.com/noxus?token=s3cret";
+    let w = world(&store).await;
+    let other = workspace(&store, &w, "Other").await;
+    let victim = key(&store, &w.ws.id, &w.owner.id, "ci").await;
+    let in_other = key(&store, &other.id, &w.owner.id, "elsewhere").await;
+    assert_eq!(store.security_webhook(&w.ws.id).await.unwrap(), None);
+
+    // Set, with an audit row that names the origin only.
+    let mut audit = AuditWatch::new(&store, w.org.id.as_str()).await;
+    let set = store
+        .set_security_webhook(&actor(&w.owner), &w.org.id, &w.ws.id, HOOK)
+        .await
+        .unwrap();
+    assert_eq!(set.url, HOOK);
+    assert_eq!(store.security_webhook(&w.ws.id).await.unwrap(), Some(set));
+    let rows = audit.take(&store).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].action, "workspace.security_webhook.set");
+    assert_eq!(rows[0].details["origin"], "https://hooks.example.com");
+    assert!(!rows[0].details.to_string().contains("s3cret"));
+    assert!(matches!(
+        store
+            .set_security_webhook(&actor(&w.owner), &"another-org".into(), &w.ws.id, HOOK)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A leak in this workspace queues one event with the revocation; one
+    // in a workspace without a webhook queues none.
+    for k in [&victim, &in_other] {
+        store
+            .revoke_leaked_key(&reporter(), &k.digest, &location("https://x.test/a"))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(store
+        .security_deliveries(&other.id, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let queued = store.security_deliveries(&w.ws.id, 10).await.unwrap();
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let event = &queued[0];
+    assert_eq!(event.kind, CallbackKind::Security);
+    assert_eq!(event.key_id.as_ref(), Some(&victim.id));
+    assert_eq!(event.run_id, None);
+    assert_eq!(event.event, KEY_REPORTED_LEAKED_EVENT);
+    assert_eq!(event.url, HOOK);
+    assert_eq!(event.status, CallbackStatus::Pending);
+    let body: serde_json::Value = serde_json::from_str(event.payload.as_deref().unwrap()).unwrap();
+    assert_eq!(body["type"], KEY_REPORTED_LEAKED_EVENT);
+    assert_eq!(body["id"], event.id.as_str());
+    assert_eq!(body["data"]["key_id"], victim.id.as_str());
+    assert_eq!(body["data"]["key_name"], "ci");
+    assert_eq!(body["data"]["found_at"], "https://x.test/a");
+    assert_eq!(
+        body["data"]["fragment"],
+        format!("{}…{}", victim.prefix, victim.suffix)
+    );
+
+    // Senders claim it as they claim run callbacks.
+    let now = OffsetDateTime::now_utc();
+    let claimed = store
+        .claim_callbacks("sender", 10, 4, now, now + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, event.id);
+    assert_eq!(claimed[0].payload, event.payload);
+
+    // Removed once (audited), then there is none to remove.
+    store
+        .remove_security_webhook(&actor(&w.owner), &w.org.id, &w.ws.id)
+        .await
+        .unwrap();
+    assert_eq!(store.security_webhook(&w.ws.id).await.unwrap(), None);
+    assert!(matches!(
+        store
+            .remove_security_webhook(&actor(&w.owner), &w.org.id, &w.ws.id)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let actions: Vec<String> = audit
+        .take(&store)
+        .await
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert!(actions.contains(&"workspace.security_webhook.delete".to_owned()));
+
+    // The event goes with its key (forgotten after the usage retention).
+    let hour = OffsetDateTime::now_utc().unix_timestamp().div_euclid(3600);
+    store.prune_usage(hour + 2).await.unwrap();
+    assert!(store.key(&w.ws.id, &victim.id).await.unwrap().is_none());
+    assert!(store
+        .security_deliveries(&w.ws.id, 10)
         .await
         .unwrap()
         .is_empty());
