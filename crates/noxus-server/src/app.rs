@@ -54,6 +54,9 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .method_not_allowed_fallback(crate::web::layout::method_not_allowed)
         .layer(body_timeout)
         .layer(CatchPanicLayer::custom(http::middleware::panic_response))
+        // Inside the request context, so that it sees the error code of
+        // the answer (before the context renders the body).
+        .layer(state.metrics().http_layer())
         .layer(axum::middleware::from_fn(http::middleware::request_context))
         .layer(axum::middleware::map_response({
             let state = state.clone();

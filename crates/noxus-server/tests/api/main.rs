@@ -18,6 +18,7 @@ mod key_lifecycle;
 mod leaks;
 mod login_protection;
 mod malformed_input;
+mod metrics;
 mod openapi;
 mod people;
 mod postgres_outage;
