@@ -53,10 +53,15 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .fallback(crate::web::layout::fallback)
         .method_not_allowed_fallback(crate::web::layout::method_not_allowed)
         .layer(body_timeout)
-        .layer(CatchPanicLayer::custom(http::middleware::panic_response))
-        // Inside the request context, so that it sees the error code of
-        // the answer (before the context renders the body).
-        .layer(state.metrics().http_layer())
+        // The metrics count outside the panic handler (a panic is a 5xx)
+        // and inside the request context, so that they see the answer's
+        // error code before the context renders the body. One `layer` call
+        // for both: each call wraps every route in one more boxed service.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(state.metrics().http_layer())
+                .layer(CatchPanicLayer::custom(http::middleware::panic_response)),
+        )
         .layer(axum::middleware::from_fn(http::middleware::request_context))
         .layer(axum::middleware::map_response({
             let state = state.clone();
