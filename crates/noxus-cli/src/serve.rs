@@ -22,6 +22,12 @@ pub struct ServeArgs {
     #[arg(long, env = "NOXUS_LISTEN", default_value_t = defaults::LISTEN)]
     listen: SocketAddr,
 
+    /// Address and port of a second listener that serves Prometheus
+    /// metrics (`GET /metrics`), e.g. 127.0.0.1:9464. Off by default. Never
+    /// the --listen address: keep it where only the monitoring reaches.
+    #[arg(long, env = "NOXUS_METRICS_LISTEN", value_name = "ADDRESS")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Directory of the SQLite database; created if missing. Unused with
     /// --database-url.
     #[arg(long, env = "NOXUS_DATA_DIR", default_value = defaults::DATA_DIR)]
@@ -249,6 +255,8 @@ pub fn run(mut args: ServeArgs) -> Result<(), Failure> {
             )))
         }
     };
+    noxus_server::config::check_metrics_listen(args.listen, args.metrics_listen)
+        .map_err(|why| Failure::config(anyhow::anyhow!(why)))?;
     let postgres = args.database.postgres()?;
     if let Some(url) = args.redis_url.as_ref().filter(|u| !u.is_empty()) {
         if !url.has_scheme(&["redis://"]) {
@@ -316,6 +324,7 @@ fn serve(
     config.limits_sync_interval = Duration::from_millis(args.limits_sync_ms);
     config.shutdown_drain = Duration::from_millis(args.shutdown_drain_ms);
     config.listen = args.listen;
+    config.metrics_listen = args.metrics_listen;
     config.catalog_file = args.catalog;
     if let Some(llm) = &llm {
         match &llm.api_key {
@@ -409,6 +418,9 @@ fn serve(
             );
         }
         tracing::info!(url = %app.base_url(), "listening");
+        if let Some(addr) = app.metrics_addr() {
+            tracing::info!(url = %format!("http://{addr}/metrics"), "serving metrics");
+        }
         app.run_until_stopped(stop).await
     })
 }

@@ -298,6 +298,68 @@ fn with_the_welcome_off_the_owner_email_must_be_chosen() {
 }
 
 #[test]
+fn metrics_are_served_on_their_own_listener_and_never_on_the_public_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let public = format!("127.0.0.1:{port}");
+    for (flag, metrics) in [
+        ("--metrics-listen", public.clone()),
+        ("--metrics-listen", format!("0.0.0.0:{port}")),
+    ] {
+        let out = noxus()
+            .args(["serve", "--listen", &public, flag, &metrics, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "a configuration error");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains("--metrics-listen") && stderr.contains("never on the public"),
+            "{stderr}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing was created"
+    );
+
+    let metrics_port = free_port();
+    let base = format!("http://{public}");
+    let metrics_base = format!("http://127.0.0.1:{metrics_port}");
+    let child = noxus()
+        .args(["serve", "--listen", &public, "--data-dir"])
+        .arg(dir.path())
+        .env("NOXUS_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base);
+    for _ in 0..2 {
+        let answer = http_get(&base, "/v1/models/llms", None).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    let scrape = http_get(&metrics_base, "/metrics", None).unwrap();
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert!(
+        scrape.contains("noxus_auth_outcomes_total{code=\"missing\"} 2\n"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("noxus_http_requests_total{route=\"/v1/models/llms\",method=\"GET\",status_class=\"4xx\"} 2\n"),
+        "{scrape}"
+    );
+    let public_metrics = http_get(&base, "/metrics", None).unwrap();
+    assert!(
+        public_metrics.starts_with("HTTP/1.1 404"),
+        "{public_metrics}"
+    );
+    let (exit, stderr) = terminate(child);
+    assert!(exit.success(), "{stderr}");
+    assert!(stderr.contains("serving metrics"), "{stderr}");
+}
+
+#[test]
 fn serve_help_documents_every_option_and_its_variable() {
     let out = noxus().args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
@@ -359,6 +421,8 @@ fn serve_help_documents_every_option_and_its_variable() {
         "NOXUS_LLM_API_KEY_ENV",
         "--llm-timeout-secs",
         "NOXUS_LLM_TIMEOUT_SECS",
+        "--metrics-listen",
+        "NOXUS_METRICS_LISTEN",
     ] {
         assert!(help.contains(needle), "{needle} in\n{help}");
     }

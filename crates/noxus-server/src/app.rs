@@ -42,21 +42,29 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
                 }
             }),
         )
-        // Tells the request layer which route template answered (for logs
-        // and metrics): the one layer applied to each route, and a cheap one.
-        .route_layer(tower::layer::layer_fn(http::middleware::RecordRoute))
         .fallback(crate::web::layout::fallback)
         .method_not_allowed_fallback(crate::web::layout::method_not_allowed)
+        // What needs the route (and the fallback) as matched, in one
+        // `layer` call: each call wraps every route in one more boxed
+        // service, cloned on every request. The route template goes to the
+        // request layer (for logs); the metrics count outside the panic
+        // handler (a panic is a 5xx) and inside the request context, so
+        // that they see the answer's error code before the context renders
+        // the body.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower::layer::layer_fn(http::middleware::RecordRoute))
+                .layer(state.metrics().http_layer())
+                .layer(CatchPanicLayer::custom(http::middleware::panic_response)),
+        )
         .with_state(state.clone());
-    // The layers every request passes wrap the router once, instead of
-    // being applied to each route (`Router::layer`): a route's layered
-    // service is cloned, box by box, on every request it answers.
+    // The request context wraps the router once, instead of being applied
+    // to each route.
     let layered = tower::ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(
             state,
             http::middleware::request_context,
         ))
-        .layer(CatchPanicLayer::custom(http::middleware::panic_response))
         .service(routes);
     Router::new().fallback_service(layered)
 }

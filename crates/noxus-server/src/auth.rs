@@ -14,6 +14,7 @@ use noxus_api::{Permission, Role};
 use crate::domain::keys::KeyDigest;
 use crate::http::error::{ApiError, INVALID_KEY_DETAIL};
 pub use crate::key_cache::{KeyCache, PermissionSet, VerifiedKey};
+use crate::metrics::{AuthOutcome, StoreOperation};
 use crate::state::AppState;
 use crate::store::{Actor, KeyAuthRecord, OrganizationId, RevokedReason, UserId, WorkspaceId};
 use crate::time_fmt::rfc3339;
@@ -241,7 +242,12 @@ pub async fn authenticate(
     client_addr: Option<IpAddr>,
     slot: Option<&KeySlot>,
 ) -> Result<AuthContext, ApiError> {
-    verify(state, headers, client_addr, slot, true).await
+    let verified = verify(state, headers, client_addr, slot, true).await;
+    state.metrics().auth_outcome(match &verified {
+        Ok(_) => AuthOutcome::Ok,
+        Err(err) => AuthOutcome::of_error(err),
+    });
+    verified
 }
 
 /// Whether the key of a request that was let in is still good for
@@ -279,7 +285,11 @@ async fn verify(
     let digest = state.hasher().digest(presented);
 
     let mut from_store = false;
-    let verified = match state.cache().get(&digest, now.instant) {
+    let cached = state.cache().get(&digest, now.instant);
+    if charge {
+        state.metrics().key_cache_lookup(cached.is_some());
+    }
+    let verified = match cached {
         Some(hit) => hit,
         None => {
             // An address that keeps failing gets no more database lookups
@@ -296,7 +306,12 @@ async fn verify(
             }
             from_store = true;
             let generation = state.cache().generation();
-            let loaded = match state.store().key_for_auth(&digest).await? {
+            let started = std::time::Instant::now();
+            let found = state.store().key_for_auth(&digest).await;
+            state
+                .metrics()
+                .store_query(StoreOperation::KeyForAuth, started.elapsed());
+            let loaded = match found? {
                 Some(found) => Some(found),
                 None => rehash_under_current_pepper(state, presented, &digest).await?,
             }

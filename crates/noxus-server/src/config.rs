@@ -101,6 +101,10 @@ pub struct LlmEndpoint {
 pub struct Config {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where Prometheus metrics are served (`GET /metrics`), on a listener
+    /// of their own; none by default. Never the public port:
+    /// [`Config::check_metrics_listen`].
+    pub metrics_listen: Option<SocketAddr>,
     /// Where the SQLite database lives (when `postgres` is not set).
     pub data_dir: PathBuf,
     /// Run on this PostgreSQL database instead of SQLite in `data_dir`.
@@ -224,10 +228,17 @@ impl Config {
         }
     }
 
+    /// Refuses a metrics address that is (or overlaps) the public one:
+    /// metrics are for the operator's network only.
+    pub fn check_metrics_listen(&self) -> Result<(), String> {
+        check_metrics_listen(self.listen, self.metrics_listen)
+    }
+
     /// Defaults for a data directory: listen on 127.0.0.1:8080.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen: defaults::LISTEN,
+            metrics_listen: None,
             data_dir: data_dir.into(),
             postgres: None,
             redis_url: None,
@@ -278,4 +289,24 @@ impl Config {
             callback_retry_base: Duration::from_secs(defaults::CALLBACK_RETRY_BASE_SECS),
         }
     }
+}
+
+/// Refuses a metrics address (`--metrics-listen`) that is, or overlaps,
+/// the public one (`--listen`): the same port on the same address or on
+/// the unspecified address (port 0 picks a port of its own, so it never
+/// is the same).
+pub fn check_metrics_listen(listen: SocketAddr, metrics: Option<SocketAddr>) -> Result<(), String> {
+    let Some(metrics) = metrics else {
+        return Ok(());
+    };
+    let same_port = metrics.port() != 0 && metrics.port() == listen.port();
+    let same_ip = metrics.ip() == listen.ip()
+        || metrics.ip().is_unspecified()
+        || listen.ip().is_unspecified();
+    if same_port && same_ip {
+        return Err(format!(
+            "--metrics-listen ({metrics}) must not be the public address (--listen {listen}): metrics are served on a port of their own, never on the public one"
+        ));
+    }
+    Ok(())
 }

@@ -189,6 +189,8 @@ pub struct KeyCache {
     deaf: Arc<AtomicBool>,
     ttl: Duration,
     capacity: usize,
+    /// Invalidations applied (store events that concern keys), for the metrics.
+    invalidations: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -212,6 +214,7 @@ impl KeyCache {
             deaf: bus.deaf_flag(),
             ttl,
             capacity,
+            invalidations: AtomicU64::new(0),
         }
     }
 
@@ -277,6 +280,7 @@ impl KeyCache {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.generation.fetch_add(1, Ordering::AcqRel);
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
         entries.retain(|_, e| !matches(&e.key.record));
     }
 
@@ -308,6 +312,12 @@ impl KeyCache {
     /// How many keys are cached.
     pub fn len(&self) -> usize {
         self.entries.read().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Invalidations applied so far (each store event about a key, a
+    /// user or a workspace, and each order to forget everything).
+    pub fn invalidations(&self) -> u64 {
+        self.invalidations.load(Ordering::Relaxed)
     }
 
     /// Whether nothing is cached.

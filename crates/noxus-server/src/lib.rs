@@ -22,6 +22,7 @@ pub mod key_cache;
 pub mod keys;
 pub mod leaks;
 pub mod members;
+pub mod metrics;
 pub mod rate_limit;
 pub mod reports;
 pub mod runs;

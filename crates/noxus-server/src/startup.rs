@@ -18,6 +18,8 @@ use crate::store::DatabaseConfig;
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    /// `--metrics-listen`, bound.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     welcome: Option<Welcome>,
     setup_link: Option<SetupLink>,
@@ -30,6 +32,9 @@ impl Application {
     /// Opens the store, binds the port (0 picks a free one) and performs the
     /// first start if the data directory is new.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config
+            .check_metrics_listen()
+            .map_err(|why| anyhow::anyhow!(why))?;
         let catalog = Catalog::load(config.catalog_file.as_deref())?;
         let database = config.database();
         // One data directory, one process: refused before anything is opened.
@@ -47,6 +52,14 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (--metrics-listen)"))?,
+            ),
+            None => None,
+        };
         let local = listener.local_addr()?;
         let base_url = config.public_url.clone().unwrap_or_else(|| {
             let host = if local.ip().is_unspecified() {
@@ -69,6 +82,7 @@ impl Application {
         hourly_maintenance(&state).await;
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             welcome,
             setup_link,
@@ -87,6 +101,13 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Where `/metrics` is served, with `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The URL clients use.
@@ -147,7 +168,8 @@ impl Application {
                 let mut ticks: u64 = 0;
                 loop {
                     tick.tick().await;
-                    state.usage().flush(state.store()).await;
+                    let flushed = state.usage().flush(state.store()).await;
+                    state.metrics().usage_flushed(&flushed);
                     // Hourly (the first run was before serving).
                     if ticks > 0 && ticks.is_multiple_of(3600) {
                         hourly_maintenance(&state).await;
@@ -169,6 +191,14 @@ impl Application {
                 state.limits().run(local).await;
             })
         });
+        // The metrics listener stops with the public one.
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let state = self.state.clone();
+            tokio::spawn(crate::metrics::server::serve(listener, state, async move {
+                let _ = metrics_stopped.await;
+            }))
+        });
         let timeouts = crate::connections::ConnectionTimeouts {
             header_read: self.state.config().header_read_timeout,
             idle: self.state.config().idle_timeout,
@@ -182,6 +212,16 @@ impl Application {
         )
         .await;
         flusher.abort();
+        let _ = metrics_stop.send(());
+        if let Some(server) = metrics_server {
+            // A scrape in flight ends; a connection kept open does not hold the shutdown.
+            if tokio::time::timeout(std::time::Duration::from_secs(1), server)
+                .await
+                .is_err()
+            {
+                tracing::debug!("the metrics listener did not stop in time");
+            }
+        }
         if let Some(sync) = limits_sync {
             sync.abort();
         }

@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     callbacks: crate::runs::callbacks::CallbackHub,
     /// The open run event streams, woken by the store's events.
     streams: Arc<crate::runs::streams::Streams>,
+    /// This instance's Prometheus metrics.
+    metrics: crate::metrics::Metrics,
     config: Config,
 }
 
@@ -92,6 +94,7 @@ impl AppState {
             let streams = Arc::clone(&streams);
             async move { streams.run_dispatch(key_events, run_events).await }
         });
+        let metrics = crate::metrics::Metrics::new(Arc::clone(&store), Arc::clone(&cache));
         let state = Self(Arc::new(Inner {
             hasher: KeyHasher::rotating(config.pepper.as_ref(), config.previous_pepper.as_ref()),
             passwords: PasswordPool::new(config.password_hash_concurrency, QUEUE_WAIT),
@@ -115,6 +118,7 @@ impl AppState {
             models,
             callbacks: crate::runs::callbacks::CallbackHub::new(&config)?,
             streams,
+            metrics,
             store,
             catalog,
             config,
@@ -247,6 +251,11 @@ impl AppState {
     /// Nodes, models and presets.
     pub fn catalog(&self) -> &Catalog {
         &self.0.catalog
+    }
+
+    /// This instance's metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
     }
 
     /// The configuration.

@@ -154,6 +154,9 @@ pub struct KeyHot {
     /// Counts of other hours since the last flush (at an hour boundary).
     counts: Mutex<Vec<(i64, UsageCounts)>>,
     dirty: AtomicBool,
+    /// When `dirty` was last set (Unix ms): the age of the oldest use not
+    /// written yet, for the flush lag.
+    dirty_since_ms: AtomicI64,
 }
 
 /// A key's spending not yet synced with other replicas.
@@ -216,7 +219,7 @@ impl KeyHot {
                 a.last_ms = a.last_ms.max(unix_ms);
             }
         }
-        self.mark_dirty();
+        self.mark_dirty(unix_ms);
     }
 
     /// Counts an answer with `status` at `unix_ms`.
@@ -239,7 +242,7 @@ impl KeyHot {
                 429 => add(6),
                 _ => {}
             }
-            self.mark_dirty();
+            self.mark_dirty(unix_ms);
             return;
         }
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -258,11 +261,12 @@ impl KeyHot {
             }
         }
         drop(counts);
-        self.mark_dirty();
+        self.mark_dirty(unix_ms);
     }
 
-    fn mark_dirty(&self) {
+    fn mark_dirty(&self, unix_ms: i64) {
         if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty_since_ms.store(unix_ms, Ordering::Relaxed);
             self.dirty.store(true, Ordering::Release);
         }
     }
@@ -387,30 +391,57 @@ impl UsageRecorder {
                 hot_counts: Default::default(),
                 counts: Mutex::new(Vec::new()),
                 dirty: AtomicBool::new(false),
+                dirty_since_ms: AtomicI64::new(0),
             })
         }))
     }
 
     /// Writes everything counted since the last flush; on failure it is kept for the next try.
-    pub async fn flush(&self, store: &dyn Store) {
+    pub async fn flush(&self, store: &dyn Store) -> FlushReport {
+        let mut oldest_ms = i64::MAX;
         let dirty: Vec<Arc<KeyHot>> = {
             let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             keys.values()
                 .filter(|k| k.dirty.swap(false, Ordering::AcqRel))
+                .inspect(|k| oldest_ms = oldest_ms.min(k.dirty_since_ms.load(Ordering::Relaxed)))
                 .cloned()
                 .collect()
         };
         if dirty.is_empty() {
-            return;
+            return FlushReport::default();
         }
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let lag = Duration::from_millis(u64::try_from(now_ms - oldest_ms).unwrap_or(0));
         let batch: Vec<KeyUsageFlush> = dirty.iter().map(|k| k.take()).collect();
-        if let Err(err) = store.record_usage(&batch, self.max_addresses_per_key).await {
+        let started = std::time::Instant::now();
+        let written = store.record_usage(&batch, self.max_addresses_per_key).await;
+        let report = FlushReport {
+            keys: batch.len(),
+            lag,
+            took: started.elapsed(),
+            failed: written.is_err(),
+        };
+        if let Err(err) = written {
             tracing::warn!(error = %err, keys = batch.len(), "cannot record key usage; will retry");
             for (key, flush) in dirty.iter().zip(batch) {
                 key.put_back(flush);
             }
         }
+        report
     }
+}
+
+/// What a usage flush did, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlushReport {
+    /// Keys written (or tried).
+    pub keys: usize,
+    /// Age of the oldest use written: how far behind the store was.
+    pub lag: Duration,
+    /// How long the write took.
+    pub took: Duration,
+    /// Whether the write failed (the counts are kept for the next flush).
+    pub failed: bool,
 }
 
 /// What the request layer learns about the key of a request.

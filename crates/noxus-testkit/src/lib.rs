@@ -81,6 +81,9 @@ pub struct TestApp {
     pub base_url: String,
     /// The port.
     pub port: u16,
+    /// `http://127.0.0.1:PORT/metrics` when the configuration set
+    /// `metrics_listen` (port 0 picks a free one).
+    pub metrics_url: Option<String>,
     /// A client for raw requests.
     pub http: reqwest::Client,
     /// The server's state (store, cache) for arranging tests.
@@ -137,6 +140,9 @@ impl TestApp {
         let state = application.state().clone();
         let port = application.port();
         let base_url = application.base_url().to_owned();
+        let metrics_url = application
+            .metrics_addr()
+            .map(|addr| format!("http://{addr}/metrics"));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run_until_stopped(async move {
             let _ = rx.await;
@@ -218,6 +224,7 @@ impl TestApp {
         Self {
             base_url,
             port,
+            metrics_url,
             http: reqwest::Client::new(),
             state,
             owner_key,

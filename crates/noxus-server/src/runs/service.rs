@@ -581,7 +581,7 @@ async fn finish(state: &AppState, run_id: &RunId, env: Option<&Env<'_>>, outcome
         None => write_steps(state, run_id, &[], Some(&outcome)).await,
     };
     match written {
-        Ok(true) => {}
+        Ok(true) => state.metrics().run_finished(outcome.status()),
         Ok(false) => {
             tracing::debug!(%run_id, "run ended elsewhere (stopped) before it finished here")
         }

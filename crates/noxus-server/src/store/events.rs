@@ -107,6 +107,10 @@ struct Inner {
     /// Numbering and sending under one lock, so that subscribers receive
     /// events in the order of their numbers.
     order: Mutex<()>,
+    /// Notifications heard from other processes (PostgreSQL), for the metrics.
+    notifications: AtomicU64,
+    /// Times the listener connection was made again after a loss.
+    reconnects: AtomicU64,
 }
 
 impl Default for EventBus {
@@ -127,6 +131,8 @@ impl EventBus {
                 published: Arc::new(AtomicU64::new(0)),
                 deaf: Arc::new(AtomicBool::new(false)),
                 order: Mutex::new(()),
+                notifications: AtomicU64::new(0),
+                reconnects: AtomicU64::new(0),
             }),
         }
     }
@@ -180,6 +186,26 @@ impl EventBus {
     pub fn hears_again(&self) {
         self.publish([StoreEvent::Resync]);
         self.inner.deaf.store(false, Ordering::Release);
+    }
+
+    /// Counts a notification heard from another process.
+    pub fn heard_notification(&self) {
+        self.inner.notifications.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reconnection of the listener.
+    pub fn listener_reconnected(&self) {
+        self.inner.reconnects.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notifications heard from other processes so far.
+    pub fn notifications_heard(&self) -> u64 {
+        self.inner.notifications.load(Ordering::Relaxed)
+    }
+
+    /// Reconnections of the listener so far.
+    pub fn listener_reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
     }
 
     /// Whether changes made by other processes can go unheard right now

@@ -1290,4 +1290,55 @@ pub trait Store:
     fn rate_counters(&self) -> Option<&dyn RateCounterStore> {
         None
     }
+    /// The connection pool as it is now (for the metrics): its
+    /// connections, how many are idle, and its bound.
+    fn pool_stats(&self) -> PoolStats;
+    /// How many runs wait for a worker and how many are running now, over
+    /// the whole database (for the metrics).
+    async fn active_runs(&self) -> StoreResult<ActiveRuns>;
+}
+
+/// A connection pool as it is now ([`Store::pool_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub open: u32,
+    /// Of those, connections not in use.
+    pub idle: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolStats {
+    /// The stats of a sqlx pool.
+    pub fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
+        Self {
+            open: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        }
+    }
+}
+
+/// Runs not ended yet ([`Store::active_runs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveRuns {
+    /// Waiting for a worker.
+    pub queued: u64,
+    /// Claimed by a worker.
+    pub running: u64,
+}
+
+/// [`ActiveRuns`] from `(status, count)` rows.
+pub(crate) fn active_runs_of(rows: Vec<(String, i64)>) -> ActiveRuns {
+    let mut runs = ActiveRuns::default();
+    for (status, count) in rows {
+        let count = u64::try_from(count).unwrap_or(0);
+        match RunStatus::parse(&status) {
+            Some(RunStatus::Queued) => runs.queued = count,
+            Some(RunStatus::Running) => runs.running = count,
+            _ => {}
+        }
+    }
+    runs
 }

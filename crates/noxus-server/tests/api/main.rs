@@ -19,6 +19,7 @@ mod leak_webhooks;
 mod leaks;
 mod login_protection;
 mod malformed_input;
+mod metrics;
 mod openapi;
 mod people;
 mod postgres_outage;

@@ -383,6 +383,7 @@ fn on_notification(channel: &str, payload: &str, instance: &str, events: &EventB
         Some((_, event)) => StoreEvent::decode(event),
         None => StoreEvent::Resync,
     };
+    events.heard_notification();
     if channel == RUNS_CHANNEL && !event.is_run() {
         // Something about runs this process does not understand (a newer
         // one said it): every stream looks again; the key cache is not
@@ -422,6 +423,7 @@ async fn run_listener(
                         tracing::info!("PostgreSQL event listener reconnected");
                         backoff = Duration::from_millis(50);
                         connected.store(true, Ordering::Release);
+                        events.listener_reconnected();
                         // Whatever was notified while disconnected is lost:
                         // forget everything, then let the cache serve again.
                         events.hears_again();
@@ -685,5 +687,20 @@ impl Store for PostgresStore {
 
     fn events(&self) -> &EventBus {
         &self.events
+    }
+
+    fn pool_stats(&self) -> super::PoolStats {
+        // The requests' pool (the listener's connection is apart).
+        super::PoolStats::of(&self.pool)
+    }
+
+    async fn active_runs(&self) -> StoreResult<super::ActiveRuns> {
+        // The partial claim index (status in queued, running) answers it.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::active_runs_of(rows))
     }
 }

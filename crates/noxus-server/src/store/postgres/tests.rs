@@ -418,6 +418,8 @@ async fn a_dropped_listener_reconnects_and_tells_subscribers_to_resync() {
     assert!(b.listener_connected());
     assert!(!b.events().is_deaf());
     b.ping().await.unwrap();
+    assert_eq!(b.events().listener_reconnects(), 1, "counted (metrics)");
+    let heard = b.events().notifications_heard();
     // Heard again after the reconnection.
     let key = a
         .create_key(
@@ -428,6 +430,15 @@ async fn a_dropped_listener_reconnects_and_tells_subscribers_to_resync() {
         .await
         .unwrap();
     expect_event(&mut at_b, &StoreEvent::KeyChanged(key.id)).await;
+    assert!(
+        b.events().notifications_heard() > heard,
+        "counted (metrics)"
+    );
+    assert_eq!(
+        a.events().notifications_heard(),
+        0,
+        "an instance's own notifications are not counted"
+    );
     pool.close().await;
     a.close().await;
     b.close().await;

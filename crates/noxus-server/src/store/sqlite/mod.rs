@@ -361,4 +361,27 @@ impl Store for SqliteStore {
     fn events(&self) -> &EventBus {
         &self.events
     }
+
+    fn pool_stats(&self) -> super::PoolStats {
+        // The readers' pool and the one writer connection, as one.
+        let (readers, writer) = (
+            super::PoolStats::of(&self.pool),
+            super::PoolStats::of(&self.writer),
+        );
+        super::PoolStats {
+            open: readers.open + writer.open,
+            idle: readers.idle + writer.idle,
+            max: readers.max + writer.max,
+        }
+    }
+
+    async fn active_runs(&self) -> StoreResult<super::ActiveRuns> {
+        // The claim index (status, lease_until) answers it.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM runs WHERE status IN ('queued', 'running') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(super::active_runs_of(rows))
+    }
 }
