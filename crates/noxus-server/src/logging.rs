@@ -1,9 +1,12 @@
 //! The server's log: `text` for people or `json` (one object per line) for
 //! log pipelines, written on standard error by a background thread so that
-//! no request ever waits on a write, and the per-request access line
-//! ([`ACCESS_TARGET`]).
+//! no request ever waits on a write (nor wakes that thread), and the
+//! per-request access line ([`ACCESS_TARGET`]).
 
 use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -45,30 +48,108 @@ pub struct LogSettings {
 }
 
 /// Keeps the log's writer thread alive; dropping it writes what is still
-/// queued (waiting a second at most) and says how many lines were dropped
-/// because standard error did not keep up.
+/// queued and says how many lines were dropped because standard error did
+/// not keep up.
 #[must_use = "dropping the guard stops the log's writer"]
 #[derive(Debug)]
 pub struct LogGuard {
-    worker: Option<tracing_appender::non_blocking::WorkerGuard>,
-    dropped: tracing_appender::non_blocking::ErrorCounter,
+    queue: Arc<Queue>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        drop(self.worker.take());
-        let dropped = self.dropped.dropped_lines();
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let dropped = self.queue.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             eprintln!(
-                "{dropped} log lines were dropped because standard error did not keep up (the log queue holds {QUEUED_LINES} lines)"
+                "{dropped} log lines were dropped because standard error did not keep up (at most {} MiB of lines wait)",
+                QUEUE_BYTES >> 20
             );
         }
     }
 }
 
-/// Lines the writer thread may have queued; beyond that new lines are
-/// dropped (and counted) rather than making requests wait.
-const QUEUED_LINES: usize = 128_000;
+/// Bytes of lines that may wait for the writer thread; beyond that new
+/// lines are dropped (and counted) rather than making requests wait.
+const QUEUE_BYTES: usize = 16 << 20;
+
+/// How often the writer thread writes what was queued meanwhile.
+const WRITE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Lines waiting for the writer thread. A request appends its line under a
+/// short lock (no allocation once the buffer has grown, no system call, no
+/// wake-up of another thread); the writer thread takes them all every
+/// [`WRITE_INTERVAL`] and writes them with one call.
+#[derive(Debug, Default)]
+struct Queue {
+    lines: Mutex<Vec<u8>>,
+    dropped: AtomicU64,
+}
+
+/// What the formatting layers write to: the [`Queue`].
+#[derive(Debug, Clone)]
+struct QueueWriter(Arc<Queue>);
+
+impl std::io::Write for QueueWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut lines = self.0.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() + line.len() > QUEUE_BYTES {
+            drop(lines);
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            lines.extend_from_slice(line);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Starts the writer thread: every [`WRITE_INTERVAL`], and once more when
+/// the guard is dropped, it writes the queued lines to `out`.
+fn start_writer(mut out: impl std::io::Write + Send + 'static) -> (QueueWriter, LogGuard) {
+    let queue = Arc::new(Queue::default());
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let thread = {
+        let queue = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name("noxus-log-writer".to_owned())
+            .spawn(move || {
+                let mut writing = Vec::new();
+                loop {
+                    let last = !matches!(
+                        stopped.recv_timeout(WRITE_INTERVAL),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    std::mem::swap(
+                        &mut writing,
+                        &mut *queue.lines.lock().unwrap_or_else(|p| p.into_inner()),
+                    );
+                    if !writing.is_empty() {
+                        // Nowhere to report a failed write but standard error itself.
+                        let _ = out.write_all(&writing).and_then(|()| out.flush());
+                        writing.clear();
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            })
+    };
+    let guard = LogGuard {
+        queue: Arc::clone(&queue),
+        stop: Some(stop),
+        thread: thread.ok(),
+    };
+    (QueueWriter(queue), guard)
+}
 
 /// The `tracing` filter of the settings: `NOXUS_LOG`'s directives (or
 /// `info`), with the access line turned on or off unless the directives
@@ -103,12 +184,8 @@ pub fn init(
     settings: &LogSettings,
     extra: Option<Box<dyn Layer<Registry> + Send + Sync>>,
 ) -> anyhow::Result<LogGuard> {
-    let (writer, worker) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUED_LINES)
-        .lossy(true)
-        .thread_name("noxus-log-writer")
-        .finish(std::io::stderr());
-    let dropped = writer.error_counter();
+    let (queue, guard) = start_writer(std::io::stderr());
+    let writer = move || queue.clone();
     let filter = filter(settings);
     let lines: Box<dyn Layer<_> + Send + Sync> = match settings.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -128,10 +205,7 @@ pub fn init(
         .with(lines)
         .try_init()
         .map_err(|err| anyhow::anyhow!("cannot install the log: {err}"))?;
-    Ok(LogGuard {
-        worker: Some(worker),
-        dropped,
-    })
+    Ok(guard)
 }
 
 /// Formats events as JSON lines: `{"time":…,"level":…,"target":…,
@@ -451,6 +525,20 @@ mod tests {
         ))));
         // Invalid directives fall back to `info`.
         assert!(shown(filter(&settings(true, Some("=#!")))));
+    }
+
+    #[test]
+    fn queued_lines_are_all_written_by_the_time_the_guard_is_dropped() {
+        let out = Buffer::default();
+        let (queue, guard) = start_writer(out.clone());
+        for i in 0..1000 {
+            std::io::Write::write_all(&mut queue.clone(), format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        drop(guard);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let expected: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, expected);
     }
 
     fn json_lines_with(filter: EnvFilter, body: impl FnOnce()) -> usize {

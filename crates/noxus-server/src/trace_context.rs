@@ -5,10 +5,10 @@
 
 use std::fmt;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 /// The header's name.
-pub const TRACEPARENT: &str = "traceparent";
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// A trace id: 16 bytes, never all zeros.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,7 +91,7 @@ impl TraceParent {
     /// The request's trace parent: its one `traceparent` header, if valid.
     /// Several such headers make it ambiguous, so it is ignored.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let mut values = headers.get_all(TRACEPARENT).iter();
+        let mut values = headers.get_all(&TRACEPARENT).iter();
         let value = values.next()?;
         if values.next().is_some() {
             return None;
@@ -171,9 +171,9 @@ mod tests {
     #[test]
     fn two_traceparent_headers_are_ignored() {
         let mut headers = HeaderMap::new();
-        headers.append(TRACEPARENT, VALID.parse().expect("header value"));
+        headers.append(TRACEPARENT.clone(), VALID.parse().expect("header value"));
         assert!(TraceParent::from_headers(&headers).is_some());
-        headers.append(TRACEPARENT, VALID.parse().expect("header value"));
+        headers.append(TRACEPARENT.clone(), VALID.parse().expect("header value"));
         assert_eq!(TraceParent::from_headers(&headers), None);
     }
 
