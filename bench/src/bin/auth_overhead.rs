@@ -27,8 +27,11 @@
 //! micro-benchmark of `auth::authenticate` alone (cached and uncached) to say
 //! where the time goes.
 //!
-//! No tracing subscriber is installed: the server's per-request span and
-//! events are debug-level, disabled at `noxus serve`'s default `info` too.
+//! By default no tracing subscriber is installed. `--log-format json` (or
+//! `text`) installs `noxus serve`'s log (`noxus_server::logging`) at its
+//! default level, access line on: one line per request on standard error
+//! (send it to `/dev/null` or a file), written by the log's own thread,
+//! whose CPU time counts as the server's.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -129,6 +132,18 @@ struct Args {
     /// request is counted for the sync every 100 ms.
     #[arg(long)]
     redis_url: Option<String>,
+
+    /// Install `noxus serve`'s log in this format (default level `info`,
+    /// one access line per request, on standard error); none by default.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
 }
 
 /// Whether the per-key rate limiter is in the request path.
@@ -231,7 +246,11 @@ impl CpuTime {
                 .filter_map(|&i| fields.get(i)?.parse::<u32>().ok())
                 .sum();
             let time = TICK * ticks;
-            if comm.starts_with("server") || comm.starts_with("sqlx") {
+            // `noxus-log-writer` (15 characters shown): the log's thread.
+            if comm.starts_with("server")
+                || comm.starts_with("sqlx")
+                || comm.starts_with("noxus-log")
+            {
                 cpu.server += time;
             } else if comm.starts_with("client") {
                 cpu.client += time;
@@ -632,6 +651,23 @@ fn main() -> anyhow::Result<()> {
     ensure!(!duration.is_zero(), "--duration must be positive");
     let round_duration = duration / args.rounds;
 
+    let _log = args
+        .log_format
+        .map(|format| {
+            noxus_server::logging::init(
+                &noxus_server::logging::LogSettings {
+                    format: match format {
+                        LogFormatArg::Text => noxus_server::logging::LogFormat::Text,
+                        LogFormatArg::Json => noxus_server::logging::LogFormat::Json,
+                    },
+                    access_log: true,
+                    directives: None,
+                    ansi: false,
+                },
+                None,
+            )
+        })
+        .transpose()?;
     let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
     let server_rt = runtime(args.server_threads, "server")?;
     let client_rt = runtime(args.client_threads, "client")?;
@@ -677,6 +713,14 @@ fn main() -> anyhow::Result<()> {
         }
     );
     println!("rate limits: {}", server.state.limits().describe());
+    println!(
+        "log: {}",
+        match args.log_format {
+            None => "none (no subscriber)",
+            Some(LogFormatArg::Text) => "text on standard error, access line on",
+            Some(LogFormatArg::Json) => "json on standard error, access line on",
+        }
+    );
     println!(
         "{} connections, closed loop, response body {} bytes, warm-up {:.1} s per route, {} x {:.2} s rounds per route (order A B, B A, ...)",
         args.connections,

@@ -14,6 +14,7 @@ mod connection;
 mod database;
 mod exit;
 mod migrate;
+mod otel;
 mod output;
 mod serve;
 

@@ -222,6 +222,31 @@ pub struct ServeArgs {
     /// addresses stay refused.
     #[arg(long, env = "NOXUS_ALLOW_LOOPBACK_CALLBACKS")]
     allow_loopback_callbacks: bool,
+
+    /// Format of the log on standard error: `text` for people, `json` for a
+    /// log pipeline (one object per line: time, level, target, message and
+    /// the line's fields). NOXUS_LOG chooses what is logged (default info).
+    #[arg(long, env = "NOXUS_LOG_FORMAT", value_enum, default_value_t = LogFormatArg::Text)]
+    log_format: LogFormatArg,
+
+    /// One `noxus::access` line per request (request id, method, route
+    /// template, status, latency, key id, trace id): `on` or `off`.
+    #[arg(long, env = "NOXUS_ACCESS_LOG", value_enum, default_value_t = Switch::On)]
+    access_log: Switch,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+/// An option that is `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 /// The endpoint as logged: without any user name or password in it.
@@ -306,14 +331,22 @@ fn serve(
     postgres: Option<noxus_server::store::PostgresOptions>,
     llm: Option<LlmEndpoint>,
 ) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NOXUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let log_settings = noxus_server::logging::LogSettings {
+        format: match args.log_format {
+            LogFormatArg::Text => noxus_server::logging::LogFormat::Text,
+            LogFormatArg::Json => noxus_server::logging::LogFormat::Json,
+        },
+        access_log: args.access_log == Switch::On,
+        directives: std::env::var("NOXUS_LOG").ok(),
+        ansi: std::io::stderr().is_terminal(),
+    };
+    let mut traces = crate::otel::TraceExport::from_env(runtime.handle())?;
+    let log_guard = noxus_server::logging::init(&log_settings, traces.take_layer())?;
+    traces.announce();
 
     let mut config = Config::new(args.data_dir);
     config.postgres = postgres;
@@ -396,11 +429,7 @@ fn serve(
             burst: args.rate_limit_burst.max(1),
         });
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         // Before anything is served: a SIGTERM from the moment `/readyz`
         // answers must drain and exit 0, not kill the process.
         let stop = shutdown_signal();
@@ -422,5 +451,11 @@ fn serve(
             tracing::info!(url = %format!("http://{addr}/metrics"), "serving metrics");
         }
         app.run_until_stopped(stop).await
-    })
+    });
+    // The spans still queued are sent while the runtime still runs, then
+    // the log's last lines are written.
+    traces.shutdown();
+    drop(runtime);
+    drop(log_guard);
+    served
 }

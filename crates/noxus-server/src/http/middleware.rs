@@ -1,8 +1,6 @@
 //! Per-request plumbing: a request id on every response, error bodies in
 //! one JSON shape (ours and the framework's), and logging of 5xx causes.
 
-use std::time::Instant;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -12,6 +10,7 @@ use noxus_api::ErrorBody;
 use rand::Rng;
 use tracing::Instrument;
 
+use crate::http::access_log::RequestFacts;
 use crate::http::body_timeout;
 use crate::http::error::{ApiError, ErrorPayload};
 use crate::state::AppState;
@@ -62,12 +61,9 @@ pub async fn request_context(
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
-    let method = request.method().clone();
-    // A key pasted into the URL is never logged in full.
-    let path = noxus_api::key_format::redact(request.uri().path()).into_owned();
-    let started = Instant::now();
-    let span =
-        tracing::debug_span!("request", %request_id, %method, %path, key = tracing::field::Empty);
+    // Logs and traces (access_log.rs): the route template, never the path.
+    let facts = RequestFacts::of(&request);
+    let span = facts.span(&request_id, request.uri().path());
 
     let slot = KeySlot::default();
     request.extensions_mut().insert(slot.clone());
@@ -75,7 +71,10 @@ pub async fn request_context(
     if let Some(watch) = body_watch {
         response = watch.answer(response);
     }
-    if let Some(key) = slot.take() {
+    let key = slot.take();
+    let route = slot.route();
+    let route = route.as_ref().map(axum::extract::MatchedPath::as_str);
+    if let Some(key) = &key {
         key.hot.count(response.status().as_u16(), key.unix_ms);
         if let Some(rate) = key.rate {
             let headers = response.headers_mut();
@@ -108,10 +107,11 @@ pub async fn request_context(
     if let Some(payload) = payload {
         let _entered = span.enter();
         if status.is_server_error() {
-            tracing::error!(
-                %status,
-                cause = payload.internal.as_deref().unwrap_or("unknown"),
-                "request failed"
+            facts.log_failure(
+                &request_id,
+                status,
+                route,
+                payload.internal.as_deref().unwrap_or("unknown"),
             );
         } else {
             tracing::debug!(%status, code = payload.code, "request refused");
@@ -120,6 +120,12 @@ pub async fn request_context(
             if let Ok(value) = HeaderValue::from_str(&request_id) {
                 response.headers_mut().insert("x-request-id", value);
             }
+            facts.log_access(
+                &request_id,
+                status,
+                route,
+                key.as_ref().map(|k| k.hot.key_id()),
+            );
             return finish(&state, response);
         }
         let body = ErrorBody {
@@ -141,7 +147,12 @@ pub async fn request_context(
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    tracing::debug!(parent: &span, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "done");
+    facts.log_access(
+        &request_id,
+        status,
+        route,
+        key.as_ref().map(|k| k.hot.key_id()),
+    );
     finish(&state, response)
 }
 

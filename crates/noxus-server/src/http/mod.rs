@@ -2,6 +2,7 @@
 //! them with their OpenAPI description. [`crate::app`] mounts it beside the
 //! dashboard, behind the per-request layers.
 
+pub(crate) mod access_log;
 pub mod admin;
 pub mod audit;
 pub mod body_timeout;
