@@ -141,7 +141,16 @@ fn floor(port: u16, body: PathBuf, content_type: String) -> anyhow::Result<()> {
             }),
         );
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        axum::serve(listener, app).await?;
+        // `FLOOR_NODELAY=1`: TCP_NODELAY like `noxus serve` (a calibration).
+        if std::env::var_os("FLOOR_NODELAY").is_some() {
+            use axum::serve::ListenerExt as _;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app).await?;
+        } else {
+            axum::serve(listener, app).await?;
+        }
         anyhow::Ok(())
     })
 }
@@ -300,7 +309,7 @@ fn median(values: &[f64]) -> f64 {
     }
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
