@@ -12,7 +12,8 @@ cannot say either (the document says it in words): a generated URL of the
 right length is replaced by one the server accepts and that never resolves
 (`.invalid`, RFC 6761), so that no callback leaves the machine. Longer or
 non-string values (negative cases) are left alone; the URL check itself is
-fuzzed by a property test (`runs::callbacks`).
+fuzzed by a property test (`runs::callbacks`). A workspace's security
+webhook `url` is checked the same way and gets the same treatment.
 """
 
 from datetime import datetime, timezone
@@ -24,6 +25,8 @@ RUN_STARTS = {("POST", "/v1/workflows/{id}/runs"), ("POST", "/v1/workflows/{id}/
 # The documented bound of `callback_url`, in characters.
 CALLBACK_URL_MAX = 2048
 ACCEPTED_CALLBACK_URL = "https://callbacks.invalid/run-ended"
+SECURITY_WEBHOOK = ("PUT", "/v1/admin/groups/{id}/security-webhook")
+ACCEPTED_WEBHOOK_URL = "https://callbacks.invalid/security-events"
 
 
 def future(text):
@@ -52,4 +55,8 @@ def map_case(context, case):
         url = case.body.get("callback_url")
         if isinstance(url, str) and 0 < len(url) <= CALLBACK_URL_MAX:
             case.body["callback_url"] = ACCEPTED_CALLBACK_URL
+    if (case.method.upper(), case.path) == SECURITY_WEBHOOK and isinstance(case.body, dict):
+        url = case.body.get("url")
+        if isinstance(url, str) and 0 < len(url) <= CALLBACK_URL_MAX:
+            case.body["url"] = ACCEPTED_WEBHOOK_URL
     return case

@@ -46,6 +46,7 @@ pub struct SetSecurityWebhook {
     /// address, at most 2048 characters, without a user name or password
     /// (put a token in its path or query instead).
     #[schema(
+        min_length = 1,
         max_length = 2048,
         example = "https://hooks.example.com/noxus/security"
     )]
