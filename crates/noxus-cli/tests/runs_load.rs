@@ -344,13 +344,23 @@ async fn owner_of(store: &dyn noxus_testkit::noxus_server::store::Store) -> (Str
     (workspaces[0].id.to_string(), owner.id.to_string())
 }
 
-/// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to a process.
+/// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to a process, with the
+/// system call itself: spawning `kill` took milliseconds, long enough for
+/// the process to finish the runs the database had just shown it holding.
 fn signal(pid: u32, signal: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{signal} {pid}");
+    use rustix::process::{kill_process, Pid, Signal};
+    let sig = match signal {
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        "TERM" => Signal::TERM,
+        "KILL" => Signal::KILL,
+        other => panic!("unknown signal {other}"),
+    };
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .expect("a process id");
+    kill_process(target, sig).unwrap_or_else(|err| panic!("kill -{signal} {pid}: {err}"));
 }
 
 /// Freezes process `pid` (SIGSTOP) at a moment the database shows it
