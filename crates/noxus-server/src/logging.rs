@@ -5,7 +5,7 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
@@ -112,6 +112,115 @@ impl std::io::Write for QueueWriter {
     }
 }
 
+/// Where access lines go when the server writes them itself: with JSON
+/// lines, the access line on and its target not named by the directives,
+/// [`init`] installs this sink and the line is written straight into the
+/// log's queue, in the same shape the JSON formatter gives it, without
+/// `tracing`'s per-field dispatch and formatting (the line is the one log
+/// line every request writes). Process-wide, like the log itself.
+#[derive(Debug)]
+pub struct AccessSink {
+    queue: Arc<Queue>,
+    /// Another layer (the trace exporter) also takes the access line, as a
+    /// `tracing` event: it must still be sent.
+    also_event: bool,
+}
+
+static ACCESS_SINK: OnceLock<AccessSink> = OnceLock::new();
+
+/// The access-line sink, if [`init`] installed one (see [`AccessSink`]);
+/// without it, the line is a `tracing` event.
+pub fn access_sink() -> Option<&'static AccessSink> {
+    ACCESS_SINK.get()
+}
+
+/// What an access line says.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLine<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// The route template; `None` when no route matched.
+    pub route: Option<&'a str>,
+    pub status: u16,
+    pub latency_us: u64,
+    pub key_id: Option<&'a str>,
+    pub trace: Option<crate::trace_context::TraceParent>,
+}
+
+/// Longest access line with short strings; longer ones only grow the queue.
+const ACCESS_LINE_BYTES: usize = 512;
+
+impl AccessSink {
+    /// Whether the line must also be sent as a `tracing` event.
+    pub fn also_event(&self) -> bool {
+        self.also_event
+    }
+
+    /// Queues the line (or counts it dropped when the queue is full).
+    pub fn write(&self, line: &AccessLine<'_>) {
+        let mut lines = self.queue.lines.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() + ACCESS_LINE_BYTES > QUEUE_BYTES {
+            drop(lines);
+            self.queue.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        line.write_json(&mut lines, &utc_now());
+    }
+}
+
+impl AccessLine<'_> {
+    /// The JSON line, as [`JsonLines`] formats the `tracing` event.
+    fn write_json(&self, out: &mut Vec<u8>, time: &[u8; 27]) {
+        fn string(out: &mut Vec<u8>, name: &str, value: &str) {
+            out.extend_from_slice(name.as_bytes());
+            push_json_str(out, value);
+        }
+        fn number(out: &mut Vec<u8>, name: &str, value: u64) {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        }
+        out.extend_from_slice(b"{\"time\":\"");
+        out.extend_from_slice(time);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"target\":\"");
+        out.extend_from_slice(ACCESS_TARGET.as_bytes());
+        out.push(b'"');
+        string(out, ",\"request_id\":", self.request_id);
+        string(out, ",\"method\":", self.method);
+        if let Some(route) = self.route {
+            string(out, ",\"route\":", route);
+        }
+        number(out, ",\"status\":", u64::from(self.status));
+        number(out, ",\"latency_us\":", self.latency_us);
+        if let Some(key_id) = self.key_id {
+            string(out, ",\"key_id\":", key_id);
+        }
+        if let Some(trace) = self.trace {
+            use std::io::Write as _;
+            let _ = write!(
+                out,
+                ",\"trace_id\":\"{}\",\"parent_span_id\":\"{}\",\"trace_sampled\":{}",
+                trace.trace_id,
+                trace.parent_id,
+                trace.sampled()
+            );
+        }
+        out.extend_from_slice(b",\"message\":\"request\"}\n");
+    }
+}
+
+/// A JSON string literal, quotes included, appended to bytes.
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    if text.bytes().any(needs_escape) {
+        let mut escaped = String::with_capacity(text.len() + 8);
+        let _ = JsonEscaped(&mut escaped).write_str(text);
+        out.extend_from_slice(escaped.as_bytes());
+    } else {
+        out.extend_from_slice(text.as_bytes());
+    }
+    out.push(b'"');
+}
+
 /// Starts the writer thread: every [`WRITE_INTERVAL`], and once more when
 /// the guard is dropped, it writes the queued lines to `out`.
 fn start_writer(mut out: impl std::io::Write + Send + 'static) -> (QueueWriter, LogGuard) {
@@ -185,8 +294,22 @@ pub fn init(
     extra: Option<Box<dyn Layer<Registry> + Send + Sync>>,
 ) -> anyhow::Result<LogGuard> {
     let (queue, guard) = start_writer(std::io::stderr());
+    let sink = AccessSink {
+        queue: Arc::clone(&queue.0),
+        also_event: extra.is_some(),
+    };
     let writer = move || queue.clone();
-    let filter = filter(settings);
+    // JSON access lines are written by the server itself (`AccessSink`):
+    // the formatting layer must not write them a second time.
+    let direct_access = settings.format == LogFormat::Json && direct_access_line(settings);
+    let filter = if direct_access {
+        filter(&LogSettings {
+            access_log: false,
+            ..settings.clone()
+        })
+    } else {
+        filter(settings)
+    };
     let lines: Box<dyn Layer<_> + Send + Sync> = match settings.format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(writer)
@@ -205,7 +328,21 @@ pub fn init(
         .with(lines)
         .try_init()
         .map_err(|err| anyhow::anyhow!("cannot install the log: {err}"))?;
+    if direct_access {
+        // `try_init` succeeded: this is the process's first log.
+        let _ = ACCESS_SINK.set(sink);
+    }
     Ok(guard)
+}
+
+/// Whether the access line is on by the settings alone: on, and its target
+/// not named by the directives (which then decide, through `tracing`).
+fn direct_access_line(settings: &LogSettings) -> bool {
+    settings.access_log
+        && !settings
+            .directives
+            .as_deref()
+            .is_some_and(|d| d.contains(ACCESS_TARGET))
 }
 
 /// Formats events as JSON lines: `{"time":…,"level":…,"target":…,
@@ -328,19 +465,19 @@ impl Visit for JsonVisitor<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.value(field, |w| write!(w, "{value}"));
+        self.value(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.value(field, |w| write!(w, "{value}"));
+        self.value(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.value(field, |w| write!(w, "{value}"));
+        self.value(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.value(field, |w| write!(w, "{value}"));
+        self.value(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -379,8 +516,18 @@ fn write_json_str(writer: &mut impl fmt::Write, text: &str) -> fmt::Result {
 /// Escapes what is written through it for the inside of a JSON string.
 struct JsonEscaped<'a, W: fmt::Write>(&'a mut W);
 
+/// Whether `byte` must be escaped inside a JSON string (we also escape DEL).
+const fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\' || byte == 0x7f
+}
+
 impl<W: fmt::Write> fmt::Write for JsonEscaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
+        // Almost every string (ids, targets, routes, messages) has nothing
+        // to escape: one check of all its bytes, one write.
+        if !text.bytes().any(needs_escape) {
+            return self.0.write_str(text);
+        }
         let mut plain = 0;
         for (at, byte) in text.bytes().enumerate() {
             let escape = match byte {
@@ -407,14 +554,66 @@ impl<W: fmt::Write> fmt::Write for JsonEscaped<'_, W> {
 /// The current time as RFC 3339 in UTC with microseconds
 /// (`2025-01-31T12:34:56.789012Z`).
 fn write_utc_now(writer: &mut impl fmt::Write) -> fmt::Result {
-    let now = time::OffsetDateTime::now_utc();
-    let (year, month, day) = now.to_calendar_date();
-    let (hour, minute, second, micro) = now.to_hms_micro();
-    write!(
-        writer,
-        "{year:04}-{:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micro:06}Z",
+    let now = utc_now();
+    writer.write_str(std::str::from_utf8(&now).map_err(|_| fmt::Error)?)
+}
+
+/// The current time, as [`write_utc_now`] writes it.
+fn utc_now() -> [u8; 27] {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    utc_text(since_epoch.as_secs(), since_epoch.subsec_micros())
+}
+
+/// A time as RFC 3339 in UTC with microseconds. The calendar part changes
+/// once a second: each thread keeps the last one it wrote, so that most
+/// lines only add their microseconds.
+fn utc_text(unix_seconds: u64, micros: u32) -> [u8; 27] {
+    /// `YYYY-MM-DDTHH:MM:SS.` of one second.
+    type Prefix = (u64, [u8; 20]);
+    thread_local! {
+        static LAST_SECOND: std::cell::Cell<Option<Prefix>> = const { std::cell::Cell::new(None) };
+    }
+    let prefix = match LAST_SECOND.get() {
+        Some((second, prefix)) if second == unix_seconds => prefix,
+        _ => {
+            let prefix = calendar_prefix(unix_seconds);
+            LAST_SECOND.set(Some((unix_seconds, prefix)));
+            prefix
+        }
+    };
+    let mut text = [0u8; 27];
+    text[..20].copy_from_slice(&prefix);
+    let mut rest = micros.min(999_999);
+    for digit in text[20..26].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    text[26] = b'Z';
+    text
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a Unix time (UTC).
+fn calendar_prefix(unix_seconds: u64) -> [u8; 20] {
+    let at = i64::try_from(unix_seconds)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (year, month, day) = at.to_calendar_date();
+    let (hour, minute, second) = at.to_hms();
+    let mut text = String::with_capacity(20);
+    let _ = write!(
+        text,
+        "{:04}-{:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.",
+        year.clamp(0, 9999),
         u8::from(month)
-    )
+    );
+    let mut prefix = [b'0'; 20];
+    if text.len() == 20 {
+        prefix.copy_from_slice(text.as_bytes());
+    }
+    prefix
 }
 
 #[cfg(test)]
@@ -499,6 +698,91 @@ mod tests {
             "{time}"
         );
         assert!(time.ends_with('Z') && time.len() == 27, "{time}");
+    }
+
+    #[test]
+    fn a_direct_access_line_is_the_line_the_formatter_writes_for_the_event() {
+        let trace = crate::trace_context::TraceParent::parse(
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        assert!(trace.is_some());
+        for (route, key_id, trace, method) in [
+            (Some("/v1/models/llms"), Some("3f0c2a4e"), trace, "GET"),
+            (None, None, None, "BREW\"\\"),
+        ] {
+            let line = AccessLine {
+                request_id: "req_8ZKq2m0bN1xYc4TfQe7L",
+                method,
+                route,
+                status: 200,
+                latency_us: 84,
+                key_id,
+                trace,
+            };
+            let mut direct = Vec::new();
+            line.write_json(&mut direct, &utc_now());
+            assert_eq!(direct.iter().filter(|b| **b == b'\n').count(), 1);
+            assert!(direct.ends_with(b"}\n"));
+            let mut direct: serde_json::Value = serde_json::from_slice(&direct).unwrap();
+            let mut formatted = json_lines(|| {
+                tracing::info!(
+                    target: "noxus::access",
+                    parent: None,
+                    request_id = line.request_id,
+                    method = line.method,
+                    route = line.route,
+                    status = line.status,
+                    latency_us = line.latency_us,
+                    key_id = line.key_id,
+                    trace_id = line.trace.map(|t| tracing::field::display(t.trace_id)),
+                    parent_span_id = line.trace.map(|t| tracing::field::display(t.parent_id)),
+                    trace_sampled = line.trace.map(|t| t.sampled()),
+                    "request"
+                );
+            });
+            assert_eq!(formatted.len(), 1);
+            let formatted = &mut formatted[0];
+            for value in [&mut direct, &mut *formatted] {
+                let time = value["time"].take();
+                let time = time.as_str().unwrap();
+                assert!(
+                    time::OffsetDateTime::parse(
+                        time,
+                        &time::format_description::well_known::Rfc3339
+                    )
+                    .is_ok(),
+                    "{time}"
+                );
+            }
+            assert_eq!(&direct, formatted);
+        }
+    }
+
+    #[test]
+    fn timestamps_match_rfc3339_across_second_and_year_boundaries() {
+        let cases = [
+            (0u64, 0u32),
+            (1_700_000_000, 5),
+            (1_700_000_000, 999_999),
+            (1_700_000_001, 0),
+            (1_735_689_599, 123_456), // 2024-12-31T23:59:59
+            (1_735_689_600, 1),       // 2025-01-01T00:00:00
+            (1_735_689_599, 7),       // back to a second already passed
+            (4_102_444_800, 42),      // 2100-01-01
+        ];
+        for (seconds, micros) in cases {
+            let written = String::from_utf8(utc_text(seconds, micros).to_vec()).unwrap();
+            let expected = time::OffsetDateTime::from_unix_timestamp(seconds as i64).unwrap()
+                + time::Duration::microseconds(i64::from(micros));
+            let format = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+            );
+            assert_eq!(
+                written,
+                expected.format(&format).unwrap(),
+                "{seconds}.{micros}"
+            );
+        }
     }
 
     #[test]

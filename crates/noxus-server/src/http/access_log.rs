@@ -58,6 +58,21 @@ impl RequestFacts {
         route: Option<&str>,
         key_id: Option<&KeyId>,
     ) {
+        let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Some(sink) = crate::logging::access_sink() {
+            sink.write(&crate::logging::AccessLine {
+                request_id,
+                method: self.method.as_str(),
+                route,
+                status: status.as_u16(),
+                latency_us,
+                key_id: key_id.map(KeyId::as_str),
+                trace: self.trace,
+            });
+            if !sink.also_event() {
+                return;
+            }
+        }
         tracing::info!(
             target: "noxus::access",
             parent: None,
@@ -65,7 +80,7 @@ impl RequestFacts {
             method = self.method.as_str(),
             route,
             status = status.as_u16(),
-            latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            latency_us,
             key_id = key_id.map(KeyId::as_str),
             trace_id = self.trace.map(|t| tracing::field::display(t.trace_id)),
             parent_span_id = self.trace.map(|t| tracing::field::display(t.parent_id)),
