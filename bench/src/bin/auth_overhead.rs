@@ -365,7 +365,8 @@ async fn start_server(
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
     let extra = Router::new().route(UNAUTHENTICATED_PATH, get(unauthenticated));
-    let app = app_with_routes(state.clone(), extra);
+    // axum::serve takes a router: the application is its fallback service.
+    let app = Router::new().fallback_service(app_with_routes(state.clone(), extra));
     let (stop, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
         axum::serve(

@@ -12,15 +12,18 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::http;
 use crate::state::AppState;
 
+/// The whole application: the router inside the request layer.
+pub type App = http::middleware::RequestContext<Router>;
+
 /// The whole application.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: AppState) -> App {
     app_with_routes(state, Router::new())
 }
 
 /// The application with extra routes behind the same layers (request id,
 /// error bodies, panic handling). Benchmarks use it to add a comparison
 /// route; they are not part of the API or its OpenAPI document.
-pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
+pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> App {
     let (router, mut generated) = http::router_with_openapi();
     let router = router.merge(extra).merge(crate::web::router());
     generated.info.version = env!("CARGO_PKG_VERSION").to_owned();
@@ -60,11 +63,5 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> Router {
         .with_state(state.clone());
     // The request context wraps the router once, instead of being applied
     // to each route.
-    let layered = tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            http::middleware::request_context,
-        ))
-        .service(routes);
-    Router::new().fallback_service(layered)
+    http::middleware::RequestContext::new(state, routes)
 }

@@ -74,12 +74,25 @@ fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// The client address of a request, from its connection (`ConnectInfo`)
+/// The client address of a request, from its connection ([`peer_addr`])
 /// and headers; `None` when the request did not come over a connection
 /// (e.g. a router called directly).
 pub fn request_client_ip(parts: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
-    let ConnectInfo(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>()?;
+    let peer = peer_addr(&parts.extensions)?;
     Some(client_ip(peer.ip(), &parts.headers, trusted))
+}
+
+/// The connection's peer: in the request's `KeySlot` when our connection
+/// layer served it, in `ConnectInfo` when axum's `serve` did.
+pub fn peer_addr(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<crate::usage::KeySlot>()
+        .and_then(crate::usage::KeySlot::peer)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| *peer)
+        })
 }
 
 /// The client address as an extractor (never fails).
@@ -100,10 +113,7 @@ impl FromRequestParts<AppState> for ClientAddr {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let trusted = &state.config().trusted_proxies;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
+        let peer = peer_addr(&parts.extensions).map(|peer| peer.ip());
         Ok(Self {
             ip: peer.map(|peer| client_ip(peer, &parts.headers, trusted)),
             via_trusted_proxy: peer.is_some_and(|peer| is_trusted_proxy(peer, trusted)),

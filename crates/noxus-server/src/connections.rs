@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::Router;
+use axum::body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -25,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
-use tower::ServiceExt;
+use tower::Service as _;
 
 /// File descriptors kept out of the connection cap: standard streams, the
 /// listener, the runtime's own, the SQLite pool (database, WAL and
@@ -77,11 +76,11 @@ fn file_descriptor_limit() -> Option<u64> {
     None
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// Serves `router` (the application) on `listener` until `shutdown` completes, then stops
 /// accepting and waits for the open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: crate::app::App,
     max_connections: usize,
     timeouts: ConnectionTimeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -143,12 +142,17 @@ pub async fn serve(
         let service = {
             let router = router.clone();
             hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                // What axum's `into_make_service_with_connect_info` did.
-                request.extensions_mut().insert(ConnectInfo(peer));
+                // The peer address (what axum's `ConnectInfo` carries), in
+                // the request's slot: one extension instead of two.
+                request
+                    .extensions_mut()
+                    .insert(crate::usage::KeySlot::for_peer(peer));
                 let in_flight = InFlight::start(Arc::clone(&clock));
-                let router = router.clone();
+                // The application is always ready (axum's router is): no
+                // `poll_ready` round before the call.
+                let answer = router.clone().call(request.map(Body::new));
                 async move {
-                    let response = router.oneshot(request).await;
+                    let response = answer.await;
                     drop(in_flight);
                     response
                 }

@@ -211,7 +211,7 @@ impl AccessLine<'_> {
 /// A JSON string literal, quotes included, appended to bytes.
 fn push_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    if text.bytes().any(needs_escape) {
+    if any_needs_escape(text.as_bytes()) {
         let mut escaped = String::with_capacity(text.len() + 8);
         let _ = JsonEscaped(&mut escaped).write_str(text);
         out.extend_from_slice(escaped.as_bytes());
@@ -521,11 +521,47 @@ const fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\' || byte == 0x7f
 }
 
+/// Whether any byte must be escaped: eight bytes at a time, as one 64-bit
+/// word (a control byte, `"`, `\\` or DEL anywhere in it sets a high bit).
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    /// Bytes of `word` equal to `byte` get their high bit (exact when no
+    /// byte of `word` has its high bit set, which is checked apart).
+    const fn equal(word: u64, byte: u8) -> u64 {
+        let x = word ^ (ONES * byte as u64);
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let word = u64::from_ne_bytes(eight);
+        // Non-ASCII bytes (high bit set) never need escaping; the checks
+        // below assume ASCII, so such words take the byte-wise path.
+        if word & HIGHS != 0 {
+            if word_needs_escape_bytewise(&eight) {
+                return true;
+            }
+            continue;
+        }
+        let control = word.wrapping_sub(ONES * 0x20) & HIGHS;
+        if control | equal(word, b'"') | equal(word, b'\\') | equal(word, 0x7f) != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| needs_escape(b))
+}
+
+fn word_needs_escape_bytewise(bytes: &[u8; 8]) -> bool {
+    bytes.iter().any(|&b| needs_escape(b))
+}
+
 impl<W: fmt::Write> fmt::Write for JsonEscaped<'_, W> {
     fn write_str(&mut self, text: &str) -> fmt::Result {
         // Almost every string (ids, targets, routes, messages) has nothing
         // to escape: one check of all its bytes, one write.
-        if !text.bytes().any(needs_escape) {
+        if !any_needs_escape(text.as_bytes()) {
             return self.0.write_str(text);
         }
         let mut plain = 0;
@@ -756,6 +792,31 @@ mod tests {
             }
             assert_eq!(&direct, formatted);
         }
+    }
+
+    #[test]
+    fn the_word_check_finds_exactly_the_bytes_to_escape() {
+        for byte in 0..=255u8 {
+            for at in 0..19 {
+                let mut text = vec![b'a'; 19];
+                text[at] = byte;
+                assert_eq!(
+                    any_needs_escape(&text),
+                    needs_escape(byte),
+                    "byte {byte:#x} at {at}"
+                );
+                text[(at + 5) % 19] = 0xc3; // a non-ASCII neighbour
+                assert_eq!(
+                    any_needs_escape(&text),
+                    needs_escape(byte),
+                    "byte {byte:#x} at {at} beside 0xc3"
+                );
+            }
+        }
+        assert!(!any_needs_escape(b""));
+        assert!(!any_needs_escape(
+            "req_8ZKq2m0bN1xYc4TfQe7L /v1/models/llms é".as_bytes()
+        ));
     }
 
     #[test]

@@ -469,9 +469,17 @@ pub async fn prune(store: &dyn Store, retention_days: u32) {
 /// A request's slot for its key: the request layer puts one in the
 /// request's extensions, authentication fills it (the key, then its
 /// rate-limit state), and the request layer reads it back to count the
-/// answer against the key and to add the `RateLimit-*` headers.
+/// answer against the key and to add the `RateLimit-*` headers. It also
+/// carries the connection's peer address: the connection layer creates the
+/// slot with it, so that a request carries one extension of ours, not two.
 #[derive(Debug, Clone, Default)]
-pub struct KeySlot(Arc<Mutex<SlotState>>);
+pub struct KeySlot(Arc<SlotInner>);
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    peer: Option<std::net::SocketAddr>,
+    state: Mutex<SlotState>,
+}
 
 #[derive(Debug, Default)]
 struct SlotState {
@@ -480,8 +488,21 @@ struct SlotState {
 }
 
 impl KeySlot {
+    /// The slot of a request that came over a connection from `peer`.
+    pub fn for_peer(peer: std::net::SocketAddr) -> Self {
+        Self(Arc::new(SlotInner {
+            peer: Some(peer),
+            state: Mutex::default(),
+        }))
+    }
+
+    /// The connection's peer, when the connection layer made the slot.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.0.peer
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Names the key of the request.

@@ -2,13 +2,11 @@
 //! one JSON shape (ours and the framework's), and logging of 5xx causes.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use noxus_api::ErrorBody;
 use rand::Rng;
-use tracing::Instrument;
 
 use crate::http::access_log::RequestFacts;
 use crate::http::body_timeout;
@@ -16,144 +14,293 @@ use crate::http::error::{ApiError, ErrorPayload};
 use crate::state::AppState;
 use crate::usage::KeySlot;
 
-/// The id of the current request, in request extensions.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A new request id: `req_` and 20 random alphanumerics (two random 64-bit
 /// numbers written in base 62, 119 bits in all).
 pub(crate) fn new_request_id() -> String {
-    const PREFIX: &[u8] = b"req_";
-    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut id = [0u8; PREFIX.len() + 20];
-    id[..PREFIX.len()].copy_from_slice(PREFIX);
-    let mut rng = rand::thread_rng();
-    for half in id[PREFIX.len()..].chunks_mut(10) {
-        // 62^10 < 2^64: ten digits from one number (some ids are up to 5%
-        // likelier than others, immaterial for an identifier).
-        let mut n: u64 = rng.gen();
-        for byte in half {
-            *byte = ALPHABET[(n % 62) as usize];
-            n /= 62;
-        }
-    }
-    String::from_utf8_lossy(&id).into_owned()
+    RequestIdText::new().as_str().to_owned()
 }
 
-/// Assigns the request id, renders error bodies and logs the outcome.
+/// A request id, kept as its bytes (no allocation).
+#[derive(Debug, Clone, Copy)]
+struct RequestIdText([u8; 24]);
+
+impl RequestIdText {
+    fn new() -> Self {
+        const PREFIX: &[u8] = b"req_";
+        const ALPHABET: &[u8; 62] =
+            b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut id = [0u8; 24];
+        id[..PREFIX.len()].copy_from_slice(PREFIX);
+        let mut rng = rand::thread_rng();
+        for half in id[PREFIX.len()..].chunks_mut(10) {
+            // 62^10 < 2^64: ten digits from one number (some ids are up to 5%
+            // likelier than others, immaterial for an identifier).
+            let mut n: u64 = rng.gen();
+            for byte in half {
+                *byte = ALPHABET[(n % 62) as usize];
+                n /= 62;
+            }
+        }
+        Self(id)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII letters, digits and `_` are ever written.
+        std::str::from_utf8(&self.0).unwrap_or("req_")
+    }
+}
+
+/// The layer every request passes, around the router: it assigns the
+/// request id, renders error bodies and logs the outcome (the access line),
+/// counts the answer against the key and adds its `RateLimit-*` headers.
 /// Client-sent `x-request-id` headers are ignored: ids are ours, so they can
 /// be trusted when a user quotes one.
 /// It also applies the request-body timeout, and marks answers given while
-/// draining (`Connection: close`) or over HTTPS (HSTS): one layer, because
-/// each layer costs an allocation and a copy of the request's future.
-pub async fn request_context(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (mut request, body_watch) =
-        body_timeout::watch_body(request, state.config().request_body_timeout);
-    let request_id = new_request_id();
-    request
-        .extensions_mut()
-        .insert(RequestId(request_id.clone()));
-    // Logs and traces (access_log.rs): the route template, never the path.
-    let facts = RequestFacts::of(&request);
-    let span = facts.span(&request_id, request.uri().path());
+/// draining (`Connection: close`) or over HTTPS (HSTS).
+///
+/// A plain service with its own future type, not `axum::middleware::from_fn`:
+/// that boxes the middleware's future and the inner service on every
+/// request, and the request would pass one more router to reach it.
+#[derive(Debug, Clone)]
+pub struct RequestContext<S> {
+    state: AppState,
+    inner: S,
+}
 
-    let slot = KeySlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let mut response = next.run(request).instrument(span.clone()).await;
-    if let Some(watch) = body_watch {
-        response = watch.answer(response);
+impl<S> RequestContext<S> {
+    /// Wraps `inner` (the router).
+    pub fn new(state: AppState, inner: S) -> Self {
+        Self { state, inner }
     }
-    let key = slot.take();
-    let route = slot.route();
-    let route = route.as_ref().map(axum::extract::MatchedPath::as_str);
-    if let Some(key) = &key {
-        key.hot.count(response.status().as_u16(), key.unix_ms);
-        if let Some(rate) = key.rate {
-            let headers = response.headers_mut();
-            headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(rate.limit));
-            headers.insert(
-                RATELIMIT_REMAINING.clone(),
-                HeaderValue::from(rate.remaining),
-            );
-            headers.insert(
-                RATELIMIT_RESET.clone(),
-                HeaderValue::from(rate.reset_seconds),
-            );
-        }
+}
+
+impl<S> tower::Service<Request> for RequestContext<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = ContextFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
 
-    let payload = response.extensions_mut().remove::<ErrorPayload>();
-    let status = response.status();
-    let payload = match payload {
-        Some(payload) => Some(payload),
-        // The framework's own rejections (e.g. a panic caught below us) arrive
-        // as plain responses: give them our shape too.
-        None if (status.is_client_error() || status.is_server_error())
-            && !is_html(&response)
-            && response.extensions().get::<OwnBody>().is_none() =>
-        {
-            Some(framework_error(status))
-        }
-        None => None,
-    };
-    if let Some(payload) = payload {
-        let _entered = span.enter();
-        if status.is_server_error() {
-            facts.log_failure(
-                &request_id,
-                status,
-                route,
-                payload.internal.as_deref().unwrap_or("unknown"),
-            );
-        } else {
-            tracing::debug!(%status, code = payload.code, "request refused");
-        }
-        if payload.keep_body {
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-request-id", value);
+    fn call(&mut self, request: Request) -> Self::Future {
+        let (mut request, body_watch) =
+            body_timeout::watch_body(request, self.state.config().request_body_timeout);
+        let request_id = RequestIdText::new();
+        // Logs and traces (access_log.rs): the route template, never the path.
+        let facts = RequestFacts::of(&request);
+        let span = facts.span(request_id.as_str(), request.uri().path());
+        // The connection layer made the slot (with the peer address); a
+        // request from elsewhere (axum's `serve`, tests) gets one here.
+        let slot = match request.extensions().get::<KeySlot>() {
+            Some(slot) => slot.clone(),
+            None => {
+                let slot = KeySlot::default();
+                request.extensions_mut().insert(slot.clone());
+                slot
             }
-            facts.log_access(
-                &request_id,
-                status,
-                route,
-                key.as_ref().map(|k| k.hot.key_id()),
-            );
-            return finish(&state, response);
-        }
-        let body = ErrorBody {
-            detail: payload.detail,
-            code: payload.code.to_owned(),
-            request_id: request_id.clone(),
-            required_permission: payload.required_permission,
-            field: payload.field,
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ContextFuture {
+            inner,
+            pending: Some(Pending {
+                state: self.state.clone(),
+                request_id,
+                facts,
+                slot,
+                body_watch,
+                span,
+            }),
+        }
+    }
+}
+
+/// What the request layer keeps while the router answers.
+struct Pending {
+    state: AppState,
+    request_id: RequestIdText,
+    facts: RequestFacts,
+    slot: KeySlot,
+    body_watch: Option<body_timeout::BodyWatch>,
+    span: tracing::Span,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`RequestContext`]: the router's answer, finished.
+    pub struct ContextFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F> std::fmt::Debug for ContextFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextFuture")
+            .field("request_id", &self.pending.as_ref().map(|p| p.request_id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> std::future::Future for ContextFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, std::convert::Infallible>>,
+{
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let polled = match this.pending.as_ref() {
+            Some(pending) => {
+                let _entered = pending.span.enter();
+                this.inner.poll(cx)
+            }
+            None => this.inner.poll(cx),
+        };
+        let std::task::Poll::Ready(Ok(response)) = polled else {
+            return polled;
+        };
+        std::task::Poll::Ready(Ok(match this.pending.take() {
+            Some(pending) => pending.answer(response),
+            None => response,
+        }))
+    }
+}
+
+impl Pending {
+    /// The router's answer as it is sent: counted, logged, with our headers
+    /// and error body.
+    fn answer(self, mut response: Response) -> Response {
+        let Pending {
+            state,
+            request_id,
+            facts,
+            slot,
+            body_watch,
+            span,
+        } = self;
+        if let Some(watch) = body_watch {
+            response = watch.answer(response);
+        }
+        let key = slot.take();
+        let route = slot.route();
+        let route = route.as_ref().map(axum::extract::MatchedPath::as_str);
+        let request_id_text = request_id;
+        let request_id = request_id_text.as_str();
+        let rate = key.as_ref().and_then(|key| {
+            key.hot.count(response.status().as_u16(), key.unix_ms);
+            key.rate
+        });
+
+        let payload = response.extensions_mut().remove::<ErrorPayload>();
+        let status = response.status();
+        let payload = match payload {
+            Some(payload) => Some(payload),
+            // The framework's own rejections (e.g. a panic caught below us) arrive
+            // as plain responses: give them our shape too.
+            None if (status.is_client_error() || status.is_server_error())
+                && !is_html(&response)
+                && response.extensions().get::<OwnBody>().is_none() =>
+            {
+                Some(framework_error(status))
+            }
+            None => None,
+        };
+        if let Some(payload) = payload {
+            let _entered = span.enter();
+            if status.is_server_error() {
+                facts.log_failure(
+                    request_id,
+                    status,
+                    route,
+                    payload.internal.as_deref().unwrap_or("unknown"),
+                );
+            } else {
+                tracing::debug!(%status, code = payload.code, "request refused");
+            }
+            if !payload.keep_body {
+                let body = ErrorBody {
+                    detail: payload.detail,
+                    code: payload.code.to_owned(),
+                    request_id: request_id.to_owned(),
+                    required_permission: payload.required_permission,
+                    field: payload.field,
+                };
+                let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                headers.remove(header::CONTENT_LENGTH);
+                *response.body_mut() = Body::from(bytes);
+            }
+        }
+        facts.log_access(
+            request_id,
+            status,
+            route,
+            key.as_ref().map(|k| k.hot.key_id()),
         );
-        headers.remove(header::CONTENT_LENGTH);
-        *response.body_mut() = Body::from(bytes);
+        insert_id_and_rate_headers(response.headers_mut(), &request_id_text, rate);
+        finish(&state, response)
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
+}
+
+/// `x-request-id` and, for a key under a rate limit, the `RateLimit-*`
+/// headers: their values are slices of one buffer, one allocation for all.
+fn insert_id_and_rate_headers(
+    headers: &mut axum::http::HeaderMap,
+    request_id: &RequestIdText,
+    rate: Option<crate::rate_limit::RateInfo>,
+) {
+    let mut text = Vec::with_capacity(request_id.0.len() + 3 * 10);
+    text.extend_from_slice(&request_id.0);
+    let mut ends = [0usize; 4];
+    ends[0] = text.len();
+    if let Some(rate) = rate {
+        for (end, value) in ends[1..].iter_mut().zip([
+            u64::from(rate.limit),
+            u64::from(rate.remaining),
+            rate.reset_seconds,
+        ]) {
+            text.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+            *end = text.len();
+        }
     }
-    facts.log_access(
-        &request_id,
-        status,
-        route,
-        key.as_ref().map(|k| k.hot.key_id()),
-    );
-    finish(&state, response)
+    let text = axum::body::Bytes::from(text);
+    let value =
+        |start: usize, end: usize| HeaderValue::from_maybe_shared(text.slice(start..end)).ok();
+    if let Some(id) = value(0, ends[0]) {
+        headers.insert(X_REQUEST_ID.clone(), id);
+    }
+    if rate.is_some() {
+        for (i, name) in [&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET]
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(number) = value(ends[i], ends[i + 1]) {
+                headers.insert(name.clone(), number);
+            }
+        }
+    }
 }
 
 /// Headers every answer gets from the server's situation.
