@@ -2,7 +2,8 @@
 //! workspace-scoped API keys that authenticate every `/v1` request.
 //!
 //! Start it with [`Application::build`] and [`Application::run_until_stopped`]
-//! (what `noxus serve` does), or mount [`http::app`] in your own server.
+//! (what `noxus serve` does), or serve [`app::app`] (a `tower` service) in
+//! your own server, e.g. as an axum router's `fallback_service`.
 
 pub mod app;
 pub mod auth;

@@ -2,7 +2,7 @@
 //! the configured time fails (tower-http's `TimeoutBody`), and the request
 //! is answered `408 request_timeout` with `Connection: close`, whatever the
 //! handler made of the failed read. The request layer
-//! ([`crate::http::middleware::request_context`]) applies it.
+//! ([`crate::http::middleware::RequestContext`]) applies it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

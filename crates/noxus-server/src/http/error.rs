@@ -1,6 +1,6 @@
 //! The one error type of the HTTP layer. Every error leaves the server as
 //! `{"detail", "code", "request_id", ...}` with a matching status; the
-//! request id is filled in by [`crate::http::middleware::request_context`],
+//! request id is filled in by [`crate::http::middleware::RequestContext`],
 //! which also logs 5xx (so `into_response` has no side effects).
 
 use axum::http::{header, HeaderValue, StatusCode};
