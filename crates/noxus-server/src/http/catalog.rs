@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use noxus_api::{ErrorBody, Permission};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,7 +22,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn json(bytes: Bytes) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], bytes)
+    // A static header value: a `&str` would be copied into a new one (an
+    // allocation) on every answer.
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
 }
 
 /// Node types for the workflow builder. Any valid key may read it (the
