@@ -673,7 +673,9 @@ mod tests {
         }
     }
 
-    fn json_lines(body: impl FnOnce()) -> Vec<serde_json::Value> {
+    /// What the JSON formatter writes for the events of `body` that
+    /// `filter` lets through.
+    fn json_text(filter: EnvFilter, body: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let subscriber = tracing_subscriber::registry().with(
@@ -681,11 +683,15 @@ mod tests {
                 .fmt_fields(JsonFields)
                 .event_format(JsonLines)
                 .with_writer(move || writer.clone())
-                .with_filter(EnvFilter::new("debug")),
+                .with_filter(filter),
         );
         tracing::subscriber::with_default(subscriber, body);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        text.lines()
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn json_lines(body: impl FnOnce()) -> Vec<serde_json::Value> {
+        json_text(EnvFilter::new("debug"), body)
+            .lines()
             .map(|line| {
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
             })
@@ -887,17 +893,6 @@ mod tests {
     }
 
     fn json_lines_with(filter: EnvFilter, body: impl FnOnce()) -> usize {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields)
-                .event_format(JsonLines)
-                .with_writer(move || writer.clone())
-                .with_filter(filter),
-        );
-        tracing::subscriber::with_default(subscriber, body);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        text.lines().count()
+        json_text(filter, body).lines().count()
     }
 }
