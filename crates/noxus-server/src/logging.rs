@@ -686,7 +686,8 @@ mod tests {
                 .with_filter(filter),
         );
         tracing::subscriber::with_default(subscriber, body);
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
     }
 
     fn json_lines(body: impl FnOnce()) -> Vec<serde_json::Value> {
