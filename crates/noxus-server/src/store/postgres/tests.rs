@@ -327,10 +327,20 @@ async fn run_changes_reach_other_instances_on_their_own_channel() {
         )
         .await
         .unwrap();
+    // B may still be hearing the notifications of A's earlier writes (the
+    // workspace, the workflow): listen from when they stopped arriving.
+    let mut published_at_b = b.events().published();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = b.events().published();
+        if now == published_at_b {
+            break;
+        }
+        published_at_b = now;
+    }
     let mut runs_at_a = a.subscribe_runs();
     let mut runs_at_b = b.subscribe_runs();
     let mut keys_at_b = b.subscribe();
-    let published_at_b = b.events().published();
     let now = OffsetDateTime::now_utc();
     let claimed = a
         .claim_runs("w", 1, now, now + Duration::from_secs(60))
