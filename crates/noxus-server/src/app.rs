@@ -7,7 +7,7 @@
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
+use std::sync::Arc;
 
 use crate::http;
 use crate::state::AppState;
@@ -49,17 +49,12 @@ pub fn app_with_routes(state: AppState, extra: Router<AppState>) -> App {
         .method_not_allowed_fallback(crate::web::layout::method_not_allowed)
         // What needs the route (and the fallback) as matched, in one
         // `layer` call: each call wraps every route in one more boxed
-        // service, cloned on every request. The route template goes to the
-        // request layer (for logs); the metrics count outside the panic
-        // handler (a panic is a 5xx) and inside the request context, so
-        // that they see the answer's error code before the context renders
-        // the body.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(tower::layer::layer_fn(http::middleware::RecordRoute))
-                .layer(state.metrics().http_layer())
-                .layer(CatchPanicLayer::custom(http::middleware::panic_response)),
-        )
+        // service, cloned on every request. It leaves the route (template
+        // and metric counts) for the request layer, which counts and logs
+        // the answer, and turns panics into 500s.
+        .layer(http::middleware::PerRouteLayer::new(Arc::clone(
+            state.metrics().routes(),
+        )))
         .with_state(state.clone());
     // The request context wraps the router once, instead of being applied
     // to each route.

@@ -146,7 +146,12 @@ pub async fn serve(
         let clock = Arc::new(ConnectionClock::new(timeouts));
         let io = TokioIo::new(TimedStream::new(stream, Arc::clone(&clock)));
         let service = {
-            let router = router.clone();
+            // hyper calls the service through `&self`; the connection's own
+            // copy of the application, borrowed for each call, saves cloning
+            // it (two reference counts up and down) on every request. The
+            // calls of one connection never overlap (each returns before
+            // the next), so the borrow cannot fail.
+            let router = std::cell::RefCell::new(router.clone());
             hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 // The peer address (what axum's `ConnectInfo` carries), in
                 // the request's slot: one extension instead of two.
@@ -156,7 +161,7 @@ pub async fn serve(
                 let in_flight = InFlight::start(Arc::clone(&clock));
                 // The application is always ready (axum's router is): no
                 // `poll_ready` round before the call.
-                let answer = router.clone().call(request.map(Body::new));
+                let answer = router.borrow_mut().call(request.map(Body::new));
                 async move {
                     let response = answer.await;
                     drop(in_flight);

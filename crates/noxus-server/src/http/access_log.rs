@@ -1,7 +1,7 @@
 //! What the log says about each request: the facts gathered when it
 //! arrives (method, W3C trace parent) and the access line written when its
 //! answer is ready ([`crate::logging::ACCESS_TARGET`]), with the route
-//! template the router recorded meanwhile (`RecordRoute`, in the request's
+//! template the router recorded meanwhile (`PerRoute`, in the request's
 //! `KeySlot`).
 //!
 //! Only fixed or server-made strings reach the log: the route is the
@@ -50,15 +50,17 @@ impl RequestFacts {
 
     /// The access line (`info`, on [`crate::logging::ACCESS_TARGET`]); its
     /// fields are only computed when some layer wants the line. `route`:
-    /// the matched route's template, `None` for the fallback (no route).
+    /// the matched route's template, `None` for the fallback (no route);
+    /// `latency`: from [`Self::started`] to the answer.
     pub fn log_access(
         &self,
         request_id: &str,
         status: StatusCode,
         route: Option<&str>,
+        latency: std::time::Duration,
         key_id: Option<&KeyId>,
     ) {
-        let latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         if let Some(sink) = crate::logging::access_sink() {
             sink.write(&crate::logging::AccessLine {
                 request_id,

@@ -199,9 +199,8 @@ impl Pending {
         if let Some(watch) = body_watch {
             response = watch.answer(response);
         }
-        let key = slot.take();
-        let route = slot.route();
-        let route = route.as_ref().map(axum::extract::MatchedPath::as_str);
+        let (key, route) = slot.finish();
+        let elapsed = facts.started.elapsed();
         let request_id_text = request_id;
         let request_id = request_id_text.as_str();
         let rate = key.as_ref().and_then(|key| {
@@ -211,6 +210,21 @@ impl Pending {
 
         let payload = response.extensions_mut().remove::<ErrorPayload>();
         let status = response.status();
+        // Counted as answered, before the error body is rendered.
+        if let Some(route) = &route {
+            route.record(&facts.method, status, elapsed);
+        }
+        if payload
+            .as_ref()
+            .is_some_and(|p| p.code == "insufficient_permissions")
+        {
+            state
+                .metrics()
+                .auth_outcome(crate::metrics::AuthOutcome::InsufficientPermissions);
+        }
+        let route = route
+            .as_deref()
+            .and_then(crate::metrics::RouteStats::template);
         let payload = match payload {
             Some(payload) => Some(payload),
             // The framework's own rejections (e.g. a panic caught below us) arrive
@@ -257,6 +271,7 @@ impl Pending {
             request_id,
             status,
             route,
+            elapsed,
             key.as_ref().map(|k| k.hot.key_id()),
         );
         insert_id_and_rate_headers(response.headers_mut(), &request_id_text, rate);
@@ -322,36 +337,125 @@ fn finish(state: &AppState, mut response: Response) -> Response {
     response
 }
 
-/// Copies the route template axum matched (`MatchedPath`) into the
+/// What every route does, put on each with one `Router::layer` call (each
+/// call wraps every route, and the fallback, in one more boxed service,
+/// cloned on every request): it leaves the route that answered (its
+/// template and metric counts, [`crate::metrics::RouteCell`]) in the
 /// request's [`KeySlot`], where the request layer (which wraps the router,
-/// so runs before routing) finds it after the answer. Applied to each route
-/// with `route_layer`: a plain service, no boxing, no allocation.
+/// so runs before routing) finds it with the answer; and it turns a panic
+/// of the handler into a logged 500 ([`panic_response`]), which the request
+/// layer then counts, logs and renders like any other answer.
 #[derive(Debug, Clone)]
-pub struct RecordRoute<S>(pub S);
+pub struct PerRouteLayer {
+    routes: std::sync::Arc<crate::metrics::RouteTable>,
+}
 
-impl<S> tower::Service<Request> for RecordRoute<S>
+impl PerRouteLayer {
+    /// Counts into `routes`.
+    pub fn new(routes: std::sync::Arc<crate::metrics::RouteTable>) -> Self {
+        Self { routes }
+    }
+}
+
+impl<S> tower::Layer<S> for PerRouteLayer {
+    type Service = PerRoute<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PerRoute {
+            inner,
+            cell: std::sync::Arc::new(crate::metrics::RouteCell::new(std::sync::Arc::clone(
+                &self.routes,
+            ))),
+        }
+    }
+}
+
+/// The service of [`PerRouteLayer`] around one route.
+#[derive(Debug, Clone)]
+pub struct PerRoute<S> {
+    inner: S,
+    cell: std::sync::Arc<crate::metrics::RouteCell>,
+}
+
+impl<S> tower::Service<Request> for PerRoute<S>
 where
-    S: tower::Service<Request>,
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = PerRouteFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if let (Some(slot), Some(route)) = (
-            request.extensions().get::<KeySlot>(),
-            request.extensions().get::<axum::extract::MatchedPath>(),
-        ) {
-            slot.set_route(route.clone());
+        if let Some(slot) = request.extensions().get::<KeySlot>() {
+            let route = request
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map_or(
+                    crate::metrics::UNMATCHED,
+                    axum::extract::MatchedPath::as_str,
+                );
+            slot.set_route(self.cell.stats(route));
         }
-        self.0.call(request)
+        let inner = &mut self.inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.call(request))) {
+            Ok(future) => PerRouteFuture::Running { future },
+            Err(panic) => PerRouteFuture::Panicked {
+                response: Some(panic_response(panic)),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`PerRoute`]: the route's answer, or a 500 if it panicked.
+    #[project = PerRouteProjection]
+    pub enum PerRouteFuture<F> {
+        /// The route is answering.
+        Running { #[pin] future: F },
+        /// The route panicked when called.
+        Panicked { response: Option<Response> },
+    }
+}
+
+impl<F> std::fmt::Debug for PerRouteFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Running { .. } => "PerRouteFuture::Running",
+            Self::Panicked { .. } => "PerRouteFuture::Panicked",
+        })
+    }
+}
+
+impl<F> std::future::Future for PerRouteFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, std::convert::Infallible>>,
+{
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            PerRouteProjection::Running { future } => {
+                // A future that panicked is not polled again: the 500 is
+                // the request's answer.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+                    Ok(polled) => polled,
+                    Err(panic) => std::task::Poll::Ready(Ok(panic_response(panic))),
+                }
+            }
+            PerRouteProjection::Panicked { response } => std::task::Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()))),
+        }
     }
 }
 

@@ -1,31 +1,27 @@
 //! Requests by route template, method and status class, and their latency
-//! per route, counted by a layer that axum puts on every route.
+//! per route. The per-route layer (`http::middleware::PerRouteLayer`,
+//! which axum puts on every route) finds the route's counts and leaves them
+//! in the request's `KeySlot`; the request layer counts the answer when it
+//! is ready, with the latency it also logs.
 //!
-//! The hot path takes no lock and makes no allocation: `Router::layer`
+//! The counting takes no lock and makes no allocation: `Router::layer`
 //! builds one service per route (and one for the fallback), and each
-//! service resolves its route's counters on its first request, then only
-//! checks (one string comparison) that the request's route template is
-//! still that one. Labels come from fixed sets: the router's own route
-//! templates (never the request's path), a fixed list of methods, and
-//! status classes.
+//! service resolves its route's counters on its first request
+//! ([`RouteCell`]), then only checks (one string comparison) that the
+//! request's route template is still that one. Labels come from fixed
+//! sets: the router's own route templates (never the request's path), a
+//! fixed list of methods, and status classes.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::MatchedPath;
-use axum::http::{Method, Request, Response, StatusCode};
+use axum::http::{Method, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::MetricType;
-use tower::{Layer, Service};
 
 use super::histogram::{AtomicHistogram, LATENCY_BUCKETS};
-use crate::http::error::ErrorPayload;
 
 /// The `route` of requests that matched no route (404s of the fallback).
 pub const UNMATCHED: &str = "unmatched";
@@ -73,9 +69,15 @@ impl RouteStats {
         }
     }
 
-    fn record(&self, method: usize, status: StatusCode, started: Instant) {
-        self.requests[method][class_index(status)].fetch_add(1, Ordering::Relaxed);
-        self.latency.observe_duration(started.elapsed());
+    /// Counts an answer given `elapsed` after the request arrived.
+    pub fn record(&self, method: &Method, status: StatusCode, elapsed: Duration) {
+        self.requests[method_index(method)][class_index(status)].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe_duration(elapsed);
+    }
+
+    /// The route template, `None` for requests no route matched.
+    pub fn template(&self) -> Option<&str> {
+        (&*self.route != UNMATCHED).then_some(&*self.route)
     }
 }
 
@@ -155,7 +157,7 @@ impl Collector for RouteTable {
         }
         let mut family = encoder.encode_descriptor(
             "noxus_http_request_duration_seconds",
-            "Time from routing to the answer's head, by route template.",
+            "Time from the request's arrival in the application to its answer's head, by route template.",
             None,
             MetricType::Histogram,
         )?;
@@ -167,139 +169,35 @@ impl Collector for RouteTable {
     }
 }
 
-/// What the per-route services share.
+/// The counts of one route service (one per route, and one for the
+/// fallback, made by the per-route layer `http::middleware::PerRouteLayer`):
+/// resolved in the table on its first request, then only checked (one
+/// string comparison) against the request's route template.
 #[derive(Debug)]
-struct Shared {
+pub struct RouteCell {
     table: Arc<RouteTable>,
-    /// `noxus_auth_outcomes_total{code="insufficient_permissions"}`: only
-    /// the answer tells (handlers check permissions).
-    insufficient_permissions: Counter,
+    stats: OnceLock<Arc<RouteStats>>,
 }
 
-/// Counts every answer of the routes it is put on (with `Router::layer`).
-#[derive(Debug, Clone)]
-pub struct HttpMetricsLayer {
-    shared: Arc<Shared>,
-}
-
-impl HttpMetricsLayer {
-    pub(super) fn new(table: Arc<RouteTable>, insufficient_permissions: Counter) -> Self {
+impl RouteCell {
+    /// A cell of `table`, resolved on first use.
+    pub fn new(table: Arc<RouteTable>) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                table,
-                insufficient_permissions,
-            }),
+            table,
+            stats: OnceLock::new(),
         }
     }
-}
 
-/// One route's service (see the module's doc).
-#[derive(Debug)]
-struct RouteCell {
-    shared: Arc<Shared>,
-    route: OnceLock<Arc<RouteStats>>,
-}
-
-impl<S> Layer<S> for HttpMetricsLayer {
-    type Service = HttpMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HttpMetrics {
-            inner,
-            cell: Arc::new(RouteCell {
-                shared: Arc::clone(&self.shared),
-                route: OnceLock::new(),
-            }),
+    /// The counts of `route`: the template axum matched, or [`UNMATCHED`].
+    pub fn stats(&self, route: &str) -> Arc<RouteStats> {
+        let cached = self.stats.get_or_init(|| self.table.resolve(route));
+        if &*cached.route == route {
+            Arc::clone(cached)
+        } else {
+            // Another template through the same service (not expected from
+            // axum's router, but then it is counted right, only slower).
+            self.table.resolve(route)
         }
-    }
-}
-
-/// The service of [`HttpMetricsLayer`].
-#[derive(Debug, Clone)]
-pub struct HttpMetrics<S> {
-    inner: S,
-    cell: Arc<RouteCell>,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for HttpMetrics<S>
-where
-    S: Service<Request<B>, Response = Response<ResBody>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = method_index(request.method());
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(UNMATCHED, MatchedPath::as_str);
-        let cached = self
-            .cell
-            .route
-            .get_or_init(|| self.cell.shared.table.resolve(route));
-        // Another template through the same service (not expected from
-        // axum's router, but then it is counted right, only slower).
-        let other = (&*cached.route != route).then(|| self.cell.shared.table.resolve(route));
-        ResponseFuture {
-            inner: self.inner.call(request),
-            started,
-            method,
-            cell: Arc::clone(&self.cell),
-            other,
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Records the answer when the inner service gives it.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        started: Instant,
-        method: usize,
-        cell: Arc<RouteCell>,
-        other: Option<Arc<RouteStats>>,
-    }
-}
-
-impl<F> std::fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("method", &METHODS[self.method])
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            let stats = this.other.as_ref().or_else(|| this.cell.route.get());
-            if let Some(stats) = stats {
-                stats.record(*this.method, response.status(), *this.started);
-            }
-            if response
-                .extensions()
-                .get::<ErrorPayload>()
-                .is_some_and(|p| p.code == "insufficient_permissions")
-            {
-                this.cell.shared.insufficient_permissions.inc();
-            }
-        }
-        Poll::Ready(result)
     }
 }
 

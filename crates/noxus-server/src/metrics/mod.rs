@@ -29,8 +29,7 @@ use crate::key_cache::KeyCache;
 use crate::store::{RunStatus, Store};
 use crate::usage::FlushReport;
 use histogram::{AtomicHistogram, BATCH_BUCKETS, LAG_BUCKETS, LATENCY_BUCKETS};
-pub use http::HttpMetricsLayer;
-use http::RouteTable;
+pub use http::{RouteCell, RouteStats, RouteTable, UNMATCHED};
 
 /// One fixed label.
 type Label = [(&'static str, &'static str); 1];
@@ -255,12 +254,10 @@ impl Metrics {
         }
     }
 
-    /// The layer that counts requests, to put on every route.
-    pub fn http_layer(&self) -> HttpMetricsLayer {
-        HttpMetricsLayer::new(
-            Arc::clone(&self.routes),
-            self.auth[5].clone(), // AuthOutcome::InsufficientPermissions
-        )
+    /// The counts of requests by route, for the per-route layer
+    /// (`http::middleware::PerRouteLayer`).
+    pub fn routes(&self) -> &Arc<RouteTable> {
+        &self.routes
     }
 
     /// Counts an authentication's outcome.

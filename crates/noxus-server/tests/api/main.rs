@@ -21,6 +21,7 @@ mod login_protection;
 mod malformed_input;
 mod metrics;
 mod openapi;
+mod panics;
 mod people;
 mod postgres_outage;
 mod properties;
