@@ -18,8 +18,10 @@
 //! servers do not compete with the load for a core. Both get the same request
 //! (path and `X-API-Key` header). Rounds alternate (floor noxus, noxus floor,
 //! …) so that drift falls on both; each pair gives a ratio noxus/floor and the
-//! run reports the median ratio, the medians of each side, and the server CPU
-//! time per request (from `/proc/PID/stat`). Any non-2xx answer makes the run
+//! run reports the median ratio, the medians of each side, the server CPU
+//! time per request, user and kernel (from `/proc/PID/stat`), and the
+//! machine's steal time during each round (`/proc/stat`: on a virtual
+//! machine, time the host gave to others). Any non-2xx answer makes the run
 //! fail: the ratio is about the path that serves a request, not about 429s.
 
 use std::io::{BufRead, BufReader, Read};
@@ -215,26 +217,44 @@ fn get_once(port: u16, key: &str) -> anyhow::Result<(u16, String, Vec<u8>)> {
     Ok((status, content_type, body))
 }
 
-fn process_cpu_us(pid: u32) -> f64 {
+/// The process's CPU time so far, user and kernel, in µs (NaN if unknown).
+fn process_cpu_us(pid: u32) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     };
     let Some((_, after)) = stat.rsplit_once(')') else {
-        return f64::NAN;
+        return (f64::NAN, f64::NAN);
     };
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
     match (ticks(11), ticks(12)) {
         // USER_HZ: 100 ticks per second on Linux.
-        (Some(u), Some(s)) => (u + s) * 10_000.0,
-        _ => f64::NAN,
+        (Some(u), Some(s)) => (u * 10_000.0, s * 10_000.0),
+        _ => (f64::NAN, f64::NAN),
     }
+}
+
+/// Time the hypervisor gave to others (`steal` of `/proc/stat`, all CPUs),
+/// in seconds (NaN if unknown): on a virtual machine, rounds with much of
+/// it are slower for reasons of the host, not of the server.
+fn steal_seconds() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            let line = stat.lines().next()?.to_owned();
+            line.split_whitespace().nth(8)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |ticks| ticks / 100.0)
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Round {
     per_second: f64,
     cpu_us_per_request: f64,
+    user_us_per_request: f64,
+    kernel_us_per_request: f64,
+    /// Steal time during the round, as a share of one CPU's time.
+    steal: f64,
     p50_us: f64,
     p99_us: f64,
 }
@@ -242,6 +262,7 @@ struct Round {
 /// One wrk round against `port`; fails on any non-2xx answer or socket error.
 fn wrk(args: &Args, port: u16, key: &str, seconds: u64, pid: u32) -> anyhow::Result<Round> {
     let cpu_before = process_cpu_us(pid);
+    let steal_before = steal_seconds();
     let output = Command::new("taskset")
         .arg("-c")
         .arg(args.client_cpu.to_string())
@@ -256,6 +277,7 @@ fn wrk(args: &Args, port: u16, key: &str, seconds: u64, pid: u32) -> anyhow::Res
         .output()
         .context("cannot run wrk (Debian package `wrk`)")?;
     let cpu_after = process_cpu_us(pid);
+    let steal = (steal_seconds() - steal_before) / seconds as f64;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     ensure!(output.status.success(), "wrk failed: {text}");
     ensure!(
@@ -282,7 +304,10 @@ fn wrk(args: &Args, port: u16, key: &str, seconds: u64, pid: u32) -> anyhow::Res
     let latency = |label: &str| field(label).map(parse_wrk_duration).unwrap_or(f64::NAN);
     Ok(Round {
         per_second,
-        cpu_us_per_request: (cpu_after - cpu_before) / total,
+        cpu_us_per_request: (cpu_after.0 + cpu_after.1 - cpu_before.0 - cpu_before.1) / total,
+        user_us_per_request: (cpu_after.0 - cpu_before.0) / total,
+        kernel_us_per_request: (cpu_after.1 - cpu_before.1) / total,
+        steal,
         p50_us: latency("50%"),
         p99_us: latency("99%"),
     })
@@ -447,7 +472,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         };
         let ratio = n.per_second / f.per_second;
         println!(
-            "pair {}: floor {:>8.0} req/s ({:.1} µs CPU/req, p50 {:.0} µs)  noxus {:>8.0} req/s ({:.1} µs CPU/req, p50 {:.0} µs, p99 {:.0} µs)  ratio {ratio:.3}",
+            "pair {}: floor {:>8.0} req/s ({:.1} µs CPU/req, p50 {:.0} µs)  noxus {:>8.0} req/s ({:.1} µs CPU/req, p50 {:.0} µs, p99 {:.0} µs)  ratio {ratio:.3}  (steal {:.0}%/{:.0}%)",
             pair + 1,
             f.per_second,
             f.cpu_us_per_request,
@@ -456,6 +481,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
             n.cpu_us_per_request,
             n.p50_us,
             n.p99_us,
+            f.steal * 100.0,
+            n.steal * 100.0,
         );
         floor_rounds.push(f);
         noxus_rounds.push(n);
@@ -471,6 +498,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
         med(&noxus_rounds, |r| r.per_second),
         med(&noxus_rounds, |r| r.cpu_us_per_request),
         med(&noxus_rounds, |r| r.p99_us),
+    );
+    println!(
+        "median CPU per request, user + kernel: floor {:.1} + {:.1} µs, noxus {:.1} + {:.1} µs; steal {:.0}% of a CPU",
+        med(&floor_rounds, |r| r.user_us_per_request),
+        med(&floor_rounds, |r| r.kernel_us_per_request),
+        med(&noxus_rounds, |r| r.user_us_per_request),
+        med(&noxus_rounds, |r| r.kernel_us_per_request),
+        median(
+            &floor_rounds
+                .iter()
+                .chain(&noxus_rounds)
+                .map(|r| r.steal * 100.0)
+                .collect::<Vec<_>>()
+        ),
     );
     println!(
         "median ratio noxus/floor: {ratio:.3} (goal >= {GOAL}: {})",
