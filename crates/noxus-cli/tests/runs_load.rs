@@ -65,6 +65,18 @@ fn runs() -> usize {
         .unwrap_or(1000)
 }
 
+/// The backlog of the SQLite tests that stop or kill the process mid-way:
+/// three times [`runs`]. The test waits for the server to be ready, then
+/// for 50 runs to end, before its first look; on a 2-core machine that
+/// look came after 100–220 runs had ended, and once, on a loaded CI
+/// machine, the test never saw the process holding a run before all of a
+/// thousand had ended. Three times as many keep the process busy well past
+/// the first look ([`freeze_while_running`] reports what that look found,
+/// and after how many tries it caught the process holding runs).
+fn mid_way_backlog() -> usize {
+    3 * runs()
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -375,18 +387,22 @@ fn signal(pid: u32, signal: &str) {
 /// that race on a loaded CI machine once the request path got faster).
 async fn freeze_while_running(pid: u32, db: &mut RunsDatabase, worker: Option<&str>) -> usize {
     let deadline = Instant::now() + PATIENCE;
+    let at_first_look = db.counts().await;
+    let mut tries = 0u64;
     while Instant::now() < deadline {
         signal(pid, "STOP");
+        tries += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let running = db.running(worker).await;
         if running > 0 {
+            eprintln!("frozen holding {running} runs at try {tries} (at the first look: {at_first_look:?})");
             return running;
         }
         signal(pid, "CONT");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     panic!(
-        "process {pid} was never seen holding a run; runs by status: {:?}",
+        "process {pid} was never seen holding a run in {tries} tries; runs by status: {:?} (at the first look: {at_first_look:?})",
         db.counts().await
     );
 }
@@ -396,13 +412,13 @@ async fn on_sqlite_a_process_killed_mid_way_loses_no_run_and_its_runs_resume_at_
     if ran_in_the_default_pass("runs_load::on_sqlite_a_process_killed_mid_way_loses_no_run_and_its_runs_resume_at_the_next_start") {
         return;
     }
-    let total = runs();
+    let total = mid_way_backlog();
     let load = sqlite_backlog(total).await;
     let (serve, _) = Serve::start(&load.dir, 1).await;
     let mut db = RunsDatabase::sqlite(&load.dir).await;
     // A few runs done, most still queued: the stop comes mid-way even if
     // this task is slow to see them (a loaded machine).
-    wait_for_ended(&mut db, total as i64 / 20).await;
+    wait_for_ended(&mut db, runs() as i64 / 20).await;
     let held = freeze_while_running(serve.child.id(), &mut db, None).await;
     let at_kill = db.counts().await;
     let log = serve.kill();
@@ -456,13 +472,13 @@ async fn on_sqlite_a_process_stopped_mid_way_gives_its_runs_back_and_they_run_on
     ) {
         return;
     }
-    let total = runs();
+    let total = mid_way_backlog();
     let load = sqlite_backlog(total).await;
     let (serve, _) = Serve::start(&load.dir, 1).await;
     let mut db = RunsDatabase::sqlite(&load.dir).await;
     // A few runs done, most still queued: the stop comes mid-way even if
     // this task is slow to see them (a loaded machine).
-    wait_for_ended(&mut db, total as i64 / 20).await;
+    wait_for_ended(&mut db, runs() as i64 / 20).await;
     let pid = serve.child.id();
     let held = freeze_while_running(pid, &mut db, None).await;
     // The SIGTERM is handled once the process runs again.
