@@ -21,7 +21,6 @@ mod login_protection;
 mod malformed_input;
 mod metrics;
 mod openapi;
-mod panics;
 mod people;
 mod postgres_outage;
 mod properties;

@@ -3,6 +3,10 @@
 //! route, its cause in the log (not in the answer), and the server goes on.
 //! Two kinds: a panic while the handler's future runs (an `async fn`), and
 //! one when the route's service is called, before any future exists.
+//!
+//! A test binary of its own: the failure lines these panics write would
+//! fail the tests of the `api` binary that check the shared captured log
+//! for "panicked" (under `cargo test` they share one process).
 
 use axum::body::Body;
 use axum::extract::Request;
