@@ -42,7 +42,11 @@ assert p["noxus-api"] == p["noxus-sdk"], p
 print(p["noxus-sdk"])')"
 
 echo "== cargo package -p noxus-api -p noxus-sdk (version $version)" >&2
-(cd "$root" && cargo package --locked "${allow_dirty[@]}" -p noxus-api -p noxus-sdk)
+# --no-verify: cargo's verification would build both packages (and the
+# SDK's dependencies, a minute on two cores) only to build them again below,
+# where the unpacked packages are built with every feature and tested, the
+# SDK against the packaged noxus-api.
+(cd "$root" && cargo package --locked --no-verify "${allow_dirty[@]}" -p noxus-api -p noxus-sdk)
 
 work="$(mktemp -d)"
 for name in noxus-api noxus-sdk; do
