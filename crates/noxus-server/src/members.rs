@@ -103,8 +103,9 @@ pub fn may_grant(actor_role: Role, role: Role, current: Option<Role>) -> Result<
 const PASSWORD_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
 
 /// A one-time initial password for an invited person: four groups of five
-/// characters from [`PASSWORD_ALPHABET`] (about 99 bits), from the
-/// operating system's generator. They must replace it at first login.
+/// characters from 31 letters and digits that cannot be misread
+/// (`PASSWORD_ALPHABET`; about 99 bits), from the operating system's
+/// generator. They must replace it at first login.
 pub fn initial_password() -> SecretString {
     let mut out = String::with_capacity(23);
     for group in 0..4 {

@@ -280,7 +280,7 @@ impl CallbackHub {
     }
 
     /// When to try again after `attempts` failed attempts: the base times
-    /// [`BACKOFF_FACTOR`]^(attempts − 1), ±20 % so that the deliveries of
+    /// 3^(attempts − 1) (`BACKOFF_FACTOR`), ±20 % so that the deliveries of
     /// many runs that failed together do not come back together.
     pub fn next_attempt_at(&self, attempts: i64, now: OffsetDateTime) -> OffsetDateTime {
         let exponent = u32::try_from(attempts.clamp(1, MAX_CALLBACK_ATTEMPTS) - 1).unwrap_or(0);
