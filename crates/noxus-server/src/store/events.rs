@@ -283,28 +283,6 @@ impl EventSubscription {
     }
 }
 
-/// Events gathered by a write while its transaction is open, published only
-/// when it commits ([`Pending::commit`]); dropped with a rolled-back write.
-#[derive(Debug, Default)]
-pub struct Pending(Vec<StoreEvent>);
-
-impl Pending {
-    /// Nothing yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adds an event.
-    pub fn push(&mut self, event: StoreEvent) {
-        self.0.push(event);
-    }
-
-    /// The gathered events.
-    pub fn into_events(self) -> Vec<StoreEvent> {
-        self.0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
