@@ -1,5 +1,13 @@
 //! `noxus`: run the Noxus platform, check a key, and manage workspaces,
 //! keys and workflows from a terminal or a script.
+// The doc comments of the command-line types are clap's `--help` text,
+// written for a terminal (bare URLs, `<listen address>`, `[:password@]`),
+// not for rustdoc.
+#![allow(
+    rustdoc::bare_urls,
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links
+)]
 
 /// mimalloc instead of the system allocator: a request allocates and frees
 /// a few dozen small blocks, and glibc's free of larger ones (consolidation)
