@@ -47,7 +47,7 @@ use clap::Parser;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use noxus_server::app::app_with_routes;
+use noxus_server::app::{app_with_routes, Routes};
 use noxus_server::catalog::Catalog;
 use noxus_server::rate_limit::RateLimit;
 use noxus_server::{AppState, Application, Config};
@@ -364,7 +364,7 @@ async fn start_server(
 
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
-    let extra = Router::new().route(UNAUTHENTICATED_PATH, get(unauthenticated));
+    let extra = Routes::default().route(UNAUTHENTICATED_PATH, get(unauthenticated));
     // axum::serve takes a router: the application is its fallback service.
     let app = Router::new().fallback_service(app_with_routes(state.clone(), extra));
     let (stop, stopped) = oneshot::channel::<()>();

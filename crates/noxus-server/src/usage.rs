@@ -468,9 +468,8 @@ pub async fn prune(store: &dyn Store, retention_days: u32) {
 
 /// A request's slot for its key: the request layer puts one in the
 /// request's extensions, authentication fills it (the key, then its
-/// rate-limit state), the per-route layer notes the route that answered,
-/// and the request layer reads it back to count the answer against the key
-/// and its route and to add the `RateLimit-*` headers. It also
+/// rate-limit state), and the request layer reads it back to count the
+/// answer against the key and to add the `RateLimit-*` headers. It also
 /// carries the connection's peer address: the connection layer creates the
 /// slot with it, so that a request carries one extension of ours, not two.
 #[derive(Debug, Clone, Default)]
@@ -485,7 +484,6 @@ struct SlotInner {
 #[derive(Debug, Default)]
 struct SlotState {
     key: Option<RequestKey>,
-    route: Option<Arc<crate::metrics::RouteStats>>,
 }
 
 impl KeySlot {
@@ -522,18 +520,10 @@ impl KeySlot {
         }
     }
 
-    /// Notes the route that answered the request (its template and
-    /// counts), from the per-route layer.
-    pub fn set_route(&self, route: Arc<crate::metrics::RouteStats>) {
-        self.lock().route = Some(route);
-    }
-
-    /// What the request left in the slot, taken out once its answer is
-    /// ready: its key, if it presented a known one, and the route that
-    /// answered (the fallback's counts when no route matched).
-    pub fn finish(&self) -> (Option<RequestKey>, Option<Arc<crate::metrics::RouteStats>>) {
-        let mut state = self.lock();
-        (state.key.take(), state.route.take())
+    /// The request's key, if it presented a known one, taken out of the
+    /// slot once the answer is ready.
+    pub fn finish(&self) -> Option<RequestKey> {
+        self.lock().key.take()
     }
 }
 

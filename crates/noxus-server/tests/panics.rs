@@ -11,10 +11,8 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::routing::get;
-use axum::Router;
 use http_body_util::BodyExt;
-use noxus_server::app::app_with_routes;
-use noxus_server::state::AppState;
+use noxus_server::app::{app_with_routes, Routes};
 use noxus_testkit::TestApp;
 use tower::ServiceExt;
 
@@ -23,8 +21,8 @@ async fn panics_in_its_future() -> &'static str {
     panic!("the future gave up (test)");
 }
 
-fn routes() -> Router<AppState> {
-    Router::new()
+fn routes() -> Routes {
+    Routes::default()
         .route("/test/panic/future", get(panics_in_its_future))
         .route_service(
             "/test/panic/call",
@@ -107,4 +105,17 @@ async fn a_panicking_handler_gets_a_500_in_our_shape_and_the_server_goes_on() {
         1
     );
     test.stop().await;
+}
+
+/// A route added around [`Routes`] (without its template) would be counted
+/// and logged as unmatched: debug builds refuse the disagreement.
+#[cfg(debug_assertions)]
+#[tokio::test]
+#[should_panic(expected = "the route index and the router disagree")]
+async fn a_route_without_its_template_is_caught_in_debug_builds() {
+    let test = TestApp::spawn().await;
+    let untracked = Routes::default()
+        .map_router(|router| router.route("/test/untracked", get(|| async { "untracked" })));
+    let app = app_with_routes(test.state.clone(), untracked);
+    let _ = get_json(&app, "/test/untracked").await;
 }

@@ -1,8 +1,8 @@
 //! What the log says about each request: the facts gathered when it
 //! arrives (method, W3C trace parent) and the access line written when its
 //! answer is ready ([`crate::logging::ACCESS_TARGET`]), with the route
-//! template the router recorded meanwhile (`PerRoute`, in the request's
-//! `KeySlot`).
+//! template the request layer found for the path
+//! ([`crate::metrics::RouteIndex`]).
 //!
 //! Only fixed or server-made strings reach the log: the route is the
 //! router's template (`/v1/keys/{id}`), never the path, which may hold a

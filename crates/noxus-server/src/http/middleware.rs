@@ -8,9 +8,12 @@ use axum::response::{IntoResponse, Response};
 use noxus_api::ErrorBody;
 use rand::Rng;
 
+use std::sync::Arc;
+
 use crate::http::access_log::RequestFacts;
 use crate::http::body_timeout;
 use crate::http::error::{ApiError, ErrorPayload};
+use crate::metrics::{RouteIndex, RouteStats};
 use crate::state::AppState;
 use crate::usage::KeySlot;
 
@@ -63,19 +66,31 @@ impl RequestIdText {
 /// It also applies the request-body timeout, and marks answers given while
 /// draining (`Connection: close`) or over HTTPS (HSTS).
 ///
+/// It finds the request's route itself ([`RouteIndex`]: its template for
+/// the access line, its counts for the metrics) and turns a panic of the
+/// router's call or future into a logged 500 ([`panic_response`]), which
+/// it then counts, logs and renders like any other answer: a layer on
+/// every route (`Router::layer`) would wrap each route in one more boxed
+/// service, cloned, with a boxed future, on every request.
+///
 /// A plain service with its own future type, not `axum::middleware::from_fn`:
 /// that boxes the middleware's future and the inner service on every
 /// request, and the request would pass one more router to reach it.
 #[derive(Debug, Clone)]
 pub struct RequestContext<S> {
     state: AppState,
+    routes: Arc<RouteIndex>,
     inner: S,
 }
 
 impl<S> RequestContext<S> {
-    /// Wraps `inner` (the router).
-    pub fn new(state: AppState, inner: S) -> Self {
-        Self { state, inner }
+    /// Wraps `inner` (the router), whose route templates `routes` holds.
+    pub fn new(state: AppState, routes: Arc<RouteIndex>, inner: S) -> Self {
+        Self {
+            state,
+            routes,
+            inner,
+        }
     }
 }
 
@@ -111,9 +126,16 @@ where
                 slot
             }
         };
+        let route = Arc::clone(self.routes.stats(request.uri().path()));
         let inner = {
             let _entered = span.enter();
-            self.inner.call(request)
+            let inner = &mut self.inner;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.call(request))) {
+                Ok(future) => Guarded::Running { future },
+                Err(panic) => Guarded::Panicked {
+                    response: Some(panic_response(panic)),
+                },
+            }
         };
         ContextFuture {
             inner,
@@ -122,6 +144,7 @@ where
                 request_id,
                 facts,
                 slot,
+                route,
                 body_watch,
                 span,
             }),
@@ -135,6 +158,7 @@ struct Pending {
     request_id: RequestIdText,
     facts: RequestFacts,
     slot: KeySlot,
+    route: Arc<RouteStats>,
     body_watch: Option<body_timeout::BodyWatch>,
     span: tracing::Span,
 }
@@ -143,7 +167,7 @@ pin_project_lite::pin_project! {
     /// The future of [`RequestContext`]: the router's answer, finished.
     pub struct ContextFuture<F> {
         #[pin]
-        inner: F,
+        inner: Guarded<F>,
         pending: Option<Pending>,
     }
 }
@@ -193,13 +217,22 @@ impl Pending {
             request_id,
             facts,
             slot,
+            route,
             body_watch,
             span,
         } = self;
         if let Some(watch) = body_watch {
             response = watch.answer(response);
         }
-        let (key, route) = slot.finish();
+        // The index and the router agree on whether a route matched (only
+        // the fallback marks its answers `Unrouted`): a route registered
+        // without its template would be counted and logged as unmatched.
+        debug_assert!(
+            route.template().is_some() != response.extensions().get::<Unrouted>().is_some(),
+            "the route index and the router disagree on {:?}",
+            route.template()
+        );
+        let key = slot.finish();
         let elapsed = facts.started.elapsed();
         let request_id_text = request_id;
         let request_id = request_id_text.as_str();
@@ -211,9 +244,7 @@ impl Pending {
         let payload = response.extensions_mut().remove::<ErrorPayload>();
         let status = response.status();
         // Counted as answered, before the error body is rendered.
-        if let Some(route) = &route {
-            route.record(&facts.method, status, elapsed);
-        }
+        route.record(&facts.method, status, elapsed);
         if payload
             .as_ref()
             .is_some_and(|p| p.code == "insufficient_permissions")
@@ -222,9 +253,7 @@ impl Pending {
                 .metrics()
                 .auth_outcome(crate::metrics::AuthOutcome::InsufficientPermissions);
         }
-        let route = route
-            .as_deref()
-            .and_then(crate::metrics::RouteStats::template);
+        let route = route.template();
         let payload = match payload {
             Some(payload) => Some(payload),
             // The framework's own rejections (e.g. a panic caught below us) arrive
@@ -337,103 +366,28 @@ fn finish(state: &AppState, mut response: Response) -> Response {
     response
 }
 
-/// What every route does, put on each with one `Router::layer` call (each
-/// call wraps every route, and the fallback, in one more boxed service,
-/// cloned on every request): it leaves the route that answered (its
-/// template and metric counts, [`crate::metrics::RouteCell`]) in the
-/// request's [`KeySlot`], where the request layer (which wraps the router,
-/// so runs before routing) finds it with the answer; and it turns a panic
-/// of the handler into a logged 500 ([`panic_response`]), which the request
-/// layer then counts, logs and renders like any other answer.
-#[derive(Debug, Clone)]
-pub struct PerRouteLayer {
-    routes: std::sync::Arc<crate::metrics::RouteTable>,
-}
-
-impl PerRouteLayer {
-    /// Counts into `routes`.
-    pub fn new(routes: std::sync::Arc<crate::metrics::RouteTable>) -> Self {
-        Self { routes }
-    }
-}
-
-impl<S> tower::Layer<S> for PerRouteLayer {
-    type Service = PerRoute<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        PerRoute {
-            inner,
-            cell: std::sync::Arc::new(crate::metrics::RouteCell::new(std::sync::Arc::clone(
-                &self.routes,
-            ))),
-        }
-    }
-}
-
-/// The service of [`PerRouteLayer`] around one route.
-#[derive(Debug, Clone)]
-pub struct PerRoute<S> {
-    inner: S,
-    cell: std::sync::Arc<crate::metrics::RouteCell>,
-}
-
-impl<S> tower::Service<Request> for PerRoute<S>
-where
-    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = PerRouteFuture<S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        if let Some(slot) = request.extensions().get::<KeySlot>() {
-            let route = request
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map_or(
-                    crate::metrics::UNMATCHED,
-                    axum::extract::MatchedPath::as_str,
-                );
-            slot.set_route(self.cell.stats(route));
-        }
-        let inner = &mut self.inner;
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.call(request))) {
-            Ok(future) => PerRouteFuture::Running { future },
-            Err(panic) => PerRouteFuture::Panicked {
-                response: Some(panic_response(panic)),
-            },
-        }
-    }
-}
-
 pin_project_lite::pin_project! {
-    /// The future of [`PerRoute`]: the route's answer, or a 500 if it panicked.
-    #[project = PerRouteProjection]
-    pub enum PerRouteFuture<F> {
-        /// The route is answering.
+    /// The router's future inside [`ContextFuture`]: its answer, or a 500
+    /// if it panicked.
+    #[project = GuardedProjection]
+    pub enum Guarded<F> {
+        /// The router is answering.
         Running { #[pin] future: F },
-        /// The route panicked when called.
+        /// The router panicked when called.
         Panicked { response: Option<Response> },
     }
 }
 
-impl<F> std::fmt::Debug for PerRouteFuture<F> {
+impl<F> std::fmt::Debug for Guarded<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Running { .. } => "PerRouteFuture::Running",
-            Self::Panicked { .. } => "PerRouteFuture::Panicked",
+            Self::Running { .. } => "Guarded::Running",
+            Self::Panicked { .. } => "Guarded::Panicked",
         })
     }
 }
 
-impl<F> std::future::Future for PerRouteFuture<F>
+impl<F> std::future::Future for Guarded<F>
 where
     F: std::future::Future<Output = Result<Response, std::convert::Infallible>>,
 {
@@ -444,7 +398,7 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         match self.project() {
-            PerRouteProjection::Running { future } => {
+            GuardedProjection::Running { future } => {
                 // A future that panicked is not polled again: the 500 is
                 // the request's answer.
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
@@ -452,7 +406,7 @@ where
                     Err(panic) => std::task::Poll::Ready(Ok(panic_response(panic))),
                 }
             }
-            PerRouteProjection::Panicked { response } => std::task::Poll::Ready(Ok(response
+            GuardedProjection::Panicked { response } => std::task::Poll::Ready(Ok(response
                 .take()
                 .unwrap_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response()))),
         }
@@ -463,6 +417,12 @@ where
 /// says why it is not ready), not to be replaced by the error body.
 #[derive(Debug, Clone, Copy)]
 pub struct OwnBody;
+
+/// Marks the fallback's answers (no route matched the path), so that the
+/// request layer can check, in debug builds, that its [`RouteIndex`]
+/// found no route either.
+#[derive(Debug, Clone, Copy)]
+pub struct Unrouted;
 
 /// Dashboard pages carry their own (HTML) error bodies.
 fn is_html(response: &Response) -> bool {

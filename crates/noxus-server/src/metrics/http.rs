@@ -1,19 +1,16 @@
 //! Requests by route template, method and status class, and their latency
-//! per route. The per-route layer (`http::middleware::PerRouteLayer`,
-//! which axum puts on every route) finds the route's counts and leaves them
-//! in the request's `KeySlot`; the request layer counts the answer when it
-//! is ready, with the latency it also logs.
+//! per route. The request layer finds the route's counts when the request
+//! arrives ([`RouteIndex`]: the application's route templates, matched
+//! against the path as axum's router matches it) and counts the answer
+//! when it is ready, with the latency it also logs.
 //!
-//! The counting takes no lock and makes no allocation: `Router::layer`
-//! builds one service per route (and one for the fallback), and each
-//! service resolves its route's counters on its first request
-//! ([`RouteCell`]), then only checks (one string comparison) that the
-//! request's route template is still that one. Labels come from fixed
-//! sets: the router's own route templates (never the request's path), a
-//! fixed list of methods, and status classes.
+//! The counting takes no lock and makes no allocation: every template's
+//! counters exist from the start. Labels come from fixed sets: the
+//! application's own route templates (never the request's path), a fixed
+//! list of methods, and status classes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
@@ -81,8 +78,8 @@ impl RouteStats {
     }
 }
 
-/// Every route template seen so far, with its counts. Read at scrape time;
-/// written once per route (and per route service), never per request.
+/// Every route template, with its counts. Read at scrape time; written
+/// when the application is built, never per request.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: RwLock<Vec<Arc<RouteStats>>>,
@@ -169,41 +166,80 @@ impl Collector for RouteTable {
     }
 }
 
-/// The counts of one route service (one per route, and one for the
-/// fallback, made by the per-route layer `http::middleware::PerRouteLayer`):
-/// resolved in the table on its first request, then only checked (one
-/// string comparison) against the request's route template.
+/// The application's route templates, each with its counts, matched
+/// against a request's path the way axum's router matches it (the same
+/// `matchit` router, so the same template wins): what the request layer,
+/// which wraps the router, knows of the route before the router runs.
+/// Built once, from the templates the routes were registered with.
 #[derive(Debug)]
-pub struct RouteCell {
-    table: Arc<RouteTable>,
-    stats: OnceLock<Arc<RouteStats>>,
+pub struct RouteIndex {
+    matcher: matchit::Router<Arc<RouteStats>>,
+    unmatched: Arc<RouteStats>,
 }
 
-impl RouteCell {
-    /// A cell of `table`, resolved on first use.
-    pub fn new(table: Arc<RouteTable>) -> Self {
+impl RouteIndex {
+    /// The index of `templates`, counting into `table`.
+    pub fn new<'a>(table: &RouteTable, templates: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut matcher = matchit::Router::new();
+        for template in templates {
+            // axum refuses (panics on) conflicting templates when the
+            // router is built, before this runs.
+            let inserted = matcher.insert(template, table.resolve(template));
+            debug_assert!(inserted.is_ok(), "route template {template}: {inserted:?}");
+        }
         Self {
-            table,
-            stats: OnceLock::new(),
+            matcher,
+            unmatched: table.resolve(UNMATCHED),
         }
     }
 
-    /// The counts of `route`: the template axum matched, or [`UNMATCHED`].
-    pub fn stats(&self, route: &str) -> Arc<RouteStats> {
-        let cached = self.stats.get_or_init(|| self.table.resolve(route));
-        if &*cached.route == route {
-            Arc::clone(cached)
-        } else {
-            // Another template through the same service (not expected from
-            // axum's router, but then it is counted right, only slower).
-            self.table.resolve(route)
-        }
+    /// The counts of the route whose template matches `path`, or of
+    /// [`UNMATCHED`].
+    pub fn stats(&self, path: &str) -> &Arc<RouteStats> {
+        self.matcher
+            .at(path)
+            .map_or(&self.unmatched, |found| found.value)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_matches_templates_as_axum_does() {
+        let table = RouteTable::default();
+        let index = RouteIndex::new(
+            &table,
+            [
+                "/v1/keys",
+                "/v1/keys/{id}",
+                "/v1/keys/leaks",
+                "/static/{*file}",
+            ],
+        );
+        let template = |path: &str| index.stats(path).template().map(str::to_owned);
+        assert_eq!(template("/v1/keys").as_deref(), Some("/v1/keys"));
+        assert_eq!(
+            template("/v1/keys/leaks").as_deref(),
+            Some("/v1/keys/leaks")
+        );
+        assert_eq!(
+            template("/v1/keys/key_123").as_deref(),
+            Some("/v1/keys/{id}")
+        );
+        assert_eq!(
+            template("/static/a/b.css").as_deref(),
+            Some("/static/{*file}")
+        );
+        assert_eq!(template("/v1/keys/"), None);
+        assert_eq!(template("/v1/keys/a/b"), None);
+        assert_eq!(template("/nothing"), None);
+        assert!(Arc::ptr_eq(
+            index.stats("/v1/keys/a"),
+            index.stats("/v1/keys/b")
+        ));
+    }
 
     #[test]
     fn methods_and_statuses_map_to_fixed_labels() {

@@ -29,7 +29,7 @@ use crate::key_cache::KeyCache;
 use crate::store::{RunStatus, Store};
 use crate::usage::FlushReport;
 use histogram::{AtomicHistogram, BATCH_BUCKETS, LAG_BUCKETS, LATENCY_BUCKETS};
-pub use http::{RouteCell, RouteStats, RouteTable, UNMATCHED};
+pub use http::{RouteIndex, RouteStats, RouteTable, UNMATCHED};
 
 /// One fixed label.
 type Label = [(&'static str, &'static str); 1];
@@ -254,8 +254,8 @@ impl Metrics {
         }
     }
 
-    /// The counts of requests by route, for the per-route layer
-    /// (`http::middleware::PerRouteLayer`).
+    /// The counts of requests by route (the request layer's
+    /// [`RouteIndex`] resolves them).
     pub fn routes(&self) -> &Arc<RouteTable> {
         &self.routes
     }

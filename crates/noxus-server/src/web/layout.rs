@@ -378,18 +378,23 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// gets the dashboard's 404 page (with its header when logged in); API
 /// clients get the JSON error.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
-    if is_api_path(request.uri().path()) || !wants_html(request.headers()) {
-        return crate::http::middleware::fallback(request)
+    let mut response = if is_api_path(request.uri().path()) || !wants_html(request.headers()) {
+        crate::http::middleware::fallback(request)
             .await
-            .into_response();
-    }
-    let view = ErrorView {
-        title: "Page not found",
-        message:
-            "There is no page at this address. It may have moved, or the link may be mistyped."
-                .to_owned(),
+            .into_response()
+    } else {
+        let view = ErrorView {
+            title: "Page not found",
+            message:
+                "There is no page at this address. It may have moved, or the link may be mistyped."
+                    .to_owned(),
+        };
+        browser_error(&state, request, StatusCode::NOT_FOUND, view, "not_found").await
     };
-    browser_error(&state, request, StatusCode::NOT_FOUND, view, "not_found").await
+    response
+        .extensions_mut()
+        .insert(crate::http::middleware::Unrouted);
+    response
 }
 
 /// A known address asked with the wrong method: a browser (typing the

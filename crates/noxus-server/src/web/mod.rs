@@ -16,17 +16,15 @@ use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 
 use crate::http::error::ErrorPayload;
-use crate::state::AppState;
 
 const APP_CSS: &str = include_str!("../../static/app.css");
 const APP_JS: &str = include_str!("../../static/app.js");
 
 /// Every dashboard route.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> crate::app::Routes {
+    crate::app::Routes::default()
         .route(
             "/",
             get(|| async { Redirect::to("/settings/organization/workspaces") }),
@@ -148,7 +146,7 @@ pub fn router() -> Router<AppState> {
             "/settings/organization/workspaces/{id}/callbacks/security-webhook/remove",
             post(callbacks::remove_security_webhook),
         )
-        .layer(axum::middleware::from_fn(layout::chrome))
+        .map_router(|router| router.layer(axum::middleware::from_fn(layout::chrome)))
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
