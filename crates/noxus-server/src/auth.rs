@@ -322,14 +322,26 @@ async fn verify(
     let now = state.clock().now();
     let failed = |err: ApiError| failed_authentication(state, client_addr, now.mono_ns, err);
     let presented = presented_key(headers).map_err(failed)?;
-    check_key_format(presented).map_err(|why| {
-        failed(ApiError::InvalidApiKey(format!(
-            "{INVALID_KEY_DETAIL} ({why})"
-        )))
-    })?;
+    let check_format = || {
+        check_key_format(presented).map_err(|why| {
+            failed(ApiError::InvalidApiKey(format!(
+                "{INVALID_KEY_DETAIL} ({why})"
+            )))
+        })
+    };
+    // The cache holds only keys the store found, all well formed: a hit
+    // needs no format check, and a miss gets it before anything else. Only
+    // a text of a key's length is digested before its check (the digest's
+    // cost stays that of a key, whatever the header holds).
+    if presented.len() != key_format::KEY_LEN {
+        check_format()?;
+    }
     let digest = state.hasher().digest(presented);
 
     let cached = state.cache().get(&digest, now.instant);
+    if cached.is_none() {
+        check_format()?;
+    }
     if charge {
         state.metrics().key_cache_lookup(cached.is_some());
     }
