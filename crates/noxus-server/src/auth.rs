@@ -319,7 +319,12 @@ async fn verify(
     slot: Option<&KeySlot>,
     charge: bool,
 ) -> Result<AuthContext, ApiError> {
-    let now = state.clock().now();
+    // A request is checked as of its start (read once by the connection
+    // layer); a check without one (an event stream's) as of now.
+    let now = match slot {
+        Some(slot) => state.clock().at(slot.started()),
+        None => state.clock().now(),
+    };
     let failed = |err: ApiError| failed_authentication(state, client_addr, now.mono_ns, err);
     let presented = presented_key(headers).map_err(failed)?;
     let check_format = || {
@@ -462,8 +467,8 @@ impl FromRequestParts<AppState> for AuthContext {
     ) -> Result<Self, Self::Rejection> {
         let client_addr =
             crate::client_addr::request_client_ip(parts, &state.config().trusted_proxies);
-        let slot = parts.extensions.get::<KeySlot>().cloned();
-        authenticate(state, &parts.headers, client_addr, slot.as_ref()).await
+        let slot = parts.extensions.get::<KeySlot>();
+        authenticate(state, &parts.headers, client_addr, slot).await
     }
 }
 

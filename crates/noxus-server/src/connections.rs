@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -155,9 +155,14 @@ pub async fn serve(
             hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 // The peer address (what axum's `ConnectInfo` carries), in
                 // the request's slot: one extension instead of two.
+                // Its start, read once: the request layer's latency and the
+                // key check count from it.
                 request
                     .extensions_mut()
-                    .insert(crate::usage::KeySlot::for_peer(peer));
+                    .insert(crate::usage::KeySlot::for_peer(
+                        peer,
+                        std::time::Instant::now(),
+                    ));
                 let in_flight = InFlight::start(Arc::clone(&clock));
                 // The application is always ready (axum's router is): no
                 // `poll_ready` round before the call.
@@ -271,75 +276,131 @@ fn refuse(stream: TcpStream, refusals: &Arc<Semaphore>) {
 }
 
 /// Where a connection is in its life, to know which deadline applies.
+///
+/// Only the connection's own task touches it (its stream, and the requests
+/// hyper serves on it one after the other, polled within that task): plain
+/// atomic loads and stores suffice, no lock and no read-modify-write, which
+/// would cost a locked instruction each, several times per request. It
+/// reads the clock only when a deadline needs the time: not for a request
+/// whose head came in whole, and not for the first write of an answer
+/// (the answer's own time stands for it).
 #[derive(Debug)]
 struct ConnectionClock {
     timeouts: ConnectionTimeouts,
-    state: Mutex<ClockState>,
-}
-
-#[derive(Debug)]
-struct ClockState {
     accepted_at: Instant,
     /// Requests handed to the application and not answered yet.
-    in_flight: usize,
+    in_flight: AtomicUsize,
     /// Requests answered.
-    served: u64,
+    served: AtomicU64,
     /// Last activity after the previous answer (the answer itself, or bytes
-    /// of it written since).
-    idle_since: Instant,
-    /// First byte of the next request, once it arrived.
-    head_started: Option<Instant>,
+    /// of it written since), in nanoseconds since `accepted_at`.
+    idle_since: AtomicU64,
+    /// First byte of the next request: [`NO_HEAD`], [`HEAD_BEGUN`] (bytes
+    /// came, the time is read when a deadline needs it), or nanoseconds
+    /// since `accepted_at`.
+    head_started: AtomicU64,
+    /// An answer was just given: its first write needs no clock reading.
+    answered: AtomicBool,
 }
+
+/// No byte of a next request yet.
+const NO_HEAD: u64 = u64::MAX;
+/// Bytes of a next request came; when is read on demand.
+const HEAD_BEGUN: u64 = u64::MAX - 1;
 
 impl ConnectionClock {
     fn new(timeouts: ConnectionTimeouts) -> Self {
-        let now = Instant::now();
         Self {
             timeouts,
-            state: Mutex::new(ClockState {
-                accepted_at: now,
-                in_flight: 0,
-                served: 0,
-                idle_since: now,
-                head_started: None,
-            }),
+            accepted_at: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(NO_HEAD),
+            answered: AtomicBool::new(false),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn since(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.accepted_at).as_nanos())
+            .unwrap_or(HEAD_BEGUN - 1)
+            .min(HEAD_BEGUN - 1)
+    }
+
+    fn at(&self, nanos: u64) -> Instant {
+        self.accepted_at + Duration::from_nanos(nanos)
     }
 
     /// When the connection must be closed if nothing changes, if ever.
     fn deadline(&self) -> Option<Instant> {
-        let state = self.lock();
-        if state.in_flight > 0 {
+        self.deadline_with(Instant::now)
+    }
+
+    /// [`Self::deadline`], reading the time (when a head began and its
+    /// time is not known yet) from `now`.
+    fn deadline_with(&self, now: impl FnOnce() -> Instant) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
             // The application has the request; the body timeout and the
             // handlers bound what happens now.
             return None;
         }
-        Some(if state.served == 0 {
-            state.accepted_at + self.timeouts.header_read
-        } else if let Some(started) = state.head_started {
-            started + self.timeouts.header_read
-        } else {
-            state.idle_since + self.timeouts.idle
-        })
+        if self.served.load(Ordering::Relaxed) == 0 {
+            return Some(self.accepted_at + self.timeouts.header_read);
+        }
+        let started = match self.head_started.load(Ordering::Relaxed) {
+            NO_HEAD => {
+                let idle_since = self.at(self.idle_since.load(Ordering::Relaxed));
+                return Some(idle_since + self.timeouts.idle);
+            }
+            HEAD_BEGUN => {
+                let now = now();
+                self.head_started.store(self.since(now), Ordering::Relaxed);
+                now
+            }
+            nanos => self.at(nanos),
+        };
+        Some(started + self.timeouts.header_read)
     }
 
-    /// Bytes arrived at `now`.
-    fn received(&self, now: Instant) {
-        let mut state = self.lock();
-        if state.in_flight == 0 && state.head_started.is_none() {
-            state.head_started = Some(now);
+    /// Bytes arrived.
+    fn received(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NO_HEAD
+        {
+            self.head_started.store(HEAD_BEGUN, Ordering::Relaxed);
         }
     }
 
-    /// Bytes of an answer left at `now`.
-    fn sent(&self, now: Instant) {
-        let mut state = self.lock();
-        if state.in_flight == 0 && state.head_started.is_none() {
-            state.idle_since = now;
+    /// Bytes of an answer left: at `now`, or (the first write after an
+    /// answer) at the answer's time, already noted.
+    fn sent(&self, now: impl FnOnce() -> Instant) {
+        if self.answered.load(Ordering::Relaxed) {
+            self.answered.store(false, Ordering::Relaxed);
+            return;
+        }
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NO_HEAD
+        {
+            self.idle_since.store(self.since(now()), Ordering::Relaxed);
+        }
+    }
+
+    fn request_started(&self) {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        self.in_flight.store(in_flight + 1, Ordering::Relaxed);
+        self.head_started.store(NO_HEAD, Ordering::Relaxed);
+        self.answered.store(false, Ordering::Relaxed);
+    }
+
+    fn request_ended(&self, now: Instant) {
+        let in_flight = self.in_flight.load(Ordering::Relaxed).saturating_sub(1);
+        self.in_flight.store(in_flight, Ordering::Relaxed);
+        let served = self.served.load(Ordering::Relaxed);
+        self.served.store(served + 1, Ordering::Relaxed);
+        if in_flight == 0 {
+            self.idle_since.store(self.since(now), Ordering::Relaxed);
+            self.head_started.store(NO_HEAD, Ordering::Relaxed);
+            self.answered.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -350,24 +411,14 @@ struct InFlight(Arc<ConnectionClock>);
 
 impl InFlight {
     fn start(clock: Arc<ConnectionClock>) -> Self {
-        {
-            let mut state = clock.lock();
-            state.in_flight += 1;
-            state.head_started = None;
-        }
+        clock.request_started();
         Self(clock)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.in_flight = state.in_flight.saturating_sub(1);
-        state.served += 1;
-        if state.in_flight == 0 {
-            state.idle_since = Instant::now();
-            state.head_started = None;
-        }
+        self.0.request_ended(Instant::now());
     }
 }
 
@@ -377,6 +428,10 @@ struct TimedStream {
     stream: TcpStream,
     clock: Arc<ConnectionClock>,
     sleep: Pin<Box<Sleep>>,
+    /// The waker the timer holds since it was last polled (not reset
+    /// since): polling it again with the same one would only register the
+    /// same waker again, with a few atomic operations each time.
+    timer_waker: Option<std::task::Waker>,
 }
 
 impl TimedStream {
@@ -386,6 +441,7 @@ impl TimedStream {
             stream,
             clock,
             sleep: Box::pin(tokio::time::sleep_until(far)),
+            timer_waker: None,
         }
     }
 }
@@ -401,7 +457,7 @@ impl AsyncRead for TimedStream {
         match Pin::new(&mut this.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    this.clock.received(Instant::now());
+                    this.clock.received();
                 }
                 Poll::Ready(Ok(()))
             }
@@ -430,12 +486,28 @@ impl TimedStream {
             };
             if deadline < self.sleep.deadline() {
                 self.sleep.as_mut().reset(deadline);
+                self.timer_waker = None;
+            }
+            if self
+                .timer_waker
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+                && !self.sleep.is_elapsed()
+            {
+                // The timer will wake this task; nothing to register again.
+                return Poll::Pending;
             }
             match self.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) if Instant::now() >= deadline => return Poll::Ready(()),
                 // Fired at an older deadline that has moved: wait for the new one.
-                Poll::Ready(()) => self.sleep.as_mut().reset(deadline),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    self.sleep.as_mut().reset(deadline);
+                    self.timer_waker = None;
+                }
+                Poll::Pending => {
+                    self.timer_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -445,7 +517,7 @@ impl TimedStream {
     /// connection task's waker; when it fires, hyper's next read fails.
     fn wrote(&mut self, cx: &mut Context<'_>, n: usize) {
         if n > 0 {
-            self.clock.sent(Instant::now());
+            self.clock.sent(Instant::now);
             let _ = self.arm(cx);
         }
     }
@@ -505,39 +577,65 @@ mod tests {
     #[test]
     fn each_phase_of_a_connection_has_its_deadline() {
         let clock = Arc::new(ConnectionClock::new(timeouts()));
-        let accepted = clock.lock().accepted_at;
+        let accepted = clock.accepted_at;
         let at = |secs: u64| accepted + Duration::from_secs(secs);
+        let never = || -> Instant { panic!("the clock was read") };
         // A new connection: the head is due 10 s after the accept, bytes or not.
-        assert_eq!(clock.deadline(), Some(at(10)));
-        clock.received(at(3));
-        assert_eq!(clock.deadline(), Some(at(10)));
+        assert_eq!(clock.deadline_with(never), Some(at(10)));
+        clock.received();
+        assert_eq!(clock.deadline_with(never), Some(at(10)));
         // The application has the request: no deadline of ours.
         let request = InFlight::start(Arc::clone(&clock));
-        assert_eq!(clock.deadline(), None);
-        clock.received(at(50));
-        clock.sent(at(50));
-        assert_eq!(clock.deadline(), None);
+        assert_eq!(clock.deadline_with(never), None);
+        clock.received();
+        clock.sent(|| at(50));
+        assert_eq!(clock.deadline_with(never), None);
         drop(request);
         // Answered: idle until the next request.
-        let answered = clock.lock().idle_since;
+        let answered = clock.at(clock.idle_since.load(Ordering::Relaxed));
         assert!(answered >= accepted);
-        assert_eq!(clock.deadline(), Some(answered + Duration::from_secs(60)));
-        // Writing the answer counts as activity.
+        assert_eq!(
+            clock.deadline_with(never),
+            Some(answered + Duration::from_secs(60))
+        );
+        // The answer's first write is the answer's time, without reading
+        // the clock; later writes (a stream) count as activity.
+        clock.sent(never);
         let later = answered + Duration::from_secs(5);
-        clock.sent(later);
-        assert_eq!(clock.deadline(), Some(later + Duration::from_secs(60)));
-        // The next request's first byte: its head is due 10 s later,
-        // whatever is written meanwhile.
+        clock.sent(|| later);
+        assert_eq!(
+            clock.deadline_with(never),
+            Some(later + Duration::from_secs(60))
+        );
+        // The next request's first byte: its head is due 10 s after the
+        // time first asked for (read once), whatever is written meanwhile.
         let first_byte = later + Duration::from_secs(20);
-        clock.received(first_byte);
-        assert_eq!(clock.deadline(), Some(first_byte + Duration::from_secs(10)));
-        clock.sent(first_byte + Duration::from_secs(1));
-        clock.received(first_byte + Duration::from_secs(2));
-        assert_eq!(clock.deadline(), Some(first_byte + Duration::from_secs(10)));
+        clock.received();
+        assert_eq!(
+            clock.deadline_with(|| first_byte),
+            Some(first_byte + Duration::from_secs(10))
+        );
+        clock.sent(never);
+        clock.received();
+        assert_eq!(
+            clock.deadline_with(never),
+            Some(first_byte + Duration::from_secs(10))
+        );
         // Its request starts and ends: idle again.
         drop(InFlight::start(Arc::clone(&clock)));
-        assert_eq!(clock.lock().served, 2);
-        assert!(clock.lock().head_started.is_none());
+        assert_eq!(clock.served.load(Ordering::Relaxed), 2);
+        assert_eq!(clock.head_started.load(Ordering::Relaxed), NO_HEAD);
+        // A head that came whole is never timed: its request starts
+        // before any deadline needs the time.
+        let request = InFlight::start(Arc::clone(&clock));
+        clock.sent(never);
+        drop(request);
+        clock.received();
+        let next = InFlight::start(Arc::clone(&clock));
+        assert_eq!(clock.deadline_with(never), None);
+        drop(next);
+        assert_eq!(clock.served.load(Ordering::Relaxed), 4);
+        assert_eq!(clock.head_started.load(Ordering::Relaxed), NO_HEAD);
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub struct AccessLine<'a> {
     pub latency_us: u64,
     pub key_id: Option<&'a str>,
     pub trace: Option<crate::trace_context::TraceParent>,
+    /// When the answer was ready, in Unix microseconds (the line's time).
+    pub unix_us: i64,
 }
 
 /// Longest access line with short strings; longer ones only grow the queue.
@@ -164,7 +166,7 @@ impl AccessSink {
             self.queue.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        line.write_json(&mut lines, &utc_now());
+        line.write_json(&mut lines, &utc_at(line.unix_us));
     }
 }
 
@@ -602,6 +604,15 @@ fn utc_now() -> [u8; 27] {
     utc_text(since_epoch.as_secs(), since_epoch.subsec_micros())
 }
 
+/// [`utc_text`] of a time in Unix microseconds (times before 1970 as 1970).
+fn utc_at(unix_us: i64) -> [u8; 27] {
+    let unix_us = u64::try_from(unix_us).unwrap_or(0);
+    utc_text(
+        unix_us / 1_000_000,
+        u32::try_from(unix_us % 1_000_000).unwrap_or(0),
+    )
+}
+
 /// A time as RFC 3339 in UTC with microseconds. The calendar part changes
 /// once a second: each thread keeps the last one it wrote, so that most
 /// lines only add their microseconds.
@@ -761,9 +772,10 @@ mod tests {
                 latency_us: 84,
                 key_id,
                 trace,
+                unix_us: 1_764_559_000_123_456,
             };
             let mut direct = Vec::new();
-            line.write_json(&mut direct, &utc_now());
+            line.write_json(&mut direct, &utc_at(line.unix_us));
             assert_eq!(direct.iter().filter(|b| **b == b'\n').count(), 1);
             assert!(direct.ends_with(b"}\n"));
             let mut direct: serde_json::Value = serde_json::from_slice(&direct).unwrap();

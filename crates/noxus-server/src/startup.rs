@@ -168,6 +168,9 @@ impl Application {
                 let mut ticks: u64 = 0;
                 loop {
                     tick.tick().await;
+                    // Each second: derived wall-clock times follow a step
+                    // of the system clock.
+                    state.clock().resync();
                     let flushed = state.usage().flush(state.store()).await;
                     state.metrics().usage_flushed(&flushed);
                     // Hourly (the first run was before serving).

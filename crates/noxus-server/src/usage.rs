@@ -201,13 +201,22 @@ impl KeyHot {
 
     /// Notes a use at `unix_ms` from `addr` (called once the key is verified).
     pub fn touch(&self, unix_ms: i64, addr: Option<IpAddr>) {
-        self.last_used_ms.store(unix_ms, Ordering::Relaxed);
-        if let Some(addr) = addr {
+        let Some(addr) = addr else {
+            self.last_used_ms.store(unix_ms, Ordering::Relaxed);
+            self.mark_dirty(unix_ms);
+            return;
+        };
+        {
             let mut a = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
             // The common case, the same address again, only moves a time;
             // the previous address's last sighting is recorded when the
             // address changes, and the current one's when it is flushed.
-            if a.last != Some(addr) {
+            if unix_ms < a.last_ms {
+                // Concurrent requests are checked as of their start, so an
+                // earlier sighting can come second: it counts for its
+                // address, and the latest stays the key's last use.
+                a.pending.touch(address_network(addr), unix_ms);
+            } else if a.last != Some(addr) {
                 if let Some(previous) = a.last {
                     let previous_ms = a.last_ms;
                     a.pending.touch(address_network(previous), previous_ms);
@@ -216,8 +225,9 @@ impl KeyHot {
                 a.last_ms = unix_ms;
                 a.pending.touch(address_network(addr), unix_ms);
             } else {
-                a.last_ms = a.last_ms.max(unix_ms);
+                a.last_ms = unix_ms;
             }
+            self.last_used_ms.store(a.last_ms, Ordering::Relaxed);
         }
         self.mark_dirty(unix_ms);
     }
@@ -472,12 +482,15 @@ pub async fn prune(store: &dyn Store, retention_days: u32) {
 /// answer against the key and to add the `RateLimit-*` headers. It also
 /// carries the connection's peer address: the connection layer creates the
 /// slot with it, so that a request carries one extension of ours, not two.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KeySlot(Arc<SlotInner>);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SlotInner {
     peer: Option<std::net::SocketAddr>,
+    /// When the request was handed to the application: the moment its
+    /// latency counts from, and the one its key is checked at.
+    started: std::time::Instant,
     state: Mutex<SlotState>,
 }
 
@@ -486,11 +499,25 @@ struct SlotState {
     key: Option<RequestKey>,
 }
 
+impl Default for KeySlot {
+    /// The slot of a request that did not come over our connection layer,
+    /// starting now.
+    fn default() -> Self {
+        Self(Arc::new(SlotInner {
+            peer: None,
+            started: std::time::Instant::now(),
+            state: Mutex::default(),
+        }))
+    }
+}
+
 impl KeySlot {
-    /// The slot of a request that came over a connection from `peer`.
-    pub fn for_peer(peer: std::net::SocketAddr) -> Self {
+    /// The slot of a request that came over a connection from `peer`, handed
+    /// to the application at `started`.
+    pub fn for_peer(peer: std::net::SocketAddr, started: std::time::Instant) -> Self {
         Self(Arc::new(SlotInner {
             peer: Some(peer),
+            started,
             state: Mutex::default(),
         }))
     }
@@ -498,6 +525,11 @@ impl KeySlot {
     /// The connection's peer, when the connection layer made the slot.
     pub fn peer(&self) -> Option<std::net::SocketAddr> {
         self.0.peer
+    }
+
+    /// When the request was handed to the application.
+    pub fn started(&self) -> std::time::Instant {
+        self.0.started
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
@@ -598,6 +630,23 @@ mod tests {
         let kept = many.drain();
         assert_eq!(kept.first().map(|k| k.1), Some(9_900));
         assert_eq!(kept.last().map(|k| k.1), Some(9_999));
+    }
+
+    #[test]
+    fn an_earlier_use_checked_second_does_not_become_the_last_use() {
+        let recorder = UsageRecorder::new(50);
+        let key = recorder.key(&"k".into(), &"w".into());
+        key.touch(2_000, Some(ip("10.0.0.2")));
+        // A request that started earlier, from another address, checked
+        // after the one above (concurrent requests).
+        key.touch(1_000, Some(ip("10.0.0.1")));
+        let flush = key.take();
+        let (at, addr) = flush.last_used.unwrap();
+        assert_eq!(addr.as_deref(), Some("10.0.0.2"));
+        assert_eq!(at.unix_timestamp_nanos(), 2_000 * 1_000_000);
+        let mut texts: Vec<&str> = flush.addresses.iter().map(|(a, _)| a.as_str()).collect();
+        texts.sort_unstable();
+        assert_eq!(texts, vec!["10.0.0.1", "10.0.0.2"], "both addresses count");
     }
 
     #[test]

@@ -26,11 +26,12 @@ pub(crate) struct RequestFacts {
 }
 
 impl RequestFacts {
-    pub fn of(request: &Request) -> Self {
+    /// The facts of `request`, which arrived at `started`.
+    pub fn of(request: &Request, started: Instant) -> Self {
         Self {
             method: request.method().clone(),
             trace: TraceParent::from_headers(request.headers()),
-            started: Instant::now(),
+            started,
         }
     }
 
@@ -51,7 +52,7 @@ impl RequestFacts {
     /// The access line (`info`, on [`crate::logging::ACCESS_TARGET`]); its
     /// fields are only computed when some layer wants the line. `route`:
     /// the matched route's template, `None` for the fallback (no route);
-    /// `latency`: from [`Self::started`] to the answer.
+    /// `latency`: from [`Self::started`] to the answer, ready at `answered`.
     pub fn log_access(
         &self,
         request_id: &str,
@@ -59,6 +60,7 @@ impl RequestFacts {
         route: Option<&str>,
         latency: std::time::Duration,
         key_id: Option<&KeyId>,
+        answered: &crate::clock::Now,
     ) {
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         if let Some(sink) = crate::logging::access_sink() {
@@ -70,6 +72,7 @@ impl RequestFacts {
                 latency_us,
                 key_id: key_id.map(KeyId::as_str),
                 trace: self.trace,
+                unix_us: answered.unix_us,
             });
             if !sink.also_event() {
                 return;

@@ -111,11 +111,9 @@ where
         let (mut request, body_watch) =
             body_timeout::watch_body(request, self.state.config().request_body_timeout);
         let request_id = RequestIdText::new();
-        // Logs and traces (access_log.rs): the route template, never the path.
-        let facts = RequestFacts::of(&request);
-        let span = facts.span(request_id.as_str(), request.uri().path());
-        // The connection layer made the slot (with the peer address); a
-        // request from elsewhere (axum's `serve`, tests) gets one here.
+        // The connection layer made the slot (with the peer address and
+        // the request's start); a request from elsewhere (axum's `serve`,
+        // tests) gets one here.
         let slot = match request.extensions().get::<KeySlot>() {
             Some(slot) => slot.clone(),
             None => {
@@ -124,6 +122,9 @@ where
                 slot
             }
         };
+        // Logs and traces (access_log.rs): the route template, never the path.
+        let facts = RequestFacts::of(&request, slot.started());
+        let span = facts.span(request_id.as_str(), request.uri().path());
         let route = Arc::clone(self.routes.stats(request.uri().path()));
         let inner = {
             let _entered = span.enter();
@@ -231,7 +232,10 @@ impl Pending {
             route.template()
         );
         let key = slot.finish();
-        let elapsed = facts.started.elapsed();
+        // The one clock reading of the answer: its latency and the access
+        // line's time.
+        let answered = state.clock().now();
+        let elapsed = answered.instant.saturating_duration_since(facts.started);
         let request_id_text = request_id;
         let request_id = request_id_text.as_str();
         let rate = key.as_ref().and_then(|key| {
@@ -300,6 +304,7 @@ impl Pending {
             route,
             elapsed,
             key.as_ref().map(|k| k.hot.key_id()),
+            &answered,
         );
         insert_id_and_rate_headers(response.headers_mut(), &request_id_text, rate);
         finish(&state, response)
@@ -307,38 +312,28 @@ impl Pending {
 }
 
 /// `x-request-id` and, for a key under a rate limit, the `RateLimit-*`
-/// headers: their values are slices of one buffer, one allocation for all.
+/// headers. Each value is its own exact-size buffer: slices of one shared
+/// buffer (or a buffer with spare capacity) make `bytes` count references
+/// with an atomic operation on every slice and every drop, which costs
+/// more than the small allocations.
 fn insert_id_and_rate_headers(
     headers: &mut axum::http::HeaderMap,
     request_id: &RequestIdText,
     rate: Option<crate::rate_limit::RateInfo>,
 ) {
-    let mut text = Vec::with_capacity(request_id.0.len() + 3 * 10);
-    text.extend_from_slice(&request_id.0);
-    let mut ends = [0usize; 4];
-    ends[0] = text.len();
-    if let Some(rate) = rate {
-        for (end, value) in ends[1..].iter_mut().zip([
-            u64::from(rate.limit),
-            u64::from(rate.remaining),
-            rate.reset_seconds,
-        ]) {
-            text.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
-            *end = text.len();
-        }
-    }
-    let text = axum::body::Bytes::from(text);
-    let value =
-        |start: usize, end: usize| HeaderValue::from_maybe_shared(text.slice(start..end)).ok();
-    if let Some(id) = value(0, ends[0]) {
+    let value = |bytes: &[u8]| {
+        HeaderValue::from_maybe_shared(axum::body::Bytes::copy_from_slice(bytes)).ok()
+    };
+    if let Some(id) = value(&request_id.0) {
         headers.insert(X_REQUEST_ID.clone(), id);
     }
-    if rate.is_some() {
-        for (i, name) in [&RATELIMIT_LIMIT, &RATELIMIT_REMAINING, &RATELIMIT_RESET]
-            .into_iter()
-            .enumerate()
-        {
-            if let Some(number) = value(ends[i], ends[i + 1]) {
+    if let Some(rate) = rate {
+        for (name, number) in [
+            (&RATELIMIT_LIMIT, u64::from(rate.limit)),
+            (&RATELIMIT_REMAINING, u64::from(rate.remaining)),
+            (&RATELIMIT_RESET, rate.reset_seconds),
+        ] {
+            if let Some(number) = value(itoa::Buffer::new().format(number).as_bytes()) {
                 headers.insert(name.clone(), number);
             }
         }
