@@ -7,7 +7,6 @@
 use axum::response::IntoResponse;
 use axum::routing::{get, MethodRouter};
 use axum::Router;
-use std::sync::Arc;
 
 use crate::http;
 use crate::state::AppState;
@@ -119,7 +118,7 @@ pub fn app_with_routes(state: AppState, extra: Routes) -> App {
     // The request context wraps the router once, instead of anything being
     // applied to each route (`Router::layer` wraps every route in one more
     // boxed service, cloned on every request).
-    http::middleware::RequestContext::new(state, Arc::new(index), routes)
+    http::middleware::RequestContext::new(state, index, routes)
 }
 
 const OPENAPI_JSON: &str = "/openapi.json";

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::http::access_log::RequestFacts;
 use crate::http::body_timeout;
 use crate::http::error::{ApiError, ErrorPayload};
-use crate::metrics::{RouteIndex, RouteStats};
+use crate::metrics::{RouteId, RouteIndex};
 use crate::state::AppState;
 use crate::usage::KeySlot;
 
@@ -76,17 +76,23 @@ impl RequestIdText {
 /// request, and the request would pass one more router to reach it.
 #[derive(Debug, Clone)]
 pub struct RequestContext<S> {
-    state: AppState,
-    routes: Arc<RouteIndex>,
+    shared: Arc<Shared>,
     inner: S,
+}
+
+/// What the request layer reads when it answers: one reference count per
+/// request for both.
+#[derive(Debug)]
+struct Shared {
+    state: AppState,
+    routes: RouteIndex,
 }
 
 impl<S> RequestContext<S> {
     /// Wraps `inner` (the router), whose route templates `routes` holds.
-    pub fn new(state: AppState, routes: Arc<RouteIndex>, inner: S) -> Self {
+    pub fn new(state: AppState, routes: RouteIndex, inner: S) -> Self {
         Self {
-            state,
-            routes,
+            shared: Arc::new(Shared { state, routes }),
             inner,
         }
     }
@@ -109,7 +115,7 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let (mut request, body_watch) =
-            body_timeout::watch_body(request, self.state.config().request_body_timeout);
+            body_timeout::watch_body(request, self.shared.state.config().request_body_timeout);
         let request_id = RequestIdText::new();
         // The connection layer made the slot (with the peer address and
         // the request's start); a request from elsewhere (axum's `serve`,
@@ -125,7 +131,7 @@ where
         // Logs and traces (access_log.rs): the route template, never the path.
         let facts = RequestFacts::of(&request, slot.started());
         let span = facts.span(request_id.as_str(), request.uri().path());
-        let route = Arc::clone(self.routes.stats(request.uri().path()));
+        let route = self.shared.routes.find(request.uri().path());
         let inner = {
             let _entered = span.enter();
             let inner = &mut self.inner;
@@ -139,7 +145,7 @@ where
         ContextFuture {
             inner,
             pending: Some(Pending {
-                state: self.state.clone(),
+                shared: Arc::clone(&self.shared),
                 request_id,
                 facts,
                 slot,
@@ -153,11 +159,11 @@ where
 
 /// What the request layer keeps while the router answers.
 struct Pending {
-    state: AppState,
+    shared: Arc<Shared>,
     request_id: RequestIdText,
     facts: RequestFacts,
     slot: KeySlot,
-    route: Arc<RouteStats>,
+    route: RouteId,
     body_watch: Option<body_timeout::BodyWatch>,
     span: tracing::Span,
 }
@@ -212,7 +218,7 @@ impl Pending {
     /// and error body.
     fn answer(self, mut response: Response) -> Response {
         let Pending {
-            state,
+            shared,
             request_id,
             facts,
             slot,
@@ -220,6 +226,8 @@ impl Pending {
             body_watch,
             span,
         } = self;
+        let state = &shared.state;
+        let route = shared.routes.stats(route);
         if let Some(watch) = body_watch {
             response = watch.answer(response);
         }
@@ -307,7 +315,7 @@ impl Pending {
             &answered,
         );
         insert_id_and_rate_headers(response.headers_mut(), &request_id_text, rate);
-        finish(&state, response)
+        finish(state, response)
     }
 }
 

@@ -173,32 +173,50 @@ impl Collector for RouteTable {
 /// Built once, from the templates the routes were registered with.
 #[derive(Debug)]
 pub struct RouteIndex {
-    matcher: matchit::Router<Arc<RouteStats>>,
-    unmatched: Arc<RouteStats>,
+    matcher: matchit::Router<RouteId>,
+    /// The counts of each route; [`RouteId::UNMATCHED`] first.
+    routes: Vec<Arc<RouteStats>>,
+}
+
+/// A route of a [`RouteIndex`] (a plain number: the request layer keeps it
+/// while the router answers, without a reference count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId(usize);
+
+impl RouteId {
+    /// No route matched.
+    pub const UNMATCHED: Self = Self(0);
 }
 
 impl RouteIndex {
     /// The index of `templates`, counting into `table`.
     pub fn new<'a>(table: &RouteTable, templates: impl IntoIterator<Item = &'a str>) -> Self {
         let mut matcher = matchit::Router::new();
+        let mut routes = vec![table.resolve(UNMATCHED)];
         for template in templates {
             // axum refuses (panics on) conflicting templates when the
             // router is built, before this runs.
-            let inserted = matcher.insert(template, table.resolve(template));
+            let inserted = matcher.insert(template, RouteId(routes.len()));
             debug_assert!(inserted.is_ok(), "route template {template}: {inserted:?}");
+            if inserted.is_ok() {
+                routes.push(table.resolve(template));
+            }
         }
-        Self {
-            matcher,
-            unmatched: table.resolve(UNMATCHED),
-        }
+        Self { matcher, routes }
     }
 
-    /// The counts of the route whose template matches `path`, or of
-    /// [`UNMATCHED`].
-    pub fn stats(&self, path: &str) -> &Arc<RouteStats> {
+    /// The route whose template matches `path`, or [`RouteId::UNMATCHED`].
+    pub fn find(&self, path: &str) -> RouteId {
         self.matcher
             .at(path)
-            .map_or(&self.unmatched, |found| found.value)
+            .map_or(RouteId::UNMATCHED, |found| *found.value)
+    }
+
+    /// The counts of `route`.
+    pub fn stats(&self, route: RouteId) -> &RouteStats {
+        self.routes
+            .get(route.0)
+            .unwrap_or(&self.routes[RouteId::UNMATCHED.0])
     }
 }
 
@@ -218,7 +236,7 @@ mod tests {
                 "/static/{*file}",
             ],
         );
-        let template = |path: &str| index.stats(path).template().map(str::to_owned);
+        let template = |path: &str| index.stats(index.find(path)).template().map(str::to_owned);
         assert_eq!(template("/v1/keys").as_deref(), Some("/v1/keys"));
         assert_eq!(
             template("/v1/keys/leaks").as_deref(),
@@ -235,9 +253,10 @@ mod tests {
         assert_eq!(template("/v1/keys/"), None);
         assert_eq!(template("/v1/keys/a/b"), None);
         assert_eq!(template("/nothing"), None);
-        assert!(Arc::ptr_eq(
-            index.stats("/v1/keys/a"),
-            index.stats("/v1/keys/b")
+        assert_eq!(index.find("/v1/keys/a"), index.find("/v1/keys/b"));
+        assert!(std::ptr::eq(
+            index.stats(index.find("/v1/keys/a")),
+            &*table.resolve("/v1/keys/{id}")
         ));
     }
 

@@ -29,7 +29,7 @@ use crate::key_cache::KeyCache;
 use crate::store::{RunStatus, Store};
 use crate::usage::FlushReport;
 use histogram::{AtomicHistogram, BATCH_BUCKETS, LAG_BUCKETS, LATENCY_BUCKETS};
-pub use http::{RouteIndex, RouteStats, RouteTable, UNMATCHED};
+pub use http::{RouteId, RouteIndex, RouteStats, RouteTable, UNMATCHED};
 
 /// One fixed label.
 type Label = [(&'static str, &'static str); 1];
