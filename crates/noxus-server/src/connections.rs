@@ -153,10 +153,10 @@ pub async fn serve(
             // the next), so the borrow cannot fail.
             let router = std::cell::RefCell::new(router.clone());
             hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                // The peer address (what axum's `ConnectInfo` carries), in
-                // the request's slot: one extension instead of two.
-                // Its start, read once: the request layer's latency and the
-                // key check count from it.
+                // The request's slot, one extension: the peer address (what
+                // axum's `ConnectInfo` carries) and the request's start, read
+                // once here (the request layer's latency and the key check
+                // count from it).
                 request
                     .extensions_mut()
                     .insert(crate::usage::KeySlot::for_peer(
