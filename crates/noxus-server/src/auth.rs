@@ -18,7 +18,7 @@ use crate::metrics::{AuthOutcome, StoreOperation};
 use crate::state::AppState;
 use crate::store::{Actor, KeyAuthRecord, OrganizationId, RevokedReason, UserId, WorkspaceId};
 use crate::time_fmt::rfc3339;
-use crate::usage::KeySlot;
+use crate::usage::{KeySlot, RequestKey};
 
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -312,6 +312,27 @@ async fn load_for_auth(
     Ok(verified)
 }
 
+/// The key a request is counted against, handed to the request's slot when
+/// the key check ends (dropped), whichever way it ends.
+struct Charged<'a> {
+    slot: Option<&'a KeySlot>,
+    hot: Option<Arc<crate::usage::KeyHot>>,
+    rate: Option<crate::rate_limit::RateInfo>,
+    unix_ms: i64,
+}
+
+impl Drop for Charged<'_> {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(hot)) = (self.slot, self.hot.take()) {
+            slot.set_key(RequestKey {
+                hot,
+                rate: self.rate,
+                unix_ms: self.unix_ms,
+            });
+        }
+    }
+}
+
 async fn verify(
     state: &AppState,
     headers: &HeaderMap,
@@ -368,14 +389,14 @@ async fn verify(
         ),
     };
 
-    // From here on the answer is counted against this key.
-    if let Some(slot) = slot {
-        slot.set_key(&verified.hot, now.unix_ms);
-    }
-    let set_rate = |rate| {
-        if let Some(slot) = slot {
-            slot.set_rate(rate);
-        }
+    // From here on the answer is counted against this key, whatever it is:
+    // the slot learns the key (and its rate-limit state, once known) when
+    // this check ends, on every way out.
+    let mut charged = Charged {
+        slot,
+        hot: slot.map(|_| Arc::clone(&verified.hot)),
+        rate: None,
+        unix_ms: now.unix_ms,
     };
     let key = &verified.record.key;
     if let Some(revoked_at) = key.revoked_at {
@@ -429,10 +450,10 @@ async fn verify(
             state.limits().key_used(&verified.hot, checked.is_ok());
         }
         match checked {
-            Ok(tat) => set_rate(gcra.info(tat, at)),
+            Ok(tat) => charged.rate = Some(gcra.info(tat, at)),
             Err(wait) => {
                 let limit = gcra.limit();
-                set_rate(crate::rate_limit::RateInfo {
+                charged.rate = Some(crate::rate_limit::RateInfo {
                     limit: limit.burst,
                     remaining: 0,
                     reset_seconds: wait.whole_seconds(),

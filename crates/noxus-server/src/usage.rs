@@ -542,20 +542,10 @@ impl KeySlot {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Names the key of the request.
-    pub fn set_key(&self, key: &Arc<KeyHot>, unix_ms: i64) {
-        self.lock().key = Some(RequestKey {
-            hot: Arc::clone(key),
-            rate: None,
-            unix_ms,
-        });
-    }
-
-    /// Notes the request's rate-limit state.
-    pub fn set_rate(&self, rate: crate::rate_limit::RateInfo) {
-        if let Some(key) = self.lock().key.as_mut() {
-            key.rate = Some(rate);
-        }
+    /// Names the key of the request and its rate-limit state, once, when
+    /// its check is over (one lock per request).
+    pub fn set_key(&self, key: RequestKey) {
+        self.lock().key = Some(key);
     }
 
     /// The request's key, if it presented a known one, taken out of the

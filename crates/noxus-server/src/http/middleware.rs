@@ -320,31 +320,63 @@ impl Pending {
 }
 
 /// `x-request-id` and, for a key under a rate limit, the `RateLimit-*`
-/// headers. Each value is its own exact-size buffer: slices of one shared
+/// headers. The id is its own exact-size buffer: slices of one shared
 /// buffer (or a buffer with spare capacity) make `bytes` count references
 /// with an atomic operation on every slice and every drop, which costs
-/// more than the small allocations.
+/// more than the small allocation. The `RateLimit-*` values come from
+/// [`RateValues`].
 fn insert_id_and_rate_headers(
     headers: &mut axum::http::HeaderMap,
     request_id: &RequestIdText,
     rate: Option<crate::rate_limit::RateInfo>,
 ) {
-    let value = |bytes: &[u8]| {
-        HeaderValue::from_maybe_shared(axum::body::Bytes::copy_from_slice(bytes)).ok()
-    };
-    if let Some(id) = value(&request_id.0) {
+    if let Ok(id) =
+        HeaderValue::from_maybe_shared(axum::body::Bytes::copy_from_slice(&request_id.0))
+    {
         headers.insert(X_REQUEST_ID.clone(), id);
     }
     if let Some(rate) = rate {
-        for (name, number) in [
-            (&RATELIMIT_LIMIT, u64::from(rate.limit)),
-            (&RATELIMIT_REMAINING, u64::from(rate.remaining)),
-            (&RATELIMIT_RESET, rate.reset_seconds),
-        ] {
-            if let Some(number) = value(itoa::Buffer::new().format(number).as_bytes()) {
-                headers.insert(name.clone(), number);
-            }
+        let [limit, remaining, reset] = RateValues::of(rate);
+        headers.insert(RATELIMIT_LIMIT.clone(), limit);
+        headers.insert(RATELIMIT_REMAINING.clone(), remaining);
+        headers.insert(RATELIMIT_RESET.clone(), reset);
+    }
+}
+
+/// The `RateLimit-*` header values of a thread's last answer, reused while
+/// the numbers stay the same: a key's limit never changes, and a key used
+/// at less than its rate shows the same remaining count (its burst less
+/// one) and reset (1 second) answer after answer. A value reused is one
+/// reference count up and down instead of an allocation, a copy, a
+/// validation and a free; a number that changed costs what it cost before.
+struct RateValues {
+    numbers: [u64; 3],
+    values: [Option<HeaderValue>; 3],
+}
+
+impl RateValues {
+    fn of(rate: crate::rate_limit::RateInfo) -> [HeaderValue; 3] {
+        thread_local! {
+            static LAST: std::cell::RefCell<RateValues> = const {
+                std::cell::RefCell::new(RateValues { numbers: [0; 3], values: [None, None, None] })
+            };
         }
+        let numbers = [
+            u64::from(rate.limit),
+            u64::from(rate.remaining),
+            rate.reset_seconds,
+        ];
+        LAST.with_borrow_mut(|last| {
+            std::array::from_fn(|i| match &last.values[i] {
+                Some(value) if last.numbers[i] == numbers[i] => value.clone(),
+                _ => {
+                    let value = HeaderValue::from(numbers[i]);
+                    last.numbers[i] = numbers[i];
+                    last.values[i] = Some(value.clone());
+                    value
+                }
+            })
+        })
     }
 }
 
@@ -493,7 +525,39 @@ pub async fn method_not_allowed(request: Request) -> ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::RequestIdText;
+    use super::{RateValues, RequestIdText};
+    use crate::rate_limit::RateInfo;
+
+    #[test]
+    fn rate_limit_values_are_the_numbers_whether_reused_or_not() {
+        let text = |rate| RateValues::of(rate).map(|v| v.to_str().unwrap_or_default().to_owned());
+        let rate = |limit, remaining, reset_seconds| RateInfo {
+            limit,
+            remaining,
+            reset_seconds,
+        };
+        // The first answer, the same numbers again (reused), one number
+        // changed, a number back to an earlier one, and the extremes.
+        for (limit, remaining, reset) in [
+            (60, 59, 1),
+            (60, 59, 1),
+            (60, 58, 1),
+            (60, 59, 1),
+            (600, 0, 10),
+            (u32::MAX, u32::MAX, u64::MAX),
+            (0, 0, 0),
+        ] {
+            assert_eq!(
+                text(rate(limit, remaining, reset)),
+                [limit.to_string(), remaining.to_string(), reset.to_string()]
+            );
+        }
+        // Another thread has its own.
+        std::thread::spawn(move || assert_eq!(text(rate(7, 6, 1)), ["7", "6", "1"]))
+            .join()
+            .unwrap_or_else(|_| panic!("the other thread failed"));
+        assert_eq!(text(rate(0, 0, 0)), ["0", "0", "0"]);
+    }
 
     #[test]
     fn request_ids_are_req_and_20_alphanumerics_using_every_one() {
